@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("greymilter: not yet runnable");
+    std::process::exit(1);
+}
