@@ -5,6 +5,7 @@
 //! layer knows nothing about greylisting; the engine knows nothing about
 //! sockets; [`daemon`] owns the event loop, signals and checkpoints.
 
+pub mod config;
 pub mod greylist;
 pub mod milter;
 pub mod ratelimit;

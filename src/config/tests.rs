@@ -1,0 +1,263 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml")
+}
+
+#[test]
+fn empty_file_gives_the_documented_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.milter.listen.0, "inet:10030@127.0.0.1");
+    let s = c.settings();
+    assert_eq!(s, Settings::default());
+    assert_eq!(c.state.file, None);
+    assert_eq!(c.milter.max_connections.0, 1024);
+    assert_eq!(c.milter.idle_timeout.0, Duration::from_secs(600));
+}
+
+#[test]
+fn the_shipped_example_parses_to_the_defaults_plus_its_list_examples() {
+    let text = include_str!("../../greylist.toml.example");
+    let c = parse(text).unwrap();
+    let d = Config::default();
+    assert_eq!(c.milter, d.milter);
+    assert_eq!(c.greylist, d.greylist);
+    assert_eq!(c.log, d.log);
+    assert_eq!(c.state.checkpoint_interval, d.state.checkpoint_interval);
+}
+
+#[test]
+fn durations_accept_units_and_seconds() {
+    let c =
+        parse("[greylist]\ndelay = \"90s\"\nretry_window = 7200\nwhitelist_lifetime = \"36d\"\n")
+            .unwrap();
+    assert_eq!(c.greylist.delay.0, Duration::from_secs(90));
+    assert_eq!(c.greylist.retry_window.0, Duration::from_secs(7200));
+    assert_eq!(
+        c.greylist.whitelist_lifetime.0,
+        Duration::from_secs(36 * 86400)
+    );
+    let c = parse("[greylist]\ndelay = \"5m\"\nretry_window = \"24h\"\n").unwrap();
+    assert_eq!(c.greylist.delay.0, Duration::from_secs(300));
+}
+
+#[test]
+fn lists_parse_into_engine_entries() {
+    let c = parse(
+        r#"
+[lists]
+clients = { "192.0.2.7/24" = "accept", "2001:db8::/32" = "reject", "198.51.100.1" = { action = "greylist", delay = "1m" } }
+client_names = { ".Example.COM" = "accept" }
+senders = { "<Alice@Example.org>" = "accept", "<>" = "greylist" }
+sender_domains = { "bad.test" = "reject" }
+recipients = { "postmaster@example.net" = "accept" }
+recipient_domains = { "@example.net" = "greylist" }
+"#,
+    )
+    .unwrap();
+    let s = c.settings().lists;
+    assert!(
+        s.clients
+            .contains(&("192.0.2.0/24".parse().unwrap(), ListAction::Accept))
+    );
+    assert!(
+        s.clients
+            .contains(&("2001:db8::/32".parse().unwrap(), ListAction::Reject))
+    );
+    assert!(s.clients.contains(&(
+        "198.51.100.1/32".parse().unwrap(),
+        ListAction::Greylist {
+            delay: Some(Duration::from_secs(60))
+        }
+    )));
+    assert_eq!(
+        s.client_names,
+        vec![(".example.com".to_string(), ListAction::Accept)]
+    );
+    assert!(
+        s.senders
+            .contains(&("alice@example.org".to_string(), ListAction::Accept))
+    );
+    assert!(
+        s.senders
+            .contains(&(String::new(), ListAction::Greylist { delay: None }))
+    );
+    assert_eq!(
+        s.sender_domains,
+        vec![("bad.test".to_string(), ListAction::Reject)]
+    );
+    assert_eq!(
+        s.recipient_domains,
+        vec![(
+            "example.net".to_string(),
+            ListAction::Greylist { delay: None }
+        )]
+    );
+}
+
+#[test]
+fn effective_config_round_trips_through_toml() {
+    let c = parse(
+        r#"
+[milter]
+listen = "unix:/run/greymilter/sock"
+socket_mode = "0600"
+[greylist]
+delay = 120
+reply = "450 4.7.1 Try again in {remaining}s, 100% sure"
+[lists]
+clients = { "10.0.0.0/8" = { action = "greylist", delay = "1h" } }
+[state]
+file = "/var/lib/greymilter/state"
+[log]
+format = "json"
+"#,
+    )
+    .unwrap();
+    let printed = c.to_toml();
+    let again = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again, c);
+    assert!(printed.contains("delay = \"2m\""), "{printed}");
+    assert!(printed.contains("socket_mode = \"0600\""), "{printed}");
+}
+
+/// Each broken configuration names the line and column of its fault.
+#[test]
+fn broken_configs_fail_with_line_and_column() {
+    let cases: &[(&str, &str, (usize, usize))] = &[
+        ("[greylist\ndelay = 1\n", "", (1, 10)),
+        (
+            "[greylist]\ndelai = \"5m\"\n",
+            "unknown field `delai`",
+            (2, 1),
+        ),
+        ("[grey]\n", "unknown field `grey`", (1, 2)),
+        (
+            "[lists]\nclients = { \"192.0.2.300/24\" = \"accept\" }\n",
+            "not an IP address",
+            (2, 13),
+        ),
+        (
+            "[lists]\nclients = { \"192.0.2.0/33\" = \"accept\" }\n",
+            "not an IP address",
+            (2, 13),
+        ),
+        (
+            "[greylist]\nipv4_prefix = 33\n",
+            "between 1 and 32",
+            (2, 15),
+        ),
+        (
+            "[greylist]\nipv6_prefix = 129\n",
+            "between 1 and 128",
+            (2, 15),
+        ),
+        ("[greylist]\nipv4_prefix = 0\n", "between 1 and 32", (2, 15)),
+        ("[greylist]\ndelay = -5\n", "negative", (2, 9)),
+        ("[greylist]\ndelay = \"-5m\"\n", "negative", (2, 9)),
+        ("[greylist]\ndelay = 0\n", "greater than zero", (2, 9)),
+        ("[greylist]\ndelay = \"0s\"\n", "greater than zero", (2, 9)),
+        ("[greylist]\ndelay = \"soon\"\n", "invalid duration", (2, 9)),
+        (
+            "[greylist]\nreply = \"Greylisted, go away\"\n",
+            "invalid reply",
+            (2, 9),
+        ),
+        ("[greylist]\nreply = \"550 5.7.1 no\"\n", "4xx", (2, 9)),
+        (
+            "[greylist]\nreply = \"451 4.7.1 a\\r\\nb\"\n",
+            "printable ASCII",
+            (2, 9),
+        ),
+        (
+            "[greylist]\nreply = \"421 4.7.0 bye\"\n",
+            "disconnect",
+            (2, 9),
+        ),
+        (
+            "[greylist]\nreply = \"451 4.7.1 wait {minutes}\"\n",
+            "unknown placeholder",
+            (2, 9),
+        ),
+        (
+            "[greylist]\nreject_reply = \"451 4.7.1 later\"\n",
+            "5xx",
+            (2, 16),
+        ),
+        (
+            "[greylist]\ndelay = \"2h\"\nretry_window = \"1h\"\n",
+            "retry_window",
+            (3, 1),
+        ),
+        ("[greylist]\nmax_tuples = 0\n", "positive", (2, 14)),
+        (
+            "[milter]\nlisten = \"10030\"\n",
+            "listen must look like",
+            (2, 10),
+        ),
+        ("[milter]\nsocket_mode = \"rw\"\n", "octal", (2, 15)),
+        (
+            "[milter]\nsocket_mode = \"01777\"\n",
+            "beyond 0777",
+            (2, 15),
+        ),
+        (
+            "[lists]\nsenders = { \"not an address\" = \"accept\" }\n",
+            "not an address",
+            (2, 13),
+        ),
+        (
+            "[lists]\nsender_domains = { \"bad domain\" = \"reject\" }\n",
+            "not a domain",
+            (2, 20),
+        ),
+        (
+            "[lists]\nclient_names = { \"[192.0.2.1]\" = \"accept\" }\n",
+            "not a host name",
+            (2, 18),
+        ),
+        (
+            "[lists]\nrecipients = { \"a@b.test\" = \"maybe\" }\n",
+            "unknown action",
+            (2, 29),
+        ),
+        (
+            "[lists]\nrecipients = { \"a@b.test\" = { action = \"accept\", delay = \"1m\" } }\n",
+            "only to action",
+            (2, 29),
+        ),
+        (
+            "[lists]\nrecipients = { \"a@b.test\" = { delay = \"1m\" } }\n",
+            "needs an `action`",
+            (2, 29),
+        ),
+        ("[log]\nlevel = \"loud=[\"\n", "invalid log level", (2, 9)),
+        ("[log]\nformat = \"xml\"\n", "unknown variant", (2, 10)),
+        ("[greylist]\nheader = \"yes\"\n", "invalid type", (2, 10)),
+    ];
+    for (text, needle, (line, column)) in cases {
+        let err = parse(text)
+            .err()
+            .unwrap_or_else(|| panic!("accepted broken config:\n{text}"));
+        assert!(err.message.contains(needle), "{text:?}: {err}");
+        assert_eq!((err.line, err.column), (*line, *column), "{text:?}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("test.toml:{line}:{column}: ")),
+            "{err}"
+        );
+    }
+    assert!(cases.len() >= 20);
+}
+
+#[test]
+fn unreadable_file_is_an_error_naming_the_file() {
+    let err = Config::load(Path::new("/nonexistent/greymilter.toml")).unwrap_err();
+    assert_eq!(err.line, 0);
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/greymilter.toml: cannot read:"),
+        "{err}"
+    );
+}
