@@ -6,6 +6,7 @@
 //! sockets; [`daemon`] owns the event loop, signals and checkpoints.
 
 pub mod config;
+pub mod daemon;
 pub mod greylist;
 pub mod milter;
 pub mod ratelimit;

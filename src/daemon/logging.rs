@@ -1,0 +1,61 @@
+//! Logging to stderr (journald picks it up), level reloadable on SIGHUP.
+//!
+//! Writes are synchronous on the calling thread: a background writer thread
+//! would break the single-thread rule the checkpoint fork depends on.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
+
+use crate::config::{LogConfig, LogFormat};
+
+pub struct Logging {
+    filter: reload::Handle<EnvFilter, Registry>,
+    /// RUST_LOG was set: it wins over the configuration, also on reload.
+    from_env: bool,
+    format: LogFormat,
+}
+
+impl Logging {
+    /// Installs the global subscriber. Call once.
+    pub fn init(config: &LogConfig) -> Logging {
+        let env = std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty());
+        let from_env = env.is_some();
+        let directive = env.unwrap_or_else(|| config.level.0.clone());
+        let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+        let (filter, handle) = reload::Layer::new(filter);
+        let text = (config.format == LogFormat::Text)
+            .then(|| fmt::layer().with_writer(std::io::stderr).with_target(false));
+        let json = (config.format == LogFormat::Json)
+            .then(|| fmt::layer().json().with_writer(std::io::stderr));
+        // A second init (tests) keeps the first subscriber.
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(text)
+            .with(json)
+            .try_init();
+        Logging {
+            filter: handle,
+            from_env,
+            format: config.format,
+        }
+    }
+
+    /// Applies a reloaded configuration's level; the format needs a restart.
+    pub fn apply(&self, config: &LogConfig) {
+        if config.format != self.format {
+            tracing::warn!("log.format changed; it takes effect at the next restart");
+        }
+        if self.from_env {
+            return;
+        }
+        match EnvFilter::try_new(&config.level.0) {
+            Ok(filter) => {
+                if let Err(e) = self.filter.reload(filter) {
+                    tracing::error!(error = %e, "cannot change the log level");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "invalid log level"),
+        }
+    }
+}
