@@ -148,6 +148,15 @@ impl Decision {
     }
 }
 
+/// A stored tuple as [`Engine::peek`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TupleInfo {
+    pub first_seen: u64,
+    /// Last use (whitelisted) or last attempt (pending).
+    pub last: u64,
+    pub whitelisted: bool,
+}
+
 /// What [`Engine::restore_state`] loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreSummary {
@@ -388,6 +397,28 @@ impl Engine {
             _ => {}
         }
         decision
+    }
+
+    /// The stored state of the tuple a request maps to, without deciding
+    /// or changing anything (for tests and diagnostics).
+    pub fn peek(&mut self, req: &Request<'_>) -> Option<TupleInfo> {
+        let addr = req.client_addr?;
+        sender_form(
+            req.sender,
+            self.settings.normalize_sender,
+            &mut self.sender_buf,
+        );
+        base_form(req.recipient, &mut self.recipient_buf);
+        let net = Network::of(addr, self.settings.ipv4_prefix, self.settings.ipv6_prefix);
+        let key = self
+            .secret
+            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
+        let (t, whitelisted) = self.table.get(&key)?;
+        Some(TupleInfo {
+            first_seen: u64::from(t.first_seen),
+            last: u64::from(t.last),
+            whitelisted,
+        })
     }
 
     /// The X-Greylist header for a message whose recipient waited

@@ -29,6 +29,6 @@ pub mod state;
 pub mod stats;
 pub mod table;
 
-pub use engine::{Action, Decision, Engine, Reason, Request, RestoreSummary};
+pub use engine::{Action, Decision, Engine, Reason, Request, RestoreSummary, TupleInfo};
 pub use policy::{PolicyDecider, PolicyFactory};
 pub use state::StateError;
