@@ -45,10 +45,10 @@ use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 use crate::milter::decision::{Header, SessionSummary};
 
-/// Work units (entries examined) per [`Engine::maintain`] call. An entry
-/// costs well under 100 ns to examine and a few hundred to remove, so a
-/// call stays far below a millisecond; `examples/engine_memory.rs` measures
-/// the worst call at 1M tuples.
+/// Work units (entries examined) per [`Engine::maintain`] call. Measured
+/// by `examples/engine_memory.rs` with 800k of 1M tuples expiring at once
+/// (every entry examined is removed, the worst case): mean 0.1 ms, p99
+/// 0.2 ms per call on the 2-core build machine.
 pub const MAINTAIN_BUDGET: usize = 2048;
 /// Auto-whitelist records examined per call (their sweep never pauses).
 const AWL_BUDGET: usize = 256;
