@@ -1,5 +1,34 @@
 //! The greylist engine: keys, static lists, the tuple table, verdicts and
 //! statistics. No sockets, no signals; time comes from a [`clock::Clock`].
+//!
+//! * [`address`]: envelope address normalisation (bytes in, bounded).
+//! * [`key`]: keyed-hash tuple keys; the table stores no strings.
+//! * [`lists`]: compiled static lists.
+//! * [`table`]: pending and whitelisted tuples, timing model, expiry, eviction.
+//! * [`awl`]: the client-network auto-whitelist.
+//! * [`stats`]: counters and the report.
+//! * [`state`]: the versioned, checksummed state file format.
+//! * [`engine`]: all of the above behind [`Engine`].
+//! * [`policy`]: the [`crate::milter::decision`] adapter the daemon hands to
+//!   the milter server.
 
+// Each engine module denies `unwrap`/`expect` outside tests: data from
+// the network or a file must never panic the daemon. (`settings.rs` builds
+// its defaults from constants with `expect` and is left as it is.)
+
+pub mod address;
+pub mod awl;
 pub mod clock;
+pub mod date;
+pub mod engine;
+pub mod key;
+pub mod lists;
+pub mod policy;
 pub mod settings;
+pub mod state;
+pub mod stats;
+pub mod table;
+
+pub use engine::{Action, Decision, Engine, Reason, Request, RestoreSummary, TupleInfo};
+pub use policy::{PolicyDecider, PolicyFactory};
+pub use state::StateError;

@@ -1,0 +1,89 @@
+//! The decision log line, in a test binary of its own: tracing caches
+//! per-callsite interest globally, which a parallel test without a
+//! subscriber could spoil.
+
+mod greylist_support;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use greylist_support::{MapMacros, engine, ip};
+use greymilter::greylist::PolicyFactory;
+use greymilter::greylist::settings::Settings;
+use greymilter::milter::decision::{Client, Decider, DeciderFactory};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn one_decision_log_line_per_recipient() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (e, clock) = engine(Settings::default());
+    let f = PolicyFactory::new(Rc::new(RefCell::new(e)), Duration::from_secs(600));
+    let mut d = f.new_decider(7);
+    let client = Client {
+        hostname: b"mx.sender.example",
+        addr: Some(ip("192.0.2.1")),
+        port: 25,
+    };
+    d.connect(&client, &MapMacros::default());
+    let none = MapMacros::default();
+    d.mail(b"<alice@sender.example>", &none);
+    d.rcpt(b"<bob@example.net>", &none);
+    clock.advance(301);
+    d.mail(b"<alice@sender.example>", &none);
+    d.rcpt(b"<bob@example.net>", &MapMacros::with(&[("i", "4ABC123")]));
+    let mut hostile = b"<".to_vec();
+    hostile.extend(std::iter::repeat_n(b'x', 60_000));
+    hostile.extend_from_slice(b" x=y>");
+    d.rcpt(&hostile, &none);
+
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("action=")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains(
+            "action=greylist reason=new client=mx.sender.example[192.0.2.1] \
+         from=<alice@sender.example> to=<bob@example.net> delay=0 remaining=300"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(
+            "action=pass reason=retried client=mx.sender.example[192.0.2.1] \
+         from=<alice@sender.example> to=<bob@example.net> delay=301 remaining=0 qid=4ABC123"
+        ),
+        "{}",
+        lines[1]
+    );
+    // A hostile address is cut and cannot inject fields.
+    assert!(lines[2].len() < 600, "{}", lines[2].len());
+    assert!(
+        lines[2].contains("xxx...> delay=0 remaining=300"),
+        "{}",
+        lines[2]
+    );
+    assert!(!lines[2].contains(" x=y"));
+}
