@@ -3,6 +3,8 @@
 //! Writes are synchronous on the calling thread: a background writer thread
 //! would break the single-thread rule the checkpoint fork depends on.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
