@@ -26,8 +26,14 @@ impl Logging {
         let directive = env.unwrap_or_else(|| config.level.0.clone());
         let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
         let (filter, handle) = reload::Layer::new(filter);
-        let text = (config.format == LogFormat::Text)
-            .then(|| fmt::layer().with_writer(std::io::stderr).with_target(false));
+        // Colours only for a person at a terminal, never into journald or files.
+        let ansi = std::io::stderr().is_terminal();
+        let text = (config.format == LogFormat::Text).then(|| {
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi)
+        });
         let json = (config.format == LogFormat::Json)
             .then(|| fmt::layer().json().with_writer(std::io::stderr));
         // A second init (tests) keeps the first subscriber.
