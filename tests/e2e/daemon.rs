@@ -225,7 +225,10 @@ impl Greymilter {
     }
 
     fn launch(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_greymilter"));
+        // GREYMILTER_E2E_BIN runs the scenarios against another build (e.g. --release).
+        let binary = std::env::var_os("GREYMILTER_E2E_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_greymilter").into());
+        let mut command = Command::new(binary);
         command.arg("--config").arg(self.config_path());
         let mut child = GroupChild::spawn(
             "greymilter",
@@ -290,4 +293,28 @@ pub fn wait_out(announced: Duration, since: std::time::Instant) {
     if until > now {
         std::thread::sleep(until - now);
     }
+}
+
+/// Sends `envelope` (one recipient) twice: first it must be greylisted, then, once the wait
+/// greymilter announced has passed, accepted. Returns the accepted attempt.
+pub fn greylist_then_pass(envelope: &super::smtp::Envelope) -> super::smtp::Outcome {
+    let first = envelope.send();
+    let announced = assert_greylisted(first.rcpt());
+    assert!(!first.delivered(), "{first:#?}");
+    wait_out(announced, std::time::Instant::now());
+    let retry = envelope.send();
+    assert_eq!(retry.rcpt().code, 250, "retry after the delay: {retry:#?}");
+    assert!(retry.delivered(), "retry after the delay: {retry:#?}");
+    retry
+}
+
+/// Parses `X-Greylist: delayed N seconds by greymilter-…` and returns N.
+pub fn greylist_header_delay(value: &str) -> u64 {
+    value
+        .strip_prefix("delayed ")
+        .and_then(|rest| rest.split_once(" seconds by greymilter-"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("X-Greylist should read `delayed N seconds by greymilter-…`, got {value:?}")
+        })
 }

@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-pub use daemon::{Greymilter, GreymilterConfig};
+pub use daemon::{
+    Greymilter, GreymilterConfig, REJECT_REPLY, assert_greylisted, greylist_header_delay,
+    greylist_then_pass, wait_out,
+};
 pub use postfix::{Delivered, PostfixInstance, PostfixOptions};
 pub use sendmail::{SendmailInstance, SendmailOptions};
 pub use smtp::{Envelope, Outcome, Reply, SmtpClient, Xclient};
@@ -212,4 +215,14 @@ pub fn wait_for_line(
             .find(|line| matches(line))
             .map(str::to_string)
     })
+}
+
+/// True if ::1 is usable (IPv6 scenarios); panics under `CI` if it is not.
+pub fn require_ipv6() -> bool {
+    let missing = if ipv6_loopback_available() {
+        Vec::new()
+    } else {
+        vec!["IPv6 loopback ::1 (the IPv6 scenarios need it)".to_string()]
+    };
+    availability(missing)
 }
