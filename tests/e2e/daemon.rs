@@ -308,13 +308,18 @@ pub fn greylist_then_pass(envelope: &super::smtp::Envelope) -> super::smtp::Outc
     retry
 }
 
-/// Parses `X-Greylist: delayed N seconds by greymilter-…` and returns N.
-pub fn greylist_header_delay(value: &str) -> u64 {
-    value
+/// Checks an `X-Greylist: delayed N seconds by greymilter-…` value: N is at least the
+/// configured `delay` and at most what the test really `waited` (plus rounding).
+pub fn assert_greylist_header(value: &str, delay: Duration, waited: Duration) {
+    let delayed: u64 = value
         .strip_prefix("delayed ")
         .and_then(|rest| rest.split_once(" seconds by greymilter-"))
         .and_then(|(n, _)| n.parse().ok())
         .unwrap_or_else(|| {
             panic!("X-Greylist should read `delayed N seconds by greymilter-…`, got {value:?}")
-        })
+        });
+    assert!(
+        delayed >= delay.as_secs() && delayed <= waited.as_secs() + 1,
+        "X-Greylist says {delayed} s; the delay is {delay:?} and the retry came after {waited:?}"
+    );
 }

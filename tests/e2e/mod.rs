@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 pub use daemon::{
-    Greymilter, GreymilterConfig, REJECT_REPLY, assert_greylisted, greylist_header_delay,
+    Greymilter, GreymilterConfig, REJECT_REPLY, assert_greylist_header, assert_greylisted,
     greylist_then_pass, wait_out,
 };
 pub use postfix::{Delivered, PostfixInstance, PostfixOptions};

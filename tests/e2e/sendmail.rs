@@ -1,4 +1,4 @@
-//! A private Sendmail 8.17 instance (docs/real-mta-harness.md §5): an m4-built sendmail.cf in
+//! A private Sendmail 8.17 instance (real-mta-harness.md §5, shared docs): an m4-built sendmail.cf in
 //! a scratch directory, a private queue, listeners on 127.0.0.1 (and ::1 where available), a
 //! private UTS namespace with an FQDN hostname (else Sendmail stalls 60 s), and logging
 //! through the shared `/dev/log` catcher under a per-instance tag. Accepted mail stays queued
