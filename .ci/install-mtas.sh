@@ -35,7 +35,14 @@ missing_packages() {
 }
 
 mapfile -t missing < <(missing_packages)
+versions() {
+    echo "postfix $(dpkg-query -W -f='${Version}' postfix)"
+    # Not `sendmail -d0.1`: on a host without an FQDN hostname it stalls for a minute.
+    echo "sendmail-bin $(cat "$SENDMAIL_ROOT/VERSION" 2>/dev/null || echo unknown)"
+}
+
 if [ "${#missing[@]}" -eq 0 ] && [ -x "$SENDMAIL_BIN" ]; then
+    versions
     echo "install-mtas.sh: postfix, miltertest and Sendmail already in place"
     exit 0
 fi
@@ -65,6 +72,7 @@ if [ ! -x "$SENDMAIL_BIN" ]; then
     (cd "$tmp" && apt-get download -q sendmail-bin)
     mkdir -p "$SENDMAIL_ROOT"
     dpkg -x "$tmp"/sendmail-bin_*.deb "$SENDMAIL_ROOT"
+    dpkg-deb -f "$tmp"/sendmail-bin_*.deb Version >"$SENDMAIL_ROOT/VERSION"
     rm -rf "$tmp"
 fi
 
@@ -75,6 +83,5 @@ if ldd "$SENDMAIL_BIN" | grep -q 'not found'; then
     exit 1
 fi
 test -f /usr/share/sendmail/cf/m4/cf.m4
-/usr/sbin/postconf -d mail_version
-"$SENDMAIL_BIN" -d0.1 -bt </dev/null 2>/dev/null | sed -n '1p' || true
+versions
 echo "install-mtas.sh: done"
