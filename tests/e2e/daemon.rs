@@ -1,0 +1,325 @@
+//! The greymilter binary under test: a temp config (short delay, state file in the scratch
+//! directory), stderr to a log file, readiness by polling the milter port, and signals.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::process::{GroupChild, ProcessGroup};
+use super::smtp::Reply;
+use super::{WorkDir, free_port, poll_until, read_lossy, tail};
+
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The reply text for a new tuple, up to the number of seconds.
+pub const GREYLIST_PREFIX: &str = "451 4.7.1 Greylisted, please try again in ";
+pub const REJECT_REPLY: &str = "550 5.7.1 Message refused";
+
+/// The settings a test controls; everything else is fixed as in the issue's config.
+#[derive(Clone, Debug)]
+pub struct GreymilterConfig {
+    pub port: u16,
+    pub delay: String,
+    pub retry_window: String,
+    pub auto_whitelist_after: u32,
+    pub header: bool,
+    /// `(key, action)` entries of `[lists]`; actions are "accept", "reject", "greylist".
+    pub clients: Vec<(String, String)>,
+    pub senders: Vec<(String, String)>,
+    pub recipients: Vec<(String, String)>,
+    pub checkpoint_interval: String,
+}
+
+impl GreymilterConfig {
+    /// The issue's test configuration on a fresh port.
+    pub fn new() -> GreymilterConfig {
+        GreymilterConfig {
+            port: free_port(),
+            delay: "2s".to_string(),
+            retry_window: "1h".to_string(),
+            auto_whitelist_after: 0,
+            header: true,
+            clients: vec![("192.0.2.0/24".into(), "accept".into())],
+            senders: vec![("spammer@bad.test".into(), "reject".into())],
+            recipients: vec![("postmaster@example.test".into(), "accept".into())],
+            checkpoint_interval: "1s".to_string(),
+        }
+    }
+
+    pub fn delay(mut self, delay: &str) -> GreymilterConfig {
+        self.delay = delay.to_string();
+        self
+    }
+
+    pub fn client(mut self, key: &str, action: &str) -> GreymilterConfig {
+        self.clients.push((key.to_string(), action.to_string()));
+        self
+    }
+
+    pub fn checkpoint_interval(mut self, interval: &str) -> GreymilterConfig {
+        self.checkpoint_interval = interval.to_string();
+        self
+    }
+
+    fn to_toml(&self, state_file: &std::path::Path) -> String {
+        fn table(entries: &[(String, String)]) -> String {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|(key, action)| format!("{key:?} = {action:?}"))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+        let mut toml = String::new();
+        let _ = write!(
+            toml,
+            "[milter]\nlisten = \"inet:{port}@127.0.0.1\"\n\n\
+             [greylist]\ndelay = {delay:?}\nretry_window = {window:?}\n\
+             auto_whitelist_after = {awl}\nheader = {header}\n\n\
+             [lists]\nclients = {clients}\nsenders = {senders}\nrecipients = {recipients}\n\n\
+             [state]\nfile = {state:?}\ncheckpoint_interval = {interval:?}\n\n\
+             [log]\nlevel = \"debug\"\n",
+            port = self.port,
+            delay = self.delay,
+            window = self.retry_window,
+            awl = self.auto_whitelist_after,
+            header = self.header,
+            clients = table(&self.clients),
+            senders = table(&self.senders),
+            recipients = table(&self.recipients),
+            state = state_file.display().to_string(),
+            interval = self.checkpoint_interval,
+        );
+        toml
+    }
+}
+
+pub struct Greymilter {
+    // Field order matters: the daemon stops before the directory may go.
+    child: Option<GroupChild>,
+    config: GreymilterConfig,
+    work: WorkDir,
+}
+
+impl Greymilter {
+    pub fn start(config: GreymilterConfig) -> Greymilter {
+        let mut daemon = Greymilter {
+            child: None,
+            config,
+            work: WorkDir::new("greymilter"),
+        };
+        daemon.write_config(&daemon.config.clone());
+        daemon.launch();
+        daemon
+    }
+
+    /// Starts the binary again with the same config and state file (after a stop or kill).
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.as_mut().is_none_or(|c| c.try_status().is_some()),
+            "restart while greymilter is still running"
+        );
+        self.launch();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.config.port
+    }
+
+    /// Postfix's spelling of the milter endpoint.
+    pub fn postfix_spec(&self) -> String {
+        format!("inet:127.0.0.1:{}", self.config.port)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.work.join("greymilter.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.work.join("state")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.work.join("greymilter.log")
+    }
+
+    pub fn log(&self) -> String {
+        read_lossy(&self.log_path())
+    }
+
+    /// Replaces the config file (the daemon reads it at start and on SIGHUP).
+    pub fn write_config(&mut self, config: &GreymilterConfig) {
+        assert_eq!(config.port, self.config.port, "the port cannot change");
+        self.config = config.clone();
+        let toml = config.to_toml(&self.state_path());
+        std::fs::write(self.config_path(), toml).expect("write greymilter.toml");
+    }
+
+    /// Writes arbitrary (e.g. broken) text as the config file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write greymilter.toml");
+    }
+
+    pub fn config(&self) -> &GreymilterConfig {
+        &self.config
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        self.child().signal(sig);
+    }
+
+    /// Whether the daemon process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_status().is_none())
+    }
+
+    /// SIGTERM and wait for the exit; panics if it does not exit in time.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|child| child.wait_exit(STOP_TIMEOUT));
+        status.unwrap_or_else(|| {
+            panic!(
+                "greymilter did not exit within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
+                tail(&self.log_path(), 40)
+            )
+        })
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(&mut self) -> ExitStatus {
+        let status = self
+            .child
+            .as_mut()
+            .expect("greymilter was started")
+            .kill_leader();
+        // A checkpoint child that outlived the parent is part of the crash, not the restart.
+        if let Some(mut child) = self.child.take() {
+            child.stop_group(Duration::from_secs(1));
+        }
+        status
+    }
+
+    /// Waits for a log line satisfying `matches`; panics with the log on timeout.
+    pub fn wait_for_log(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        super::wait_for_line(&self.log_path(), Duration::from_secs(10), matches).unwrap_or_else(
+            || {
+                panic!(
+                    "no greymilter log line {what}; log tail:\n{}",
+                    tail(&self.log_path(), 40)
+                )
+            },
+        )
+    }
+
+    fn child(&self) -> &GroupChild {
+        self.child.as_ref().expect("greymilter was started")
+    }
+
+    fn launch(&mut self) {
+        // GREYMILTER_E2E_BIN runs the scenarios against another build (e.g. --release).
+        let binary = std::env::var_os("GREYMILTER_E2E_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_greymilter").into());
+        let mut command = Command::new(binary);
+        command.arg("--config").arg(self.config_path());
+        let mut child = GroupChild::spawn(
+            "greymilter",
+            &mut command,
+            &self.log_path(),
+            ProcessGroup::New,
+        );
+        let address = SocketAddr::from(([127, 0, 0, 1], self.config.port));
+        let ready = poll_until(START_TIMEOUT, || {
+            if let Some(status) = child.try_status() {
+                return Some(Err(status));
+            }
+            TcpStream::connect_timeout(&address, Duration::from_millis(200))
+                .ok()
+                .map(|_| Ok(()))
+        });
+        match ready {
+            Some(Ok(())) => self.child = Some(child),
+            Some(Err(status)) => panic!(
+                "greymilter exited during start ({status}); log:\n{}",
+                tail(&self.log_path(), 40)
+            ),
+            None => panic!(
+                "greymilter did not accept connections on {address} within {START_TIMEOUT:?}; log:\n{}",
+                tail(&self.log_path(), 40)
+            ),
+        }
+    }
+}
+
+impl Drop for Greymilter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "e2e: greymilter log tail ({}):\n{}",
+                self.log_path().display(),
+                tail(&self.log_path(), 60)
+            );
+        }
+    }
+}
+
+/// Asserts `reply` is greymilter's greylisting reply and returns the announced wait.
+pub fn assert_greylisted(reply: &Reply) -> Duration {
+    let line = reply.last_line();
+    let seconds = line
+        .strip_prefix(GREYLIST_PREFIX)
+        .and_then(|rest| rest.strip_suffix(" seconds"))
+        .and_then(|n| n.parse::<u64>().ok());
+    match seconds {
+        Some(n) => Duration::from_secs(n),
+        None => panic!("expected `{GREYLIST_PREFIX}N seconds`, got {line:?}"),
+    }
+}
+
+/// Sleeps until the wait a greylisting reply announced has passed, plus a second for the
+/// daemon's whole-second rounding. This waits for the configured delay itself, the property
+/// under test, not for a race to settle.
+pub fn wait_out(announced: Duration, since: std::time::Instant) {
+    let until = since + announced + Duration::from_millis(1100);
+    let now = std::time::Instant::now();
+    if until > now {
+        std::thread::sleep(until - now);
+    }
+}
+
+/// Sends `envelope` (one recipient) twice: first it must be greylisted, then, once the wait
+/// greymilter announced has passed, accepted. Returns the accepted attempt.
+pub fn greylist_then_pass(envelope: &super::smtp::Envelope) -> super::smtp::Outcome {
+    let first = envelope.send();
+    let announced = assert_greylisted(first.rcpt());
+    assert!(!first.delivered(), "{first:#?}");
+    wait_out(announced, std::time::Instant::now());
+    let retry = envelope.send();
+    assert_eq!(retry.rcpt().code, 250, "retry after the delay: {retry:#?}");
+    assert!(retry.delivered(), "retry after the delay: {retry:#?}");
+    retry
+}
+
+/// Checks an `X-Greylist: delayed N seconds by greymilter-…` value: N is at least the
+/// configured `delay` and at most what the test really `waited` (plus rounding).
+pub fn assert_greylist_header(value: &str, delay: Duration, waited: Duration) {
+    let delayed: u64 = value
+        .strip_prefix("delayed ")
+        .and_then(|rest| rest.split_once(" seconds by greymilter-"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("X-Greylist should read `delayed N seconds by greymilter-…`, got {value:?}")
+        });
+    assert!(
+        delayed >= delay.as_secs() && delayed <= waited.as_secs() + 1,
+        "X-Greylist says {delayed} s; the delay is {delay:?} and the retry came after {waited:?}"
+    );
+}
