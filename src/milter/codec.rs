@@ -103,6 +103,22 @@ pub mod proto {
     pub const HDR_LEADSPC: u32 = 0x0010_0000;
     pub const MDS_256K: u32 = 0x1000_0000;
     pub const MDS_1M: u32 = 0x2000_0000;
+    /// The NR_* bit that silences the reply to command `c` (0 if none).
+    pub fn no_reply_bit(c: u8) -> u32 {
+        match c {
+            super::cmd::CONNECT => NR_CONN,
+            super::cmd::HELO => NR_HELO,
+            super::cmd::MAIL => NR_MAIL,
+            super::cmd::RCPT => NR_RCPT,
+            super::cmd::DATA => NR_DATA,
+            super::cmd::HEADER => NR_HDR,
+            super::cmd::EOH => NR_EOH,
+            super::cmd::BODY => NR_BODY,
+            super::cmd::UNKNOWN => NR_UNKN,
+            _ => 0,
+        }
+    }
+
     /// `SMFI_V1_PROT`: what `protocol = 0` in an offer means.
     pub const V1: u32 = 0x3F;
     /// `SMFI_CURR_PROT`: every v6 step bit.

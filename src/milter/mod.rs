@@ -7,9 +7,12 @@
 //! Nothing here knows about greylisting: [`decision`] is the only seam.
 
 pub mod address;
+pub mod client;
 pub mod codec;
 pub mod decision;
+pub mod listener;
 pub mod macros;
 pub mod negotiate;
 pub mod reply;
+pub mod server;
 pub mod session;

@@ -106,20 +106,10 @@ impl Agreement {
     /// MACRO, QUIT, QUIT_NC, nor for an event negotiated as no-reply. EOM and
     /// OPTNEG always get one.
     pub fn owes_reply(&self, c: u8) -> bool {
-        let no_reply_bit = match c {
-            cmd::MACRO | cmd::ABORT | cmd::QUIT | cmd::QUIT_NC => return false,
-            cmd::CONNECT => proto::NR_CONN,
-            cmd::HELO => proto::NR_HELO,
-            cmd::MAIL => proto::NR_MAIL,
-            cmd::RCPT => proto::NR_RCPT,
-            cmd::DATA => proto::NR_DATA,
-            cmd::HEADER => proto::NR_HDR,
-            cmd::EOH => proto::NR_EOH,
-            cmd::BODY => proto::NR_BODY,
-            cmd::UNKNOWN => proto::NR_UNKN,
-            _ => 0,
-        };
-        self.protocol & no_reply_bit == 0
+        match c {
+            cmd::MACRO | cmd::ABORT | cmd::QUIT | cmd::QUIT_NC => false,
+            _ => self.protocol & proto::no_reply_bit(c) == 0,
+        }
     }
 }
 
