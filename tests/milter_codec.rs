@@ -673,6 +673,8 @@ proptest! {
                 let (frame, used) = split_frame(written).unwrap().unwrap();
                 let valid = !matches!(Response::decode(frame), Response::Other { .. });
                 prop_assert!(valid, "invalid response {:?}", frame);
+                // Never SHUTDOWN, CONN_FAIL, SETSYMLIST or PROGRESS packets.
+                prop_assert!(b"Ocaytrh".contains(&frame.cmd), "sent {:?}", frame);
                 written = &written[used..];
             }
         }

@@ -595,9 +595,10 @@ where
                 break;
             }
         };
+        // Reading comes first: bytes the MTA sent before the stop are still
+        // handled, and a command in flight is finished.
         tokio::select! {
             biased;
-            () = &mut stop, if !stopping => stopping = true,
             read = tokio::time::timeout(idle, stream.read(spare)) => match read {
                 Ok(Ok(0)) => {
                     if frames.is_empty() {
@@ -618,6 +619,7 @@ where
                     break;
                 }
             },
+            () = &mut stop, if !stopping => stopping = true,
         }
     }
     core.finish();
