@@ -158,6 +158,9 @@ pub async fn serve<F: DeciderFactory + 'static>(
     }
     drop(accepting);
     let _ = stop_tx.send(true);
+    while let Some(done) = sessions.try_join_next() {
+        report_panic(done);
+    }
     let in_flight = sessions.len();
     if in_flight > 0 {
         info!(
