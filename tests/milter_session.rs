@@ -758,3 +758,18 @@ async fn stop_finishes_the_command_in_flight_then_closes() {
     assert!(is_greylisted(&reply));
     assert!(closed && !summary.protocol_error);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_largest_legal_packet_is_handled_and_the_next_one_too() {
+    let (summary, _, replies) = default_session(|mut c| async move {
+        open(&mut c).await;
+        let chunk = vec![b'x'; 65_535];
+        let body = c.body(&chunk).await.unwrap();
+        let after = c.mail(&["<a@b>"]).await.unwrap();
+        c.quit().await.unwrap();
+        (body, after)
+    })
+    .await;
+    assert_eq!(replies, (Response::Continue, Response::Continue));
+    assert!(!summary.protocol_error);
+}
