@@ -1,4 +1,175 @@
-fn main() {
-    eprintln!("greymilter: not yet runnable");
-    std::process::exit(1);
+//! greymilter's command line: run the daemon, check a configuration, ask a
+//! running daemon for statistics, or play the MTA against a milter.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use greymilter::config::{self, Config};
+use greymilter::daemon;
+
+/// Exit status of a configuration error.
+const EXIT_CONFIG: u8 = 1;
+/// Exit status when the daemon could not start or talk to what it needs.
+const EXIT_RUNTIME: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "greymilter",
+    version,
+    about = "A greylisting milter for Postfix and Sendmail"
+)]
+struct Cli {
+    /// Configuration file [default: /etc/greymilter/greylist.toml if it
+    /// exists, else built-in defaults]
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (the default).
+    Run,
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+    /// Ask the running daemon (found by its pidfile) for a fresh statistics
+    /// report and print it.
+    Stats {
+        /// How long to wait for the report.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Act as the MTA against a running milter and print each verdict.
+    /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
+    /// 5 a recipient was rejected, 2 the milter could not be reached.
+    Query(daemon::query::QueryArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config.as_deref()),
+        Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Stats { timeout } => stats(cli.config.as_deref(), timeout),
+        Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+    }
+}
+
+/// The configuration file to read: the one named, else the default path if
+/// it exists, else none (built-in defaults).
+fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = Path::new(config::DEFAULT_PATH);
+            default.exists().then(|| default.to_path_buf())
+        }
+    }
+}
+
+fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ExitCode> {
+    let path = config_path(explicit);
+    match &path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => Ok((c, path)),
+            Err(e) => {
+                eprintln!("{e}");
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        None => Ok((Config::default(), None)),
+    }
+}
+
+fn run(explicit: Option<&Path>) -> ExitCode {
+    let (config, path) = match load(explicit) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match daemon::run(config, path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("greymilter: {e}");
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn check_config(explicit: Option<&Path>) -> ExitCode {
+    let (config, path) = match load(explicit) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = config
+        .milter
+        .listen
+        .0
+        .parse::<greymilter::milter::listener::ListenSpec>()
+    {
+        eprintln!(
+            "{}: milter.listen: {e}",
+            path.as_deref()
+                .map_or("(defaults)".into(), |p| p.display().to_string())
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match &path {
+        Some(p) => println!("# {}: OK", p.display()),
+        None => println!("# no configuration file: built-in defaults"),
+    }
+    print!("{}", config.to_toml());
+    ExitCode::SUCCESS
+}
+
+fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
+    let (config, _) = match load(explicit) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
+        eprintln!("greymilter stats needs [daemon] pidfile and [stats] file in the configuration");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let pid = match daemon::pidfile::read(pidfile) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("cannot read the pidfile {}: {e}", pidfile.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let before = modified(stats_file);
+    let signal = nix::sys::signal::Signal::SIGUSR1;
+    if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        eprintln!("cannot signal greymilter (pid {pid}): {e}");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let now = modified(stats_file);
+        if now.is_some() && now != before {
+            match std::fs::read_to_string(stats_file) {
+                Ok(text) => {
+                    print!("{text}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    eprintln!("cannot read {}: {e}", stats_file.display());
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "no fresh report in {} after {}",
+        stats_file.display(),
+        humantime::format_duration(timeout)
+    );
+    ExitCode::from(EXIT_RUNTIME)
 }

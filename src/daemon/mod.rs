@@ -1,7 +1,12 @@
-//! The daemon: event loop, signals, checkpoints, privileges.
+//! The daemon: event loop, signals, checkpoints, privileges, and the
+//! command-line helpers that talk to a running daemon.
 
 pub mod checkpoint;
 pub mod logging;
 pub mod pidfile;
 pub mod privileges;
+pub mod query;
+pub mod run;
 pub mod signals;
+
+pub use run::run;
