@@ -1,0 +1,155 @@
+//! Test support: the real greymilter binary in a temp directory.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_greymilter");
+
+/// Generous bound for anything the daemon does on its own; tests poll and
+/// return as soon as the condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running greymilter with its own directory, config and log.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    /// The TCP port it listens on (from its "listening" log line).
+    pub port: u16,
+}
+
+impl Daemon {
+    /// Writes `config` (TOML) to `dir/greymilter.toml` and starts the daemon.
+    /// `{dir}` in the text is replaced by the directory. Unless the config
+    /// sets `[milter] listen`, the daemon listens on a free loopback port.
+    pub fn start_in(dir: &Path, config: &str) -> Daemon {
+        let config_path = dir.join("greymilter.toml");
+        let mut text = config.replace("{dir}", &dir.display().to_string());
+        if !text.contains("listen") {
+            text = format!("[milter]\nlisten = \"inet:0@127.0.0.1\"\n{text}");
+        }
+        fs::write(&config_path, text).unwrap();
+        let mut d = Daemon { dir: dir.to_path_buf(), config: config_path, log: dir.join("greymilter.log"), child: None, port: 0 };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the process with the same directory and config.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let marker = self.log_len();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let line = self.wait_for_log_after(marker, |l| l.contains("listening") || l.contains("greymilter stopped"));
+        self.port = parse_port(&line).unwrap_or(0);
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.log_text().len()
+    }
+
+    /// Waits for a log line (written after byte `from`) that satisfies `want`.
+    pub fn wait_for_log_after(&self, from: usize, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.get(from..).unwrap_or("").lines().find(|l| want(l)) {
+                return line.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("log line not seen within {PATIENCE:?}; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait_for_log(&self, want: impl Fn(&str) -> bool) -> String {
+        self.wait_for_log_after(0, want)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit within {PATIENCE:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn milter_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Children of the daemon still present (zombies included), from /proc.
+    pub fn children(&self) -> Vec<(i32, char)> {
+        let me = self.pid().as_raw();
+        let mut out = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else { continue };
+            let mut fields = after.split_whitespace();
+            let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+            let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            if ppid == me {
+                out.push((pid, state));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn parse_port(line: &str) -> Option<u16> {
+    let after = line.split("listen=").nth(1)?;
+    let addr = after.split_whitespace().next()?;
+    addr.rsplit(':').next()?.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+}
