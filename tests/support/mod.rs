@@ -36,14 +36,24 @@ impl Daemon {
             text = format!("[milter]\nlisten = \"inet:0@127.0.0.1\"\n{text}");
         }
         fs::write(&config_path, text).unwrap();
-        let mut d = Daemon { dir: dir.to_path_buf(), config: config_path, log: dir.join("greymilter.log"), child: None, port: 0 };
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            config: config_path,
+            log: dir.join("greymilter.log"),
+            child: None,
+            port: 0,
+        };
         d.spawn();
         d
     }
 
     /// (Re)starts the process with the same directory and config.
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let marker = self.log_len();
         let child = Command::new(BIN)
             .arg("--config")
@@ -55,7 +65,9 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let line = self.wait_for_log_after(marker, |l| l.contains("listening") || l.contains("greymilter stopped"));
+        let line = self.wait_for_log_after(marker, |l| {
+            l.contains("listening") || l.contains("greymilter stopped")
+        });
         self.port = parse_port(&line).unwrap_or(0);
     }
 
@@ -104,7 +116,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not exit within {PATIENCE:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {PATIENCE:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -127,10 +142,16 @@ impl Daemon {
         let me = self.pid().as_raw();
         let mut out = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else { continue };
+            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else {
+                continue;
+            };
             let mut fields = after.split_whitespace();
             let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
             let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -151,5 +172,92 @@ impl Drop for Daemon {
 fn parse_port(line: &str) -> Option<u16> {
     let after = line.split("listen=").nth(1)?;
     let addr = after.split_whitespace().next()?;
-    addr.rsplit(':').next()?.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+    addr.rsplit(':')
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+/// What `greymilter query` printed and its exit status.
+#[derive(Debug)]
+pub struct Query {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Query {
+    /// The verdict line printed for a step (`RCPT TO:<x@y>`, `MAIL FROM:<..>`, `EOM`).
+    pub fn line(&self, step: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(step))
+            .unwrap_or_else(|| panic!("no {step} line in:\n{}{}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `greymilter query` against `socket` as the MTA would, for one
+/// client, sender and one or more recipients.
+pub fn query(socket: &str, client: &str, from: &str, to: &[&str], extra: &[&str]) -> Query {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "query",
+        "--socket",
+        socket,
+        "--client",
+        client,
+        "--from",
+        from,
+        "--timeout",
+        "10s",
+    ]);
+    for t in to {
+        cmd.args(["--to", t]);
+    }
+    cmd.args(extra);
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    Query {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Daemon {
+    /// `inet:PORT@127.0.0.1` for `query`.
+    pub fn socket(&self) -> String {
+        format!("inet:{}@127.0.0.1", self.port)
+    }
+
+    /// One `query` against this daemon.
+    pub fn query(&self, client: &str, from: &str, to: &[&str]) -> Query {
+        query(&self.socket(), client, from, to, &[])
+    }
+
+    /// Polls `query` until `done` holds for its output (bounded).
+    pub fn query_until(
+        &self,
+        client: &str,
+        from: &str,
+        to: &[&str],
+        done: impl Fn(&Query) -> bool,
+    ) -> Query {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let q = query(&self.socket(), client, from, to, &[]);
+            if done(&q) {
+                return q;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "condition not reached; last query:\n{}{}\nlog:\n{}",
+                    q.stdout,
+                    q.stderr,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
