@@ -462,3 +462,25 @@ fn runs_on_built_in_defaults_without_a_config_file() {
     assert_eq!(q.status, 4, "{q:?}");
     assert!(status.success());
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), "[log]\nformat = \"json\"\n");
+    d.query("192.0.2.1", "a@x.test", &["b@y.test"]);
+    let line = d.wait_for_log(|l| l.contains("action=greylist"));
+    let text = d.log_text();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reason=new"),
+        "{line}"
+    );
+}
