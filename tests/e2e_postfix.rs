@@ -137,7 +137,7 @@ fn scenario_12_milter_down_default_action_accept_delivers() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scenarios against the greymilter daemon. They need the binary; enable after the merge.
+// Scenarios against the greymilter binary under test (CARGO_BIN_EXE_greymilter).
 // Client identities come from XCLIENT: 203.0.113.0/24 and 198.51.100.0/24 are greylisted,
 // 192.0.2.0/24 is in the config's `clients` accept list (note: CI's eth0 may sit in
 // 192.0.2.0/24; only XCLIENT addresses matter here, real clients are all 127.0.0.1).
@@ -175,7 +175,6 @@ fn first_refusal(outcome: &Outcome) -> &e2e::Reply {
 /// Scenario 1: A new tuple gets `451 4.7.1` with greymilter's text at RCPT; Postfix logs the
 /// milter reject.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_01_new_tuple_is_greylisted_at_rcpt() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -206,7 +205,6 @@ fn scenario_01_new_tuple_is_greylisted_at_rcpt() {
 
 /// Scenario 2: A retry before the delay is greylisted again, with a smaller remaining time.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_02_early_retry_is_greylisted_with_less_time() {
     // A longer delay leaves room for an early retry whatever the daemon's rounding.
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new().delay("5s")) else {
@@ -237,7 +235,6 @@ fn scenario_02_early_retry_is_greylisted_with_less_time() {
 
 /// Scenario 3: A retry after the delay is accepted, delivered, and carries the X-Greylist header.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_03_retry_after_delay_is_delivered_with_header() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -263,7 +260,6 @@ fn scenario_03_retry_after_delay_is_delivered_with_header() {
 /// Scenario 4: A client in the `clients` accept list is delivered at once; a client outside it is
 /// greylisted (so the first half is not an accident).
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_04_accept_listed_client_is_delivered_at_once() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -299,7 +295,6 @@ fn scenario_04_accept_listed_client_is_delivered_at_once() {
 
 /// Scenario 5: A sender in the reject list gets `550 5.7.1` with greymilter's text.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_05_rejected_sender_gets_550() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -325,7 +320,6 @@ fn scenario_05_rejected_sender_gets_550() {
 /// `recipients` accept list get 250/451/250, and the message reaches exactly the two
 /// accepted mailboxes.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_06_per_recipient_verdicts_in_one_transaction() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -358,7 +352,6 @@ fn scenario_06_per_recipient_verdicts_in_one_transaction() {
 /// Scenario 7: An IPv6 client is greylisted by its /64: a retry from another address in the same
 /// /64 passes, an address in another /64 is a new tuple.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_07_ipv6_client_is_keyed_by_its_slash_64() {
     if !require_postfix() || !require_ipv6() {
         return;
@@ -388,7 +381,6 @@ fn scenario_07_ipv6_client_is_keyed_by_its_slash_64() {
 
 /// Scenario 8: A SASL-authenticated session is not greylisted; the same client unauthenticated is.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_08_authenticated_session_is_not_greylisted() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -416,7 +408,6 @@ fn scenario_08_authenticated_session_is_not_greylisted() {
 
 /// Scenario 9: Two clients in the same IPv4 /24 share a tuple; a client in another /24 does not.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_09_clients_in_one_slash_24_share_a_tuple() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -437,7 +428,6 @@ fn scenario_09_clients_in_one_slash_24_share_a_tuple() {
 /// Scenario 10: SIGHUP during a stream of sessions: an added accept entry takes effect; a broken
 /// config is refused and mail keeps flowing under the old one.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_10_sighup_reloads_and_survives_a_broken_config() {
     let Some((mut daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -570,7 +560,6 @@ fn retry_after_restart(envelope: &Envelope, announced: Duration, since: Instant)
 /// Scenario 11a: greylist a tuple, SIGTERM (final checkpoint), start again: the retry after
 /// the delay passes without a new 451, and greylisting still works.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_11a_restart_after_sigterm_keeps_the_tuple() {
     // No periodic checkpoint: only the final one can carry the tuple over.
     let config = GreymilterConfig::new().checkpoint_interval("1h");
@@ -597,7 +586,6 @@ fn scenario_11a_restart_after_sigterm_keeps_the_tuple() {
 
 /// Scenario 11b: the same with SIGUSR2 (checkpoint now) and then kill -9.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_11b_checkpoint_on_sigusr2_survives_kill_9() {
     let config = GreymilterConfig::new().checkpoint_interval("1h");
     let Some((mut daemon, postfix)) = with_greymilter(config) else {
@@ -633,7 +621,6 @@ fn scenario_11b_checkpoint_on_sigusr2_survives_kill_9() {
 /// half with new ones: every reply is the expected one, every known message is delivered, and
 /// Postfix logs no milter trouble.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_13_two_hundred_parallel_sessions() {
     let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;

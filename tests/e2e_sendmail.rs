@@ -109,7 +109,7 @@ fn harness_sendmail_dead_milter_follows_the_f_flag() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scenarios marked S in issue 5, against the greymilter daemon; enable after the merge.
+// Scenarios marked S in issue 5, against the greymilter binary under test.
 // Sendmail runs the milter with F=T, so a daemon failure shows as `451 4.3.2`, never as
 // greymilter's `451 4.7.1` text. Each test has its own daemon: 127/8 addresses are free.
 // ---------------------------------------------------------------------------------------
@@ -133,7 +133,6 @@ fn queued(sendmail: &SendmailInstance, subject: &str) -> String {
 /// Scenario 1 (Sendmail): A new tuple gets `451 4.7.1` with greymilter's text at RCPT; Sendmail
 /// logs it.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -154,7 +153,6 @@ fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
 /// Scenario 3 (Sendmail): A retry after the delay is accepted and queued with the X-Greylist
 /// header.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_03s_retry_after_delay_is_accepted_with_header() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -184,7 +182,6 @@ fn scenario_03s_retry_after_delay_is_accepted_with_header() {
 /// Scenario 4 (Sendmail): A client in the `clients` accept list is accepted at once; its neighbour
 /// outside the list is greylisted.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_04s_accept_listed_client_is_accepted_at_once() {
     let config = GreymilterConfig::new().client("127.0.7.0/24", "accept");
     let Some((_daemon, sendmail)) = with_greymilter(config) else {
@@ -205,7 +202,6 @@ fn scenario_04s_accept_listed_client_is_accepted_at_once() {
 /// Scenario 6 (Sendmail): Three recipients in one transaction get 250/451/250; the queued message
 /// lists exactly the two accepted recipients.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_06s_per_recipient_verdicts_in_one_transaction() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -239,7 +235,6 @@ fn scenario_06s_per_recipient_verdicts_in_one_transaction() {
 /// Scenario 7 (Sendmail): A real ::1 connection (Sendmail hands the milter `IPv6:`-prefixed,
 /// uncompressed addresses) is greylisted, and its retry after the delay passes.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_07s_ipv6_client_is_greylisted_then_passes() {
     if !require_sendmail() || !require_ipv6() {
         return;
