@@ -11,6 +11,9 @@ pub mod postfix;
 pub mod process;
 pub mod sendmail;
 pub mod smtp;
+/// The shared "run the real binary" helper of the daemon tests.
+#[path = "../support/mod.rs"]
+pub mod support;
 pub mod syslog;
 
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
