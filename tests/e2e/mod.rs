@@ -27,7 +27,7 @@ pub use daemon::{
 };
 pub use postfix::{Delivered, PostfixInstance, PostfixOptions};
 pub use sendmail::{SendmailInstance, SendmailOptions};
-pub use smtp::{Envelope, Outcome, Reply, SmtpClient, Xclient};
+pub use smtp::{Envelope, Gate, Outcome, Reply, SmtpClient, Xclient};
 
 /// How to install what these tests need; printed whenever something is missing.
 pub const INSTALL_HINT: &str = "run `sudo .ci/install-mtas.sh` (Debian 12) to install Postfix, \

@@ -266,7 +266,8 @@ in_flow_delay = 0
 smtpd_error_sleep_time = 0
 smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
-default_process_limit = 100
+# scenario 13 runs 200 SMTP sessions at once; each needs its own smtpd
+default_process_limit = 250
 mydestination =
 local_recipient_maps =
 virtual_mailbox_domains = example.test
