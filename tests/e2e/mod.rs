@@ -33,7 +33,7 @@ pub use smtp::{Envelope, Gate, Outcome, Reply, SmtpClient, Xclient};
 
 /// How to install what these tests need; printed whenever something is missing.
 pub const INSTALL_HINT: &str = "run `sudo .ci/install-mtas.sh` (Debian 12) to install Postfix, \
-Sendmail and miltertest for the end-to-end tests";
+Sendmail, miltertest and iproute2 for the end-to-end tests";
 
 /// Whether an end-to-end test can run, given what is missing for it: under `CI` a missing
 /// piece fails the test (issue 5: "a missing MTA in CI is a failure, not a skip").
