@@ -4,6 +4,8 @@
 #
 #   postfix     private instances are built by the test harness (tests/e2e/postfix.rs)
 #   miltertest  protocol-level tests
+#   iproute2    ip(8): the Sendmail IPv6 scenario adds addresses to the loopback of a private
+#               network namespace (tests/e2e/netns.rs); the host's network is not touched
 #   Sendmail    sendmail-bin Conflicts: mail-transport-agent (it would remove postfix), so the
 #               binary is unpacked with dpkg -x into $SENDMAIL_ROOT instead of being installed;
 #               sendmail-cf + m4 build the private sendmail.cf, the libraries satisfy ldd.
@@ -15,7 +17,7 @@ set -euo pipefail
 SENDMAIL_ROOT=${SENDMAIL_ROOT:-/opt/greymilter-test/sendmail}
 SENDMAIL_BIN=$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail
 
-PACKAGES=(postfix miltertest sendmail-cf m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2
+PACKAGES=(postfix miltertest iproute2 sendmail-cf m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2
           libsasl2-2 libssl3 libwrap0)
 
 if [ "$(id -u)" != 0 ]; then
@@ -43,7 +45,7 @@ versions() {
 
 if [ "${#missing[@]}" -eq 0 ] && [ -x "$SENDMAIL_BIN" ]; then
     versions
-    echo "install-mtas.sh: postfix, miltertest and Sendmail already in place"
+    echo "install-mtas.sh: postfix, miltertest, iproute2 and Sendmail already in place"
     exit 0
 fi
 

@@ -5,11 +5,13 @@
 #[allow(dead_code, unused_imports)]
 mod e2e;
 
+use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use e2e::{
     Greymilter, GreymilterConfig, SendmailInstance, SendmailOptions, assert_greylist_header,
-    assert_greylisted, free_port, greylist_then_pass, require_ipv6, require_sendmail, wait_out,
+    assert_greylisted, free_port, greylist_then_pass, in_private_network, require_private_network,
+    require_sendmail, wait_out,
 };
 
 /// Harness self-test: without a milter Sendmail accepts a message and queues it for exactly
@@ -71,25 +73,26 @@ fn harness_sendmail_sees_the_bound_source_address_and_ipv6() {
     }
 }
 
-/// Harness self-test, Sendmail's side of scenario 12: with the milter down, no `F=` flag
-/// (the production recommendation) lets mail through, and `F=T` tempfails it.
+/// Sendmail's side of scenario 12: with the milter down, the `INPUT_MAIL_FILTER` line of the
+/// shipped `contrib/sendmail.mc` (no `F=` flag; read from the file, only the port changed) lets
+/// mail through, and the harness's `F=T` tempfails it, so the first half could have failed.
 #[test]
 fn harness_sendmail_dead_milter_follows_the_f_flag() {
     if !require_sendmail() {
         return;
     }
     let dead = free_port();
-    let passing = SendmailInstance::start(&SendmailOptions {
-        milter_port: Some(dead),
-        milter_flag: None,
-    });
+    let passing = SendmailInstance::start(&SendmailOptions::shipped(dead));
     let outcome = passing
         .envelope("a@sender.test", &["alice@example.test"])
         .send();
     assert!(
         outcome.delivered(),
-        "no F= flag must pass mail: {outcome:#?}"
+        "the shipped filter line must pass mail while greymilter is down: {outcome:#?}"
     );
+    passing.wait_for_log("about the unreachable filter", |line| {
+        line.contains("Milter (greymilter): error connecting to filter")
+    });
 
     let tempfailing = SendmailInstance::start(&SendmailOptions::milter(dead));
     let outcome = tempfailing
@@ -109,7 +112,7 @@ fn harness_sendmail_dead_milter_follows_the_f_flag() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scenarios marked S in issue 5, against the greymilter daemon; enable after the merge.
+// Scenarios marked S in issue 5, against the greymilter binary under test.
 // Sendmail runs the milter with F=T, so a daemon failure shows as `451 4.3.2`, never as
 // greymilter's `451 4.7.1` text. Each test has its own daemon: 127/8 addresses are free.
 // ---------------------------------------------------------------------------------------
@@ -133,7 +136,6 @@ fn queued(sendmail: &SendmailInstance, subject: &str) -> String {
 /// Scenario 1 (Sendmail): A new tuple gets `451 4.7.1` with greymilter's text at RCPT; Sendmail
 /// logs it.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -154,7 +156,6 @@ fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
 /// Scenario 3 (Sendmail): A retry after the delay is accepted and queued with the X-Greylist
 /// header.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_03s_retry_after_delay_is_accepted_with_header() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -184,7 +185,6 @@ fn scenario_03s_retry_after_delay_is_accepted_with_header() {
 /// Scenario 4 (Sendmail): A client in the `clients` accept list is accepted at once; its neighbour
 /// outside the list is greylisted.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_04s_accept_listed_client_is_accepted_at_once() {
     let config = GreymilterConfig::new().client("127.0.7.0/24", "accept");
     let Some((_daemon, sendmail)) = with_greymilter(config) else {
@@ -205,7 +205,6 @@ fn scenario_04s_accept_listed_client_is_accepted_at_once() {
 /// Scenario 6 (Sendmail): Three recipients in one transaction get 250/451/250; the queued message
 /// lists exactly the two accepted recipients.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
 fn scenario_06s_per_recipient_verdicts_in_one_transaction() {
     let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
@@ -236,25 +235,42 @@ fn scenario_06s_per_recipient_verdicts_in_one_transaction() {
     );
 }
 
-/// Scenario 7 (Sendmail): A real ::1 connection (Sendmail hands the milter `IPv6:`-prefixed,
-/// uncompressed addresses) is greylisted, and its retry after the delay passes.
+/// Scenario 7 (Sendmail): real IPv6 connections, which Sendmail hands the milter as
+/// `IPv6:`-prefixed, uncompressed addresses, are keyed by their /64: a new tuple from ::1 is
+/// greylisted, after the delay the retry from ::2 (the same /64) passes, and ::1:0:0:0:7 (another
+/// /64) is a new tuple. The test runs in a network namespace of its own, whose loopback carries
+/// the extra addresses.
 #[test]
-#[ignore = "needs the daemon (enable after merge)"]
-fn scenario_07s_ipv6_client_is_greylisted_then_passes() {
-    if !require_sendmail() || !require_ipv6() {
+fn scenario_07s_ipv6_client_is_keyed_by_its_slash_64() {
+    if !require_sendmail() || !require_private_network() {
         return;
     }
-    let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
-        return;
-    };
-    let mut envelope = sendmail.envelope("a@sender.test", &["alice@example.test"]);
-    envelope.server = sendmail.smtp_addr_v6().expect("Sendmail listens on ::1");
-    let first = envelope.send();
-    let announced = assert_greylisted(first.rcpt());
-    wait_out(announced, Instant::now());
-    let retry = envelope.send();
-    assert!(retry.delivered(), "IPv6 retry after the delay: {retry:#?}");
-    sendmail.wait_for_log("with the IPv6 client's message", |line| {
-        line.contains("daemon=MTA6") && line.contains("relay=[IPv6:0:0:0:0:0:0:0:1]")
+    let same_64: Ipv6Addr = "::2".parse().expect("an IPv6 address");
+    let other_64: Ipv6Addr = "0:0:0:1::7".parse().expect("an IPv6 address");
+    in_private_network(&[same_64, other_64], || {
+        let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
+            return;
+        };
+        let server = sendmail.smtp_addr_v6().expect("Sendmail listens on ::1");
+        let from = |source: Ipv6Addr| {
+            let mut envelope = sendmail
+                .envelope("a@sender.test", &["alice@example.test"])
+                .source(&source.to_string());
+            envelope.server = server;
+            envelope
+        };
+        let first = from(Ipv6Addr::LOCALHOST).send();
+        let announced = assert_greylisted(first.rcpt());
+        sendmail.wait_for_log("with the milter reject for ::1", |line| {
+            line.contains("Milter: to=<alice@example.test>, reject=451 4.7.1 Greylisted")
+        });
+        wait_out(announced, Instant::now());
+        let retry = from(same_64).send();
+        assert!(retry.delivered(), "retry from the same /64: {retry:#?}");
+        sendmail.wait_for_log("with the message from ::2", |line| {
+            line.contains("daemon=MTA6") && line.contains("relay=[IPv6:0:0:0:0:0:0:0:2]")
+        });
+        let stranger = from(other_64).send();
+        assert_greylisted(stranger.rcpt());
     });
 }

@@ -1,20 +1,17 @@
 //! The greymilter binary under test: a temp config (short delay, state file in the scratch
-//! directory), stderr to a log file, readiness by polling the milter port, and signals.
+//! directory), run through the shared binary helper (`tests/support`), which starts it on
+//! `inet:0@127.0.0.1` and reads the port it really got from its `listening` log line.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::process::{GroupChild, ProcessGroup};
 use super::smtp::Reply;
-use super::{WorkDir, free_port, poll_until, read_lossy, tail};
-
-const START_TIMEOUT: Duration = Duration::from_secs(15);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+use super::support::Daemon;
+use super::{WorkDir, tail};
 
 /// The reply text for a new tuple, up to the number of seconds.
 pub const GREYLIST_PREFIX: &str = "451 4.7.1 Greylisted, please try again in ";
@@ -23,7 +20,6 @@ pub const REJECT_REPLY: &str = "550 5.7.1 Message refused";
 /// The settings a test controls; everything else is fixed as in the issue's config.
 #[derive(Clone, Debug)]
 pub struct GreymilterConfig {
-    pub port: u16,
     pub delay: String,
     pub retry_window: String,
     pub auto_whitelist_after: u32,
@@ -36,10 +32,9 @@ pub struct GreymilterConfig {
 }
 
 impl GreymilterConfig {
-    /// The issue's test configuration on a fresh port.
+    /// The issue's test configuration.
     pub fn new() -> GreymilterConfig {
         GreymilterConfig {
-            port: free_port(),
             delay: "2s".to_string(),
             retry_window: "1h".to_string(),
             auto_whitelist_after: 0,
@@ -66,7 +61,8 @@ impl GreymilterConfig {
         self
     }
 
-    fn to_toml(&self, state_file: &std::path::Path) -> String {
+    /// The TOML text; `port` 0 lets the kernel choose a free port.
+    fn to_toml(&self, port: u16, state_file: &std::path::Path) -> String {
         fn table(entries: &[(String, String)]) -> String {
             let items: Vec<String> = entries
                 .iter()
@@ -83,7 +79,6 @@ impl GreymilterConfig {
              [lists]\nclients = {clients}\nsenders = {senders}\nrecipients = {recipients}\n\n\
              [state]\nfile = {state:?}\ncheckpoint_interval = {interval:?}\n\n\
              [log]\nlevel = \"debug\"\n",
-            port = self.port,
             delay = self.delay,
             window = self.retry_window,
             awl = self.auto_whitelist_after,
@@ -100,43 +95,63 @@ impl GreymilterConfig {
 
 pub struct Greymilter {
     // Field order matters: the daemon stops before the directory may go.
-    child: Option<GroupChild>,
+    daemon: Daemon,
     config: GreymilterConfig,
+    /// The port written into the config file: 0 until a restart pins the first one, so the
+    /// MTA, configured once, finds the restarted daemon where it was.
+    listen_port: u16,
     work: WorkDir,
 }
 
 impl Greymilter {
     pub fn start(config: GreymilterConfig) -> Greymilter {
-        let mut daemon = Greymilter {
-            child: None,
+        let work = WorkDir::new("greymilter");
+        let toml = config.to_toml(0, &work.join("state"));
+        let daemon = Daemon::start_in(work.path(), &toml);
+        assert_ne!(
+            daemon.port,
+            0,
+            "greymilter did not start; log:\n{}",
+            daemon.log_text()
+        );
+        Greymilter {
+            daemon,
             config,
-            work: WorkDir::new("greymilter"),
-        };
-        daemon.write_config(&daemon.config.clone());
-        daemon.launch();
-        daemon
+            listen_port: 0,
+            work,
+        }
     }
 
-    /// Starts the binary again with the same config and state file (after a stop or kill).
+    /// Starts the binary again with the same config, state file and port (after a stop or a
+    /// kill).
     pub fn restart(&mut self) {
         assert!(
-            self.child.as_mut().is_none_or(|c| c.try_status().is_some()),
+            !self.is_running(),
             "restart while greymilter is still running"
         );
-        self.launch();
+        let port = self.daemon.port;
+        self.listen_port = port;
+        self.write_config(&self.config.clone());
+        self.daemon.spawn();
+        assert_eq!(
+            self.daemon.port,
+            port,
+            "greymilter came back on another port; log:\n{}",
+            tail(&self.log_path(), 40)
+        );
     }
 
     pub fn port(&self) -> u16 {
-        self.config.port
+        self.daemon.port
     }
 
     /// Postfix's spelling of the milter endpoint.
     pub fn postfix_spec(&self) -> String {
-        format!("inet:127.0.0.1:{}", self.config.port)
+        format!("inet:127.0.0.1:{}", self.daemon.port)
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.work.join("greymilter.toml")
+        self.daemon.config.clone()
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -144,18 +159,17 @@ impl Greymilter {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.work.join("greymilter.log")
+        self.daemon.log.clone()
     }
 
     pub fn log(&self) -> String {
-        read_lossy(&self.log_path())
+        self.daemon.log_text()
     }
 
     /// Replaces the config file (the daemon reads it at start and on SIGHUP).
     pub fn write_config(&mut self, config: &GreymilterConfig) {
-        assert_eq!(config.port, self.config.port, "the port cannot change");
         self.config = config.clone();
-        let toml = config.to_toml(&self.state_path());
+        let toml = config.to_toml(self.listen_port, &self.state_path());
         std::fs::write(self.config_path(), toml).expect("write greymilter.toml");
     }
 
@@ -169,93 +183,32 @@ impl Greymilter {
     }
 
     pub fn signal(&self, sig: Signal) {
-        self.child().signal(sig);
+        self.daemon.signal(sig);
     }
 
     /// Whether the daemon process is still alive.
     pub fn is_running(&mut self) -> bool {
-        self.child
+        self.daemon
+            .child
             .as_mut()
-            .is_some_and(|child| child.try_status().is_none())
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGTERM and wait for the exit; panics if it does not exit in time.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
-        let status = self
-            .child
-            .as_mut()
-            .and_then(|child| child.wait_exit(STOP_TIMEOUT));
-        status.unwrap_or_else(|| {
-            panic!(
-                "greymilter did not exit within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
-                tail(&self.log_path(), 40)
-            )
-        })
+        self.daemon.wait_exit()
     }
 
     /// kill -9, as a crash would.
-    pub fn kill9(&mut self) -> ExitStatus {
-        let status = self
-            .child
-            .as_mut()
-            .expect("greymilter was started")
-            .kill_leader();
-        // A checkpoint child that outlived the parent is part of the crash, not the restart.
-        if let Some(mut child) = self.child.take() {
-            child.stop_group(Duration::from_secs(1));
-        }
-        status
+    pub fn kill9(&mut self) {
+        self.daemon.kill9();
     }
 
-    /// Waits for a log line satisfying `matches`; panics with the log on timeout.
-    pub fn wait_for_log(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        super::wait_for_line(&self.log_path(), Duration::from_secs(10), matches).unwrap_or_else(
-            || {
-                panic!(
-                    "no greymilter log line {what}; log tail:\n{}",
-                    tail(&self.log_path(), 40)
-                )
-            },
-        )
-    }
-
-    fn child(&self) -> &GroupChild {
-        self.child.as_ref().expect("greymilter was started")
-    }
-
-    fn launch(&mut self) {
-        // GREYMILTER_E2E_BIN runs the scenarios against another build (e.g. --release).
-        let binary = std::env::var_os("GREYMILTER_E2E_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_greymilter").into());
-        let mut command = Command::new(binary);
-        command.arg("--config").arg(self.config_path());
-        let mut child = GroupChild::spawn(
-            "greymilter",
-            &mut command,
-            &self.log_path(),
-            ProcessGroup::New,
-        );
-        let address = SocketAddr::from(([127, 0, 0, 1], self.config.port));
-        let ready = poll_until(START_TIMEOUT, || {
-            if let Some(status) = child.try_status() {
-                return Some(Err(status));
-            }
-            TcpStream::connect_timeout(&address, Duration::from_millis(200))
-                .ok()
-                .map(|_| Ok(()))
-        });
-        match ready {
-            Some(Ok(())) => self.child = Some(child),
-            Some(Err(status)) => panic!(
-                "greymilter exited during start ({status}); log:\n{}",
-                tail(&self.log_path(), 40)
-            ),
-            None => panic!(
-                "greymilter did not accept connections on {address} within {START_TIMEOUT:?}; log:\n{}",
-                tail(&self.log_path(), 40)
-            ),
-        }
+    /// Waits for a log line written after byte `from` of the log that satisfies `matches`;
+    /// panics with the log on timeout.
+    pub fn wait_for_log_after(&self, from: usize, matches: impl Fn(&str) -> bool) -> String {
+        self.daemon.wait_for_log_after(from, matches)
     }
 }
 

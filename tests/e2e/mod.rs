@@ -7,10 +7,14 @@
 //! skips and returns (see [`require_postfix`], [`require_sendmail`]).
 
 pub mod daemon;
+pub mod netns;
 pub mod postfix;
 pub mod process;
 pub mod sendmail;
 pub mod smtp;
+/// The shared "run the real binary" helper of the daemon tests.
+#[path = "../support/mod.rs"]
+pub mod support;
 pub mod syslog;
 
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -22,13 +26,14 @@ pub use daemon::{
     Greymilter, GreymilterConfig, REJECT_REPLY, assert_greylist_header, assert_greylisted,
     greylist_then_pass, wait_out,
 };
+pub use netns::in_private_network;
 pub use postfix::{Delivered, PostfixInstance, PostfixOptions};
 pub use sendmail::{SendmailInstance, SendmailOptions};
-pub use smtp::{Envelope, Outcome, Reply, SmtpClient, Xclient};
+pub use smtp::{Envelope, Gate, Outcome, Reply, SmtpClient, Xclient};
 
 /// How to install what these tests need; printed whenever something is missing.
 pub const INSTALL_HINT: &str = "run `sudo .ci/install-mtas.sh` (Debian 12) to install Postfix, \
-Sendmail and miltertest for the end-to-end tests";
+Sendmail, miltertest and iproute2 for the end-to-end tests";
 
 /// Whether an end-to-end test can run, given what is missing for it: under `CI` a missing
 /// piece fails the test (issue 5: "a missing MTA in CI is a failure, not a skip").
@@ -168,15 +173,16 @@ pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) ->
 }
 
 /// Whether something listens on 127.0.0.1:`port` (or [::1]:`port` with `v6`), read from
-/// /proc/net/tcp{,6} so that no probe connection reaches the MTA or its milter (gotcha 7).
+/// /proc/thread-self/net/tcp{,6} so that no probe connection reaches the MTA or its milter
+/// (gotcha 7). thread-self, not self: a test thread may have a network namespace of its own.
 pub fn is_listening(port: u16, v6: bool) -> bool {
     let (file, local) = if v6 {
         (
-            "/proc/net/tcp6",
+            "/proc/thread-self/net/tcp6",
             format!("00000000000000000000000001000000:{port:04X}"),
         )
     } else {
-        ("/proc/net/tcp", format!("0100007F:{port:04X}"))
+        ("/proc/thread-self/net/tcp", format!("0100007F:{port:04X}"))
     };
     let Ok(table) = std::fs::read_to_string(file) else {
         return false;
@@ -215,6 +221,16 @@ pub fn wait_for_line(
             .find(|line| matches(line))
             .map(str::to_string)
     })
+}
+
+/// True if a test can have a network namespace of its own (see [`netns`]); panics under `CI`
+/// if it cannot.
+pub fn require_private_network() -> bool {
+    let mut missing = missing_common();
+    if !Path::new(netns::IP).exists() {
+        missing.push(format!("{} not found (package iproute2)", netns::IP));
+    }
+    availability(missing)
 }
 
 /// True if ::1 is usable (IPv6 scenarios); panics under `CI` if it is not.

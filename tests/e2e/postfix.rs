@@ -3,7 +3,6 @@
 //! delivered by virtual(8) into one Maildir, one file per recipient marked `Delivered-To:`.
 //! Nothing system-wide is touched. Why each setting is there: real-mta-harness.md §2–3 (shared docs).
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,21 +121,25 @@ impl PostfixInstance {
     }
 
     /// Waits until Postfix has finished every recipient of the accepted message (`QID:
-    /// removed`), then returns the recipients whose mailbox holds it.
-    pub fn wait_delivered(&self, outcome: &Outcome, subject: &str) -> BTreeSet<String> {
+    /// removed`), then returns the recipient of each delivered copy, sorted.
+    pub fn wait_delivered(&self, outcome: &Outcome, subject: &str) -> Vec<String> {
         let qid = Self::queue_id(outcome);
         let removed = format!("{qid}: removed");
         self.wait_for_log(&removed, |line| line.contains(&removed));
         self.recipients_holding(subject)
     }
 
-    /// Recipients with a delivered copy of the message with this exact `Subject:`.
-    pub fn recipients_holding(&self, subject: &str) -> BTreeSet<String> {
-        self.delivered()
+    /// The recipient of each delivered copy of the message with this exact `Subject:`, sorted;
+    /// a recipient appears as often as it got a copy.
+    pub fn recipients_holding(&self, subject: &str) -> Vec<String> {
+        let mut recipients: Vec<String> = self
+            .delivered()
             .into_iter()
             .filter(|m| m.subject() == Some(subject))
-            .filter_map(|m| m.recipient().map(str::to_string))
-            .collect()
+            .map(|m| m.recipient().unwrap_or("(no Delivered-To)").to_string())
+            .collect();
+        recipients.sort();
+        recipients
     }
 
     /// The delivered copy of the message with this `Subject:` for `recipient`, waiting for it.
@@ -266,7 +269,8 @@ in_flow_delay = 0
 smtpd_error_sleep_time = 0
 smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
-default_process_limit = 100
+# scenario 13 runs 200 SMTP sessions at once; each needs its own smtpd
+default_process_limit = 250
 mydestination =
 local_recipient_maps =
 virtual_mailbox_domains = example.test

@@ -74,14 +74,6 @@ impl GroupChild {
         self.exited
     }
 
-    /// Sends `sig` to the leader only.
-    pub fn signal(&self, sig: Signal) {
-        if self.exited.is_none() {
-            signal::kill(self.pid(), sig)
-                .unwrap_or_else(|e| panic!("kill -{sig} {} ({}): {e}", self.pid(), self.name));
-        }
-    }
-
     /// Waits up to `timeout` for the leader to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         poll_until(timeout, || self.try_status())
@@ -98,20 +90,6 @@ impl GroupChild {
         if !leader_gone {
             let _ = self.child.wait().map(|status| self.exited = Some(status));
         }
-    }
-
-    /// SIGKILL to the leader only, as a crash would; reaps it.
-    pub fn kill_leader(&mut self) -> ExitStatus {
-        if let Some(status) = self.exited {
-            return status;
-        }
-        let _ = signal::kill(self.pid(), Signal::SIGKILL);
-        let status = self
-            .child
-            .wait()
-            .unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
-        self.exited = Some(status);
-        status
     }
 }
 

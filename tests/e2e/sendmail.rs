@@ -33,6 +33,8 @@ pub struct SendmailOptions {
     /// The `F=` flag: `Some('T')` tempfails when the milter is down (the test setting),
     /// `None` passes mail through (the production recommendation, milter-protocol.md §15).
     pub milter_flag: Option<char>,
+    /// A whole `INPUT_MAIL_FILTER(...)dnl` line instead of the one built from the two above.
+    pub filter_line: Option<String>,
 }
 
 impl SendmailOptions {
@@ -45,6 +47,31 @@ impl SendmailOptions {
         SendmailOptions {
             milter_port: Some(port),
             milter_flag: Some('T'),
+            filter_line: None,
+        }
+    }
+
+    /// The `INPUT_MAIL_FILTER` line of the shipped `contrib/sendmail.mc`, read from the file,
+    /// with its milter moved to 127.0.0.1:`port` (the shipped port may be in use here).
+    pub fn shipped(port: u16) -> SendmailOptions {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/sendmail.mc");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("INPUT_MAIL_FILTER("))
+            .unwrap_or_else(|| panic!("no INPUT_MAIL_FILTER line in {path}"));
+        let socket = "S=inet:10030@127.0.0.1";
+        assert!(
+            line.contains(socket),
+            "{path}: expected {socket} in {line:?}"
+        );
+        SendmailOptions {
+            milter_port: Some(port),
+            milter_flag: None,
+            filter_line: Some(format!(
+                "{}\n",
+                line.replace(socket, &format!("S=inet:{port}@127.0.0.1"))
+            )),
         }
     }
 }
@@ -165,8 +192,9 @@ impl SendmailInstance {
         } else {
             String::new()
         };
-        let milter = match options.milter_port {
-            Some(milter_port) => {
+        let milter = match (&options.filter_line, options.milter_port) {
+            (Some(line), _) => line.clone(),
+            (None, Some(milter_port)) => {
                 let flag = options
                     .milter_flag
                     .map(|f| format!(", F={f}"))
@@ -175,7 +203,7 @@ impl SendmailInstance {
                     "INPUT_MAIL_FILTER(`greymilter', `S=inet:{milter_port}@127.0.0.1{flag}, T=C:5s;S:10s;R:10s;E:30s')dnl\n"
                 )
             }
-            None => String::new(),
+            (None, None) => String::new(),
         };
         // Text after `dnl` is an m4 comment: each line says why it is there.
         let mc = format!(

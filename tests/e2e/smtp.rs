@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -230,6 +231,8 @@ pub struct Envelope {
     pub to: Vec<String>,
     /// The message; a unique `Subject:` lets tests find it in a mailbox.
     pub message: String,
+    /// Sessions sharing a gate wait there after their RCPT replies until all have arrived.
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl Envelope {
@@ -246,7 +249,13 @@ impl Envelope {
                 "From: <{from}>\nTo: <{}>\nSubject: {subject}\n\ngreymilter end-to-end test\n",
                 to.first().copied().unwrap_or("")
             ),
+            gate: None,
         }
+    }
+
+    pub fn gate(mut self, gate: &Arc<Gate>) -> Envelope {
+        self.gate = Some(Arc::clone(gate));
+        self
     }
 
     pub fn xclient(mut self, xclient: Xclient) -> Envelope {
@@ -275,6 +284,16 @@ impl Envelope {
     }
 
     pub fn try_send(&self) -> std::io::Result<Outcome> {
+        let mut at_gate = false;
+        let result = self.session(&mut at_gate);
+        // A session that failed before the gate must not keep the others waiting.
+        if let (Some(gate), false) = (&self.gate, at_gate) {
+            gate.give_up();
+        }
+        result
+    }
+
+    fn session(&self, at_gate: &mut bool) -> std::io::Result<Outcome> {
         let (mut client, banner) = match self.source {
             Some(source) => SmtpClient::connect_from(source, self.server)?,
             None => SmtpClient::connect(self.server)?,
@@ -288,12 +307,17 @@ impl Envelope {
             data: None,
             transcript: Vec::new(),
         };
-        let result = self.run(&mut client, &mut outcome);
+        let result = self.run(&mut client, &mut outcome, at_gate);
         outcome.transcript = std::mem::take(&mut client.transcript);
         result.map(|()| outcome)
     }
 
-    fn run(&self, client: &mut SmtpClient, outcome: &mut Outcome) -> std::io::Result<()> {
+    fn run(
+        &self,
+        client: &mut SmtpClient,
+        outcome: &mut Outcome,
+        at_gate: &mut bool,
+    ) -> std::io::Result<()> {
         if outcome.banner.code != 220 {
             return Ok(());
         }
@@ -319,13 +343,77 @@ impl Envelope {
                 let reply = client.rcpt_to(recipient)?;
                 outcome.rcpts.push(reply);
             }
-            if outcome.rcpts.iter().any(|r| r.code == 250) {
-                outcome.data = Some(client.data(&self.message)?);
-            }
+        }
+        if let Some(gate) = &self.gate {
+            *at_gate = true;
+            gate.arrive()?;
+        }
+        if outcome.rcpts.iter().any(|r| r.code == 250) {
+            outcome.data = Some(client.data(&self.message)?);
         }
         // The server may already have closed after a 421; QUIT is best effort.
         let _ = client.quit();
         Ok(())
+    }
+}
+
+/// Where concurrent sessions meet: each waits after its RCPT replies until every party has
+/// arrived (or given up), so that all of them are open in the MTA, and at the milter, at
+/// once. The wait is bounded.
+#[derive(Debug)]
+pub struct Gate {
+    parties: usize,
+    timeout: Duration,
+    /// (arrived, gave up)
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    pub fn new(parties: usize, timeout: Duration) -> Arc<Gate> {
+        Arc::new(Gate {
+            parties,
+            timeout,
+            state: Mutex::new((0, 0)),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// How many sessions have arrived so far.
+    pub fn arrived(&self) -> usize {
+        self.lock().0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn arrive(&self) -> std::io::Result<()> {
+        let mut state = self.lock();
+        state.0 += 1;
+        self.changed.notify_all();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, self.timeout, |(arrived, gave_up)| {
+                *arrived + *gave_up < self.parties
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        let (arrived, gave_up) = *state;
+        if arrived == self.parties {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "only {arrived} of {} sessions reached the gate ({gave_up} failed before it)",
+                self.parties
+            ),
+        ))
+    }
+
+    fn give_up(&self) {
+        self.lock().1 += 1;
+        self.changed.notify_all();
     }
 }
 
