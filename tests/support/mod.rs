@@ -172,8 +172,13 @@ impl Drop for Daemon {
 /// The port from the "listening" line, text (`listen=inet:127.0.0.1:PORT`)
 /// or JSON (`"listen":"inet:127.0.0.1:PORT"`).
 fn parse_port(line: &str) -> Option<u16> {
-    let after = line.split("listen=").nth(1).or_else(|| line.split("\"listen\":\"").nth(1))?;
-    let addr = after.split(|c: char| c.is_whitespace() || c == '"').next()?;
+    let after = line
+        .split("listen=")
+        .nth(1)
+        .or_else(|| line.split("\"listen\":\"").nth(1))?;
+    let addr = after
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .next()?;
     addr.rsplit(':')
         .next()?
         .trim_matches(|c: char| !c.is_ascii_digit())
