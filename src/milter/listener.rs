@@ -6,11 +6,6 @@
 //! Listeners are plain non-blocking std sockets, so they can be bound before
 //! the runtime starts; [`crate::milter::server`] registers them with tokio.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
