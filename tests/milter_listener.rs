@@ -81,6 +81,59 @@ fn a_regular_file_at_the_path_is_never_removed() {
 }
 
 #[test]
+fn only_a_stale_socket_is_ever_replaced_and_symlinks_are_not_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    // Things a symlink at the socket path may point to. Following the link
+    // to the stale socket would remove it; chmod through it would change
+    // the file's mode.
+    drop(std::os::unix::net::UnixListener::bind(at("stale.sock")).unwrap());
+    std::fs::write(at("file"), b"precious").unwrap();
+    std::fs::set_permissions(at("file"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(at("dir")).unwrap();
+    std::fs::write(at("dir/inside"), b"kept").unwrap();
+    nix::unistd::mkfifo(&at("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for target in ["stale.sock", "file", "dir", "missing"] {
+        std::os::unix::fs::symlink(at(target), at(&format!("link-to-{target}"))).unwrap();
+    }
+    let opts = UnixSocketOptions {
+        mode: 0o666,
+        group: None,
+    };
+    for name in [
+        "dir",
+        "fifo",
+        "link-to-stale.sock",
+        "link-to-file",
+        "link-to-dir",
+        "link-to-missing",
+    ] {
+        let before = std::fs::symlink_metadata(at(name)).unwrap();
+        let err = Listener::bind(&ListenSpec::Unix(at(name)), &opts).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::AlreadyExists,
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(name), "{err}");
+        let after = std::fs::symlink_metadata(at(name)).unwrap();
+        assert_eq!(
+            (after.file_type(), after.ino(), after.mode()),
+            (before.file_type(), before.ino(), before.mode()),
+            "{name} was changed"
+        );
+    }
+    let stale = std::fs::symlink_metadata(at("stale.sock")).unwrap();
+    assert!(stale.file_type().is_socket());
+    assert_eq!(std::fs::read(at("file")).unwrap(), b"precious");
+    let file_mode = std::fs::metadata(at("file")).unwrap().permissions().mode();
+    assert_eq!(file_mode & 0o777, 0o600);
+    assert_eq!(std::fs::read(at("dir/inside")).unwrap(), b"kept");
+    assert!(!at("missing").exists());
+}
+
+#[test]
 fn remove_socket_file_leaves_a_replaced_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let spec = unix_spec(&dir, "g.sock");

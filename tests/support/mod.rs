@@ -36,14 +36,24 @@ impl Daemon {
             text = format!("[milter]\nlisten = \"inet:0@127.0.0.1\"\n{text}");
         }
         fs::write(&config_path, text).unwrap();
-        let mut d = Daemon { dir: dir.to_path_buf(), config: config_path, log: dir.join("greymilter.log"), child: None, port: 0 };
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            config: config_path,
+            log: dir.join("greymilter.log"),
+            child: None,
+            port: 0,
+        };
         d.spawn();
         d
     }
 
     /// (Re)starts the process with the same directory and config.
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let marker = self.log_len();
         let child = Command::new(BIN)
             .arg("--config")
@@ -55,7 +65,9 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let line = self.wait_for_log_after(marker, |l| l.contains("listening") || l.contains("greymilter stopped"));
+        let line = self.wait_for_log_after(marker, |l| {
+            l.contains("listening") || l.contains("greymilter stopped")
+        });
         self.port = parse_port(&line).unwrap_or(0);
     }
 
@@ -104,7 +116,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not exit within {PATIENCE:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {PATIENCE:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -127,10 +142,16 @@ impl Daemon {
         let me = self.pid().as_raw();
         let mut out = Vec::new();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else { continue };
+            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else {
+                continue;
+            };
             let mut fields = after.split_whitespace();
             let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
             let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -151,5 +172,9 @@ impl Drop for Daemon {
 fn parse_port(line: &str) -> Option<u16> {
     let after = line.split("listen=").nth(1)?;
     let addr = after.split_whitespace().next()?;
-    addr.rsplit(':').next()?.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+    addr.rsplit(':')
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
 }
