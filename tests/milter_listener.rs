@@ -134,6 +134,41 @@ fn only_a_stale_socket_is_ever_replaced_and_symlinks_are_not_followed() {
 }
 
 #[test]
+fn the_socket_is_set_up_aside_and_linked_into_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = unix_spec(&dir, "g.sock");
+    let ListenSpec::Unix(path) = &spec else {
+        unreachable!()
+    };
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let listener = Listener::bind(&spec, &UnixSocketOptions::default()).unwrap();
+    // Only the socket, under its one name: the staging directory is gone.
+    assert_eq!(names(), ["g.sock"]);
+    assert_eq!(std::fs::symlink_metadata(path).unwrap().nlink(), 1);
+    std::os::unix::net::UnixStream::connect(path).unwrap();
+    listener.remove_socket_file().unwrap();
+    assert!(names().is_empty());
+
+    // A failure after staging leaves nothing behind either: here the
+    // staged name does not fit in sun_path (108 bytes) although the path
+    // itself would.
+    let deep = dir
+        .path()
+        .join("d".repeat(100 - dir.path().as_os_str().len() - 1));
+    std::fs::create_dir(&deep).unwrap();
+    let short = ListenSpec::Unix(deep.join("s"));
+    assert!(Listener::bind(&short, &UnixSocketOptions::default()).is_err());
+    assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 0);
+}
+
+#[test]
 fn remove_socket_file_leaves_a_replaced_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let spec = unix_spec(&dir, "g.sock");
