@@ -16,9 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use crate::greylist::settings::{
-    DEFAULT_REJECT_REPLY, DEFAULT_REPLY, ListAction, ListSpec, ReplyTemplate, Settings,
-};
+use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
 
 /// Used when `--config` is not given and this file exists.
 pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
@@ -486,14 +484,12 @@ pub struct RejectReply(pub ReplyTemplate);
 
 impl Default for TempfailReply {
     fn default() -> Self {
-        TempfailReply(ReplyTemplate::parse(DEFAULT_REPLY, 4).unwrap_or_else(|_| unreachable!()))
+        TempfailReply(ReplyTemplate::default_reply())
     }
 }
 impl Default for RejectReply {
     fn default() -> Self {
-        RejectReply(
-            ReplyTemplate::parse(DEFAULT_REJECT_REPLY, 5).unwrap_or_else(|_| unreachable!()),
-        )
+        RejectReply(ReplyTemplate::default_reject_reply())
     }
 }
 

@@ -5,6 +5,21 @@
 //! layer knows nothing about greylisting; the engine knows nothing about
 //! sockets; [`daemon`] owns the event loop, signals and checkpoints.
 
+// Data from the network or a file must never panic the daemon: no
+// `unwrap`, `expect`, `[i]` or `[a..b]` (on slices or strings) outside tests,
+// anywhere in the library. Take `get`, `first_chunk`, `split_once`, … and
+// handle the `None`. An `#[allow]` needs a comment saying why it cannot
+// fire (only for constants, like the default reply templates).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice
+    )
+)]
+
 pub mod config;
 pub mod daemon;
 pub mod greylist;

@@ -1,6 +1,14 @@
 //! greymilter's command line: run the daemon, check a configuration, ask a
 //! running daemon for statistics, or play the MTA against a milter.
 
+// As in the library (see lib.rs): no panicking shortcuts on input.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -81,6 +81,94 @@ fn a_regular_file_at_the_path_is_never_removed() {
 }
 
 #[test]
+fn only_a_stale_socket_is_ever_replaced_and_symlinks_are_not_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    // Things a symlink at the socket path may point to. Following the link
+    // to the stale socket would remove it; chmod through it would change
+    // the file's mode.
+    drop(std::os::unix::net::UnixListener::bind(at("stale.sock")).unwrap());
+    std::fs::write(at("file"), b"precious").unwrap();
+    std::fs::set_permissions(at("file"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(at("dir")).unwrap();
+    std::fs::write(at("dir/inside"), b"kept").unwrap();
+    nix::unistd::mkfifo(&at("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for target in ["stale.sock", "file", "dir", "missing"] {
+        std::os::unix::fs::symlink(at(target), at(&format!("link-to-{target}"))).unwrap();
+    }
+    let opts = UnixSocketOptions {
+        mode: 0o666,
+        group: None,
+    };
+    for name in [
+        "dir",
+        "fifo",
+        "link-to-stale.sock",
+        "link-to-file",
+        "link-to-dir",
+        "link-to-missing",
+    ] {
+        let before = std::fs::symlink_metadata(at(name)).unwrap();
+        let err = Listener::bind(&ListenSpec::Unix(at(name)), &opts).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::AlreadyExists,
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(name), "{err}");
+        let after = std::fs::symlink_metadata(at(name)).unwrap();
+        assert_eq!(
+            (after.file_type(), after.ino(), after.mode()),
+            (before.file_type(), before.ino(), before.mode()),
+            "{name} was changed"
+        );
+    }
+    let stale = std::fs::symlink_metadata(at("stale.sock")).unwrap();
+    assert!(stale.file_type().is_socket());
+    assert_eq!(std::fs::read(at("file")).unwrap(), b"precious");
+    let file_mode = std::fs::metadata(at("file")).unwrap().permissions().mode();
+    assert_eq!(file_mode & 0o777, 0o600);
+    assert_eq!(std::fs::read(at("dir/inside")).unwrap(), b"kept");
+    assert!(!at("missing").exists());
+}
+
+#[test]
+fn the_socket_is_set_up_aside_and_linked_into_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = unix_spec(&dir, "g.sock");
+    let ListenSpec::Unix(path) = &spec else {
+        unreachable!()
+    };
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let listener = Listener::bind(&spec, &UnixSocketOptions::default()).unwrap();
+    // Only the socket, under its one name: the staging directory is gone.
+    assert_eq!(names(), ["g.sock"]);
+    assert_eq!(std::fs::symlink_metadata(path).unwrap().nlink(), 1);
+    std::os::unix::net::UnixStream::connect(path).unwrap();
+    listener.remove_socket_file().unwrap();
+    assert!(names().is_empty());
+
+    // A failure after staging leaves nothing behind either: here the
+    // staged name does not fit in sun_path (108 bytes) although the path
+    // itself would.
+    let deep = dir
+        .path()
+        .join("d".repeat(100 - dir.path().as_os_str().len() - 1));
+    std::fs::create_dir(&deep).unwrap();
+    let short = ListenSpec::Unix(deep.join("s"));
+    assert!(Listener::bind(&short, &UnixSocketOptions::default()).is_err());
+    assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 0);
+}
+
+#[test]
 fn remove_socket_file_leaves_a_replaced_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let spec = unix_spec(&dir, "g.sock");

@@ -17,6 +17,18 @@ fn empty_file_gives_the_documented_defaults() {
 }
 
 #[test]
+fn the_default_listen_address_is_loopback_only() {
+    use crate::milter::listener::ListenSpec;
+    let example = parse(include_str!("../../greylist.toml.example")).unwrap();
+    for listen in [&Config::default().milter.listen, &example.milter.listen] {
+        match listen.0.parse::<ListenSpec>() {
+            Ok(ListenSpec::Tcp(addr)) => assert!(addr.ip().is_loopback(), "{addr}"),
+            other => panic!("default listen {:?} gives {other:?}", listen.0),
+        }
+    }
+}
+
+#[test]
 fn the_shipped_example_parses_to_the_defaults_plus_its_list_examples() {
     let text = include_str!("../../greylist.toml.example");
     let c = parse(text).unwrap();
@@ -260,4 +272,30 @@ fn unreadable_file_is_an_error_naming_the_file() {
             .starts_with("/nonexistent/greymilter.toml: cannot read:"),
         "{err}"
     );
+}
+
+#[test]
+fn reply_texts_cannot_inject_lines_or_control_bytes() {
+    for (key, code, enhanced) in [("reply", "451", "4.7.1"), ("reject_reply", "550", "5.7.1")] {
+        let mut texts: Vec<String> = [
+            "\\r\\n250 2.0.0 ok",
+            "\\n",
+            "\\r",
+            "\\u0000",
+            "a\\tb",
+            "\\u0085",
+            "\\u2028",
+            "{recipient}\\r\\n",
+        ]
+        .iter()
+        .map(|evil| format!("{key} = \"{code} {enhanced} x{evil}\""))
+        .collect();
+        texts.push(format!("{key} = \"\"\"{code} {enhanced} two\nlines\"\"\""));
+        texts.push(format!("{key} = \"{code}\\r\\n{enhanced} x\""));
+        for line in texts {
+            let err = parse(&format!("[greylist]\n{line}\n")).unwrap_err();
+            assert!(err.message.contains("printable ASCII"), "{line}: {err}");
+            assert_eq!(err.line, 2, "{line}: {err}");
+        }
+    }
 }

@@ -17,8 +17,6 @@
 //! by a `kill -9` of its parent and the restarted daemon's) never share an
 //! inode; the child also asks to die with its parent.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

@@ -27,8 +27,6 @@
 //! stable name, not a per-message identifier. The full table of examples
 //! is in `tests/greylist_address.rs`.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 /// Longest address (after brackets and source route) that takes part in a
 /// key. RFC 5321 allows 256 octets for a path; anything longer is hostile or
 /// broken, and cutting it keeps hashing and list look-ups bounded.

@@ -12,8 +12,6 @@
 //! counted while the cap is reached). Expiry is a sweep in bounded slices
 //! like the table's, plus a check on every look-up.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use indexmap::IndexMap;
 
 use super::key::{NetKey, PassThroughState};

@@ -26,8 +26,6 @@
 //! entry's delay (or the configured one) and skips the auto-whitelist: the
 //! administrator asked for greylisting explicitly.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -23,8 +23,6 @@
 //! tuples stay in the table and expire normally, but no longer match, so
 //! clients are greylisted once more after such a change.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::Read as _;
 use std::net::IpAddr;

@@ -14,8 +14,6 @@
 //!   variants, which is what the entry is for.
 //! * `*_domains`: the domain and all its subdomains, the longest match first.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 

@@ -12,10 +12,6 @@
 //! * [`policy`]: the [`crate::milter::decision`] adapter the daemon hands to
 //!   the milter server.
 
-// Each engine module denies `unwrap`/`expect` outside tests: data from
-// the network or a file must never panic the daemon. (`settings.rs` builds
-// its defaults from constants with `expect` and is left as it is.)
-
 pub mod address;
 pub mod awl;
 pub mod clock;

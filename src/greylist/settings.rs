@@ -66,9 +66,8 @@ impl Default for Settings {
             auto_whitelist_after: 5,
             skip_authenticated: true,
             max_tuples: 10_000_000,
-            reply: ReplyTemplate::parse(DEFAULT_REPLY, 4).expect("default reply is valid"),
-            reject_reply: ReplyTemplate::parse(DEFAULT_REJECT_REPLY, 5)
-                .expect("default reject reply is valid"),
+            reply: ReplyTemplate::default_reply(),
+            reject_reply: ReplyTemplate::default_reject_reply(),
             header: true,
             cleanup_interval: Duration::from_secs(300),
             lists: ListSpec::default(),
@@ -144,18 +143,17 @@ impl ReplyTemplate {
         let prefix = Reply::parse_class(&head, class).map_err(TemplateError::Reply)?;
         let mut pieces = Vec::new();
         let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Literal(rest[..open].to_string()));
+        while let Some((literal, after)) = rest.split_once('{') {
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(literal.to_string()));
             }
-            let after = &rest[open + 1..];
-            let close = after.find('}').ok_or(TemplateError::UnclosedBrace)?;
-            pieces.push(match &after[..close] {
+            let (name, after) = after.split_once('}').ok_or(TemplateError::UnclosedBrace)?;
+            pieces.push(match name {
                 "remaining" => Piece::Remaining,
                 "recipient" => Piece::Recipient,
                 other => return Err(TemplateError::UnknownPlaceholder(other.to_string())),
             });
-            rest = &after[close + 1..];
+            rest = after;
         }
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_string()));
@@ -175,6 +173,20 @@ impl ReplyTemplate {
         ))
         .map_err(TemplateError::Reply)?;
         Ok(template)
+    }
+
+    /// [`DEFAULT_REPLY`].
+    // A constant, not input: `default_templates_render` proves it valid.
+    #[allow(clippy::expect_used)]
+    pub fn default_reply() -> ReplyTemplate {
+        ReplyTemplate::parse(DEFAULT_REPLY, 4).expect("the default reply is valid")
+    }
+
+    /// [`DEFAULT_REJECT_REPLY`].
+    // A constant, not input: `default_templates_render` proves it valid.
+    #[allow(clippy::expect_used)]
+    pub fn default_reject_reply() -> ReplyTemplate {
+        ReplyTemplate::parse(DEFAULT_REJECT_REPLY, 5).expect("the default reject reply is valid")
     }
 
     /// The template as configured.
@@ -245,6 +257,18 @@ mod tests {
             ReplyTemplate::parse("Greylisted", 4),
             Err(TemplateError::Reply(_))
         ));
+    }
+
+    #[test]
+    fn placeholders_anywhere_in_the_text() {
+        let t = ReplyTemplate::parse("451 4.7.1 {remaining}{recipient}", 4).unwrap();
+        assert_eq!(t.render(7, "r").as_str(), "451 4.7.1 7r");
+        let t = ReplyTemplate::parse("451 4.7.1 a{remaining}b{recipient}c", 4).unwrap();
+        assert_eq!(t.render(7, "r").as_str(), "451 4.7.1 a7brc");
+        let t = ReplyTemplate::parse("451 4.7.1 }{recipient", 4);
+        assert_eq!(t, Err(TemplateError::UnclosedBrace));
+        let t = ReplyTemplate::parse("451 4.7.1 {}", 4);
+        assert_eq!(t, Err(TemplateError::UnknownPlaceholder(String::new())));
     }
 
     #[test]

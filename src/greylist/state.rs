@@ -27,8 +27,6 @@
 //! error. Writing streams through one fixed 64 KiB buffer: no allocation per
 //! entry, fit for a forked child at 10M tuples (240 MB of records).
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::hash::Hasher;
 use std::io::{self, Write};
 

@@ -5,8 +5,6 @@
 //! `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired −
 //! Evicted` holds at every moment.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 

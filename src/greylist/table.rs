@@ -59,8 +59,6 @@
 //!   exact; "oldest" is exact within a window (and so for tables of at most
 //!   [`EVICT_WINDOW`] entries), approximate beyond. The table is never wiped.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,10 +1,5 @@
 //! The client address of SMFIC_CONNECT, normalised (milter-protocol.md §6).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::net::IpAddr;
 
 use super::codec::Family;

@@ -6,11 +6,6 @@
 //! [`MilterClient::write_raw`], [`MilterClient::write_split`]) for abuse
 //! tests: arbitrary bytes, split writes, several packets in one write.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::io;
 use std::net::IpAddr;
 use std::time::Duration;

@@ -4,11 +4,6 @@
 //! A packet is `len: u32 BE | cmd: u8 | payload: len-1 bytes`. Decoding
 //! borrows from the caller's buffer: no allocation per packet.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::fmt;
 
 /// Largest payload accepted (libmilter's `MILTER_MAX_DATA_SIZE`). We never

@@ -6,11 +6,6 @@
 //! Listeners are plain non-blocking std sockets, so they can be bound before
 //! the runtime starts; [`crate::milter::server`] registers them with tokio.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -181,7 +176,10 @@ pub(crate) enum Kind {
 
 impl Listener {
     /// Binds and listens. A stale Unix socket at the path (nobody accepts
-    /// on it) is removed first; any other file there is an error.
+    /// on it) is removed first; any other file there is an error, and so is
+    /// one that appears while the socket is set up (in a private directory
+    /// next to the path, then linked into place). The directory path plus
+    /// 12 bytes must fit in a socket address (107 bytes).
     pub fn bind(spec: &ListenSpec, unix: &UnixSocketOptions) -> io::Result<Listener> {
         match spec {
             ListenSpec::Tcp(addr) => bind_tcp(*addr)
@@ -257,31 +255,70 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
 
 fn bind_unix(path: &Path, options: &UnixSocketOptions) -> io::Result<Listener> {
     remove_stale_socket(path)?;
+    // The socket is set up in a fresh directory only we can write to, then
+    // linked into place. So chmod and chown never act on a name someone
+    // could swap for a symlink meanwhile (as root, that would hand them any
+    // file), the socket is not reachable before it has its mode and group,
+    // and link(2) fails rather than replace whatever appeared at the path
+    // since the check above.
+    let staging = Staging::create(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    // From here on the file is ours: remove it again if setup fails.
-    let setup = || -> io::Result<(u64, u64)> {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))?;
-        if let Some(gid) = options.group {
-            nix::unistd::chown(path, None, Some(gid)).map_err(io::Error::from)?;
+    socket.bind(&SockAddr::unix(&staging.socket)?)?;
+    std::fs::set_permissions(
+        &staging.socket,
+        std::fs::Permissions::from_mode(options.mode),
+    )?;
+    if let Some(gid) = options.group {
+        nix::unistd::chown(&staging.socket, None, Some(gid)).map_err(io::Error::from)?;
+    }
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    let meta = std::fs::symlink_metadata(&staging.socket)?;
+    std::fs::hard_link(&staging.socket, path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(
+                e.kind(),
+                "a file appeared at that path while the socket was set up; not replacing it",
+            )
+        } else {
+            e
         }
-        socket.listen(BACKLOG)?;
-        socket.set_nonblocking(true)?;
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok((meta.dev(), meta.ino()))
-    };
-    match setup() {
-        Ok(identity) => Ok(Listener {
-            kind: Kind::Unix {
-                listener: socket.into(),
-                path: path.to_owned(),
-                identity,
-            },
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e)
-        }
+    })?;
+    Ok(Listener {
+        kind: Kind::Unix {
+            listener: socket.into(),
+            path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
+        },
+    })
+}
+
+/// A private (0700) directory next to the socket path where the socket is
+/// bound and set up; removed, with the staged name, when dropped.
+struct Staging {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Staging {
+    fn create(path: &Path) -> io::Result<Staging> {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Short names: the staged path must fit in sun_path (108 bytes) too.
+        let dir = nix::unistd::mkdtemp(&parent.join(".gmXXXXXX")).map_err(io::Error::from)?;
+        Ok(Staging {
+            socket: dir.join("s"),
+            dir,
+        })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

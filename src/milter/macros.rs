@@ -3,11 +3,6 @@
 //! A MACRO packet replaces its stage's set; an event discards the macros of
 //! all later stages; a look-up runs from the event's stage back to CONNECT.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use super::codec::{MacroPairs, cmd};
 use super::decision::Macros;
 

@@ -69,21 +69,19 @@ impl Reply {
         if let Some(c) = line.chars().find(|c| !is_printable(*c)) {
             return Err(ReplyError::BadCharacter(c));
         }
-        let b = line.as_bytes();
-        if b.len() < 4
-            || !matches!(b[0], b'4' | b'5')
-            || !b[1].is_ascii_digit()
-            || !b[2].is_ascii_digit()
-            || b[3] != b' '
-        {
+        let Some(&[class, tens, units, b' ']) = line.as_bytes().first_chunk::<4>() else {
+            return Err(ReplyError::BadCode);
+        };
+        if !matches!(class, b'4' | b'5') || !tens.is_ascii_digit() || !units.is_ascii_digit() {
             return Err(ReplyError::BadCode);
         }
-        if &b[..3] == b"421" || &b[..3] == b"521" {
+        if [class, tens, units] == *b"421" || [class, tens, units] == *b"521" {
             return Err(ReplyError::Disconnecting);
         }
-        let rest = &line[4..];
+        // The first four bytes are ASCII: byte 4 starts a character.
+        let rest = line.get(4..).unwrap_or_default();
         let enhanced = rest.split(' ').next().unwrap_or("");
-        if !valid_enhanced(enhanced, b[0]) {
+        if !valid_enhanced(enhanced, class) {
             return Err(ReplyError::BadEnhancedCode);
         }
         let wire = wire_len(line);
@@ -114,7 +112,7 @@ impl Reply {
         let head = prefix.code_and_enhanced();
         let mut line = String::with_capacity(head.len() + 1 + text.len().min(MAX_WIRE_LEN));
         line.push_str(head);
-        let mut budget = MAX_WIRE_LEN - wire_len(head);
+        let mut budget = MAX_WIRE_LEN.saturating_sub(wire_len(head));
         if !text.is_empty() && budget > 1 {
             line.push(' ');
             budget -= 1;
@@ -138,20 +136,35 @@ impl Reply {
 
     /// The three-digit code, e.g. 451.
     pub fn code(&self) -> u16 {
-        let b = self.line.as_bytes();
-        u16::from(b[0] - b'0') * 100 + u16::from(b[1] - b'0') * 10 + u16::from(b[2] - b'0')
+        self.digits()
+            .iter()
+            .fold(0, |code, d| code * 10 + u16::from(d.wrapping_sub(b'0')))
     }
 
     /// 4 (transient) or 5 (permanent).
     pub fn class(&self) -> u8 {
-        self.line.as_bytes()[0] - b'0'
+        let [class, _, _] = self.digits();
+        class.wrapping_sub(b'0')
+    }
+
+    /// The code's three ASCII digits (a `Reply` always starts with them).
+    fn digits(&self) -> [u8; 3] {
+        self.line
+            .as_bytes()
+            .first_chunk::<3>()
+            .copied()
+            .unwrap_or(*b"000")
     }
 
     /// `"451 4.7.1"`: the code and the enhanced code, without text.
     pub fn code_and_enhanced(&self) -> &str {
-        let after_code = &self.line[4..];
-        let end = after_code.find(' ').map_or(self.line.len(), |i| i + 4);
-        &self.line[..end]
+        let text_at = self
+            .line
+            .char_indices()
+            .filter(|&(_, c)| c == ' ')
+            .nth(1)
+            .map_or(self.line.len(), |(i, _)| i);
+        self.line.get(..text_at).unwrap_or(&self.line)
     }
 
     /// Appends the SMFIR_REPLYCODE payload: the line with every `%` doubled
@@ -211,6 +224,24 @@ mod tests {
         assert_eq!(r.code(), 451);
         assert_eq!(r.class(), 4);
         assert_eq!(r.code_and_enhanced(), "451 4.7.1");
+    }
+
+    #[test]
+    fn code_class_and_head_of_every_shape() {
+        for (line, code, head) in [
+            ("451 4.7.1", 451, "451 4.7.1"),
+            ("550 5.7.1 no", 550, "550 5.7.1"),
+            ("452 4.2.2  two  spaces", 452, "452 4.2.2"),
+            ("599 5.999.999 x", 599, "599 5.999.999"),
+        ] {
+            let r = Reply::parse(line).unwrap();
+            assert_eq!(r.code(), code, "{line}");
+            assert_eq!(u16::from(r.class()), code / 100, "{line}");
+            assert_eq!(r.code_and_enhanced(), head, "{line}");
+        }
+        for short in ["", "4", "45", "451", "4510", "45x 4.7.1"] {
+            assert_eq!(Reply::parse(short), Err(ReplyError::BadCode), "{short:?}");
+        }
     }
 
     #[test]

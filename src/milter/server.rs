@@ -4,11 +4,6 @@
 //! Runs on a current_thread runtime inside a `LocalSet`: deciders are
 //! `!Send` (they share the engine through `Rc<RefCell<…>>`).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::future::Future;
 use std::io;
 use std::rc::Rc;

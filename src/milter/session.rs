@@ -10,11 +10,6 @@
 //! commands, unparsable key fields, a refused version and events before
 //! OPTNEG close the connection (rate-limited warn).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;

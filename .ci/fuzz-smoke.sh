@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Fuzz smoke test for CI: builds the cargo-fuzz crate in fuzz/ and runs every
+# target for a short, bounded time, starting from the committed corpus in
+# fuzz/corpus/<target>/ (seeds and past crashes). Fails on a crash, a panic,
+# a hang (an input taking over FUZZ_TIMEOUT s) or a leak; the crashing input
+# is left in fuzz/artifacts/<target>/.
+#
+#   FUZZ_SECONDS   time per target (default 10; 5 targets ≈ 1 minute)
+#   FUZZ_TIMEOUT   seconds one input may take (default 10)
+#   FUZZ_SANITIZER address (default) or none
+#
+# Needs only the stable toolchain: cargo-fuzz passes nightly-only flags, which
+# RUSTC_BOOTSTRAP=1 allows. Installs cargo-fuzz if it is missing. New inputs
+# the fuzzer finds go to a temporary directory, never into the repository.
+# Long local runs: see fuzz/README.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-10}
+TIMEOUT=${FUZZ_TIMEOUT:-10}
+SANITIZER=${FUZZ_SANITIZER:-address}
+TARGETS=(frame_decoder session config state_file address)
+
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz-smoke: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+
+started=$(date +%s)
+# Debug assertions on: integer overflow on hostile input is a finding too.
+cargo fuzz build --sanitizer "$SANITIZER" --debug-assertions
+built=$(date +%s)
+echo "fuzz-smoke: build took $((built - started)) s"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+failed=()
+for target in "${TARGETS[@]}"; do
+    mkdir -p "$work/$target"
+    log="$work/$target.log"
+    if cargo fuzz run --sanitizer "$SANITIZER" --debug-assertions "$target" \
+        "$work/$target" "fuzz/corpus/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT" \
+        -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+        echo "fuzz-smoke: $target ok: ${runs:-?} runs, ${rate:-?}/s"
+    else
+        echo "fuzz-smoke: $target FAILED; the end of its log:"
+        tail -n 60 "$log"
+        failed+=("$target")
+    fi
+done
+
+echo "fuzz-smoke: $(($(date +%s) - started)) s in all"
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "fuzz-smoke: failed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    exit 1
+fi
