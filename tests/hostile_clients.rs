@@ -14,7 +14,7 @@ mod support;
 use greymilter::milter::client::{ConnectAddr, Response};
 use greymilter::milter::codec::{Command, cmd};
 use support::healthy::{Client, is_greylisted, negotiated, open};
-use support::hostile::{Expect, Hostile, assert_closed, eof_and_drain, packet, quit};
+use support::hostile::{Expect, Hostile, ROUNDS, assert_closed, eof_and_drain, packet, quit};
 use support::rng::Rng;
 
 /// CONNECT from a documentation address; must be answered CONTINUE.
@@ -86,22 +86,60 @@ fn length_one_is_a_bare_command() {
     h.finish(Expect::closed("truncated or unterminated CONNECT"));
 }
 
-/// Reaction: close. Random bytes on a fresh connection (no OPTNEG), then
-/// EOF: whatever the bytes frame as (a bad length, an unknown command, a
-/// command before OPTNEG, a packet cut by the EOF) is a protocol error.
+/// Reaction: close. Random bytes on a fresh connection where the length
+/// field should be (its first byte non-zero, so it announces more than the
+/// 64 KiB limit): the daemon closes on the first 4 bytes and reads nothing
+/// more.
 #[test]
 fn garbage_bytes_close() {
     let h = Hostile::start("");
     let seed = Rng::from_env("garbage").next();
     h.rounds(|addr, i| async move {
         let mut rng = Rng::new(seed ^ i as u64);
+        let mut garbage = rng.bytes(2048);
+        garbage[0] |= 1;
         let mut c = open(addr).await;
-        let garbage = rng.bytes(2048);
         c.write_raw(&garbage).await.unwrap();
         let sent = eof_and_drain(c).await;
         assert!(sent.is_empty(), "the daemon answered garbage: {sent:?}");
     });
-    h.finish(Expect::closed("milter protocol error, closing"));
+    h.finish(Expect::closed("exceeds the limit"));
+}
+
+/// Reaction: answer what can be answered, close on what cannot. After a
+/// normal OPTNEG and CONNECT, 50 well-framed packets with random command
+/// bytes and payloads, then EOF. Whatever the daemon sends back must be
+/// well-formed milter replies; it ends every connection (QUIT, protocol
+/// error or our EOF) and logs at most the rate-limited warn lines.
+#[test]
+fn random_frames_after_negotiation() {
+    let h = Hostile::start("");
+    let seed = Rng::from_env("random frames").next();
+    h.rounds(|addr, i| async move {
+        let mut rng = Rng::new(seed ^ (i as u64) << 32);
+        let mut c = negotiated(addr).await;
+        connect_client(&mut c, i).await;
+        let mut frames = Vec::new();
+        for _ in 0..50 {
+            let len = rng.below(100) as usize;
+            let code = rng.next() as u8;
+            frames.extend(packet(code, &rng.bytes(len)));
+        }
+        c.write_raw(&frames).await.unwrap();
+        let mut rest = eof_and_drain(c).await;
+        while !rest.is_empty() {
+            match greymilter::milter::codec::split_frame(&rest) {
+                Ok(Some((_, used))) => rest.drain(..used),
+                other => panic!("a malformed reply from the daemon: {other:?} in {rest:?}"),
+            };
+        }
+    });
+    h.finish(Expect {
+        warn: Some(""),
+        sessions: ROUNDS as u64,
+        protocol_errors: 0..=ROUNDS as u64,
+        timeouts: 0,
+    });
 }
 
 /// Reaction: close. An unknown command byte: the daemon cannot tell whether

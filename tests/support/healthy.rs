@@ -54,10 +54,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// One lane, a session every 20 ms, for a daemon with `delay = "1s"`.
+    /// One lane, a session every 20 ms, for a daemon with `delay = "2s"`.
+    /// (The daemon keeps whole seconds: with a 1 s delay an immediate retry
+    /// that straddles a second boundary would rightly pass.)
     pub fn beside() -> Plan {
         Plan {
-            delay: Duration::from_secs(1),
+            delay: Duration::from_secs(2),
             lanes: 1,
             pause: Duration::from_millis(20),
         }
