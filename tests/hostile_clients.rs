@@ -335,3 +335,57 @@ fn rcpt_before_mail_is_answered_continue() {
     });
     h.finish(Expect::tolerated(Some("RCPT without MAIL")));
 }
+
+/// Reaction: close (the peer's EOF; not counted as a protocol error: an MTA
+/// that crashes mid-write does the same), one warn line. A length larger
+/// than the data, then EOF: the daemon holds at most the one announced
+/// packet (all ROUNDS connections hold 30 KB of a 64 KiB packet at once,
+/// which the peak memory check covers) and answers nothing.
+#[test]
+fn length_beyond_the_data_then_eof_closes() {
+    let h = Hostile::start("");
+    let all_sent = std::sync::Arc::new(tokio::sync::Barrier::new(ROUNDS));
+    h.rounds(|addr, i| {
+        let all_sent = all_sent.clone();
+        async move {
+            let mut c = negotiated(addr).await;
+            connect_client(&mut c, i).await;
+            let mut partial = 65_536u32.to_be_bytes().to_vec();
+            partial.push(cmd::RCPT);
+            partial.extend(std::iter::repeat_n(b'x', 30_000));
+            c.write_raw(&partial).await.unwrap();
+            all_sent.wait().await;
+            let sent = eof_and_drain(c).await;
+            assert!(
+                sent.is_empty(),
+                "the daemon answered a partial packet: {sent:?}"
+            );
+        }
+    });
+    h.finish(Expect::tolerated(Some("inside a packet")));
+}
+
+/// Reaction: close at the idle timeout (1 s here), counted as a timeout, one
+/// warn line. Slowloris: one byte of a packet, then silence. Half the
+/// rounds send the byte before OPTNEG, half after.
+#[test]
+fn slowloris_is_closed_at_the_idle_timeout() {
+    let h = Hostile::start("[milter]\nlisten = \"inet:0@127.0.0.1\"\nidle_timeout = \"1s\"\n");
+    h.rounds(|addr, i| async move {
+        let mut c = if i % 2 == 0 {
+            open(addr).await
+        } else {
+            negotiated(addr).await
+        };
+        c.write_raw(&[0]).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_closed(&mut c, "slowloris").await;
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    });
+    h.finish(Expect {
+        warn: Some("inside a packet"),
+        sessions: ROUNDS as u64,
+        protocol_errors: 0..=0,
+        timeouts: ROUNDS as u64,
+    });
+}

@@ -604,7 +604,11 @@ where
                     if frames.is_empty() {
                         core.debug(format_args!("MTA closed the connection"));
                     } else {
-                        core.debug(format_args!("MTA closed the connection inside a packet"));
+                        // No MTA stops writing mid-packet unless it crashed or
+                        // is not an MTA: worth a (rate-limited) line.
+                        core.violation_warn(format_args!(
+                            "MTA closed the connection inside a packet"
+                        ));
                     }
                     break;
                 }
@@ -614,7 +618,15 @@ where
                     break;
                 }
                 Err(_) => {
-                    core.debug(format_args!("idle for {idle:?}: closing"));
+                    if frames.is_empty() {
+                        core.debug(format_args!("idle for {idle:?}: closing"));
+                    } else {
+                        // Between commands an MTA may idle; inside a packet
+                        // it does not (slowloris).
+                        core.violation_warn(format_args!(
+                            "idle for {idle:?} inside a packet: closing"
+                        ));
+                    }
                     summary.timed_out = true;
                     break;
                 }
