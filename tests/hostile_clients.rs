@@ -11,7 +11,7 @@
 
 mod support;
 
-use greymilter::milter::client::{ConnectAddr, Response};
+use greymilter::milter::client::{ConnectAddr, Family, Response};
 use greymilter::milter::codec::{Command, cmd};
 use support::healthy::{Client, is_greylisted, negotiated, open};
 use support::hostile::{Expect, Hostile, ROUNDS, assert_closed, eof_and_drain, packet, quit};
@@ -223,6 +223,58 @@ fn optneg_absurd_masks_are_masked() {
         (6, 0xffff_fe00, 0xffe0_0000),
         (6, 0x1ff, 0x8000_0000),
     ]);
+}
+
+/// CONNECT with `addr`, which carries no usable client IP: the daemon must
+/// fail open (ACCEPT: the connection is not greylisted) and keep serving.
+async fn connect_without_ip_fails_open(c: &mut Client, addr: ConnectAddr) {
+    let r = c.connect("mx.hostile.example", &addr).await.unwrap();
+    assert_eq!(r, Response::Accept, "{addr:?}");
+}
+
+/// Reaction: tolerate (fail open: no client IP, not greylisted), one warn
+/// line. A family byte other than 4, 6, L or U is no family any MTA sends.
+#[test]
+fn connect_with_an_unknown_family_fails_open() {
+    let h = Hostile::start("");
+    h.rounds(|addr, i| async move {
+        let mut c = negotiated(addr).await;
+        let family = Family::Other([b'X', b'5', 0x00, 0xff][i % 4]);
+        let raw = ConnectAddr::Raw {
+            family,
+            port: 25,
+            address: "198.51.100.1".into(),
+        };
+        connect_without_ip_fails_open(&mut c, raw).await;
+        quit(c).await;
+    });
+    h.finish(Expect::tolerated(Some("unknown address family")));
+}
+
+/// Reaction: tolerate (fail open), one warn line. Family 4 or 6 with text
+/// that is no address of that family.
+#[test]
+fn connect_with_an_invalid_address_fails_open() {
+    let h = Hostile::start("");
+    h.rounds(|addr, i| async move {
+        let mut c = negotiated(addr).await;
+        let (family, text) = [
+            (Family::Inet4, "999.1.2.3"),
+            (Family::Inet4, "not an address"),
+            (Family::Inet6, "2001:db8::zz"),
+            (Family::Inet4, ""),
+        ][i % 4];
+        let raw = ConnectAddr::Raw {
+            family,
+            port: 25,
+            address: text.into(),
+        };
+        connect_without_ip_fails_open(&mut c, raw).await;
+        quit(c).await;
+    });
+    h.finish(Expect::tolerated(Some(
+        "client address that does not parse",
+    )));
 }
 
 /// Reaction: close. A CONNECT whose host name or address lacks its NUL:

@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 
 use super::address::client_ip;
 use super::codec::{
-    Command, Frame, FrameBuffer, cmd, encode_addheader, encode_empty, encode_replycode, resp,
-    split_frame,
+    Command, Family, Frame, FrameBuffer, cmd, encode_addheader, encode_empty, encode_replycode,
+    resp, split_frame,
 };
 use super::decision::{Client, Decider, Header, SessionOptions, SessionSummary, Verdict};
 use super::macros::{MacroStore, Stored};
@@ -210,12 +210,24 @@ impl<D: Decider> SessionCore<D> {
                 }
                 self.macros.clear_after(cmd::CONNECT);
                 let addr = client_ip(family, address);
-                if addr.is_none() {
-                    self.debug(format_args!(
-                        "no client IP (family '{}', address {:?}): not greylisted",
-                        printable_byte(family.to_byte()),
-                        String::from_utf8_lossy(address)
-                    ));
+                match (addr, family) {
+                    (Some(_), _) => {}
+                    // A local socket or an unknown peer: normal, not greylisted.
+                    (None, Family::Local | Family::Unknown) => self.debug(format_args!(
+                        "no client IP (family '{}'): not greylisted",
+                        printable_byte(family.to_byte())
+                    )),
+                    // No MTA sends these: the connection passes ungreylisted,
+                    // which an admin must be able to see.
+                    (None, Family::Inet4 | Family::Inet6) => self.violation_warn(format_args!(
+                        "CONNECT with a client address that does not parse ({:?}, family '{}'): not greylisted",
+                        String::from_utf8_lossy(address.get(..64).unwrap_or(address)),
+                        printable_byte(family.to_byte())
+                    )),
+                    (None, Family::Other(byte)) => self.violation_warn(format_args!(
+                        "CONNECT with an unknown address family '{}': not greylisted",
+                        printable_byte(byte)
+                    )),
                 }
                 let client = Client {
                     hostname,
