@@ -372,6 +372,28 @@ fn sixty_thousand_byte_addresses_are_greylisted() {
     assert!(longest < 2048, "a decision line of {longest} bytes");
 }
 
+/// Reaction: tolerate, one warn line. A MACRO packet with 10,000 pairs
+/// (40 KB): the daemon keeps the first 8 KiB of each stage. The
+/// `{auth_authen}` pair after the 10,000 is therefore not kept, so MAIL is
+/// not taken as authenticated and the recipient is greylisted.
+#[test]
+fn macro_packet_with_ten_thousand_pairs_is_cut() {
+    let h = Hostile::start("");
+    h.rounds(|addr, i| async move {
+        let mut c = negotiated(addr).await;
+        connect_client(&mut c, i).await;
+        let mut payload = vec![cmd::MAIL];
+        for _ in 0..10_000 {
+            payload.extend_from_slice(b"x\0y\0");
+        }
+        payload.extend_from_slice(b"{auth_authen}\0alice\0");
+        c.write_raw(&packet(cmd::MACRO, &payload)).await.unwrap();
+        greylisted_rcpt(&mut c, i).await;
+        quit(c).await;
+    });
+    h.finish(Expect::tolerated(Some("oversized macro packet")));
+}
+
 /// Reaction: tolerate (fail open for that recipient: no sender to key on),
 /// one warn line. The transaction that follows is greylisted as usual.
 #[test]

@@ -29,7 +29,7 @@ use super::codec::{
     resp, split_frame,
 };
 use super::decision::{Client, Decider, Header, SessionOptions, SessionSummary, Verdict};
-use super::macros::{MacroStore, Stored};
+use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
 use super::negotiate::{Agreement, negotiate};
 use crate::ratelimit::LogLimiter;
 
@@ -167,13 +167,17 @@ impl<D: Decider> SessionCore<D> {
                         "macros for stage {} ignored",
                         stage.map_or_else(|| "(none)".to_string(), printable_byte)
                     )),
-                    Stored::Malformed => self.debug(format_args!(
+                    // Both MTAs send a few well-formed pairs; anything else
+                    // is a broken peer and may cost a macro we key on.
+                    Stored::Malformed => self.violation_warn(format_args!(
                         "malformed macro packet for stage {}: kept the complete pairs",
                         stage.map_or_else(String::new, printable_byte)
                     )),
-                    Stored::Truncated => self.debug(format_args!(
-                        "oversized macro packet for stage {}: kept the first pairs",
-                        stage.map_or_else(String::new, printable_byte)
+                    Stored::Truncated => self.violation_warn(format_args!(
+                        "oversized macro packet for stage {} ({} bytes): kept the first {} bytes of pairs",
+                        stage.map_or_else(String::new, printable_byte),
+                        pairs.raw().len(),
+                        MAX_STAGE_BYTES
                     )),
                 }
                 return Flow::Continue;
