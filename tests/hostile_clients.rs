@@ -13,9 +13,10 @@ mod support;
 
 use greymilter::milter::client::{ConnectAddr, Family, Response};
 use greymilter::milter::codec::{Command, cmd};
-use support::healthy::{Client, is_greylisted, negotiated, open};
+use support::healthy::{Client, REPLY_TIMEOUT, is_greylisted, negotiated, open};
 use support::hostile::{Expect, Hostile, ROUNDS, assert_closed, eof_and_drain, packet, quit};
 use support::rng::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// CONNECT from a documentation address; must be answered CONTINUE.
 async fn connect_client(c: &mut Client, i: usize) {
@@ -457,7 +458,49 @@ fn slowloris_is_closed_at_the_idle_timeout() {
         assert!(started.elapsed() >= std::time::Duration::from_millis(900));
     });
     h.finish(Expect {
-        warn: Some("inside a packet"),
+        warn: Some("packet still incomplete 1s after its first byte"),
+        sessions: ROUNDS as u64,
+        protocol_errors: 0..=0,
+        timeouts: ROUNDS as u64,
+    });
+}
+
+/// Reaction: close when the packet is not whole 1 s (the idle timeout)
+/// after its first byte, counted as a timeout, one warn line. Slowloris
+/// that trickles: a 1,000-byte RCPT sent one byte every 300 ms, so no single
+/// read ever waits the idle timeout.
+#[test]
+fn trickling_slowloris_is_closed_when_the_packet_is_not_whole_in_time() {
+    let h = Hostile::start("[milter]\nlisten = \"inet:0@127.0.0.1\"\nidle_timeout = \"1s\"\n");
+    h.rounds(|addr, i| async move {
+        let mut c = negotiated(addr).await;
+        connect_client(&mut c, i).await;
+        assert_eq!(
+            c.mail(&["<h@hostile.example>"]).await.unwrap(),
+            Response::Continue
+        );
+        let mut rcpt = packet(cmd::RCPT, &[b'x'; 999]);
+        *rcpt.last_mut().unwrap() = 0;
+        let (mut reader, mut writer) = tokio::io::split(c.into_inner());
+        let trickle = async move {
+            for byte in rcpt.chunks(1) {
+                if writer.write_all(byte).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        };
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(REPLY_TIMEOUT, reader.read_to_end(&mut got));
+        tokio::select! {
+            read = closed => {
+                assert!(matches!(read, Ok(Ok(0))), "expected a close, got {read:?} {got:?}");
+            }
+            () = trickle => panic!("the whole packet was sent without a close"),
+        }
+    });
+    h.finish(Expect {
+        warn: Some("packet still incomplete 1s after its first byte"),
         sessions: ROUNDS as u64,
         protocol_errors: 0..=0,
         timeouts: ROUNDS as u64,

@@ -552,6 +552,10 @@ where
     let stop = stop.fuse();
     tokio::pin!(stop);
     let mut stopping = false;
+    // When the first bytes of the packet being received were seen: a packet
+    // must be whole within `idle`, or a peer trickling one byte per read
+    // would hold the session (and a max_connections slot) forever.
+    let mut packet_started: Option<tokio::time::Instant> = None;
     'conversation: loop {
         loop {
             let frame = match frames.next_frame() {
@@ -563,6 +567,7 @@ where
                     break 'conversation;
                 }
             };
+            packet_started = None;
             let flow = core.handle_frame(frame, &mut out);
             if !out.is_empty() {
                 // One buffer, one write: miltertest and some MTAs read the
@@ -603,6 +608,12 @@ where
             ));
             break;
         }
+        let wait = if frames.is_empty() {
+            idle
+        } else {
+            let started = *packet_started.get_or_insert_with(tokio::time::Instant::now);
+            idle.saturating_sub(started.elapsed())
+        };
         let spare = match frames.spare() {
             Ok(spare) => spare,
             Err(e) => {
@@ -615,7 +626,7 @@ where
         // handled, and a command in flight is finished.
         tokio::select! {
             biased;
-            read = tokio::time::timeout(idle, stream.read(spare)) => match read {
+            read = tokio::time::timeout(wait, stream.read(spare)) => match read {
                 Ok(Ok(0)) => {
                     if frames.is_empty() {
                         core.debug(format_args!("MTA closed the connection"));
@@ -640,7 +651,7 @@ where
                         // Between commands an MTA may idle; inside a packet
                         // it does not (slowloris).
                         core.violation_warn(format_args!(
-                            "idle for {idle:?} inside a packet: closing"
+                            "packet still incomplete {idle:?} after its first byte: closing"
                         ));
                     }
                     summary.timed_out = true;
