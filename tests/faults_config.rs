@@ -13,6 +13,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use greymilter::milter::client::{ConnectAddr, Response};
@@ -208,6 +209,48 @@ fn position(text: &str, (context, token): (&str, &str)) -> (usize, usize) {
         .unwrap_or_else(|| panic!("{token:?} in a line with {context:?} not in\n{text}"))
 }
 
+/// Ways to make the configuration path unreadable, even for root.
+enum Unreadable {
+    Directory,
+    Missing,
+    Fifo,
+    EndlessDevice,
+    Huge,
+    InvalidUtf8,
+}
+
+fn make_unreadable(path: &Path, how: &Unreadable) {
+    let _ = fs::remove_file(path);
+    match how {
+        Unreadable::Directory => fs::create_dir(path).unwrap(),
+        Unreadable::Missing => {}
+        Unreadable::Fifo => {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+        }
+        Unreadable::EndlessDevice => symlink("/dev/zero", path).unwrap(),
+        Unreadable::Huge => {
+            // 64 MiB of comment lines: valid TOML, absurd as a configuration.
+            let file = fs::File::create(path).unwrap();
+            file.set_len(64 << 20).unwrap();
+        }
+        Unreadable::InvalidUtf8 => {
+            let mut bytes = NEW
+                .render("vip@new.example", path.parent().unwrap())
+                .into_bytes();
+            bytes.extend_from_slice(b"# caf\xe9\n");
+            fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+fn restore_file(path: &Path) {
+    if path.is_dir() {
+        fs::remove_dir(path).unwrap();
+    } else {
+        let _ = fs::remove_file(path);
+    }
+}
+
 #[test]
 fn broken_configs_on_sighup_keep_the_old_one_running() {
     assert!(CASES.len() >= 20);
@@ -268,6 +311,38 @@ fn broken_configs_on_sighup_keep_the_old_one_running() {
     }
 
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+
+    let unreadable = [
+        (Unreadable::Directory, "not a regular file"),
+        (Unreadable::Missing, "No such file"),
+        (Unreadable::Fifo, "not a regular file"),
+        (Unreadable::EndlessDevice, "not a regular file"),
+        (Unreadable::Huge, "larger than"),
+        (Unreadable::InvalidUtf8, "UTF-8"),
+    ];
+    for (n, (how, message)) in unreadable.iter().enumerate() {
+        make_unreadable(&config, how);
+        let line = reload(&d);
+        let what = format!("unreadable config {n}");
+        assert!(
+            line.contains("reload failed, keeping the running configuration"),
+            "{what}: {line}"
+        );
+        assert!(
+            line.contains(&prefix) && line.contains(message),
+            "{what}: {line}"
+        );
+        runtime.block_on(assert_config_in_force(&d, 100 + n, true, &what));
+        restore_file(&config);
+    }
+    // Invalid UTF-8 has a position too: the line and column of the bad byte.
+    make_unreadable(&config, &Unreadable::InvalidUtf8);
+    let line = reload(&d);
+    let lines = NEW.render("vip@new.example", dir.path()).lines().count();
+    assert!(
+        line.contains(&format!("{prefix}:{}:6: ", lines + 1)),
+        "{line}"
+    );
 
     fs::write(&config, NEW.render("vip@new.example", dir.path())).unwrap();
     let line = reload(&d);
