@@ -371,7 +371,10 @@ impl Daemon {
         };
         match cp.reap() {
             Some(Outcome::Written { duration }) => {
-                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written")
+                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
+                // A child orphaned by a crash may still have been dying at
+                // start-up; its temp file is stale by now.
+                checkpoint::remove_stale_temps(cp.path());
             }
             Some(Outcome::Failed { duration, reason }) => tracing::error!(
                 file = %cp.path().display(),

@@ -4,6 +4,7 @@
 pub mod healthy;
 pub mod hostile;
 pub mod rng;
+pub mod state;
 pub mod watch;
 
 use std::fs;
