@@ -8,6 +8,7 @@ mod support;
 
 use std::fs;
 use std::hash::Hasher;
+use std::os::unix::fs::{FileTypeExt, symlink};
 use std::path::Path;
 
 use greymilter::milter::client::{ConnectAddr, Response};
@@ -142,4 +143,33 @@ fn a_good_file_restores() {
     let line = d.wait_for_log(|l| l.contains("restored state"));
     assert_eq!(restored_count(&line), 1000);
     assert!(names_with_prefix(dir.path(), "state.bad-").is_empty());
+}
+
+/// Paths that are no regular file: a directory, a FIFO (opening it for
+/// reading would block the start until a writer came), a symlink to
+/// /dev/zero (reading it would never end). Each is moved aside as it is.
+#[test]
+fn a_state_path_that_is_no_file_is_moved_aside() {
+    type Make = fn(&Path);
+    type IsKind = fn(&fs::FileType) -> bool;
+    let cases: [(&str, Make, IsKind); 3] = [
+        ("directory", |p| fs::create_dir(p).unwrap(), |t| t.is_dir()),
+        (
+            "FIFO",
+            |p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
+            |t| t.is_fifo(),
+        ),
+        (
+            "link to /dev/zero",
+            |p| symlink("/dev/zero", p).unwrap(),
+            |t| t.is_symlink(),
+        ),
+    ];
+    for (what, make, is_kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        make(&dir.path().join("state"));
+        let (_d, aside) = assert_started_empty_and_serving(dir.path(), what, "not a regular file");
+        let kind = fs::symlink_metadata(&aside).unwrap().file_type();
+        assert!(is_kind(&kind), "{what}: moved aside as {kind:?}");
+    }
 }

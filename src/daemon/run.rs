@@ -432,11 +432,12 @@ fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), Stri
     Ok(())
 }
 
-/// Loads the state file. A missing file is normal; a bad one is moved aside
-/// and the daemon starts empty, because a greylister that refuses to start
-/// blocks mail. Returns true when the engine holds the file's state.
+/// Loads the state file. A missing file is normal; a bad one (or a path that
+/// is no regular file) is moved aside and the daemon starts empty, because a
+/// greylister that refuses to start blocks mail. Returns true when the engine holds the file's state.
 fn restore(engine: &mut Engine, path: &Path) -> bool {
-    let bytes = match fs::read(path) {
+    // A regular file only: a FIFO would block the start, /dev/zero never end.
+    let bytes = match crate::files::read_regular(path, u64::MAX) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::info!(file = %path.display(), "no state file yet; starting with an empty table");
