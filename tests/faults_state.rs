@@ -173,3 +173,41 @@ fn a_state_path_that_is_no_file_is_moved_aside() {
         assert!(is_kind(&kind), "{what}: moved aside as {kind:?}");
     }
 }
+
+/// A second bad file within the same second (a crash loop, an admin
+/// retrying) must not replace the first one moved aside: that is the
+/// evidence. Names for the next seconds are taken in advance.
+#[test]
+fn moving_aside_never_replaces_an_earlier_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    let mut taken = Vec::new();
+    for s in 0..20 {
+        let stamp: String =
+            humantime::format_rfc3339_seconds(now + std::time::Duration::from_secs(s))
+                .to_string()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+        let path = dir.path().join(format!("state.bad-{stamp}"));
+        fs::write(&path, format!("earlier evidence {s}")).unwrap();
+        taken.push(path);
+    }
+    fs::write(dir.path().join("state"), b"not a state").unwrap();
+    let d = Daemon::start_in(dir.path(), CONFIG);
+    let line = d.wait_for_log(|l| l.contains("moved the bad state file aside"));
+    for (s, path) in taken.iter().enumerate() {
+        assert_eq!(
+            fs::read_to_string(path).unwrap(),
+            format!("earlier evidence {s}"),
+            "{line}"
+        );
+    }
+    let aside = names_with_prefix(dir.path(), "state.bad-");
+    assert_eq!(aside.len(), taken.len() + 1, "{aside:?}");
+    let new: Vec<_> = aside
+        .iter()
+        .filter(|n| fs::read(dir.path().join(n)).unwrap() == b"not a state")
+        .collect();
+    assert_eq!(new.len(), 1, "{aside:?}\n{line}");
+}

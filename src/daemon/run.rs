@@ -472,19 +472,33 @@ fn restore(engine: &mut Engine, path: &Path) -> bool {
     }
 }
 
-/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection.
+/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection,
+/// adding `-1`, `-2`, … if that name is taken: an earlier bad file (from
+/// the same second) is evidence and must not be replaced.
 fn move_aside(path: &Path) {
     let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    let mut name = path
+    let name = path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".bad-{stamp}"));
-    let aside = path.with_file_name(name);
+    let free = (0..1000)
+        .map(|n| {
+            let mut candidate = name.clone();
+            match n {
+                0 => candidate.push(format!(".bad-{stamp}")),
+                n => candidate.push(format!(".bad-{stamp}-{n}")),
+            }
+            path.with_file_name(candidate)
+        })
+        .find(|p| fs::symlink_metadata(p).is_err());
+    let Some(aside) = free else {
+        tracing::error!(file = %path.display(), "cannot move the bad state file aside: 1000 names taken");
+        return;
+    };
     match fs::rename(path, &aside) {
         Ok(()) => tracing::error!(file = %aside.display(), "moved the bad state file aside"),
         Err(e) => {
