@@ -118,7 +118,7 @@ fn kill9_at_random_moments_always_leaves_a_complete_state_that_restores() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ms=")?.parse().ok())
         .unwrap();
-    let window_ms = 2 * child_ms + 10;
+    let window_ms = 2 * child_ms + 4;
     eprintln!(
         "a checkpoint of {TABLE} tuples takes {child_ms} ms; kills land within {window_ms} ms"
     );

@@ -434,7 +434,8 @@ fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), Stri
 
 /// Loads the state file. A missing file is normal; a bad one (or a path that
 /// is no regular file) is moved aside and the daemon starts empty, because a
-/// greylister that refuses to start blocks mail. Returns true when the engine holds the file's state.
+/// greylister that refuses to start blocks mail. Returns true when the engine
+/// holds the file's state.
 fn restore(engine: &mut Engine, path: &Path) -> bool {
     // A regular file only: a FIFO would block the start, /dev/zero never end.
     let bytes = match crate::files::read_regular(path, u64::MAX) {
