@@ -185,15 +185,14 @@ async fn run_lane(addr: SocketAddr, plan: Plan, lane: u16, stop: &AtomicBool) ->
         n = n.wrapping_add(1);
         let fresh = format!("<r{n}@healthy.example>");
         let net = retry.as_ref().map_or(n, |w| w.net);
-        let started = Instant::now();
         match session(addr, network(lane, net), retry.as_ref(), &fresh).await {
-            Ok(()) => {
+            Ok(answered) => {
                 out.sessions += 1;
                 if retry.is_some() {
                     out.passes += 1;
                 } else {
                     waiting.push_back(Waiting {
-                        first_try: started,
+                        first_try: answered,
                         net: n,
                         rcpt: fresh,
                     });
@@ -225,13 +224,14 @@ fn is_continue(r: &Response) -> bool {
 }
 
 /// One SMTP connection as Postfix would run it: a new tuple must get 451
-/// twice (first try, early retry); a due retry must pass.
+/// twice (first try, early retry); a due retry must pass. Returns when the
+/// new tuple's first try was answered: the daemon saw it no later.
 async fn session(
     addr: SocketAddr,
     client: IpAddr,
     retry: Option<&Waiting>,
     fresh: &str,
-) -> Result<(), String> {
+) -> Result<Instant, String> {
     let mut c = ClientBuilder::new()
         .timeout(REPLY_TIMEOUT)
         .connect(&ListenSpec::Tcp(addr))
@@ -260,6 +260,7 @@ async fn session(
         )?;
     }
     expect("RCPT (new tuple)", c.rcpt(&[fresh]).await, is_greylisted)?;
+    let answered = Instant::now();
     expect("RCPT (early retry)", c.rcpt(&[fresh]).await, is_greylisted)?;
     match c.eom().await {
         Ok(r) if r.last == Response::Continue => {}
@@ -267,7 +268,7 @@ async fn session(
     }
     c.quit().await.map_err(|e| format!("QUIT: {e}"))?;
     match c.closed().await {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(answered),
         other => Err(format!("close after QUIT: {other:?}")),
     }
 }
