@@ -21,6 +21,9 @@ use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
 /// Used when `--config` is not given and this file exists.
 pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
 pub const DEFAULT_LISTEN: &str = "inet:10030@127.0.0.1";
+/// Largest configuration file read. Real ones are a few KiB; even lists of
+/// tens of thousands of entries stay far below.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -196,15 +199,31 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file: a regular file (not a
+    /// FIFO or a device, which would stall or never end) of at most
+    /// [`MAX_CONFIG_BYTES`], in UTF-8.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
+        let name = path.display().to_string();
+        let bytes =
+            crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let before = std::str::from_utf8(e.as_bytes().get(..valid).unwrap_or_default())
+                .unwrap_or_default();
+            let (line, column) = line_column(before, before.len());
+            ConfigError {
+                file: name.clone(),
+                line,
+                column,
+                message: "invalid UTF-8".to_string(),
+            }
         })?;
-        Config::parse(&text, &path.display().to_string())
+        Config::parse(&text, &name)
     }
 
     /// Parses and validates configuration text; `name` is used in errors.

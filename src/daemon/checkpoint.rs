@@ -110,7 +110,9 @@ pub fn write_atomically(
 }
 
 /// Removes temp files left by writers that no longer exist (a crash between
-/// create and rename). A temp file of a live process is left alone.
+/// create and rename). A temp file of a live process is left alone; the
+/// daemon calls this at start and after every checkpoint it writes, so the
+/// temp of a child that was still dying at the start goes too.
 pub fn remove_stale_temps(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return;
@@ -133,11 +135,26 @@ pub fn remove_stale_temps(path: &Path) {
         else {
             continue;
         };
-        let alive = pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok();
-        if !alive && fs::remove_file(entry.path()).is_ok() {
+        if !writer_alive(pid) && fs::remove_file(entry.path()).is_ok() {
             tracing::info!(file = %entry.path().display(), "removed an unfinished checkpoint left by a crash");
         }
     }
+}
+
+/// Whether process `pid` can still write: it exists and is not a zombie (a
+/// writer killed with its parent may wait a while for init to reap it).
+fn writer_alive(pid: i32) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // "pid (comm) state ...": comm may hold anything, so split after ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, after)| after.trim_start().chars().next())
+        });
+    !matches!(state, Some('Z' | 'X'))
 }
 
 /// Threads of this process, from /proc. The checkpoint forks only when it is 1.
@@ -479,6 +496,27 @@ mod tests {
         assert!(!dead.exists());
         assert!(live.exists());
         assert!(other.exists());
+    }
+
+    #[test]
+    fn the_temp_of_a_zombie_writer_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        // Exits at once and stays a zombie until wait(): like a checkpoint
+        // child killed with its parent that init has not reaped yet.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(zombie.id() as i32);
+        while !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z")
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let temp = temp_path(&path, pid);
+        fs::write(&temp, b"x").unwrap();
+        remove_stale_temps(&path);
+        assert!(!temp.exists());
+        zombie.wait().unwrap();
     }
 
     #[test]

@@ -371,7 +371,10 @@ impl Daemon {
         };
         match cp.reap() {
             Some(Outcome::Written { duration }) => {
-                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written")
+                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
+                // A child orphaned by a crash may still have been dying at
+                // start-up; its temp file is stale by now.
+                checkpoint::remove_stale_temps(cp.path());
             }
             Some(Outcome::Failed { duration, reason }) => tracing::error!(
                 file = %cp.path().display(),
@@ -429,11 +432,13 @@ fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), Stri
     Ok(())
 }
 
-/// Loads the state file. A missing file is normal; a bad one is moved aside
-/// and the daemon starts empty, because a greylister that refuses to start
-/// blocks mail. Returns true when the engine holds the file's state.
+/// Loads the state file. A missing file is normal; a bad one (or a path that
+/// is no regular file) is moved aside and the daemon starts empty, because a
+/// greylister that refuses to start blocks mail. Returns true when the engine
+/// holds the file's state.
 fn restore(engine: &mut Engine, path: &Path) -> bool {
-    let bytes = match fs::read(path) {
+    // A regular file only: a FIFO would block the start, /dev/zero never end.
+    let bytes = match crate::files::read_regular(path, u64::MAX) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::info!(file = %path.display(), "no state file yet; starting with an empty table");
@@ -468,19 +473,33 @@ fn restore(engine: &mut Engine, path: &Path) -> bool {
     }
 }
 
-/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection.
+/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection,
+/// adding `-1`, `-2`, … if that name is taken: an earlier bad file (from
+/// the same second) is evidence and must not be replaced.
 fn move_aside(path: &Path) {
     let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    let mut name = path
+    let name = path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".bad-{stamp}"));
-    let aside = path.with_file_name(name);
+    let free = (0..1000)
+        .map(|n| {
+            let mut candidate = name.clone();
+            match n {
+                0 => candidate.push(format!(".bad-{stamp}")),
+                n => candidate.push(format!(".bad-{stamp}-{n}")),
+            }
+            path.with_file_name(candidate)
+        })
+        .find(|p| fs::symlink_metadata(p).is_err());
+    let Some(aside) = free else {
+        tracing::error!(file = %path.display(), "cannot move the bad state file aside: 1000 names taken");
+        return;
+    };
     match fs::rename(path, &aside) {
         Ok(()) => tracing::error!(file = %aside.display(), "moved the bad state file aside"),
         Err(e) => {

@@ -20,11 +20,11 @@ use tracing::{debug, warn};
 
 use super::address::client_ip;
 use super::codec::{
-    Command, Frame, FrameBuffer, cmd, encode_addheader, encode_empty, encode_replycode, resp,
-    split_frame,
+    Command, Family, Frame, FrameBuffer, cmd, encode_addheader, encode_empty, encode_replycode,
+    resp, split_frame,
 };
 use super::decision::{Client, Decider, Header, SessionOptions, SessionSummary, Verdict};
-use super::macros::{MacroStore, Stored};
+use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
 use super::negotiate::{Agreement, negotiate};
 use crate::ratelimit::LogLimiter;
 
@@ -162,13 +162,17 @@ impl<D: Decider> SessionCore<D> {
                         "macros for stage {} ignored",
                         stage.map_or_else(|| "(none)".to_string(), printable_byte)
                     )),
-                    Stored::Malformed => self.debug(format_args!(
+                    // Both MTAs send a few well-formed pairs; anything else
+                    // is a broken peer and may cost a macro we key on.
+                    Stored::Malformed => self.violation_warn(format_args!(
                         "malformed macro packet for stage {}: kept the complete pairs",
                         stage.map_or_else(String::new, printable_byte)
                     )),
-                    Stored::Truncated => self.debug(format_args!(
-                        "oversized macro packet for stage {}: kept the first pairs",
-                        stage.map_or_else(String::new, printable_byte)
+                    Stored::Truncated => self.violation_warn(format_args!(
+                        "oversized macro packet for stage {} ({} bytes): kept the first {} bytes of pairs",
+                        stage.map_or_else(String::new, printable_byte),
+                        pairs.raw().len(),
+                        MAX_STAGE_BYTES
                     )),
                 }
                 return Flow::Continue;
@@ -205,12 +209,24 @@ impl<D: Decider> SessionCore<D> {
                 }
                 self.macros.clear_after(cmd::CONNECT);
                 let addr = client_ip(family, address);
-                if addr.is_none() {
-                    self.debug(format_args!(
-                        "no client IP (family '{}', address {:?}): not greylisted",
-                        printable_byte(family.to_byte()),
-                        String::from_utf8_lossy(address)
-                    ));
+                match (addr, family) {
+                    (Some(_), _) => {}
+                    // A local socket or an unknown peer: normal, not greylisted.
+                    (None, Family::Local | Family::Unknown) => self.debug(format_args!(
+                        "no client IP (family '{}'): not greylisted",
+                        printable_byte(family.to_byte())
+                    )),
+                    // No MTA sends these: the connection passes ungreylisted,
+                    // which an admin must be able to see.
+                    (None, Family::Inet4 | Family::Inet6) => self.violation_warn(format_args!(
+                        "CONNECT with a client address that does not parse ({:?}, family '{}'): not greylisted",
+                        String::from_utf8_lossy(address.get(..64).unwrap_or(address)),
+                        printable_byte(family.to_byte())
+                    )),
+                    (None, Family::Other(byte)) => self.violation_warn(format_args!(
+                        "CONNECT with an unknown address family '{}': not greylisted",
+                        printable_byte(byte)
+                    )),
                 }
                 let client = Client {
                     hostname,
@@ -531,6 +547,10 @@ where
     let stop = stop.fuse();
     tokio::pin!(stop);
     let mut stopping = false;
+    // When the first bytes of the packet being received were seen: a packet
+    // must be whole within `idle`, or a peer trickling one byte per read
+    // would hold the session (and a max_connections slot) forever.
+    let mut packet_started: Option<tokio::time::Instant> = None;
     'conversation: loop {
         loop {
             let frame = match frames.next_frame() {
@@ -542,6 +562,7 @@ where
                     break 'conversation;
                 }
             };
+            packet_started = None;
             let flow = core.handle_frame(frame, &mut out);
             if !out.is_empty() {
                 // One buffer, one write: miltertest and some MTAs read the
@@ -582,6 +603,12 @@ where
             ));
             break;
         }
+        let wait = if frames.is_empty() {
+            idle
+        } else {
+            let started = *packet_started.get_or_insert_with(tokio::time::Instant::now);
+            idle.saturating_sub(started.elapsed())
+        };
         let spare = match frames.spare() {
             Ok(spare) => spare,
             Err(e) => {
@@ -594,12 +621,16 @@ where
         // handled, and a command in flight is finished.
         tokio::select! {
             biased;
-            read = tokio::time::timeout(idle, stream.read(spare)) => match read {
+            read = tokio::time::timeout(wait, stream.read(spare)) => match read {
                 Ok(Ok(0)) => {
                     if frames.is_empty() {
                         core.debug(format_args!("MTA closed the connection"));
                     } else {
-                        core.debug(format_args!("MTA closed the connection inside a packet"));
+                        // No MTA stops writing mid-packet unless it crashed or
+                        // is not an MTA: worth a (rate-limited) line.
+                        core.violation_warn(format_args!(
+                            "MTA closed the connection inside a packet"
+                        ));
                     }
                     break;
                 }
@@ -609,7 +640,15 @@ where
                     break;
                 }
                 Err(_) => {
-                    core.debug(format_args!("idle for {idle:?}: closing"));
+                    if frames.is_empty() {
+                        core.debug(format_args!("idle for {idle:?}: closing"));
+                    } else {
+                        // Between commands an MTA may idle; inside a packet
+                        // it does not (slowloris).
+                        core.violation_warn(format_args!(
+                            "packet still incomplete {idle:?} after its first byte: closing"
+                        ));
+                    }
                     summary.timed_out = true;
                     break;
                 }

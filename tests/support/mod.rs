@@ -1,6 +1,12 @@
 //! Test support: the real greymilter binary in a temp directory.
 #![allow(dead_code)]
 
+pub mod healthy;
+pub mod hostile;
+pub mod rng;
+pub mod state;
+pub mod watch;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
