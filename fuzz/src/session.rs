@@ -5,8 +5,8 @@
 //! Input: the first byte picks the settings ([`settings`]); the rest is the
 //! MTA's side of one or more milter connections, as on the wire. A packet
 //! with the command byte [`CLOCK`] (not a milter command) is taken by the
-//! harness: its first four payload bytes (big-endian) move the clock forward
-//! that many seconds, then the engine's housekeeping runs once. When a
+//! harness: its payload moves the clock forward ([`clock_step`]), then the
+//! engine's housekeeping runs once. When a
 //! session closes, the next bytes go to a new connection (same engine), up
 //! to [`MAX_SESSIONS`].
 //!
@@ -15,7 +15,8 @@
 //! reply when one is owed, none otherwise; ACCEPT only at CONNECT or MAIL
 //! (never for a recipient); a REPLYCODE is a valid 4xx/5xx line; the
 //! negotiation asks for nothing the MTA did not offer; the output for one
-//! packet is bounded; the table never holds more than `max_tuples`.
+//! packet is bounded; the table never holds more than `max_tuples`; the
+//! statistics report can be made after every clock move.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -61,14 +62,11 @@ pub fn check(data: &[u8]) {
     while let Ok(Some((frame, used))) = split_frame(wire) {
         wire = &wire[used..];
         if frame.cmd == CLOCK {
-            let step = frame
-                .payload
-                .first_chunk::<4>()
-                .map_or(1, |b| u64::from(u32::from_be_bytes(*b)));
-            now = now.saturating_add(step);
+            now = now.saturating_add(clock_step(frame.payload));
             clock.set(now);
             engine.borrow_mut().maintain();
             check_engine(&engine.borrow(), max_tuples);
+            check_report(&engine.borrow());
             continue;
         }
         out.clear();
@@ -86,6 +84,25 @@ pub fn check(data: &[u8]) {
     }
     session.finish();
     check_engine(&engine.borrow(), max_tuples);
+    check_report(&engine.borrow());
+}
+
+/// Seconds to move the clock: a big-endian `u64` (8 payload bytes or more),
+/// `u32` (4 to 7), else 1.
+fn clock_step(payload: &[u8]) -> u64 {
+    if let Some(b) = payload.first_chunk::<8>() {
+        u64::from_be_bytes(*b)
+    } else if let Some(b) = payload.first_chunk::<4>() {
+        u64::from(u32::from_be_bytes(*b))
+    } else {
+        1
+    }
+}
+
+/// The statistics report (SIGUSR1) can be made at any moment.
+fn check_report(engine: &Engine) {
+    let report = engine.stats_report();
+    assert!(report.starts_with("Start "), "{report}");
 }
 
 fn check_engine(engine: &Engine, max_tuples: usize) {
