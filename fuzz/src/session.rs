@@ -113,6 +113,19 @@ fn check_engine(engine: &Engine, max_tuples: usize) {
         table.len()
     );
     assert!(engine.auto_whitelist().len() <= max_tuples);
+    check_flows(engine);
+}
+
+/// The table's bookkeeping (stats.rs): `Tuples = Restored + Graylisted −
+/// Graylist-Expired − Whitelist-Expired − Evicted` at every moment.
+pub fn check_flows(engine: &Engine) {
+    let s = engine.stats();
+    assert_eq!(
+        s.tuples + s.graylist_expired + s.whitelist_expired + s.evicted,
+        s.restored + s.graylisted,
+        "table flows do not add up: {s:?}"
+    );
+    assert!(s.tuples_high >= s.tuples, "{s:?}");
 }
 
 fn check_replies(
