@@ -5,8 +5,8 @@
 //! Input: the first byte picks the settings ([`settings`]); the rest is the
 //! MTA's side of one or more milter connections, as on the wire. A packet
 //! with the command byte [`CLOCK`] (not a milter command) is taken by the
-//! harness: its first four payload bytes (big-endian) move the clock forward
-//! that many seconds, then the engine's housekeeping runs once. When a
+//! harness: its payload moves the clock forward ([`clock_step`]), then the
+//! engine's housekeeping runs once. When a
 //! session closes, the next bytes go to a new connection (same engine), up
 //! to [`MAX_SESSIONS`].
 //!
@@ -15,11 +15,16 @@
 //! reply when one is owed, none otherwise; ACCEPT only at CONNECT or MAIL
 //! (never for a recipient); a REPLYCODE is a valid 4xx/5xx line; the
 //! negotiation asks for nothing the MTA did not offer; the output for one
-//! packet is bounded; the table never holds more than `max_tuples`.
+//! packet is bounded; the table never holds more than `max_tuples`; the
+//! statistics report can be made after every clock move. The first
+//! connection is replayed through `run_session`, which must answer the same.
 
 use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use greymilter::config::Config;
@@ -30,7 +35,8 @@ use greymilter::milter::codec::{Command, Frame, Response, action, cmd, proto, sp
 use greymilter::milter::decision::DeciderFactory;
 use greymilter::milter::negotiate::{Agreement, MIN_VERSION, OUR_VERSION};
 use greymilter::milter::reply::{MAX_WIRE_LEN, Reply};
-use greymilter::milter::session::{Flow, SessionCore};
+use greymilter::milter::session::{Flow, SessionCore, run_session};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::START;
 
@@ -45,7 +51,7 @@ const MAX_OUTPUT: usize = 2048;
 const MAX_HEADER_LINE: usize = 998;
 
 pub fn check(data: &[u8]) {
-    let Some((&selector, mut wire)) = data.split_first() else {
+    let Some((&selector, input)) = data.split_first() else {
         return;
     };
     let settings = settings(selector).clone();
@@ -58,34 +64,162 @@ pub fn check(data: &[u8]) {
     let mut conn = 0;
     let mut session = SessionCore::new(factory.new_decider(conn), &options, conn, "fuzz");
     let mut out = Vec::new();
+    // The first connection's bytes (up to its close, or to the first clock
+    // packet) and replies, to replay through the async driver.
+    let mut first = FirstConnection {
+        end: input.len(),
+        replies: Vec::new(),
+        open: true,
+    };
+    let mut wire = input;
     while let Ok(Some((frame, used))) = split_frame(wire) {
+        let at = input.len() - wire.len();
         wire = &wire[used..];
         if frame.cmd == CLOCK {
-            let step = frame
-                .payload
-                .first_chunk::<4>()
-                .map_or(1, |b| u64::from(u32::from_be_bytes(*b)));
-            now = now.saturating_add(step);
+            if first.open {
+                first.end = at;
+                first.open = false;
+            }
+            now = now.saturating_add(clock_step(frame.payload));
             clock.set(now);
             engine.borrow_mut().maintain();
             check_engine(&engine.borrow(), max_tuples);
+            check_report(&engine.borrow());
             continue;
         }
         out.clear();
         let flow = session.handle_frame(frame, &mut out);
         check_replies(frame, flow, session.agreement(), options.add_header, &out);
         check_engine(&engine.borrow(), max_tuples);
+        if first.open {
+            first.replies.extend_from_slice(&out);
+        }
         if let Flow::Close(_) = flow {
+            if first.open {
+                first.end = at + used;
+                first.open = false;
+            }
             session.finish();
             conn += 1;
             if conn == MAX_SESSIONS {
-                return;
+                break;
             }
             session = SessionCore::new(factory.new_decider(conn), &options, conn, "fuzz");
         }
     }
     session.finish();
     check_engine(&engine.borrow(), max_tuples);
+    check_report(&engine.borrow());
+    replay_async(selector, &input[..first.end], &first.replies);
+}
+
+struct FirstConnection {
+    /// Where its bytes end in the input.
+    end: usize,
+    /// What `SessionCore` answered, all packets together.
+    replies: Vec<u8>,
+    /// Still running.
+    open: bool,
+}
+
+/// `run_session` (the driver the daemon uses: `FrameBuffer`, reads in
+/// pieces, one write per reply) must answer exactly what the bare state
+/// machine answered. A fresh engine with the same settings stands in: the
+/// hashing secret differs, the decisions do not.
+fn replay_async(selector: u8, wire: &[u8], expected: &[u8]) {
+    let engine = Engine::new(
+        settings(selector).clone(),
+        Box::new(ManualClock::new(START)),
+    );
+    let factory = PolicyFactory::new(Rc::new(RefCell::new(engine)), Duration::from_secs(600));
+    let mut stream = Wire {
+        input: wire,
+        // Reads of 1 to 64 bytes: packets arrive split and several at once.
+        chunk: 1 + wire.len() % 64,
+        output: Vec::new(),
+    };
+    RUNTIME.with(|rt| {
+        rt.block_on(run_session(
+            &mut stream,
+            factory.new_decider(0),
+            &factory.options(),
+            0,
+            "fuzz",
+        ))
+    });
+    assert_eq!(
+        stream.output.escape_ascii().to_string(),
+        expected.escape_ascii().to_string(),
+        "run_session answers differently"
+    );
+}
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("no tokio runtime: {e}"),
+    };
+}
+
+/// The MTA's side of a connection in memory: reads come in `chunk`-byte
+/// pieces, then EOF; writes are collected.
+struct Wire<'a> {
+    input: &'a [u8],
+    chunk: usize,
+    output: Vec<u8>,
+}
+
+impl AsyncRead for Wire<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let n = this.chunk.min(this.input.len()).min(buf.remaining());
+        let (now, later) = this.input.split_at(n);
+        buf.put_slice(now);
+        this.input = later;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Wire<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().output.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Seconds to move the clock: a big-endian `u64` (8 payload bytes or more),
+/// `u32` (4 to 7), else 1.
+fn clock_step(payload: &[u8]) -> u64 {
+    if let Some(b) = payload.first_chunk::<8>() {
+        u64::from_be_bytes(*b)
+    } else if let Some(b) = payload.first_chunk::<4>() {
+        u64::from(u32::from_be_bytes(*b))
+    } else {
+        1
+    }
+}
+
+/// The statistics report (SIGUSR1) can be made at any moment.
+fn check_report(engine: &Engine) {
+    let report = engine.stats_report();
+    assert!(report.starts_with("Start "), "{report}");
 }
 
 fn check_engine(engine: &Engine, max_tuples: usize) {
@@ -96,6 +230,19 @@ fn check_engine(engine: &Engine, max_tuples: usize) {
         table.len()
     );
     assert!(engine.auto_whitelist().len() <= max_tuples);
+    check_flows(engine);
+}
+
+/// The table's bookkeeping (stats.rs): `Tuples = Restored + Graylisted −
+/// Graylist-Expired − Whitelist-Expired − Evicted` at every moment.
+pub fn check_flows(engine: &Engine) {
+    let s = engine.stats();
+    assert_eq!(
+        s.tuples + s.graylist_expired + s.whitelist_expired + s.evicted,
+        s.restored + s.graylisted,
+        "table flows do not add up: {s:?}"
+    );
+    assert!(s.tuples_high >= s.tuples, "{s:?}");
 }
 
 fn check_replies(

@@ -14,13 +14,16 @@
 
 use std::hash::Hasher;
 
-use greymilter::greylist::Engine;
+use std::net::{IpAddr, Ipv4Addr};
+
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::Settings;
 use greymilter::greylist::state;
+use greymilter::greylist::{Engine, Request};
 use siphasher::sip::SipHasher13;
 
 use crate::START;
+use crate::session::check_flows;
 
 const CHECKSUM_LEN: usize = 8;
 /// Fields that are not read back as they were (see the layout in
@@ -45,12 +48,14 @@ pub fn with_checksum(body: &[u8]) -> Vec<u8> {
     image
 }
 
-fn engine(max_tuples: usize) -> Engine {
+fn engine(max_tuples: usize) -> (Engine, ManualClock) {
     let settings = Settings {
         max_tuples,
+        auto_whitelist_after: 1,
         ..Settings::default()
     };
-    Engine::new(settings, Box::new(ManualClock::new(START)))
+    let clock = ManualClock::new(START);
+    (Engine::new(settings, Box::new(clock.clone())), clock)
 }
 
 fn image(engine: &Engine) -> Vec<u8> {
@@ -63,7 +68,7 @@ fn image(engine: &Engine) -> Vec<u8> {
 
 fn load(bytes: &[u8]) {
     for max_tuples in [1_000_000, 3] {
-        let mut e = engine(max_tuples);
+        let (mut e, _) = engine(max_tuples);
         let before = image(&e);
         let generation = e.generation();
         let summary = match e.restore_state(bytes) {
@@ -103,7 +108,7 @@ fn load(bytes: &[u8]) {
             assert_eq!(table.len(), max_tuples, "removed more than needed");
             assert!(summary.evicted <= (loaded - max_tuples) as u64);
         }
-        let mut again = engine(max_tuples);
+        let (mut again, clock) = engine(max_tuples);
         let second = again
             .restore_state(&written)
             .unwrap_or_else(|err| panic!("a written state does not load: {err}"));
@@ -125,5 +130,30 @@ fn load(bytes: &[u8]) {
             written,
             "write → restore → write is not stable"
         );
+        run_on(&mut again, &clock, parsed.written_at, max_tuples);
+    }
+}
+
+/// Uses a restored engine at the time the file says it was written and far
+/// beyond: housekeeping, a decision, the statistics report.
+fn run_on(e: &mut Engine, clock: &ManualClock, written_at: u64, max_tuples: usize) {
+    for now in [written_at, written_at.saturating_add(1 << 32), u64::MAX] {
+        clock.set(now);
+        // Sweeps are bounded slices; a small table needs a few calls.
+        for _ in 0..64 {
+            if !e.maintain() {
+                break;
+            }
+        }
+        e.decide_rcpt(&Request {
+            client_addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+            client_name: b"[192.0.2.1]",
+            sender: b"<a@example.org>",
+            recipient: b"<b@example.net>",
+            authenticated: false,
+        });
+        assert!(e.table().len() <= max_tuples);
+        check_flows(e);
+        let _ = e.stats_report();
     }
 }

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use greymilter_fuzz::{address, config, frame_decoder, session, state_file};
 
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A fuzz check: panics on a broken invariant.
+type Check = fn(&[u8]);
+
+const TARGETS: [(&str, Check); 5] = [
     ("frame_decoder", frame_decoder::check),
     ("session", session::check),
     ("config", config::check),

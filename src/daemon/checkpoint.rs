@@ -72,10 +72,15 @@ pub fn write_atomically(
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<(), WriteError> {
     let tmp = temp_path(path, getpid());
+    // Whatever is at the temp name (our own leftover from before a restart
+    // with the same pid, or something planted there) is unlinked, which
+    // never follows a symlink; then the file is created only if nothing is
+    // there, and never through a symlink: the name is predictable.
+    let _ = fs::remove_file(&tmp);
     let file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
         .mode(0o600)
         .open(&tmp)
         .map_err(fail("cannot create", &tmp))?;
@@ -450,6 +455,25 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsString::from("state")]);
+    }
+
+    #[test]
+    fn a_symlink_at_the_temp_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let tmp = temp_path(&path, getpid());
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomically(&path, true, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(fs::symlink_metadata(&tmp).is_err());
+        // A leftover temp file of the same pid does not stop the next write.
+        fs::write(&tmp, b"leftover").unwrap();
+        write_atomically(&path, true, |w| w.write_all(b"newer")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
     }
 
     #[test]

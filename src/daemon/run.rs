@@ -21,7 +21,8 @@ use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
-use crate::greylist::clock::SystemClock;
+use crate::greylist::clock::{Clock as _, SystemClock};
+use crate::greylist::date::rfc3339;
 use crate::greylist::{Engine, PolicyFactory};
 use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
@@ -477,8 +478,9 @@ fn restore(engine: &mut Engine, path: &Path) -> bool {
 /// adding `-1`, `-2`, … if that name is taken: an earlier bad file (from
 /// the same second) is evidence and must not be replaced.
 fn move_aside(path: &Path) {
-    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
+    // Our own formatting: humantime's panics on a clock before 1970 or
+    // after 9999, and a bad state file must never stop the daemon.
+    let stamp: String = rfc3339(SystemClock.now())
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();

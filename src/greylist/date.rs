@@ -7,20 +7,55 @@ pub fn rfc5322(secs: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let weekday = DAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
+    let t = Civil::of(secs);
+    let weekday = DAYS
+        .get((secs / 86_400 % 7) as usize)
+        .copied()
+        .unwrap_or("Thu");
     let month = MONTHS
-        .get(usize::from(m).saturating_sub(1))
+        .get(usize::from(t.month).saturating_sub(1))
         .copied()
         .unwrap_or("Jan");
     format!(
-        "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{weekday}, {:02} {month} {} {:02}:{:02}:{:02} +0000",
+        t.day, t.year, t.hour, t.minute, t.second
     )
+}
+
+/// Formats unix seconds as RFC 3339 in UTC (`2025-03-04T14:13:05Z`), for
+/// logs and reports. Never fails: past year 9999 the year simply has more
+/// digits (a clock that far off is a fact worth showing, not a crash).
+pub fn rfc3339(secs: u64) -> String {
+    let t = Civil::of(secs);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// A moment as calendar fields (UTC).
+struct Civil {
+    year: u64,
+    month: u8,
+    day: u8,
+    hour: u64,
+    minute: u64,
+    second: u64,
+}
+
+impl Civil {
+    fn of(secs: u64) -> Civil {
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let rem = secs % 86_400;
+        Civil {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+        }
+    }
 }
 
 /// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic
@@ -50,5 +85,25 @@ mod tests {
         assert_eq!(rfc5322(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(rfc5322(1_741_097_585), "Tue, 04 Mar 2025 14:13:05 +0000");
         assert_eq!(rfc5322(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 +0000");
+    }
+
+    #[test]
+    fn rfc3339_matches_humantime_and_goes_past_year_9999() {
+        for secs in [
+            0,
+            951_782_400,
+            1_741_097_585,
+            4_102_444_799,
+            253_402_300_799,
+        ] {
+            let by_humantime = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            );
+            assert_eq!(rfc3339(secs), by_humantime.to_string());
+        }
+        // Where humantime gives up (and `to_string` on it panics).
+        assert_eq!(rfc3339(253_402_300_800), "10000-01-01T00:00:00Z");
+        assert!(rfc3339(u64::MAX).ends_with("T07:00:15Z"));
+        assert!(rfc5322(u64::MAX).ends_with(" 07:00:15 +0000"));
     }
 }

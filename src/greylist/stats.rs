@@ -6,7 +6,8 @@
 //! Evicted` holds at every moment.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+
+use super::date::rfc3339;
 
 /// Counters the engine bumps outside the tuple table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,8 +107,8 @@ impl Snapshot {
         let mut line = |label: &str, value: &dyn std::fmt::Display| {
             let _ = writeln!(out, "{label:<18} {value}");
         };
-        line("Start", &timestamp(self.start));
-        line("End", &timestamp(self.now));
+        line("Start", &rfc3339(self.start));
+        line("End", &rfc3339(self.now));
         line(
             "Running time",
             &running_time(self.now.saturating_sub(self.start)),
@@ -137,10 +138,6 @@ impl Snapshot {
         line("Timeouts", &self.timeouts);
         out
     }
-}
-
-fn timestamp(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// `17h 13m 23s`, `2d 0h 0m 5s`, `0s`: units from the first non-zero one.
@@ -211,5 +208,20 @@ mod tests {
             ]
         );
         assert!(r.starts_with("Start              1970-01-01T00:00:00Z\n"));
+    }
+
+    /// Found by the `session` fuzz target: the report panicked once the
+    /// clock passed year 9999 (humantime refuses to format it).
+    #[test]
+    fn report_of_a_far_future_clock() {
+        for now in [253_402_300_800, u64::MAX] {
+            let r = Snapshot {
+                now,
+                ..Snapshot::default()
+            }
+            .report();
+            let end = r.lines().nth(1).unwrap_or_default();
+            assert!(end.starts_with("End") && end.ends_with('Z'), "{end}");
+        }
     }
 }
