@@ -109,6 +109,10 @@ struct Args {
     /// Print RCPTs and the worst RCPT latency of every second.
     #[arg(long)]
     timeline: bool,
+    /// Write like Sendmail: MACRO and command in two writes, Nagle on (the
+    /// milter must force its ACKs out, or every step waits ~40 ms).
+    #[arg(long)]
+    sendmail_writes: bool,
     /// Longest wait for one reply.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -164,6 +168,7 @@ async fn run(args: Args, spec: ListenSpec, seed: u64) -> Result<(), String> {
             spec: spec.clone(),
             builder: ClientBuilder::new().timeout(args.timeout),
             aborts: args.aborts,
+            sendmail_writes: args.sendmail_writes,
         },
         recorder: Recorder::new(),
         pacer: Pacer::new(0.0),

@@ -14,6 +14,7 @@ use greymilter::milter::codec::{
     Command, Family, MacroPairs, StrArray, cmd, encode_macro_pairs, proto,
 };
 use greymilter::milter::listener::ListenSpec;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::plan::ConnPlan;
 use crate::report::{Recorder, Reply};
@@ -23,6 +24,9 @@ pub struct Conversation {
     pub spec: ListenSpec,
     pub builder: ClientBuilder,
     pub aborts: usize,
+    /// Write like Sendmail 8.17: a MACRO packet and its command in two
+    /// writes, with Nagle's algorithm on (real-mta-harness.md §5.1).
+    pub sendmail_writes: bool,
 }
 
 /// Pacing of RCPT commands (`--rate`): a shared schedule of send slots.
@@ -106,7 +110,15 @@ impl Conversation {
         rec: &Recorder,
     ) -> io::Result<()> {
         let started = Instant::now();
-        let mut client = self.builder.connect(&self.spec).await?;
+        let mut client = if self.sendmail_writes {
+            let stream: Box<dyn ClientIo> = match &self.spec {
+                ListenSpec::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
+                ListenSpec::Unix(path) => Box::new(UnixStream::connect(path).await?),
+            };
+            self.builder.on_stream(stream)
+        } else {
+            self.builder.connect(&self.spec).await?
+        };
         let negotiated = client.negotiate().await?;
         rec.connected(started.elapsed());
         let mut peer = Peer { client, negotiated };
@@ -153,6 +165,7 @@ impl Conversation {
                     ("_", &underscore),
                 ],
             );
+            let macros = s.packet.len();
             Command::Connect {
                 hostname: plan.name.as_bytes(),
                 family,
@@ -160,7 +173,7 @@ impl Conversation {
                 address: addr_text.as_bytes(),
             }
             .encode(&mut s.packet);
-            peer.client.write_raw(&s.packet).await?;
+            self.write(peer, &s.packet, macros).await?;
             if peer.replies_to(cmd::CONNECT) {
                 let r = peer.client.read_response().await?;
                 if !matches!(expect_final(r)?, Reply::Continue) {
@@ -172,8 +185,9 @@ impl Conversation {
             s.packet.clear();
             // Postfix sends an empty HELO macro packet with the default lists.
             macro_packet(peer, &mut s.packet, &mut s.macros, b'H', 1, &[]);
+            let macros = s.packet.len();
             Command::Helo(b"client.example").encode(&mut s.packet);
-            peer.client.write_raw(&s.packet).await?;
+            self.write(peer, &s.packet, macros).await?;
             if peer.replies_to(cmd::HELO) {
                 let r = peer.client.read_response().await?;
                 if !matches!(expect_final(r)?, Reply::Continue) {
@@ -213,10 +227,11 @@ impl Conversation {
                     ("{mail_mailer}", "smtp"),
                 ],
             );
+            let macros = s.packet.len();
             s.args.clear();
             StrArray::encode(&mut s.args, &[txn.sender.as_bytes()]);
             Command::Mail(array(&s.args)?).encode(&mut s.packet);
-            peer.client.write_raw(&s.packet).await?;
+            self.write(peer, &s.packet, macros).await?;
             if peer.replies_to(cmd::MAIL) {
                 let r = peer.client.read_response().await?;
                 match expect_final(r)? {
@@ -246,12 +261,13 @@ impl Conversation {
                 ];
                 let from = usize::from(i == 0);
                 macro_packet(peer, &mut s.packet, &mut s.macros, b'R', 3, &pairs[from..]);
+                let macros = s.packet.len();
                 s.args.clear();
                 StrArray::encode(&mut s.args, &[rcpt.as_bytes()]);
                 Command::Rcpt(array(&s.args)?).encode(&mut s.packet);
                 pacer.wait().await;
                 let sent = Instant::now();
-                peer.client.write_raw(&s.packet).await?;
+                self.write(peer, &s.packet, macros).await?;
                 if peer.replies_to(cmd::RCPT) {
                     let r = peer.client.read_response().await?;
                     let reply = expect_final(r)?;
@@ -286,8 +302,9 @@ impl Conversation {
         if !peer.skips(proto::NODATA) {
             s.packet.clear();
             macro_packet(peer, &mut s.packet, &mut s.macros, b'T', 4, &[("i", &qid)]);
+            let macros = s.packet.len();
             Command::Data.encode(&mut s.packet);
-            if !self.step(peer, &s.packet, cmd::DATA).await? {
+            if !self.step(peer, &s.packet, macros, cmd::DATA).await? {
                 return Ok(());
             }
         }
@@ -305,7 +322,7 @@ impl Conversation {
                     value: value.as_bytes(),
                 }
                 .encode(&mut s.packet);
-                if !self.step(peer, &s.packet, cmd::HEADER).await? {
+                if !self.step(peer, &s.packet, 0, cmd::HEADER).await? {
                     return Ok(());
                 }
             }
@@ -313,21 +330,22 @@ impl Conversation {
         if !peer.skips(proto::NOEOH) {
             s.packet.clear();
             Command::Eoh.encode(&mut s.packet);
-            if !self.step(peer, &s.packet, cmd::EOH).await? {
+            if !self.step(peer, &s.packet, 0, cmd::EOH).await? {
                 return Ok(());
             }
         }
         if !peer.skips(proto::NOBODY) {
             s.packet.clear();
             Command::Body(b"A short body.\r\n").encode(&mut s.packet);
-            if !self.step(peer, &s.packet, cmd::BODY).await? {
+            if !self.step(peer, &s.packet, 0, cmd::BODY).await? {
                 return Ok(());
             }
         }
         s.packet.clear();
         macro_packet(peer, &mut s.packet, &mut s.macros, b'E', 5, &[("i", &qid)]);
+        let macros = s.packet.len();
         Command::BodyEob(&[]).encode(&mut s.packet);
-        peer.client.write_raw(&s.packet).await?;
+        self.write(peer, &s.packet, macros).await?;
         loop {
             let r = peer.client.read_response().await?;
             if r.is_final() {
@@ -338,9 +356,27 @@ impl Conversation {
         }
     }
 
+    /// Sends MACRO packets (the first `macros` bytes) and a command: in one
+    /// write like Postfix, or in two like Sendmail.
+    async fn write(&self, peer: &mut Peer, packet: &[u8], macros: usize) -> io::Result<()> {
+        match packet.split_at_checked(macros) {
+            Some((m, command)) if self.sendmail_writes && !m.is_empty() => {
+                peer.client.write_raw(m).await?;
+                peer.client.write_raw(command).await
+            }
+            _ => peer.client.write_raw(packet).await,
+        }
+    }
+
     /// Sends a content step; false when its reply ends the message.
-    async fn step(&self, peer: &mut Peer, packet: &[u8], code: u8) -> io::Result<bool> {
-        peer.client.write_raw(packet).await?;
+    async fn step(
+        &self,
+        peer: &mut Peer,
+        packet: &[u8],
+        macros: usize,
+        code: u8,
+    ) -> io::Result<bool> {
+        self.write(peer, packet, macros).await?;
         if !peer.replies_to(code) {
             return Ok(true);
         }
