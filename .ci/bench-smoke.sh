@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Smoke run of every benchmark (BENCHMARKS.md): tiny sizes, a few seconds each, so the tools
+# keep compiling and working. It checks that each one runs and that the milters answered as
+# the load expects; it asserts nothing about speed.
+#
+#   .ci/bench-smoke.sh          (the Postfix part runs only as root with Postfix installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bin greymilter --examples
+BIN=target/release
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() { echo "bench-smoke: $*" >&2; exit 1; }
+# The value of KEY in a `RESULT key=value …` line.
+field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+# Polls FILE for a line matching REGEX (up to 10 s) and prints the first match.
+wait_line() {
+    for _ in $(seq 100); do
+        grep -m1 -E "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    fail "no line matching '$2' in $1: $(tail -5 "$1")"
+}
+
+echo "== criterion micro benchmarks (each once)"
+GREYMILTER_BENCH_TUPLES=1000 cargo bench --bench codec --bench engine -- --test
+
+echo "== state_bench: fill, write, fork a checkpoint, restore"
+out=$("$BIN/examples/state_bench" --tuples 20k --out "$TMP/state" --keep --rate 2000)
+echo "$out"
+[ "$(field "$out" tuples)" = 20000 ] || fail "state_bench did not fill 20000 tuples"
+[ -s "$TMP/state" ] || fail "state_bench wrote no state file"
+
+echo "== milter_load against the no-op milter"
+"$BIN/examples/noop_milter" inet:127.0.0.1:0 >"$TMP/noop.out" 2>&1 </dev/null &
+PIDS+=($!)
+noop=$(wait_line "$TMP/noop.out" 'listening on' | sed 's/.*listening on \([^ ]*\).*/\1/')
+out=$("$BIN/examples/milter_load" --target "$noop" --connections 4 --duration 1s --warmup 0s \
+    --pool 20 --prep-wait 0s --txns 3 --rcpts 2 --milter-pid "${PIDS[0]}")
+echo "$out"
+[ "$(field "$out" errors)" = 0 ] || fail "protocol errors against the no-op milter"
+[ "$(field "$out" tempfail)" = 0 ] || fail "the no-op milter deferred a recipient"
+[ "$(field "$out" continue)" -gt 0 ] || fail "no recipient was decided"
+
+echo "== milter_load against greymilter restored from the state_bench file, with a checkpoint"
+cat >"$TMP/greymilter.toml" <<CONF
+[milter]
+listen = "inet:127.0.0.1:0"
+[greylist]
+delay = "1h"
+max_tuples = 1000000
+[lists]
+recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+[state]
+file = "$TMP/state"
+CONF
+"$BIN/greymilter" --config "$TMP/greymilter.toml" 2>"$TMP/greymilter.log" </dev/null &
+GM_PID=$!
+PIDS+=("$GM_PID")
+wait_line "$TMP/greymilter.log" 'restored state' >/dev/null
+gm=$(wait_line "$TMP/greymilter.log" 'listening' | sed 's/.*listen=\([^ ]*\).*/\1/')
+out=$("$BIN/examples/milter_load" --target "$gm" --connections 4 --duration 2s --warmup 0s \
+    --pool 20 --prep-wait 1500ms --milter-pid "$GM_PID" --signal-at 500ms --signal SIGUSR2 --timeline)
+echo "$out"
+[ "$(field "$out" errors)" = 0 ] || fail "protocol errors against greymilter"
+grep -Eq '^ +new: continue 0 ' <<<"$out" || fail "greymilter passed a new tuple"
+grep -Eq '^ +pass: continue [1-9][0-9]* accept 0 tempfail 0 ' <<<"$out" || fail "a whitelisted tuple was not passed"
+wait_line "$TMP/greymilter.log" 'checkpoint written' >/dev/null
+
+if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
+    echo "== Postfix end-to-end overhead (tiny)"
+    port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
+    MSGS=100 SESSIONS=10 ROUNDS=1 SMTP_PORT=$(port) GM_PORT=$(port) NOOP_PORT=$(port) \
+        benches/postfix-overhead.sh
+else
+    echo "== Postfix end-to-end overhead: skipped (needs root and Postfix)"
+fi
+echo "bench-smoke: all benchmarks ran"

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# End-to-end overhead of greymilter through a real Postfix 3.7 (issue 7): messages/s with no
+# milter, with the no-op milter (examples/noop_milter.rs) and with greymilter, interleaved in
+# one run, best of ROUNDS, tmpfs queue, discard delivery, smtp-source with SESSIONS parallel
+# SMTP sessions. Every message passes greymilter as a whitelisted tuple (the tuple is
+# whitelisted with `greymilter query` before the timed runs), so each one costs a full
+# CONNECT/MAIL/RCPT/EOM milter conversation and a table look-up. Instance layout and the
+# reason for each main.cf setting: shared/docs/real-mta-harness.md §2, §3 and §7.
+#
+#   cargo build --release --bin greymilter --example noop_milter
+#   sudo benches/postfix-overhead.sh            # MSGS=6000 SESSIONS=50 ROUNDS=3 by default
+#
+# Needs root (Postfix drops to the postfix user) and the postfix package. Everything lives in
+# one directory under /dev/shm and listens on 127.0.0.1 only; nothing system-wide is touched.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release}
+MSGS=${MSGS:-6000}
+SESSIONS=${SESSIONS:-50}
+ROUNDS=${ROUNDS:-3}
+SCENARIOS=${SCENARIOS:-"none noop greymilter"}
+SMTP_PORT=${SMTP_PORT:-2625}
+GM_PORT=${GM_PORT:-10040}
+NOOP_PORT=${NOOP_PORT:-10041}
+PFBIN=/usr/lib/postfix/sbin
+FROM=a@sender.test
+TO=user@example.test
+
+for tool in "$BIN/greymilter" "$BIN/examples/noop_milter" /usr/sbin/smtp-source "$PFBIN/master"; do
+    [ -x "$tool" ] || { echo "postfix-overhead: $tool is missing" >&2; exit 2; }
+done
+[ "$(id -u)" = 0 ] || { echo "postfix-overhead: must run as root" >&2; exit 2; }
+
+WORKDIR=$(mktemp -d /dev/shm/gm-pf-bench.XXXXXX)
+chmod 755 "$WORKDIR"
+PF=$WORKDIR/postfix
+PIDS=()
+cleanup() {
+    postfix -c "$PF" stop >/dev/null 2>&1 || true
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORKDIR"
+}
+trap cleanup EXIT
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# --- the milters ----------------------------------------------------------------------------
+cat >"$WORKDIR/greymilter.toml" <<CONF
+[milter]
+listen = "inet:127.0.0.1:$GM_PORT"
+[greylist]
+delay = "1s"
+[log]
+level = "info"
+CONF
+"$BIN/greymilter" --config "$WORKDIR/greymilter.toml" 2>"$WORKDIR/greymilter.log" </dev/null &
+GM_PID=$!; PIDS+=("$GM_PID")
+"$BIN/examples/noop_milter" "inet:127.0.0.1:$NOOP_PORT" >"$WORKDIR/noop.log" 2>&1 </dev/null &
+NOOP_PID=$!; PIDS+=("$NOOP_PID")
+sleep 0.5
+# Whitelist the one tuple smtp-source uses: first attempt deferred, retry after the delay passes.
+query=("$BIN/greymilter" query --socket "inet:127.0.0.1:$GM_PORT" --client 127.0.0.1 --from "$FROM" --to "$TO")
+"${query[@]}" >/dev/null && { echo "postfix-overhead: the first attempt was not deferred" >&2; exit 1; } || true
+sleep 2
+"${query[@]}" >/dev/null || { echo "postfix-overhead: the tuple did not pass after the delay" >&2; exit 1; }
+
+# --- the Postfix instance (real-mta-harness.md §2.1) ----------------------------------------
+QUEUE=$WORKDIR/queue
+mkdir -p "$PF" "$QUEUE" "$WORKDIR/data"
+chown postfix:postfix "$WORKDIR/data"
+write_config() {  # $1: smtpd_milters value (empty: none)
+    cat >"$PF/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $QUEUE
+data_directory = $WORKDIR/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $WORKDIR/maillog
+maillog_file_prefixes = /var, /dev/stdout, $WORKDIR
+myhostname = mx.example.test
+mydomain = example.test
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+biff = no
+append_dot_mydomain = no
+smtputf8_enable = no
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+maximal_queue_lifetime = 1h
+bounce_queue_lifetime = 1h
+notify_classes =
+smtpd_client_connection_rate_limit = 0
+smtpd_client_connection_count_limit = 0
+in_flow_delay = 0
+smtpd_error_sleep_time = 0
+smtpd_soft_error_limit = 1000
+smtpd_hard_error_limit = 1000
+default_process_limit = 100
+mydestination =
+local_recipient_maps =
+virtual_mailbox_domains = example.test
+virtual_transport = discard:
+default_transport = discard:
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_milters = $1
+non_smtpd_milters =
+milter_protocol = 6
+milter_default_action = tempfail
+CONF
+    cat >"$PF/master.cf" <<CONF
+127.0.0.1:$SMTP_PORT inet n - n - - smtpd
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+proxywrite unix - - n -     1 proxymap
+smtp      unix  - - n -     - smtp
+relay     unix  - - n -     - smtp
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+CONF
+}
+write_config ""
+"$PFBIN/post-install" config_directory="$PF" create-missing >/dev/null 2>&1 || true
+postfix -c "$PF" check
+
+start_postfix() {
+    write_config "$1"
+    postfix -c "$PF" start >/dev/null 2>&1
+    for _ in $(seq 100); do
+        grep -q ":$(printf %04X "$SMTP_PORT") 00000000:0000 0A " /proc/net/tcp && return 0
+        sleep 0.1
+    done
+    echo "postfix-overhead: smtpd is not listening" >&2; exit 1
+}
+stop_postfix() {
+    postfix -c "$PF" stop >/dev/null 2>&1 || true
+    until "$PFBIN/master" -c "$PF" -t 2>/dev/null; do sleep 0.1; done
+}
+
+source_mail() {  # $1 sessions, $2 messages
+    smtp-source -4 -s "$1" -m "$2" -f "$FROM" -t "$TO" -M client.test "127.0.0.1:$SMTP_PORT"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-11s %5s %7s %8s %9s %14s\n' scenario round msgs seconds msg/s milter_cpu_s
+declare -A BEST
+for round in $(seq "$ROUNDS"); do
+    for scenario in $SCENARIOS; do
+        case $scenario in
+            none) milter=""; pid="" ;;
+            noop) milter="inet:127.0.0.1:$NOOP_PORT"; pid=$NOOP_PID ;;
+            greymilter) milter="inet:127.0.0.1:$GM_PORT"; pid=$GM_PID ;;
+            *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+        esac
+        start_postfix "$milter"
+        source_mail 5 20                      # warm-up: spawns smtpd and cleanup processes
+        passes_before=$(grep -c 'action=pass' "$WORKDIR/greymilter.log" || true)
+        cpu_before=${pid:+$(cpu_ticks "$pid")}
+        start=$(date +%s.%N)
+        source_mail "$SESSIONS" "$MSGS"
+        end=$(date +%s.%N)
+        cpu=${pid:+$(awk -v a="$cpu_before" -v b="$(cpu_ticks "$pid")" 'BEGIN { printf "%.2f", (b - a) / 100 }')}
+        stop_postfix
+        if [ "$scenario" = greymilter ]; then
+            passes=$(( $(grep -c 'action=pass' "$WORKDIR/greymilter.log") - passes_before ))
+            [ "$passes" -ge "$MSGS" ] || { echo "greymilter passed $passes of $MSGS" >&2; exit 1; }
+        fi
+        rate=$(awk -v m="$MSGS" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", m / (e - s) }')
+        printf '%-11s %5s %7s %8.2f %9s %14s\n' "$scenario" "$round" "$MSGS" \
+            "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$rate" "${cpu:--}"
+        if [ -z "${BEST[$scenario]:-}" ] || [ "$rate" -gt "${BEST[$scenario]}" ]; then BEST[$scenario]=$rate; fi
+    done
+done
+echo "best of $ROUNDS:"
+for scenario in $SCENARIOS; do
+    ratio=""
+    if [ -n "${BEST[none]:-}" ] && [ "$scenario" != none ]; then
+        ratio=$(awk -v a="${BEST[$scenario]}" -v b="${BEST[none]}" 'BEGIN { printf " = %.1f %% of no milter", 100 * a / b }')
+    fi
+    echo "RESULT scenario=$scenario msg_s=${BEST[$scenario]}$ratio"
+done

@@ -1,0 +1,78 @@
+//! The baseline for the milter benchmarks: our own codec, session and
+//! server, with a decider that answers CONTINUE to everything. What it
+//! sustains is the protocol path's limit on a machine; greymilter's figures
+//! are compared with it on the same load (BENCHMARKS.md).
+//!
+//! `cargo run --release --example noop_milter -- [SPEC]`
+//! (default `inet:127.0.0.1:10031`). Runs until killed.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use greymilter::milter::decision::{
+    Client, Decider, DeciderFactory, Header, Macros, SessionOptions, Verdict,
+};
+use greymilter::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
+use greymilter::milter::server::{Limits, serve};
+
+struct Noop;
+
+impl Decider for Noop {
+    fn connect(&mut self, _client: &Client<'_>, _macros: &dyn Macros) -> Verdict {
+        Verdict::Continue
+    }
+    fn mail(&mut self, _sender: &[u8], _macros: &dyn Macros) -> Verdict {
+        Verdict::Continue
+    }
+    fn rcpt(&mut self, _recipient: &[u8], _macros: &dyn Macros) -> Verdict {
+        Verdict::Continue
+    }
+    fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {
+        None
+    }
+    fn end_transaction(&mut self) {}
+}
+
+struct NoopFactory;
+
+impl DeciderFactory for NoopFactory {
+    type Decider = Noop;
+    fn new_decider(&self, _conn_id: u64) -> Noop {
+        Noop
+    }
+    fn options(&self) -> SessionOptions {
+        SessionOptions::default()
+    }
+}
+
+fn main() -> Result<(), String> {
+    let spec_text = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "inet:127.0.0.1:10031".to_string());
+    let spec: ListenSpec = spec_text.parse()?;
+    let listener =
+        Listener::bind(&spec, &UnixSocketOptions::default()).map_err(|e| e.to_string())?;
+    println!(
+        "noop_milter listening on {} pid {}",
+        listener.local_addr(),
+        std::process::id()
+    );
+    // Same runtime shape as the daemon: one thread, a LocalSet.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        serve(
+            &listener,
+            Rc::new(NoopFactory),
+            Limits::default(),
+            std::future::pending::<()>(),
+            Duration::from_secs(1),
+        )
+        .await
+    });
+    Ok(())
+}

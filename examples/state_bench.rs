@@ -1,0 +1,316 @@
+//! Memory and checkpoint benchmark of the engine at a given table size:
+//! resident bytes per tuple, the checkpoint write, the main-loop stall of
+//! the checkpoint fork, and the restore.
+//!
+//! ```text
+//! cargo run --release --example state_bench -- --tuples 10M [--out FILE]
+//! ```
+//!
+//! 1. Fills an engine through `decide_rcpt` (the real path: addresses
+//!    normalised and hashed) with `--tuples` distinct tuples drawn from the
+//!    address model in BENCHMARKS.md, then retries one in five after the
+//!    delay (whitelisted). Resident memory (VmRSS) before and after.
+//! 2. Writes the state with `write_atomically` (temp file, fsync, rename:
+//!    what the checkpoint child does) to `--out`, timed in this process.
+//! 3. Mimics the daemon's main loop on a current_thread runtime: a 1 ms
+//!    ticker measures how late it runs (loop stalls), a task keeps deciding
+//!    new tuples at `--rate` per second, and after one second the loop
+//!    forks a checkpoint through `Checkpointer::start`, exactly as the
+//!    daemon does. Reports the duration of that call (the fork: the parent
+//!    copies its page tables), the worst ticker delay and decision time
+//!    while the child runs (copy-on-write faults), and the child's time.
+//! 4. Drops the engine, reads the file back and restores it into a fresh
+//!    engine, timed; resident bytes per restored tuple.
+//!
+//! `--out` defaults to a file in the current directory; keep it on the
+//! disk the daemon's state would be on (fsync times differ on tmpfs).
+
+#[path = "support/workload.rs"]
+mod workload;
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start, write_atomically};
+use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
+use greymilter::greylist::settings::Settings;
+use greymilter::greylist::{Engine, Request};
+use workload::Envelope;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Tuples to fill (suffixes k and M allowed: 1M, 10M).
+    #[arg(long, default_value = "1M", value_parser = count)]
+    tuples: usize,
+    /// Client /24 (/64) networks the tuples come from [default: one per
+    /// five tuples].
+    #[arg(long, value_parser = count)]
+    networks: Option<usize>,
+    /// Where the state file goes.
+    #[arg(long, default_value = "state_bench.state")]
+    out: PathBuf,
+    /// Keep the state file (to start the daemon on it).
+    #[arg(long)]
+    keep: bool,
+    /// New-tuple decisions per second during the fork phase.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Skip the fork phase.
+    #[arg(long)]
+    no_fork: bool,
+}
+
+fn count(s: &str) -> Result<usize, String> {
+    let s = s.replace('_', "");
+    let (digits, factor) = match s.strip_suffix(['M', 'm']) {
+        Some(d) => (d, 1_000_000),
+        None => match s.strip_suffix(['k', 'K']) {
+            Some(d) => (d, 1_000),
+            None => (s.as_str(), 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .map(|n| n * factor)
+        .map_err(|_| format!("{s:?} is not a count"))
+}
+
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Decides numbered tuples of the population, reusing one envelope.
+struct Filler {
+    networks: u64,
+    envelope: Envelope,
+}
+
+impl Filler {
+    fn new(networks: u64) -> Filler {
+        Filler {
+            networks,
+            envelope: Envelope::numbered(0, networks),
+        }
+    }
+
+    fn decide(&mut self, engine: &mut Engine, i: u64) {
+        self.envelope.renumber(i, self.networks);
+        let e = &self.envelope;
+        engine.decide_rcpt(&Request {
+            client_addr: Some(e.addr),
+            client_name: e.name.as_bytes(),
+            sender: e.sender.as_bytes(),
+            recipient: e.recipient.as_bytes(),
+            authenticated: false,
+        });
+    }
+}
+
+fn settings(tuples: usize) -> Settings {
+    Settings {
+        // Room for the tuples added during the fork phase: no eviction.
+        max_tuples: tuples * 2 + 1_000_000,
+        ..Settings::default()
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    // A manual clock just behind real time, so the restored tuples are
+    // neither expired nor in the future for a daemon started on the file.
+    let clock = ManualClock::new(SystemClock.now() - 400);
+    let rss_empty = vm_rss_kib();
+    let mut engine = Engine::new(settings(args.tuples), Box::new(clock.clone()));
+    let mut filler = Filler::new(args.networks.unwrap_or(args.tuples / 5).max(1) as u64);
+    let started = Instant::now();
+    for i in 0..args.tuples as u64 {
+        filler.decide(&mut engine, i);
+    }
+    let fill = started.elapsed();
+    clock.advance(301);
+    for i in (0..args.tuples as u64).step_by(5) {
+        filler.decide(&mut engine, i);
+    }
+    let rss_full = vm_rss_kib();
+    let s = engine.stats();
+    let per_tuple = |kib: u64| kib as f64 * 1024.0 / s.tuples.max(1) as f64;
+    println!(
+        "filled {} tuples ({} whitelisted, {} networks) in {:.1} s = {:.0} new-tuple decisions/s",
+        s.tuples,
+        s.whitelisted,
+        s.ips,
+        fill.as_secs_f64(),
+        args.tuples as f64 / fill.as_secs_f64()
+    );
+    println!(
+        "RSS {rss_empty} KiB empty, {rss_full} KiB full: {:.1} bytes per tuple (grown by inserts)",
+        per_tuple(rss_full.saturating_sub(rss_empty))
+    );
+
+    let started = Instant::now();
+    write_atomically(&args.out, true, |w| engine.write_state(w)).map_err(|e| e.to_string())?;
+    let write = started.elapsed();
+    let size = std::fs::metadata(&args.out).map_or(0, |m| m.len());
+    println!(
+        "write_state + fsync + rename: {} ms for {} MB",
+        write.as_millis(),
+        size / 1_000_000
+    );
+
+    let fork = if args.no_fork {
+        None
+    } else {
+        Some(fork_phase(engine, &args, &mut filler)?)
+    };
+    // `engine` has been moved into the fork phase and dropped there.
+
+    let rss_before = vm_rss_kib();
+    let started = Instant::now();
+    let bytes = std::fs::read(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let read = started.elapsed();
+    let mut fresh = Engine::new(settings(args.tuples), Box::new(SystemClock));
+    let restored = fresh.restore_state(&bytes).map_err(|e| e.to_string())?;
+    let restore = started.elapsed();
+    drop(bytes);
+    let rss_restored = vm_rss_kib();
+    let restored_tuples = restored.pending + restored.whitelisted;
+    println!(
+        "restore: {} ms (read {} ms) for {restored_tuples} tuples; RSS {:.1} bytes per restored tuple",
+        restore.as_millis(),
+        read.as_millis(),
+        rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64
+    );
+    let f = fork.unwrap_or_default();
+    println!(
+        "RESULT tuples={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={}",
+        s.tuples,
+        per_tuple(rss_full.saturating_sub(rss_empty)),
+        rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64,
+        args.tuples as f64 / fill.as_secs_f64(),
+        write.as_millis(),
+        f.fork_call.as_secs_f64() * 1e3,
+        f.worst_tick.as_secs_f64() * 1e3,
+        f.worst_decide.as_secs_f64() * 1e3,
+        f.child.as_millis(),
+        restore.as_millis()
+    );
+    if !args.keep {
+        let _ = std::fs::remove_file(&args.out);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct ForkFigures {
+    fork_call: Duration,
+    worst_tick: Duration,
+    worst_decide: Duration,
+    child: Duration,
+}
+
+/// The daemon's loop in miniature (see the module docs, step 3).
+fn fork_phase(engine: Engine, args: &Args, filler: &mut Filler) -> Result<ForkFigures, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    let engine = Rc::new(RefCell::new(engine));
+    let done = Rc::new(Cell::new(false));
+    let worst_tick = Rc::new(Cell::new(Duration::ZERO));
+    let worst_decide = Rc::new(Cell::new(Duration::ZERO));
+    let forked = Rc::new(Cell::new(false));
+    let figures = local.block_on(&runtime, async {
+        // The stall detector: a 1 ms tick that should never be late.
+        let ticker = {
+            let (done, worst, forked) = (done.clone(), worst_tick.clone(), forked.clone());
+            tokio::task::spawn_local(async move {
+                let mut last = Instant::now();
+                while !done.get() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let late = last.elapsed().saturating_sub(Duration::from_millis(1));
+                    if forked.get() {
+                        worst.set(worst.get().max(late));
+                    }
+                    last = Instant::now();
+                }
+            })
+        };
+        // Load: new tuples at a steady rate, in 1 ms batches.
+        let load = {
+            let (done, worst, forked, engine) = (
+                done.clone(),
+                worst_decide.clone(),
+                forked.clone(),
+                engine.clone(),
+            );
+            let per_ms = (args.rate / 1000).max(1);
+            let mut next = args.tuples as u64 * 2;
+            let mut filler = Filler::new(filler.networks);
+            tokio::task::spawn_local(async move {
+                while !done.get() {
+                    for _ in 0..per_ms {
+                        let t = Instant::now();
+                        filler.decide(&mut engine.borrow_mut(), next);
+                        next += 1;
+                        if forked.get() {
+                            worst.set(worst.get().max(t.elapsed()));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut cp = Checkpointer::new(args.out.clone());
+        let generation = engine.borrow().generation();
+        let started = Instant::now();
+        let start = {
+            let e = engine.borrow();
+            cp.start(generation, true, |w| e.write_state(w))
+        };
+        let fork_call = started.elapsed();
+        forked.set(true);
+        if !matches!(start, Start::Forked(_)) {
+            done.set(true);
+            return Err(format!("the checkpoint did not fork: {start:?}"));
+        }
+        let child = loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            match cp.reap() {
+                Some(Outcome::Written { duration }) => break duration,
+                Some(Outcome::Failed { reason, .. }) => {
+                    done.set(true);
+                    return Err(format!("the checkpoint child failed: {reason}"));
+                }
+                None => {}
+            }
+        };
+        done.set(true);
+        let _ = ticker.await;
+        let _ = load.await;
+        Ok(ForkFigures {
+            fork_call,
+            worst_tick: worst_tick.get(),
+            worst_decide: worst_decide.get(),
+            child,
+        })
+    })?;
+    println!(
+        "checkpoint fork: the fork call took {:.2} ms; while the child ran, the 1 ms ticker was at worst {:.2} ms late and the slowest decision took {:.2} ms; the child wrote in {} ms",
+        figures.fork_call.as_secs_f64() * 1e3,
+        figures.worst_tick.as_secs_f64() * 1e3,
+        figures.worst_decide.as_secs_f64() * 1e3,
+        figures.child.as_millis()
+    );
+    drop(engine);
+    Ok(figures)
+}
