@@ -162,41 +162,26 @@ fn sigusr1_writes_a_report_with_every_label() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report = String::from_utf8(out.stdout).unwrap();
-    let labels = [
-        "Start",
-        "End",
-        "Running time",
-        "IPs",
-        "Requests",
-        "Requests-Cu",
-        "Tuples",
-        "Graylisted",
-        "Whitelisted",
-        "Graylist-Expired",
-        "Whitelist-Expired",
-        "Requests-Cu-Max",
-        "Requests-Cu-Ave",
-        "Passed",
-        "Accepted-By-List",
-        "Rejected-By-List",
-        "Authenticated",
-        "Auto-Whitelisted",
-        "Evicted",
-        "Tuples-High",
-        "Sessions",
-        "Protocol-Errors",
-        "Checkpoints",
-        "Checkpoint-Failed",
-    ];
+    // Every engine label, in order, then the daemon's checkpoint lines.
+    let labels: Vec<&str> = support::watch::REPORT_LABELS
+        .iter()
+        .copied()
+        .chain([
+            "Checkpoints",
+            "Checkpoint-Failed",
+            "Checkpoint-Busy",
+            "Checkpoint-Last",
+        ])
+        .collect();
     let found: Vec<&str> = report
         .lines()
         .map(|l| l.split("  ").next().unwrap_or("").trim())
         .collect();
-    for label in labels {
+    for &label in &labels {
         assert!(found.contains(&label), "missing {label} in:\n{report}");
     }
-    // The original daemon's labels come first, in its order.
-    let order: Vec<usize> = labels[..11]
+    // In order: the original daemon's labels first, then ours.
+    let order: Vec<usize> = labels
         .iter()
         .map(|l| found.iter().position(|f| f == l).unwrap())
         .collect();
