@@ -38,6 +38,10 @@ echo "$out"
 [ "$(field "$out" tuples)" = 20000 ] || fail "state_bench did not fill 20000 tuples"
 [ -s "$TMP/state" ] || fail "state_bench wrote no state file"
 
+echo "== fork_cost (16 MiB, with and without huge pages)"
+"$BIN/examples/fork_cost" 16
+"$BIN/examples/fork_cost" 16 huge
+
 echo "== milter_load against the no-op milter"
 "$BIN/examples/noop_milter" inet:127.0.0.1:0 >"$TMP/noop.out" 2>&1 </dev/null &
 PIDS+=($!)
@@ -73,6 +77,16 @@ echo "$out"
 grep -Eq '^ +new: continue 0 ' <<<"$out" || fail "greymilter passed a new tuple"
 grep -Eq '^ +pass: continue [1-9][0-9]* accept 0 tempfail 0 ' <<<"$out" || fail "a whitelisted tuple was not passed"
 wait_line "$TMP/greymilter.log" 'checkpoint written' >/dev/null
+
+echo "== milter-bench.sh (the whole milter matrix, tiny)"
+TUPLES=20k ROUNDS=1 DURATION=1s CONNECTIONS=4 CHECKPOINT_RUN=2s CHECKPOINT_AT=500ms \
+    OUT="$TMP/milter-bench" benches/milter-bench.sh >"$TMP/milter-bench.out" 2>&1 \
+    || fail "milter-bench.sh failed: $(tail -5 "$TMP/milter-bench.out")"
+tail -12 "$TMP/milter-bench.out"
+grep -q '^checkpoint-full/persistent .* errors=0 ' "$TMP/milter-bench/results.txt" \
+    || fail "milter-bench.sh: no clean checkpoint run"
+[ "$(grep -c ' errors=0 ' "$TMP/milter-bench/results.txt")" = "$(grep -c ' errors=' "$TMP/milter-bench/results.txt")" ] \
+    || fail "milter-bench.sh: protocol errors"
 
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
