@@ -16,7 +16,11 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+use crate::greylist::facts::DnsPolicy;
 use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
+
+mod dns;
+pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
 
 /// Used when `--config` is not given and this file exists.
 pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
@@ -35,6 +39,7 @@ pub struct Config {
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub dns: DnsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -78,6 +83,13 @@ pub struct GreylistConfig {
     pub reply: TempfailReply,
     pub reject_reply: RejectReply,
     pub header: bool,
+    pub spf: SpfSetting,
+    pub allow_zones: Vec<ZoneSetting>,
+    pub block_zones: Vec<ZoneSetting>,
+    pub block_delay: Seconds,
+    pub selective: bool,
+    /// Words that make a client name look dynamic (selective mode).
+    pub dynamic_words: Vec<DynamicWord>,
 }
 
 impl Default for GreylistConfig {
@@ -96,6 +108,12 @@ impl Default for GreylistConfig {
             reply: TempfailReply(s.reply),
             reject_reply: RejectReply(s.reject_reply),
             header: s.header,
+            spf: SpfSetting(s.dns.spf),
+            allow_zones: Vec::new(),
+            block_zones: Vec::new(),
+            block_delay: Seconds(s.dns.block_delay),
+            selective: s.dns.selective,
+            dynamic_words: dns::default_dynamic_words(),
         }
     }
 }
@@ -289,6 +307,26 @@ impl Config {
                 recipients: entries(&l.recipients, |k| &k.0),
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
             },
+            dns: DnsPolicy {
+                spf: g.spf.0,
+                block_delay: g.block_delay.0,
+                selective: g.selective,
+            },
+        }
+    }
+
+    /// What `crate::dns` needs: resolver, zones, name heuristic.
+    pub fn dns_settings(&self) -> crate::dns::DnsSettings {
+        let g = &self.greylist;
+        crate::dns::DnsSettings {
+            servers: self.dns.servers.iter().map(|s| s.0).collect(),
+            timeout: self.dns.timeout.0,
+            cache_size: self.dns.cache_size,
+            spf: g.spf.0 != crate::greylist::facts::SpfMode::Off,
+            allow_zones: g.allow_zones.iter().map(|z| z.0.clone()).collect(),
+            block_zones: g.block_zones.iter().map(|z| z.0.clone()).collect(),
+            selective: g.selective,
+            dynamic_words: g.dynamic_words.iter().map(|w| w.0.clone()).collect(),
         }
     }
 

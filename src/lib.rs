@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod files;
 pub mod greylist;
 pub mod milter;

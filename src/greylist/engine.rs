@@ -35,6 +35,7 @@ use super::address::{base_form, sender_form};
 use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
+use super::facts::DnsFacts;
 use super::key::{Network, Secret};
 use super::lists::{ListName, Lists};
 use super::settings::{ListAction, Settings};
@@ -42,6 +43,8 @@ use super::state::{self, StateError};
 use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 use crate::milter::decision::{Header, SessionSummary};
+
+mod dns;
 
 /// Work units (entries examined) per [`Engine::maintain`] call. Measured
 /// by `examples/engine_memory.rs` with 800k of 1M tuples expiring at once
@@ -96,6 +99,12 @@ pub enum Reason {
     Local,
     /// The table could not grow (out of memory): passed, fail open.
     Unstored,
+    /// The client is in an allow zone.
+    Dnswl,
+    /// SPF passed and `spf = "skip"`.
+    Spf,
+    /// Selective greylisting: the client does not look suspicious.
+    Selective,
 }
 
 impl Reason {
@@ -114,6 +123,9 @@ impl Reason {
             Reason::Authenticated => "authenticated",
             Reason::Local => "local",
             Reason::Unstored => "unstored",
+            Reason::Dnswl => "dnswl",
+            Reason::Spf => "spf",
+            Reason::Selective => "selective",
         });
     }
 }
@@ -296,8 +308,14 @@ impl Engine {
         }
     }
 
-    /// RCPT: decides one recipient, in the documented order.
+    /// RCPT: decides one recipient, in the documented order, without DNS.
     pub fn decide_rcpt(&mut self, req: &Request<'_>) -> Decision {
+        self.decide_rcpt_with(req, &DnsFacts::default())
+    }
+
+    /// RCPT with what DNS found: the static lists first, then the DNS
+    /// facts (see `engine/dns.rs`), then the table.
+    pub fn decide_rcpt_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
         self.counters.requests += 1;
         let Some(addr) = req.client_addr else {
             return Decision::of(Action::Accept, Reason::Local);
@@ -327,17 +345,28 @@ impl Engine {
             }
             Some((_, ListAction::Greylist { delay })) => {
                 let delay = delay.map_or(self.timing.delay, secs);
-                self.decide_by_table(addr, delay, true)
+                self.decide_by_table(addr, delay, true, None)
             }
-            None => self.decide_by_table(addr, self.timing.delay, false),
+            None => self.decide_unlisted(addr, facts),
         }
     }
 
-    fn decide_by_table(&mut self, addr: IpAddr, delay: u32, forced: bool) -> Decision {
+    /// `domain`: key by this SPF-authenticated domain instead of the
+    /// client network.
+    fn decide_by_table(
+        &mut self,
+        addr: IpAddr,
+        delay: u32,
+        forced: bool,
+        domain: Option<&str>,
+    ) -> Decision {
         let now = self.clock.now();
         let now32 = secs32(now);
         let s = &self.settings;
-        let net = Network::of(addr, s.ipv4_prefix, s.ipv6_prefix);
+        let net = match domain {
+            Some(d) => Network::of_domain(d),
+            None => Network::of(addr, s.ipv4_prefix, s.ipv6_prefix),
+        };
         let net_key = self.secret.net_key(&net);
         let awl_on = s.auto_whitelist_after > 0;
         self.generation += 1;
@@ -491,6 +520,7 @@ impl Engine {
             sessions: c.sessions,
             protocol_errors: c.protocol_errors,
             timeouts: c.timeouts,
+            dns: c.dns,
         }
     }
 

@@ -8,6 +8,7 @@
 //! * [`awl`]: the client-network auto-whitelist.
 //! * [`stats`]: counters and the report.
 //! * [`state`]: the versioned, checksummed state file format.
+//! * [`facts`]: what DNS found (SPF, zones), as plain data.
 //! * [`engine`]: all of the above behind [`Engine`].
 //! * [`policy`]: the [`crate::milter::decision`] adapter the daemon hands to
 //!   the milter server.
@@ -17,6 +18,7 @@ pub mod awl;
 pub mod clock;
 pub mod date;
 pub mod engine;
+pub mod facts;
 pub mod key;
 pub mod lists;
 pub mod policy;

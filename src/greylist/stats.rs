@@ -25,6 +25,22 @@ pub struct Counters {
     pub sessions: u64,
     pub protocol_errors: u64,
     pub timeouts: u64,
+    pub dns: DnsCounters,
+}
+
+/// Counters of the DNS-based decisions (issue 12), reported after the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsCounters {
+    /// Table decisions keyed by an SPF-authenticated domain.
+    pub spf_keyed: u64,
+    /// Recipients passed because SPF passed (`spf = "skip"`).
+    pub spf_skipped: u64,
+    /// Recipients passed because the client is in an allow zone.
+    pub dnswl_passed: u64,
+    /// Recipients of clients in a block zone (greylisted with block_delay).
+    pub dnsbl_listed: u64,
+    pub dns_timeouts: u64,
+    pub dns_errors: u64,
 }
 
 /// The `Requests-Cu` bookkeeping: requests per completed cleanup interval.
@@ -98,6 +114,7 @@ pub struct Snapshot {
     pub sessions: u64,
     pub protocol_errors: u64,
     pub timeouts: u64,
+    pub dns: DnsCounters,
 }
 
 impl Snapshot {
@@ -136,6 +153,12 @@ impl Snapshot {
         line("Sessions", &self.sessions);
         line("Protocol-Errors", &self.protocol_errors);
         line("Timeouts", &self.timeouts);
+        line("SPF-Keyed", &self.dns.spf_keyed);
+        line("SPF-Skipped", &self.dns.spf_skipped);
+        line("DNSWL-Passed", &self.dns.dnswl_passed);
+        line("DNSBL-Listed", &self.dns.dnsbl_listed);
+        line("DNS-Timeouts", &self.dns.dns_timeouts);
+        line("DNS-Errors", &self.dns.dns_errors);
         out
     }
 }

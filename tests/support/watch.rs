@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{Daemon, PATIENCE};
 
 /// Every label of the SIGUSR1 report, in order.
-pub const REPORT_LABELS: [&str; 26] = [
+pub const REPORT_LABELS: [&str; 32] = [
     "Start",
     "End",
     "Running time",
@@ -37,6 +37,12 @@ pub const REPORT_LABELS: [&str; 26] = [
     "Sessions",
     "Protocol-Errors",
     "Timeouts",
+    "SPF-Keyed",
+    "SPF-Skipped",
+    "DNSWL-Passed",
+    "DNSBL-Listed",
+    "DNS-Timeouts",
+    "DNS-Errors",
 ];
 
 /// The lines that follow when a `[state] file` is configured.
