@@ -10,8 +10,9 @@
 //! * [`state`]: the versioned, checksummed state file format.
 //! * [`facts`]: what DNS found (SPF, zones), as plain data.
 //! * [`engine`]: all of the above behind [`Engine`].
-//! * [`policy`]: the [`crate::milter::decision`] adapter the daemon hands to
-//!   the milter server.
+//!
+//! Nothing here knows the milter protocol or tokio: [`crate::policy`] turns
+//! the engine's decisions into milter verdicts.
 
 pub mod address;
 pub mod awl;
@@ -21,12 +22,12 @@ pub mod engine;
 pub mod facts;
 pub mod key;
 pub mod lists;
-pub mod policy;
 pub mod settings;
 pub mod state;
 pub mod stats;
 pub mod table;
 
-pub use engine::{Action, Decision, Engine, Reason, Request, RestoreSummary, TupleInfo};
-pub use policy::{PolicyDecider, PolicyFactory};
+pub use engine::{
+    Action, Decision, Engine, HeaderField, Reason, Request, RestoreSummary, TupleInfo,
+};
 pub use state::StateError;

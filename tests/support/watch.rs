@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{Daemon, PATIENCE};
 
 /// Every label of the SIGUSR1 report, in order.
-pub const REPORT_LABELS: [&str; 32] = [
+pub const REPORT_LABELS: [&str; 26] = [
     "Start",
     "End",
     "Running time",
@@ -37,12 +37,6 @@ pub const REPORT_LABELS: [&str; 32] = [
     "Sessions",
     "Protocol-Errors",
     "Timeouts",
-    "SPF-Keyed",
-    "SPF-Skipped",
-    "DNSWL-Passed",
-    "DNSBL-Listed",
-    "DNS-Timeouts",
-    "DNS-Errors",
 ];
 
 /// The lines that follow when a `[state] file` is configured.
@@ -51,6 +45,17 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
     "Checkpoint-Failed",
     "Checkpoint-Busy",
     "Checkpoint-Last",
+];
+
+/// The lines added since the first release, always last.
+pub const LATER_LABELS: [&str; 7] = [
+    "Decision-Timeouts",
+    "SPF-Keyed",
+    "SPF-Skipped",
+    "DNSWL-Passed",
+    "DNSBL-Listed",
+    "DNS-Timeouts",
+    "DNS-Errors",
 ];
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`) or as a count (`Threads`).
@@ -88,7 +93,10 @@ impl Report {
     /// checkpoint lines all or none).
     pub fn is_complete(&self) -> bool {
         let labels = self.labels();
-        let (engine, checkpoint) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let (engine, rest) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let checkpoint = rest
+            .strip_suffix(&LATER_LABELS[..])
+            .unwrap_or(&["(missing)"]);
         engine == REPORT_LABELS
             && (checkpoint.is_empty() || checkpoint == CHECKPOINT_LABELS)
             && self.text.ends_with('\n')
@@ -112,7 +120,10 @@ impl Report {
     }
 
     pub fn has_checkpoint_lines(&self) -> bool {
-        self.labels().ends_with(&CHECKPOINT_LABELS)
+        let labels = self.labels();
+        labels
+            .strip_suffix(&LATER_LABELS[..])
+            .is_some_and(|l| l.ends_with(&CHECKPOINT_LABELS))
     }
 
     /// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.
