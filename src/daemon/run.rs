@@ -21,11 +21,12 @@ use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
+use crate::config::reload::keep_restart_only;
 use crate::greylist::Engine;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
 use crate::greylist::stats::push_line;
-use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
+use crate::milter::listener::{Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
 use crate::policy::{PolicyFactory, Timeouts};
 
@@ -47,12 +48,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             "greymilter starting with built-in defaults (no configuration file)"
         ),
     }
-    let spec: ListenSpec = config
-        .milter
-        .listen
-        .0
-        .parse()
-        .map_err(|e| format!("milter.listen: {e}"))?;
+    let spec = config.milter.listen.spec.clone();
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {
         mode: config.milter.socket_mode.0,
@@ -268,34 +264,8 @@ impl Daemon {
                 return false;
             }
         };
-        let old = &self.config;
-        let restart_needed: Vec<&str> = [
-            ("milter.listen", old.milter.listen != new.milter.listen),
-            (
-                "milter.socket_mode",
-                old.milter.socket_mode != new.milter.socket_mode,
-            ),
-            (
-                "milter.socket_group",
-                old.milter.socket_group != new.milter.socket_group,
-            ),
-            (
-                "milter.max_connections",
-                old.milter.max_connections != new.milter.max_connections,
-            ),
-            (
-                "milter.shutdown_timeout",
-                old.milter.shutdown_timeout != new.milter.shutdown_timeout,
-            ),
-            ("state.file", old.state.file != new.state.file),
-            ("stats.file", false),
-            ("daemon.user", old.daemon.user != new.daemon.user),
-            ("daemon.group", old.daemon.group != new.daemon.group),
-            ("daemon.pidfile", old.daemon.pidfile != new.daemon.pidfile),
-        ]
-        .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect();
+        let mut new = new;
+        let restart_needed = keep_restart_only(&self.config, &mut new);
         if !restart_needed.is_empty() {
             tracing::warn!(
                 "reload: {} changed; that takes effect only after a restart",
@@ -305,17 +275,8 @@ impl Daemon {
         self.engine.borrow_mut().set_settings(new.settings());
         self.factory.set_timeouts(timeouts(&new));
         self.logging.apply(&new.log);
-        let interval_changed = new.state.checkpoint_interval != old.state.checkpoint_interval;
-        // Keep what needs a restart as it runs, so the next reload compares
-        // against what is really in force.
-        let mut new = new;
-        new.milter.listen = old.milter.listen.clone();
-        new.milter.socket_mode = old.milter.socket_mode;
-        new.milter.socket_group = old.milter.socket_group.clone();
-        new.milter.max_connections = old.milter.max_connections;
-        new.milter.shutdown_timeout = old.milter.shutdown_timeout;
-        new.state.file = old.state.file.clone();
-        new.daemon = old.daemon.clone();
+        let interval_changed =
+            new.state.checkpoint_interval != self.config.state.checkpoint_interval;
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         interval_changed
