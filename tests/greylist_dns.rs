@@ -2,8 +2,10 @@
 //! SPF skip, allow and block zones, selective greylisting, the counters,
 //! and that missing facts decide as without DNS.
 
+mod dns_support;
 mod greylist_support;
 
+use dns_support::PROVIDER_POOL as POOL;
 use greylist_support::{engine, ip};
 use greymilter::greylist::facts::{ClientFacts, DnsFacts, DnsPolicy, SpfFacts, SpfMode, SpfResult};
 use greymilter::greylist::settings::Settings;
@@ -42,16 +44,6 @@ fn rcpt(e: &mut Engine, client: &str, name: &str, from: &str, facts: &DnsFacts) 
         facts,
     )
 }
-
-/// Six /24s of one provider, all authorised by its SPF record.
-const POOL: [&str; 6] = [
-    "192.0.2.1",
-    "198.51.100.2",
-    "203.0.113.3",
-    "100.64.1.4",
-    "100.64.2.5",
-    "100.64.3.6",
-];
 
 #[test]
 fn key_mode_a_provider_retrying_from_six_networks_is_deferred_once() {

@@ -22,6 +22,7 @@ use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
+use crate::dns::Dns;
 use crate::greylist::Engine;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
@@ -75,6 +76,13 @@ fn timeouts(config: &Config) -> Timeouts {
         idle: config.milter.idle_timeout.0,
         decision: config.milter.decision_timeout.0,
     }
+}
+
+/// The DNS checks the configuration asks for; `None` when it asks for
+/// none, so that no resolver is even configured.
+fn dns_of(config: &Config) -> Option<Rc<Dns>> {
+    let settings = config.dns_settings();
+    settings.wanted().then(|| Rc::new(Dns::new(settings)))
 }
 
 fn identity(config: &Config) -> Result<Option<Identity>, String> {
@@ -156,6 +164,7 @@ impl Daemon {
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
         let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
+        factory.set_dns(dns_of(&config));
         Ok(Daemon {
             config,
             config_path,
@@ -274,6 +283,9 @@ impl Daemon {
         }
         self.engine.borrow_mut().set_settings(new.settings());
         self.factory.set_timeouts(timeouts(&new));
+        if new.dns_settings() != self.config.dns_settings() {
+            self.factory.set_dns(dns_of(&new));
+        }
         self.logging.apply(&new.log);
         let interval_changed =
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;

@@ -7,6 +7,8 @@
 //! * [`zones`]: DNSWL/DNSBL query names and answer codes.
 //! * [`rdns`]: does a verified client name look dynamic?
 //! * [`breaker`]: stop asking a resolver that keeps failing.
+//! * [`transaction`]: the lookups of one milter connection, started early,
+//!   awaited at RCPT.
 //!
 //! Everything here fails open: a failed or slow lookup is "no information"
 //! and the engine (`crate::greylist`, plain data only) decides as without
@@ -15,6 +17,7 @@
 pub mod breaker;
 pub mod lookup;
 pub mod rdns;
+pub mod transaction;
 pub mod zones;
 
 use std::net::SocketAddr;
@@ -35,6 +38,13 @@ pub struct DnsSettings {
     pub block_zones: Vec<zones::Zone>,
     pub selective: bool,
     pub dynamic_words: Vec<String>,
+}
+
+impl DnsSettings {
+    /// Whether any check needs DNS (or the name heuristic).
+    pub fn wanted(&self) -> bool {
+        self.spf || self.selective || !self.allow_zones.is_empty() || !self.block_zones.is_empty()
+    }
 }
 
 impl Default for DnsSettings {

@@ -10,15 +10,19 @@
 //! the single-threaded daemon never makes), the decider fails open.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tracing::warn;
 
 use super::log::{self, strip_brackets};
+use crate::dns::Dns;
+use crate::dns::transaction::{Found, Lookups};
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
-use crate::milter::decision::{Client, Decided, Decider, Header, Macros, NeverWaits, Verdict};
+use crate::milter::decision::{Client, Decided, Decider, Header, Macros, Verdict};
 use crate::ratelimit::LogLimiter;
 
 /// Longest client name, sender or recipient a decider keeps (a hostile MTA
@@ -57,7 +61,15 @@ pub struct PolicyDecider {
     /// Longest delay of a recipient of this transaction that passed for
     /// the first time after waiting.
     header_delay: Option<u64>,
+    /// `None`: no DNS checks configured.
+    dns: Option<Rc<Dns>>,
+    lookups: Lookups,
+    /// The recipient (and queue id) whose decision waits for DNS.
+    waiting: Option<(Vec<u8>, Vec<u8>)>,
 }
+
+/// A RCPT decision waiting for the DNS lookups of its transaction.
+pub type DnsWait = Pin<Box<dyn Future<Output = Found>>>;
 
 fn keep(dst: &mut Vec<u8>, src: &[u8]) {
     dst.clear();
@@ -78,7 +90,43 @@ impl PolicyDecider {
             conn_id,
             envelope: Envelope::default(),
             header_delay: None,
+            dns: None,
+            lookups: Lookups::default(),
+            waiting: None,
         }
+    }
+
+    /// With DNS checks: lookups start at CONNECT and MAIL (inside the
+    /// daemon's `LocalSet`) and RCPT may wait for them.
+    pub fn with_dns(mut self, dns: Option<Rc<Dns>>) -> PolicyDecider {
+        self.dns = dns;
+        self
+    }
+
+    /// Decides one recipient with what DNS found, logs it.
+    fn decide(&mut self, recipient: &[u8], qid: &[u8], found: &Found) -> Verdict {
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return busy();
+        };
+        let (timeouts, errors) = self.lookups.uncounted_failures(found);
+        if timeouts + errors > 0 {
+            engine.note_dns_failures(timeouts, errors);
+        }
+        let facts = found.facts();
+        let d = engine.decide_rcpt_with(&self.envelope.request(recipient), &facts);
+        let verdict = self.conclude(&engine, &d, recipient);
+        drop(engine);
+        let spf = facts.spf.as_ref().map(|f| f.result);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(recipient),
+            Some(qid).filter(|q| !q.is_empty()),
+            spf,
+        );
+        verdict
     }
 
     /// The verdict for a decided recipient, and the bookkeeping it needs.
@@ -102,8 +150,8 @@ impl PolicyDecider {
 }
 
 impl Decider for PolicyDecider {
-    type Answer = Verdict;
-    type Wait = NeverWaits;
+    type Answer = Found;
+    type Wait = DnsWait;
 
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
         self.reset();
@@ -115,6 +163,11 @@ impl Decider for PolicyDecider {
         let Some(reason) =
             engine.check_connect(self.envelope.client_addr, &self.envelope.client_name)
         else {
+            drop(engine);
+            if let Some(dns) = &self.dns {
+                let e = &self.envelope;
+                self.lookups.connect(dns, e.client_addr, &e.client_name);
+            }
             return Verdict::Continue;
         };
         drop(engine);
@@ -123,7 +176,8 @@ impl Decider for PolicyDecider {
             &self.envelope,
             &Decision::accepted(reason),
             None,
-            macros,
+            macros.get("i"),
+            None,
         );
         Verdict::Accept
     }
@@ -147,29 +201,49 @@ impl Decider for PolicyDecider {
                     &self.envelope,
                     &Decision::accepted(reason),
                     None,
-                    macros,
+                    macros.get("i"),
+                    None,
                 );
                 Verdict::Accept
             }
+            None => {
+                if let Some(dns) = &self.dns {
+                    // The HELO name comes from the `s` macro: the milter
+                    // does not ask for the HELO event. Without it, a null
+                    // sender simply gets no SPF result.
+                    let helo = macros.get("s").unwrap_or_default();
+                    let helo = helo.get(..MAX_KEPT).unwrap_or(helo);
+                    let e = &self.envelope;
+                    self.lookups.mail(dns, e.client_addr, helo, &e.sender);
+                }
+                Verdict::Continue
+            }
+        }
+    }
+
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<DnsWait> {
+        let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
+        let qid = macros.get("i").unwrap_or_default();
+        let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
+        let found = match self.lookups.ready() {
+            Some(found) => found,
+            None => {
+                self.waiting = Some((recipient.to_vec(), qid.to_vec()));
+                return Decided::Wait(self.lookups.wait());
+            }
+        };
+        Decided::Now(self.decide(recipient, qid, &found))
+    }
+
+    fn rcpt_answered(&mut self, found: Found) -> Verdict {
+        match self.waiting.take() {
+            Some((recipient, qid)) => self.decide(&recipient, &qid, &found),
             None => Verdict::Continue,
         }
     }
 
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<NeverWaits> {
-        let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
-        let engine = Rc::clone(&self.engine);
-        let Ok(mut engine) = engine.try_borrow_mut() else {
-            return Decided::Now(busy());
-        };
-        let d = engine.decide_rcpt(&self.envelope.request(recipient));
-        let verdict = self.conclude(&engine, &d, recipient);
-        drop(engine);
-        log::decision(self.conn_id, &self.envelope, &d, Some(recipient), macros);
-        Decided::Now(verdict)
-    }
-
-    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
-        answer
+    fn rcpt_expired(&mut self) {
+        self.waiting = None;
     }
 
     fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {
@@ -189,10 +263,13 @@ impl Decider for PolicyDecider {
         self.envelope.sender.clear();
         self.envelope.authenticated = false;
         self.header_delay = None;
+        self.waiting = None;
+        self.lookups.end_transaction();
     }
 
     fn reset(&mut self) {
         self.end_transaction();
+        self.lookups = Lookups::default();
         self.envelope.client_addr = None;
         self.envelope.client_name.clear();
     }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::decider::PolicyDecider;
+use crate::dns::Dns;
 use crate::greylist::Engine;
 use crate::greylist::stats::push_line;
 use crate::milter::decision::{DeciderFactory, SessionOptions, SessionSummary};
@@ -70,6 +71,8 @@ pub struct PolicyFactory {
     engine: Rc<RefCell<Engine>>,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
+    /// DNS checks for the sessions that start from now on.
+    dns: RefCell<Option<Rc<Dns>>>,
 }
 
 impl PolicyFactory {
@@ -78,7 +81,17 @@ impl PolicyFactory {
             engine,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
+            dns: RefCell::new(None),
         }
+    }
+
+    /// `None`: no DNS checks. Sessions in progress keep what they had.
+    pub fn set_dns(&self, dns: Option<Rc<Dns>>) {
+        *self.dns.borrow_mut() = dns;
+    }
+
+    pub fn dns(&self) -> Option<Rc<Dns>> {
+        self.dns.borrow().clone()
     }
 
     pub fn set_timeouts(&self, timeouts: Timeouts) {
@@ -94,7 +107,7 @@ impl DeciderFactory for PolicyFactory {
     type Decider = PolicyDecider;
 
     fn new_decider(&self, conn_id: u64) -> PolicyDecider {
-        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
+        PolicyDecider::new(Rc::clone(&self.engine), conn_id).with_dns(self.dns())
     }
 
     fn options(&self) -> SessionOptions {

@@ -1,7 +1,8 @@
 //! The decision log: one line at info per RCPT (and per CONNECT/MAIL
 //! accept):
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
-//! remaining=<s>`, and `qid=<i>` when the MTA sent the `i` macro. Addresses
+//! remaining=<s>`, `qid=<i>` when the MTA sent the `i` macro, and
+//! `spf=<result>` when SPF was evaluated for the transaction. Addresses
 //! are logged as sent, escaped and cut (see `address::push_loggable`).
 
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use tracing::{Level, info};
 use super::decider::Envelope;
 use crate::greylist::Decision;
 use crate::greylist::address::push_loggable;
-use crate::milter::decision::Macros;
+use crate::greylist::facts::SpfResult;
 
 /// Writes the line for `d`, if info is enabled (the line is only built
 /// then: the RCPT path allocates nothing for a disabled log).
@@ -20,7 +21,8 @@ pub fn decision(
     envelope: &Envelope,
     d: &Decision,
     recipient: Option<&[u8]>,
-    macros: &dyn Macros,
+    qid: Option<&[u8]>,
+    spf: Option<SpfResult>,
 ) {
     if !tracing::enabled!(Level::INFO) {
         return;
@@ -50,9 +52,13 @@ pub fn decision(
         push_loggable(&mut line, strip_brackets(r));
     }
     let _ = write!(line, "> delay={} remaining={}", d.delay, d.remaining);
-    if let Some(qid) = macros.get("i").filter(|q| !q.is_empty()) {
+    if let Some(qid) = qid.filter(|q| !q.is_empty()) {
         line.push_str(" qid=");
         push_loggable(&mut line, qid);
+    }
+    if let Some(spf) = spf {
+        line.push_str(" spf=");
+        line.push_str(spf.as_str());
     }
     info!(conn = conn_id, "{line}");
 }

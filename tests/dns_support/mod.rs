@@ -20,6 +20,16 @@ use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use tokio::net::{TcpListener, UdpSocket};
 
+/// Six /24s of `provider.test`, all authorised by its SPF record.
+pub const PROVIDER_POOL: [&str; 6] = [
+    "192.0.2.1",
+    "198.51.100.2",
+    "203.0.113.3",
+    "100.64.1.4",
+    "100.64.2.5",
+    "100.64.3.6",
+];
+
 pub const ZONE: &str = include_str!("test.zone");
 pub const REVERSE_ZONE: &str = include_str!("reverse.zone");
 
