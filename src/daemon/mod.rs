@@ -6,6 +6,7 @@ pub mod logging;
 pub mod pidfile;
 pub mod privileges;
 pub mod query;
+pub mod restore;
 pub mod run;
 pub mod signals;
 

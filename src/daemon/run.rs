@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -15,16 +14,17 @@ use std::time::{Duration, Instant};
 use tokio::task::LocalSet;
 use tokio::time::{MissedTickBehavior, interval};
 
-use super::checkpoint::{self, Checkpointer, Outcome, Start};
+use super::checkpoint::{Checkpointer, Outcome, Start};
 use super::logging::Logging;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
+use super::restore::restore;
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
+use crate::files::atomic::{remove_stale_temps, write_atomically};
 use crate::greylist::Engine;
-use crate::greylist::clock::{Clock as _, SystemClock};
-use crate::greylist::date::rfc3339;
+use crate::greylist::clock::SystemClock;
 use crate::greylist::stats::push_line;
 use crate::milter::listener::{Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
@@ -131,7 +131,7 @@ impl Daemon {
         let mut checkpointer = None;
         if let Some(path) = &config.state.file {
             prepare_state_dir(path, identity)?;
-            checkpoint::remove_stale_temps(path);
+            remove_stale_temps(path);
             let mut cp = Checkpointer::new(path.clone());
             if restore(&mut engine.borrow_mut(), path) {
                 cp.mark_saved(engine.borrow().generation());
@@ -290,9 +290,7 @@ impl Daemon {
         }
         if let Some(path) = &self.config.stats.file {
             // A report is not worth an fsync; the rename keeps it whole.
-            if let Err(e) =
-                checkpoint::write_atomically(path, false, |w| w.write_all(report.as_bytes()))
-            {
+            if let Err(e) = write_atomically(path, false, |w| w.write_all(report.as_bytes())) {
                 tracing::error!("cannot write the statistics report: {e}");
             }
         }
@@ -351,7 +349,7 @@ impl Daemon {
                 tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
                 // A child orphaned by a crash may still have been dying at
                 // start-up; its temp file is stale by now.
-                checkpoint::remove_stale_temps(cp.path());
+                remove_stale_temps(cp.path());
             }
             Some(Outcome::Failed { duration, reason }) => tracing::error!(
                 file = %cp.path().display(),
@@ -407,81 +405,4 @@ fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), Stri
         tracing::info!(dir = %dir.display(), "created the state directory");
     }
     Ok(())
-}
-
-/// Loads the state file. A missing file is normal; a bad one (or a path that
-/// is no regular file) is moved aside and the daemon starts empty, because a
-/// greylister that refuses to start blocks mail. Returns true when the engine
-/// holds the file's state.
-fn restore(engine: &mut Engine, path: &Path) -> bool {
-    // A regular file only: a FIFO would block the start, /dev/zero never end.
-    let bytes = match crate::files::read_regular(path, u64::MAX) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(file = %path.display(), "no state file yet; starting with an empty table");
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(file = %path.display(), "cannot read the state file: {e}; starting with an empty table");
-            move_aside(path);
-            return false;
-        }
-    };
-    let started = Instant::now();
-    match engine.restore_state(&bytes) {
-        Ok(summary) => {
-            tracing::info!(
-                file = %path.display(),
-                ms = started.elapsed().as_millis() as u64,
-                pending = summary.pending,
-                whitelisted = summary.whitelisted,
-                auto_whitelisted = summary.auto_whitelist_records,
-                evicted = summary.evicted,
-                written_at = summary.written_at,
-                "restored state"
-            );
-            true
-        }
-        Err(e) => {
-            tracing::error!(file = %path.display(), "the state file is unusable: {e}; starting with an empty table");
-            move_aside(path);
-            false
-        }
-    }
-}
-
-/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection,
-/// adding `-1`, `-2`, … if that name is taken: an earlier bad file (from
-/// the same second) is evidence and must not be replaced.
-fn move_aside(path: &Path) {
-    // Our own formatting: humantime's panics on a clock before 1970 or
-    // after 9999, and a bad state file must never stop the daemon.
-    let stamp: String = rfc3339(SystemClock.now())
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    let free = (0..1000)
-        .map(|n| {
-            let mut candidate = name.clone();
-            match n {
-                0 => candidate.push(format!(".bad-{stamp}")),
-                n => candidate.push(format!(".bad-{stamp}-{n}")),
-            }
-            path.with_file_name(candidate)
-        })
-        .find(|p| fs::symlink_metadata(p).is_err());
-    let Some(aside) = free else {
-        tracing::error!(file = %path.display(), "cannot move the bad state file aside: 1000 names taken");
-        return;
-    };
-    match fs::rename(path, &aside) {
-        Ok(()) => tracing::error!(file = %aside.display(), "moved the bad state file aside"),
-        Err(e) => {
-            tracing::error!(file = %path.display(), "cannot move the bad state file aside: {e}")
-        }
-    }
 }

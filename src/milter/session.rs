@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::address::client_ip;
+use super::client_address::client_ip;
 use super::codec::{
     Command, Family, Frame, MacroPairs, cmd, encode_addheader, encode_empty, encode_replycode,
     resp, split_frame,
