@@ -1,4 +1,4 @@
-//! The milter protocol, version 6 (see `shared/docs/milter-protocol.md`).
+//! The milter protocol, version 6, as docs/milter.md describes it.
 //!
 //! Layers, bottom up: [`codec`] (framing, commands, responses), [`negotiate`],
 //! [`macros`] and [`client_address`] (pieces of a conversation), [`session`] (the

@@ -1,5 +1,5 @@
 //! One milter conversation: a lenient state machine like libmilter's
-//! (milter-protocol.md §9–§11) between the codec and a [`Decider`].
+//! (docs/milter.md, "Conversation") between the codec and a [`Decider`].
 //!
 //! [`SessionCore`] is synchronous and does no I/O: it takes decoded commands
 //! and appends replies to a buffer, so tests and fuzzers can drive it
@@ -35,7 +35,7 @@ static VIOLATIONS: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 /// The longest header line we hand to the MTA (RFC 5322 line limit).
 const MAX_HEADER_LINE: usize = 998;
 
-/// Where the conversation is (milter-protocol.md §11.2).
+/// Where the conversation is (docs/milter.md, "Conversation").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Before OPTNEG.
