@@ -10,7 +10,7 @@
 //! * [`state`]: the versioned, checksummed state file format.
 //! * [`engine`]: all of the above behind [`Engine`].
 //!
-//! Nothing here knows the milter protocol or tokio: [`crate::policy`] turns
+//! Nothing here knows the milter protocol or the async runtime: [`crate::policy`] turns
 //! the engine's decisions into milter verdicts.
 
 pub mod awl;
