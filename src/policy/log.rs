@@ -3,7 +3,7 @@
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
 //! remaining=<s>`, `qid=<i>` when the MTA sent the `i` macro, and
 //! `spf=<result>` when SPF was evaluated for the transaction. Addresses
-//! are logged as sent, escaped and cut (see `address::push_loggable`).
+//! are logged as sent, escaped and cut (see `envelope_address::push_loggable`).
 
 use std::fmt::Write as _;
 
@@ -11,7 +11,7 @@ use tracing::{Level, info};
 
 use super::decider::Envelope;
 use crate::greylist::Decision;
-use crate::greylist::address::push_loggable;
+use crate::greylist::envelope_address::push_loggable;
 use crate::greylist::facts::SpfResult;
 
 /// Writes the line for `d`, if info is enabled (the line is only built
