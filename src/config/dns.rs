@@ -138,3 +138,78 @@ pub fn default_dynamic_words() -> Vec<DynamicWord> {
         .map(|w| DynamicWord((*w).to_string()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use crate::greylist::facts::SpfMode;
+
+    #[test]
+    fn defaults_ask_for_no_dns() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert!(!c.dns_settings().wanted());
+        assert_eq!(c.settings().dns.spf, SpfMode::Off);
+        assert_eq!(c.dns.timeout.0.as_secs(), 2);
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let text = "[dns]\nservers = [\"127.0.0.1:53\", \"::1\"]\ntimeout = \"2s\"\n\
+                    [greylist]\nspf = \"key\"\nallow_zones = [\"list.dnswl.org\"]\n\
+                    block_zones = []\nblock_delay = \"30m\"\nselective = false\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        let d = c.dns_settings();
+        assert_eq!(d.servers.len(), 2);
+        assert_eq!(d.servers[1].port(), 53);
+        assert!(d.spf && d.wanted());
+        assert_eq!(d.allow_zones[0].name, "list.dnswl.org");
+        assert_eq!(c.settings().dns.spf, SpfMode::Key);
+        assert_eq!(c.settings().dns.block_delay.as_secs(), 1800);
+        // Printed and read back, the same.
+        assert_eq!(Config::parse(&c.to_toml(), "t.toml").unwrap(), c);
+    }
+
+    #[test]
+    fn errors_point_at_the_value() {
+        let cases: &[(&str, &str, (usize, usize))] = &[
+            ("[greylist]\nspf = \"on\"\n", "spf must be", (2, 7)),
+            (
+                "[greylist]\nallow_zones = [\"a..b\"]\n",
+                "not a DNS zone",
+                (2, 15),
+            ),
+            (
+                "[greylist]\nblock_zones = [\"bl.x=::1\"]\n",
+                "IPv4 answer code",
+                (2, 15),
+            ),
+            (
+                "[greylist]\ndynamic_words = [\"d-s\"]\n",
+                "not a word",
+                (2, 17),
+            ),
+            (
+                "[dns]\nservers = [\"localhost\"]\n",
+                "not a nameserver",
+                (2, 11),
+            ),
+            ("[dns]\ntimeout = \"0s\"\n", "greater than zero", (2, 11)),
+            (
+                "[greylist]\nspf = \"key\"\n[dns]\ntimeout = \"6s\"\n",
+                "shorter than [milter] decision_timeout",
+                (4, 1),
+            ),
+        ];
+        for (text, needle, pos) in cases {
+            let e = Config::parse(text, "t.toml")
+                .err()
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+            assert_eq!((e.line, e.column), *pos, "{text:?}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("t.toml:{}:{}: ", pos.0, pos.1))
+            );
+        }
+    }
+}

@@ -292,6 +292,15 @@ impl Config {
                 ),
             ));
         }
+        if self.dns_settings().wanted() && self.dns.timeout.0 >= self.milter.decision_timeout.0 {
+            return Err((
+                "timeout",
+                format!(
+                    "[dns] timeout ({}) must be shorter than [milter] decision_timeout ({}), or a slow resolver would make every waiting recipient expire",
+                    self.dns.timeout, self.milter.decision_timeout
+                ),
+            ));
+        }
         if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
             return Err((
                 "decision_timeout",
