@@ -30,10 +30,7 @@ fn servers() -> Servers {
     let (tx, rx) = mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = dns_support::runtime();
         rt.block_on(async move {
             let good = authoritative().await;
             let silent = misbehaving(Misbehaviour::Silent).await;
@@ -74,10 +71,7 @@ async fn deliver(addr: SocketAddr, client: &str, name: &str, from: &str) -> Resp
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    dns_support::runtime()
 }
 
 fn report(d: &Daemon) -> Report {

@@ -18,10 +18,7 @@ const BUDGET: Duration = Duration::from_millis(400);
 const SLACK: Duration = Duration::from_secs(2);
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    dns_support::runtime()
 }
 
 async fn spf(dns: &Rc<Dns>, client: &str, helo: &str, sender: &str) -> Option<SpfResult> {

@@ -13,10 +13,7 @@ use greymilter::dns::{Dns, DnsSettings};
 
 fn main() {
     assert_eq!(threads(), 1, "the test binary starts with one thread");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = dns_support::runtime();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         let good = authoritative().await;

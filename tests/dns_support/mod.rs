@@ -161,6 +161,14 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// The daemon's kind of runtime.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Threads of this process, from /proc/self/status.
 pub fn threads() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
