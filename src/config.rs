@@ -288,6 +288,7 @@ impl Config {
                 sender_domains: entries(&l.sender_domains, |k| &k.0),
                 recipients: entries(&l.recipients, |k| &k.0),
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
+                ..ListSpec::default()
             },
         }
     }
