@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
 
+mod list_files;
+pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
+
 /// Used when `--config` is not given and this file exists.
 pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
 pub const DEFAULT_LISTEN: &str = "inet:10030@127.0.0.1";
@@ -109,6 +112,7 @@ pub struct ListsConfig {
     pub sender_domains: BTreeMap<Domain, Entry>,
     pub recipients: BTreeMap<Address, Entry>,
     pub recipient_domains: BTreeMap<Domain, Entry>,
+    pub files: ListFilesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -201,7 +205,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a configuration file: a regular file (not a
     /// FIFO or a device, which would stall or never end) of at most
-    /// [`MAX_CONFIG_BYTES`], in UTF-8.
+    /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
         let bytes =
@@ -223,7 +227,9 @@ impl Config {
                 message: "invalid UTF-8".to_string(),
             }
         })?;
-        Config::parse(&text, &name)
+        let mut config = Config::parse(&text, &name)?;
+        config.lists.files.load(path.parent())?;
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `name` is used in errors.
@@ -267,7 +273,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         let g = &self.greylist;
         let l = &self.lists;
-        Settings {
+        let mut settings = Settings {
             delay: g.delay.0,
             retry_window: g.retry_window.0,
             whitelist_lifetime: g.whitelist_lifetime.0,
@@ -290,7 +296,9 @@ impl Config {
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
                 ..ListSpec::default()
             },
-        }
+        };
+        l.files.add_to(&mut settings.lists);
+        settings
     }
 
     /// The effective configuration as TOML, defaults filled in.

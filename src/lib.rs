@@ -24,5 +24,6 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod greylist;
+pub mod lists;
 pub mod milter;
 pub mod ratelimit;

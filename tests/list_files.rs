@@ -1,0 +1,346 @@
+//! List files as admins write them: postgrey's `whitelist_clients` and
+//! `whitelist_recipients` forms matched (and not matched) as postgrey
+//! matches them, greymilter's per-line actions, optional `.local` files,
+//! 100,000 lines, and files refused with file:line:col.
+
+mod greylist_support;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use greylist_support::{engine, rcpt};
+use greymilter::config::Config;
+use greymilter::greylist::Action;
+use greymilter::greylist::lists::{ListName, Lists};
+use greymilter::greylist::settings::ListAction;
+
+const A: ListAction = ListAction::Accept;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Writes `files` and a config naming them, and loads it.
+fn load(dir: &Path, config: &str, files: &[(&str, &str)]) -> Result<Config, String> {
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+    let path = dir.join("greymilter.toml");
+    fs::write(&path, config).unwrap();
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+fn lists(config: &Config) -> Lists {
+    Lists::compile(&config.settings().lists, true)
+}
+
+const CLIENTS: &str = "\
+# whitelist_clients as postgrey documents it
+example.com            # the name and its subdomains
+195.235.39             # a partial IPv4 address: whole octets
+10.20
+192.0.2.7
+198.51.100.0/25
+2001:db8:1234          # postgrey's IPv6 prefix, whole groups
+2001:db8:ffff::25
+2001:db8:aaaa::/48
+/^mail[0-9]+\\.outbound\\.example\\.net$/
+/\\.mta\\.example\\.org$/
+";
+
+const RECIPIENTS: &str = "\
+# whitelist_recipients as postgrey documents it
+postmaster@
+abuse@
+user@example.net
+example.org
+/^bounce-[0-9]+@lists\\.example\\.com$/
+";
+
+#[test]
+fn postgrey_client_forms_match_as_postgrey_matches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(
+        dir.path(),
+        "[lists.files]\naccept_clients = [\"whitelist_clients\"]\n",
+        &[("whitelist_clients", CLIENTS)],
+    )
+    .unwrap();
+    let l = lists(&c);
+    let by_ip = |a: &str| l.client(ip(a));
+    for yes in [
+        "195.235.39.200",
+        "10.20.5.5",
+        "192.0.2.7",
+        "198.51.100.127",
+        "2001:db8:1234:5::1",
+        "2001:db8:ffff::25",
+        "2001:db8:aaaa:1::9",
+        "::ffff:195.235.39.1",
+    ] {
+        assert_eq!(by_ip(yes), Some(A), "{yes}");
+    }
+    // postgrey's prefix stops at an octet boundary: 10.20 is not 10.200.
+    for no in [
+        "195.235.40.1",
+        "195.235.3.1",
+        "10.200.1.1",
+        "10.2.0.1",
+        "192.0.2.70",
+        "198.51.100.128",
+        "2001:db8:12::1",
+        "2001:db8:ffff::26",
+    ] {
+        assert_eq!(by_ip(no), None, "{no}");
+    }
+    for yes in [
+        "example.com",
+        "mx.example.com",
+        "MX.EXAMPLE.COM.",
+        "mail12.outbound.example.net",
+        "MAIL12.Outbound.Example.NET",
+        "a.mta.example.org",
+    ] {
+        assert_eq!(l.client_name(yes.as_bytes()), Some(A), "{yes}");
+    }
+    for no in [
+        "notexample.com",
+        "example.com.evil.test",
+        "xmail12.outbound.example.net",
+        "mail.outbound.example.net",
+        "mta.example.org",
+        "[192.0.2.99]",
+    ] {
+        assert_eq!(l.client_name(no.as_bytes()), None, "{no}");
+    }
+    assert_eq!(
+        l.lookup_client(ip("203.0.113.1"), b"mail7.outbound.example.net"),
+        Some((ListName::ClientNames, A))
+    );
+}
+
+#[test]
+fn postgrey_recipient_forms_match_as_postgrey_matches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(
+        dir.path(),
+        "[lists.files]\naccept_recipients = [\"whitelist_recipients\"]\n",
+        &[("whitelist_recipients", RECIPIENTS)],
+    )
+    .unwrap();
+    let l = lists(&c);
+    for yes in [
+        "postmaster@anything.test",
+        "postmaster+tag@x.test",
+        "abuse@example.com",
+        "user@example.net",
+        "user+foo@example.net",
+        "anyone@example.org",
+        "x@sub.example.org",
+        "bounce-123@lists.example.com",
+    ] {
+        assert!(l.lookup_recipient(yes.as_bytes()).is_some(), "{yes}");
+    }
+    for no in [
+        "xpostmaster@x.test",
+        "postmasters@x.test",
+        "user@sub.example.net",
+        "otheruser@example.net",
+        "x@notexample.org",
+        "bounce-abc@lists.example.com",
+        "",
+    ] {
+        assert_eq!(l.lookup_recipient(no.as_bytes()), None, "{no}");
+    }
+    // Through the engine, with the address as the MTA sends it.
+    let (mut e, _) = engine(c.settings());
+    let d = rcpt(&mut e, "192.0.2.1", "<a@b.test>", "<User+X@Example.NET>");
+    assert_eq!(d.action, Action::Accept);
+    let d = rcpt(&mut e, "192.0.2.1", "<a@b.test>", "<user@elsewhere.test>");
+    assert_eq!(d.action, Action::Greylist);
+}
+
+#[test]
+fn per_line_actions_file_delays_and_the_most_restrictive_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load(
+        dir.path(),
+        "[lists]\nclients = { \"192.0.2.0/24\" = \"accept\" }\n\
+         [lists.files]\n\
+         accept_clients = [\"mixed\"]\n\
+         greylist_clients = [{ path = \"slow\", delay = \"30m\" }]\n\
+         reject_senders = [\"senders\"]\n",
+        &[
+            (
+                "mixed",
+                "example.com\nbad.example.com reject\n198.51.100.0/24 greylist 2m\n",
+            ),
+            ("slow", "203.0.113.0/24\n192.0.2.0/24\n"),
+            ("senders", "<>  accept\nspammer@\n/^[0-9]+@/\nspam.test\n"),
+        ],
+    )
+    .unwrap();
+    let l = lists(&c);
+    let g = |secs| ListAction::Greylist {
+        delay: Some(Duration::from_secs(secs)),
+    };
+    assert_eq!(l.client_name(b"mx.example.com"), Some(A));
+    assert_eq!(l.client_name(b"bad.example.com"), Some(ListAction::Reject));
+    assert_eq!(
+        l.client_name(b"a.bad.example.com"),
+        Some(ListAction::Reject)
+    );
+    assert_eq!(l.client(ip("198.51.100.1")), Some(g(120)));
+    assert_eq!(l.client(ip("203.0.113.1")), Some(g(1800)));
+    // The same network accepted inline and greylisted by a file: greylist.
+    assert_eq!(l.client(ip("192.0.2.1")), Some(g(1800)));
+    assert_eq!(l.lookup_sender(b""), Some((ListName::Senders, A)));
+    let r = Some(ListAction::Reject);
+    assert_eq!(l.lookup_sender(b"spammer@x.test").map(|h| h.1), r);
+    assert_eq!(l.lookup_sender(b"123@x.test").map(|h| h.1), r);
+    assert_eq!(l.lookup_sender(b"a@mail.spam.test").map(|h| h.1), r);
+    assert_eq!(l.lookup_sender(b"a@ok.test"), None);
+}
+
+#[test]
+fn optional_files_may_be_missing_others_may_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = load(
+        dir.path(),
+        "[lists.files]\naccept_clients = [\"whitelist_clients.local\", { path = \"extra\", optional = true }]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.lists.files.loaded.summary.missing_optional.len(), 2);
+    let missing = dir.path().join("whitelist_clients");
+    let e = load(
+        dir.path(),
+        "[lists.files]\naccept_clients = [\"whitelist_clients\"]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "{}: cannot read list file: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let e = load(
+        dir.path(),
+        "[lists.files]\naccept_clients = [{ path = \"x.local\", optional = false }]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.contains("x.local: cannot read list file"), "{e}");
+    let e = load(
+        dir.path(),
+        "[lists.files]\naccept_clients = [{ path = \"x\", delay = \"5m\" }]\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains(":2:") && e.contains("`delay` applies only to greylist_* files"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_files_are_refused_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let refused = |config: &str, files: &[(&str, &str)]| load(d, config, files).unwrap_err();
+    let at = |name: &str, rest: &str| format!("{}{rest}", d.join(name).display());
+
+    let e = refused("[lists.files]\naccept_clients = [\"fifo\"]\n", &[]);
+    assert_eq!(
+        e,
+        at(
+            "fifo",
+            ": cannot read list file: not a regular file (a FIFO)"
+        )
+    );
+    let e = refused("[lists.files]\naccept_clients = [\"/dev/zero\"]\n", &[]);
+    assert_eq!(
+        e,
+        "/dev/zero: cannot read list file: not a regular file (a character device)"
+    );
+    let e = refused(
+        "[lists.files]\naccept_clients = [\"big\"]\nmax_file_bytes = 10\n",
+        &[("big", "192.0.2.1\n#\n")],
+    );
+    assert_eq!(
+        e,
+        at("big", ": cannot read list file: larger than 10 bytes")
+    );
+    let config = "[lists.files]\naccept_clients = [\"c\"]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "192.0.2.1\n\n  192.0.300.1\n",
+            ":3:9: 300 is not an IPv4 address part",
+        ),
+        (
+            "# ok\n/a(b/\n",
+            ":2:3: invalid regular expression: unclosed group",
+        ),
+        (
+            "x.test\n/(\\w{100}){100}/\n",
+            ":2:2: regular expression too large",
+        ),
+        (
+            "/(?=x)y/\n",
+            ":1:2: invalid regular expression: look-around",
+        ),
+        ("ok.test\nbad\u{1}name\n", ":2:4: '\\u{1}' is not allowed"),
+        ("caf\u{e9}.test\n", ":1:4: 'é' is not allowed"),
+        (
+            "192.0.2.1 whitelist\n",
+            ":1:11: unknown action \"whitelist\"",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = refused(config, &[("c", text)]);
+        assert!(e.starts_with(&at("c", want)), "{text:?}: {e}");
+    }
+    fs::write(d.join("c"), b"ok.test\nab\xffc\n").unwrap();
+    let e = Config::load(&d.join("greymilter.toml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, at("c", ":2:3: invalid UTF-8"));
+}
+
+#[test]
+fn a_100k_line_file_loads_and_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("# 100,000 networks\n");
+    let dotted = |n: u32| std::net::Ipv4Addr::from(n).to_string();
+    for i in 0..100_000u32 {
+        // /28s through 10/8; every tenth line a host in 172.16/12 instead.
+        if i % 10 == 0 {
+            let _ = writeln!(text, "{}", dotted(0xac10_0000 + i));
+        } else {
+            let _ = writeln!(text, "{}/28", dotted(0x0a00_0000 + i * 16));
+        }
+    }
+    let c = load(
+        dir.path(),
+        "[lists.files]\nreject_clients = [\"nets\"]\n",
+        &[("nets", &text)],
+    )
+    .unwrap();
+    assert_eq!(c.lists.files.loaded.summary.entries, 100_000);
+    let l = lists(&c);
+    let r = Some(ListAction::Reject);
+    assert_eq!(l.client(ip("10.0.0.17")), r);
+    assert_eq!(l.client(ip("10.0.0.1")), None, "line 0 is a host elsewhere");
+    assert_eq!(l.client(ip("10.24.105.250")), r);
+    assert_eq!(l.client(ip("10.24.105.100")), None);
+    assert_eq!(l.client(ip("172.16.0.10")), r);
+    assert_eq!(l.client(ip("172.16.0.11")), None);
+    assert_eq!(l.client(ip("11.0.0.1")), None);
+}
