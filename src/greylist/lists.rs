@@ -63,6 +63,9 @@ pub type ListHit = (ListName, ListAction);
 
 type Exact = HashMap<Box<[u8]>, ListAction>;
 
+/// Longest client name looked up (a DNS name is at most 253 characters).
+const MAX_NAME: usize = 255;
+
 /// Everything that can decide for one envelope address.
 #[derive(Debug)]
 struct AddressLists {
@@ -170,17 +173,25 @@ impl Lists {
         if self.names.is_empty() && self.name_suffixes.is_empty() && self.name_patterns.is_empty() {
             return None;
         }
-        let name = hostname_form(name);
+        // On the stack: this runs for every recipient. A DNS name has at
+        // most 253 characters; anything longer matches nothing.
+        let mut buf = [0u8; MAX_NAME];
+        let trimmed = name.trim_ascii();
+        let trimmed = trimmed.strip_suffix(b".").unwrap_or(trimmed);
+        let name = buf.get_mut(..trimmed.len())?;
+        name.copy_from_slice(trimmed);
+        name.make_ascii_lowercase();
+        let name = &*name;
         if name.is_empty() || name.first() == Some(&b'[') {
             return None;
         }
-        if let Some(a) = self.names.get(name.as_slice()) {
+        if let Some(a) = self.names.get(name) {
             return Some(*a);
         }
         // Suffixes strictly shorter than the name, longest first.
-        proper_suffixes(&name)
+        proper_suffixes(name)
             .find_map(|s| self.name_suffixes.get(s).copied())
-            .or_else(|| self.name_patterns.find(&name))
+            .or_else(|| self.name_patterns.find(name))
     }
 
     /// Client IP, then client name.
