@@ -344,3 +344,47 @@ fn a_100k_line_file_loads_and_matches() {
     assert_eq!(l.client(ip("172.16.0.11")), None);
     assert_eq!(l.client(ip("11.0.0.1")), None);
 }
+
+#[test]
+fn the_shipped_large_senders_list_loads_from_the_example_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    fs::copy(
+        root.join("contrib/large-senders"),
+        dir.path().join("large-senders"),
+    )
+    .unwrap();
+    let example = fs::read_to_string(root.join("greylist.toml.example")).unwrap();
+    // The example's paths, moved into the temp directory.
+    let config = example.replace("/etc/greymilter/", "");
+    assert_ne!(
+        config, example,
+        "the example names /etc/greymilter/large-senders"
+    );
+    let c = load(dir.path(), &config, &[]).unwrap();
+    let summary = &c.lists.files.loaded.summary;
+    assert!(summary.entries > 60, "{summary:?}");
+    assert_eq!(summary.missing_optional.len(), 1, "whitelist_clients.local");
+    let l = lists(&c);
+    for name in [
+        "mail-wr1-f54.google.com",
+        "mail-db8eur05on2101.outbound.protection.outlook.com",
+        "a8-31.smtp-out.amazonses.com",
+        "sonic301-20.consmr.mail.ne1.yahoo.com",
+        "mout.gmx.net",
+    ] {
+        assert_eq!(l.client_name(name.as_bytes()), Some(A), "{name}");
+    }
+    for addr in [
+        "209.85.128.5",
+        "40.107.22.101",
+        "54.240.8.1",
+        "2a00:1450:4864::1",
+    ] {
+        assert_eq!(l.client(ip(addr)), Some(A), "{addr}");
+    }
+    for name in ["google.com.attacker.test", "notgoogle.com", "outlook.com"] {
+        assert_eq!(l.client_name(name.as_bytes()), None, "{name}");
+    }
+    assert_eq!(l.client(ip("192.0.2.1")), None);
+}
