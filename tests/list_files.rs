@@ -388,3 +388,21 @@ fn the_shipped_large_senders_list_loads_from_the_example_config() {
     }
     assert_eq!(l.client(ip("192.0.2.1")), None);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any line, for any kind: an entry or an error with a column inside
+    /// the line, never a panic.
+    #[test]
+    fn any_line_parses_or_names_a_column(
+        line in "[ -~\\t/\\\\.:@#0-9a-f\u{e9}]{0,40}",
+        kind in 0..3u8,
+    ) {
+        use greymilter::lists::Kind;
+        let kind = [Kind::Clients, Kind::Senders, Kind::Recipients][usize::from(kind)];
+        if let Err(e) = greymilter::lists::parse::parse_line(kind, &line) {
+            proptest::prop_assert!(e.column >= 1 && e.column <= line.chars().count() + 1, "{e:?}");
+        }
+    }
+}
