@@ -84,6 +84,10 @@ pub struct Lists {
     v6: Ranges<u128>,
     names: Exact,
     name_suffixes: Exact,
+    /// Bit n: some entry has n labels (63 for 63 and more). A look-up
+    /// hashes only the suffixes of a length some entry has.
+    name_labels: u64,
+    suffix_labels: u64,
     name_patterns: Patterns,
     senders: AddressLists,
     recipients: AddressLists,
@@ -104,6 +108,8 @@ impl Lists {
             v6: Ranges::build(v6.into_iter().map(|((n, p), a)| (n, p, a)).collect()),
             names: Exact::new(),
             name_suffixes: Exact::new(),
+            name_labels: 0,
+            suffix_labels: 0,
             name_patterns: spec.client_name_patterns.clone(),
             senders: AddressLists::new(
                 (ListName::Senders, ListName::SenderDomains),
@@ -119,8 +125,14 @@ impl Lists {
         for (name, action) in &spec.client_names {
             let n = hostname_form(name.as_bytes());
             match n.strip_prefix(b".") {
-                Some(suffix) => put(&mut lists.name_suffixes, suffix, *action),
-                None => put(&mut lists.names, &n, *action),
+                Some(suffix) => {
+                    lists.suffix_labels |= label_bit(suffix);
+                    put(&mut lists.name_suffixes, suffix, *action);
+                }
+                None => {
+                    lists.name_labels |= label_bit(&n);
+                    put(&mut lists.names, &n, *action);
+                }
             };
         }
         let s = &mut lists.senders;
@@ -185,11 +197,15 @@ impl Lists {
         if name.is_empty() || name.first() == Some(&b'[') {
             return None;
         }
-        if let Some(a) = self.names.get(name) {
+        if self.name_labels & label_bit(name) != 0
+            && let Some(a) = self.names.get(name)
+        {
             return Some(*a);
         }
         // Suffixes strictly shorter than the name, longest first.
+        let wanted = self.suffix_labels;
         proper_suffixes(name)
+            .filter(|s| wanted & label_bit(s) != 0)
             .find_map(|s| self.name_suffixes.get(s).copied())
             .or_else(|| self.name_patterns.find(name))
     }
@@ -318,6 +334,12 @@ fn merge<K>(slot: Entry<'_, K, ListAction>, action: ListAction) {
 
 fn put(map: &mut Exact, key: &[u8], action: ListAction) {
     merge(map.entry(key.into()), action);
+}
+
+/// The bit of `name`'s label count in `name_labels` / `suffix_labels`.
+fn label_bit(name: &[u8]) -> u64 {
+    let labels = name.iter().filter(|&&b| b == b'.').count() + 1;
+    1 << labels.min(63)
 }
 
 /// `a.b.c` → `b.c`, `c`.

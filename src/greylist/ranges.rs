@@ -13,6 +13,8 @@ use super::settings::ListAction;
 pub trait Addr: Copy + Ord + Default + std::fmt::Debug {
     const BITS: u8;
     fn next(self) -> Option<Self>;
+    /// The top 16 bits, for the first-level index.
+    fn top16(self) -> usize;
     /// The last address of the network `self/prefix` (`self` masked).
     fn last_of(self, prefix: u8) -> Self;
 }
@@ -21,6 +23,9 @@ impl Addr for u32 {
     const BITS: u8 = 32;
     fn next(self) -> Option<u32> {
         self.checked_add(1)
+    }
+    fn top16(self) -> usize {
+        (self >> 16) as usize
     }
     fn last_of(self, prefix: u8) -> u32 {
         self | !super::key::mask32(prefix)
@@ -31,6 +36,9 @@ impl Addr for u128 {
     const BITS: u8 = 128;
     fn next(self) -> Option<u128> {
         self.checked_add(1)
+    }
+    fn top16(self) -> usize {
+        (self >> 112) as usize
     }
     fn last_of(self, prefix: u8) -> u128 {
         self | !super::key::mask128(prefix)
@@ -44,7 +52,14 @@ pub struct Ranges<A> {
     /// Index into `actions` plus one; 0 = no entry covers the range.
     values: Vec<u32>,
     actions: Vec<ListAction>,
+    /// For large lists: entry `b` is the first start whose top 16 bits are
+    /// at least `b`, so a look-up searches only its own /16 (or /16 of
+    /// IPv6) instead of the whole array: one cache miss instead of a dozen.
+    index: Vec<u32>,
 }
+
+/// Below this many starts the plain binary search stays in cache.
+const INDEX_FROM: usize = 4096;
 
 impl<A: Addr> Default for Ranges<A> {
     fn default() -> Self {
@@ -52,6 +67,7 @@ impl<A: Addr> Default for Ranges<A> {
             starts: vec![A::default()],
             values: vec![0],
             actions: Vec::new(),
+            index: Vec::new(),
         }
     }
 }
@@ -79,6 +95,17 @@ impl<A: Addr> Ranges<A> {
         r.actions = interned;
         r.starts.shrink_to_fit();
         r.values.shrink_to_fit();
+        if r.starts.len() >= INDEX_FROM {
+            let mut i = 0usize;
+            r.index = (0..=1usize << 16)
+                .map(|b| {
+                    while r.starts.get(i).is_some_and(|s| s.top16() < b) {
+                        i += 1;
+                    }
+                    u32::try_from(i).unwrap_or(u32::MAX)
+                })
+                .collect();
+        }
         r
     }
 
@@ -111,7 +138,14 @@ impl<A: Addr> Ranges<A> {
     }
 
     pub fn get(&self, addr: A) -> Option<ListAction> {
-        let i = self.starts.partition_point(|s| *s <= addr).checked_sub(1)?;
+        let b = addr.top16();
+        let (lo, hi) = match (self.index.get(b), self.index.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.starts.len()),
+        };
+        let within = self.starts.get(lo..hi)?;
+        // The start covering `addr` is in its /16, or the last one before.
+        let i = (lo + within.partition_point(|s| *s <= addr)).checked_sub(1)?;
         let v = self.values.get(i)?.checked_sub(1)?;
         self.actions.get(v as usize).copied()
     }
@@ -121,6 +155,7 @@ impl<A: Addr> Ranges<A> {
         self.starts.capacity() * std::mem::size_of::<A>()
             + self.values.capacity() * 4
             + self.actions.capacity() * std::mem::size_of::<ListAction>()
+            + self.index.capacity() * 4
     }
 }
 
@@ -213,6 +248,24 @@ mod tests {
             nets.push((n, p, act));
         }
         let r = Ranges::build(nets.clone());
+        assert!(r.index.is_empty());
+        // Enough more to build the index: /24s across the whole space.
+        let mut big = nets.clone();
+        for _ in 0..5000 {
+            let n = next() as u32 & 0xffff_ff00;
+            if !big.iter().any(|e| e.0 == n && e.1 == 24) {
+                big.push((n, 24, [A, R, G][(next() % 3) as usize]));
+            }
+        }
+        let indexed = Ranges::build(big.clone());
+        assert!(!indexed.index.is_empty());
+        for _ in 0..2_000 {
+            let a = next() as u32;
+            assert_eq!(indexed.get(a), linear(&big, a), "{a:#x}");
+            if let Some(e) = big.get((a % 5000) as usize) {
+                assert_eq!(indexed.get(e.0), linear(&big, e.0), "{:#x}", e.0);
+            }
+        }
         for _ in 0..20_000 {
             let mut a = next() as u32;
             if a.is_multiple_of(2) {
