@@ -406,3 +406,40 @@ proptest::proptest! {
         }
     }
 }
+
+/// A cron job can check the files before it signals the daemon.
+#[test]
+fn check_config_reads_the_list_files() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("clients"), "192.0.2.0/24\nexample.com\n").unwrap();
+    let config = dir.path().join("greymilter.toml");
+    fs::write(
+        &config,
+        "[lists.files]\naccept_clients = [\"clients\", \"clients.local\"]\n",
+    )
+    .unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_greymilter"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("# list files: 1 read, 2 entries"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("clients.local: missing, optional"),
+        "{stdout}"
+    );
+    fs::write(dir.path().join("clients"), "192.0.2.0/24\nexample..com\n").unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!("{}:2:9: empty label", dir.path().join("clients").display());
+    assert!(stderr.contains(&want), "{stderr}");
+}
