@@ -443,3 +443,18 @@ fn check_config_reads_the_list_files() {
     let want = format!("{}:2:9: empty label", dir.path().join("clients").display());
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+#[test]
+fn check_config_output_parses_back_to_the_same_files() {
+    let text = "[lists.files]\n\
+        accept_clients = [\"/etc/greymilter/large-senders\", \"x.local\"]\n\
+        reject_senders = [{ path = \"blocked\", optional = true }]\n\
+        greylist_recipients = [{ path = \"slow\", delay = \"30m\" }, { path = \"s2\", optional = false, delay = \"90s\" }]\n\
+        max_file_bytes = 1000\n";
+    let c = Config::parse(text, "t.toml").unwrap();
+    let printed = c.to_toml();
+    let again = Config::parse(&printed, "printed.toml").unwrap();
+    assert_eq!(again, c, "{printed}");
+    assert_eq!(c.lists.files.greylist_recipients.len(), 2);
+    assert!(printed.contains("delay = \"30m\""), "{printed}");
+}
