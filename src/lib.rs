@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod dns;
 pub mod files;
 pub mod greylist;
+pub mod lists;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;

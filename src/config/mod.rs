@@ -15,10 +15,13 @@ use crate::greylist::facts::DnsPolicy;
 use crate::greylist::settings::{ListAction, ListSpec, Settings};
 
 mod dns;
+mod list_files;
 pub mod reload;
 mod values;
 
 pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
+pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
+
 pub use values::{
     Address, ClientName, ClientNet, Count, Domain, Entry, Listen, LogLevel, Prefix, RejectReply,
     Seconds, SocketMode, TempfailReply,
@@ -137,6 +140,7 @@ pub struct ListsConfig {
     pub sender_domains: BTreeMap<Domain, Entry>,
     pub recipients: BTreeMap<Address, Entry>,
     pub recipient_domains: BTreeMap<Domain, Entry>,
+    pub files: ListFilesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -229,7 +233,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a configuration file: a regular file (not a
     /// FIFO or a device, which would stall or never end) of at most
-    /// [`MAX_CONFIG_BYTES`], in UTF-8.
+    /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
         let bytes =
@@ -251,7 +255,9 @@ impl Config {
                 message: "invalid UTF-8".to_string(),
             }
         })?;
-        Config::parse(&text, &name)
+        let mut config = Config::parse(&text, &name)?;
+        config.lists.files.load(path.parent())?;
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `name` is used in errors.
@@ -318,7 +324,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         let g = &self.greylist;
         let l = &self.lists;
-        Settings {
+        let mut settings = Settings {
             delay: g.delay.0,
             retry_window: g.retry_window.0,
             whitelist_lifetime: g.whitelist_lifetime.0,
@@ -339,13 +345,16 @@ impl Config {
                 sender_domains: entries(&l.sender_domains, |k| &k.0),
                 recipients: entries(&l.recipients, |k| &k.0),
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
+                ..ListSpec::default()
             },
             dns: DnsPolicy {
                 spf: g.spf.0,
                 block_delay: g.block_delay.0,
                 selective: g.selective,
             },
-        }
+        };
+        l.files.add_to(&mut settings.lists);
+        settings
     }
 
     /// What `crate::dns` needs: resolver, zones, name heuristic.

@@ -40,6 +40,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let local = LocalSet::new();
     local.block_on(&runtime, async move {
+        // First, so that a SIGHUP or SIGTERM sent as soon as the daemon is
+        // seen (its pidfile, its socket) is an event, not the default
+        // action that kills the process.
+        let signals =
+            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
@@ -50,8 +55,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             clock: Box::new(SystemClock),
         };
         let daemon = Daemon::start(config, setup)?;
-        let signals =
-            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         daemon.serve(listener, signals).await;
         Ok(())
     })
