@@ -115,6 +115,10 @@ fn provider_pool_passes_after_one_deferral_in_key_mode() {
         let r = deliver(addr, "192.0.2.20", "x.example", "<x@nospf.test>").await;
         assert!(is_greylisted(&r), "{r:?}");
     });
+    // The resolver started no thread in the daemon (the checkpoint fork
+    // needs exactly one).
+    let threads = support::watch::proc_status(d.pid().as_raw(), "Threads");
+    assert_eq!(threads, 1);
     let log = d.log_text();
     assert!(log.contains("spf=pass"), "{log}");
     assert!(log.contains("reason=dnswl"), "{log}");
