@@ -423,7 +423,12 @@ impl Engine {
                     self.timing.lifetime,
                     self.settings.max_tuples,
                 );
-                if became {
+                if became && let Some(d) = domain {
+                    info!(
+                        "SPF-authenticated domain {d:?} auto-whitelisted after {} passes",
+                        self.settings.auto_whitelist_after
+                    );
+                } else if became {
                     info!(
                         "client network of {addr} (/{}) auto-whitelisted after {} passes",
                         if addr.is_ipv4() {
