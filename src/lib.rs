@@ -20,6 +20,7 @@
     )
 )]
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod files;
