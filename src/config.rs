@@ -16,6 +16,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
+
 use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
 
 /// Used when `--config` is not given and this file exists.
@@ -35,6 +37,8 @@ pub struct Config {
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

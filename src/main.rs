@@ -126,6 +126,16 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Some(cluster) = &config.cluster
+        && let Err(e) = greymilter::cluster::SharedSecret::load(&cluster.secret_file)
+    {
+        eprintln!(
+            "{}: {e}",
+            path.as_deref()
+                .map_or("(defaults)".into(), |p| p.display().to_string())
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match &path {
         Some(p) => println!("# {}: OK", p.display()),
         None => println!("# no configuration file: built-in defaults"),

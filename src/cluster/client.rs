@@ -70,16 +70,25 @@ pub struct Cluster {
     inner: Rc<RefCell<Inner>>,
 }
 
-/// Parses the `redis` setting; a host name is resolved here, once.
-pub fn connection_info(url: &str) -> Result<ConnectionInfo, String> {
-    if url.starts_with("redis+sentinel:") || url.starts_with("rediss") {
+/// Checks the `redis` setting without resolving anything (`check-config`).
+pub fn parse_url(url: &str) -> Result<ConnectionInfo, String> {
+    if !(url.starts_with("redis://") || url.starts_with("unix:")) {
         return Err(format!(
-            "{url:?}: only redis:// (TCP) and unix: (socket) URLs are supported"
+            "{url:?}: only redis://[user:password@]host:port[/db] and unix:/path[?db=N] are supported"
         ));
     }
     let info = url
         .into_connection_info()
         .map_err(|e| format!("{url:?}: {e}"))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(info),
+        _ => Err(format!("{url:?}: TLS is not supported")),
+    }
+}
+
+/// Parses the `redis` setting; a host name is resolved here, once.
+pub fn connection_info(url: &str) -> Result<ConnectionInfo, String> {
+    let info = parse_url(url)?;
     let resolved = match info.addr() {
         ConnectionAddr::Tcp(host, port) if host.parse::<IpAddr>().is_err() => {
             let addr = (host.as_str(), *port)
@@ -90,8 +99,7 @@ pub fn connection_info(url: &str) -> Result<ConnectionInfo, String> {
             info!("redis host {host} resolved once to {}", addr.ip());
             Some(ConnectionAddr::Tcp(addr.ip().to_string(), *port))
         }
-        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => None,
-        _ => return Err(format!("{url:?}: TLS is not supported")),
+        _ => None,
     };
     Ok(match resolved {
         Some(addr) => info.set_addr(addr),
