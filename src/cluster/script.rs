@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use redis::Value;
 
+use crate::greylist::engine::SharedQuery;
 use crate::greylist::key::TupleKey;
 
 /// The Lua source; `EVALSHA` with a reload on `NOSCRIPT` (see `client.rs`).
@@ -31,15 +32,9 @@ pub fn keys(key: &TupleKey) -> (String, String) {
     (t, n)
 }
 
-/// What the script decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    New { remaining: u32 },
-    Early { waited: u32, remaining: u32 },
-    Retried { waited: u32 },
-    Whitelisted,
-    AutoWhitelisted,
-}
+/// What the script decided: the engine's type, so the engine needs
+/// nothing from this module.
+pub use crate::greylist::engine::SharedOutcome as Outcome;
 
 /// A decoded reply: the outcome, whether junk was found at the tuple or
 /// network key (treated as absent and overwritten), and whether this pass
@@ -65,6 +60,17 @@ pub struct Args {
 }
 
 impl Args {
+    pub fn of(q: &SharedQuery) -> Args {
+        Args {
+            now: crate::greylist::table::secs32(q.now),
+            delay: q.delay,
+            retry_window: q.retry_window,
+            lifetime: q.lifetime,
+            auto_whitelist_after: q.auto_whitelist_after,
+            forced: q.forced,
+        }
+    }
+
     pub fn to_argv(self) -> [u32; 7] {
         [
             self.now,
