@@ -50,6 +50,9 @@ pub struct MilterConfig {
     pub socket_group: Option<String>,
     pub max_connections: Count,
     pub idle_timeout: Seconds,
+    /// The longest a recipient's decision may wait (shared table, DNS)
+    /// before it is answered CONTINUE.
+    pub decision_timeout: Seconds,
     /// How long SIGTERM waits for sessions in flight.
     pub shutdown_timeout: Seconds,
 }
@@ -62,6 +65,7 @@ impl Default for MilterConfig {
             socket_group: None,
             max_connections: Count(1024),
             idle_timeout: Seconds::from_secs(600),
+            decision_timeout: Seconds(crate::milter::decision::DEFAULT_DECISION_TIMEOUT),
             shutdown_timeout: Seconds::from_secs(5),
         }
     }

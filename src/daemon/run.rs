@@ -21,11 +21,13 @@ use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
+use crate::greylist::Engine;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
-use crate::greylist::{Engine, PolicyFactory};
+use crate::greylist::stats::push_line;
 use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
+use crate::policy::{PolicyFactory, Timeouts};
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -70,6 +72,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let mut daemon = Daemon::start(config, config_path, logging, identity)?;
         daemon.main_loop(listener).await
     })
+}
+
+fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        idle: config.milter.idle_timeout.0,
+        decision: config.milter.decision_timeout.0,
+    }
 }
 
 fn identity(config: &Config) -> Result<Option<Identity>, String> {
@@ -150,10 +159,7 @@ impl Daemon {
             privileges::drop_to(who).map_err(|e| e.to_string())?;
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
-        let factory = Rc::new(PolicyFactory::new(
-            engine.clone(),
-            config.milter.idle_timeout.0,
-        ));
+        let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
         Ok(Daemon {
             config,
             config_path,
@@ -297,7 +303,7 @@ impl Daemon {
             );
         }
         self.engine.borrow_mut().set_settings(new.settings());
-        self.factory.set_idle_timeout(new.milter.idle_timeout.0);
+        self.factory.set_timeouts(timeouts(&new));
         self.logging.apply(&new.log);
         let interval_changed = new.state.checkpoint_interval != old.state.checkpoint_interval;
         // Keep what needs a restart as it runs, so the next reload compares
@@ -333,16 +339,25 @@ impl Daemon {
 
     fn report(&self) -> String {
         let mut report = self.engine.borrow().stats_report();
+        let sessions = self.factory.counters();
+        sessions.push_report(&mut report);
         if let Some(cp) = &self.checkpointer {
             let s = cp.stats;
             let last = s
                 .last_duration
                 .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
-            report.push_str(&format!(
-                "Checkpoints        {}\nCheckpoint-Failed  {}\nCheckpoint-Busy    {}\nCheckpoint-Last    {}\n",
-                s.written, s.failed, s.skipped_busy, last
-            ));
+            push_line(&mut report, "Checkpoints", &s.written);
+            push_line(&mut report, "Checkpoint-Failed", &s.failed);
+            push_line(&mut report, "Checkpoint-Busy", &s.skipped_busy);
+            push_line(&mut report, "Checkpoint-Last", &last);
         }
+        // Lines added after the first release come last, so the older
+        // report stays a prefix that existing tools parse unchanged.
+        push_line(
+            &mut report,
+            "Decision-Timeouts",
+            &sessions.decisions_expired(),
+        );
         report
     }
 

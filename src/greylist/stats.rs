@@ -22,9 +22,6 @@ pub struct Counters {
     pub authenticated: u64,
     /// Recipients passed because their network is auto-whitelisted.
     pub auto_whitelist_passes: u64,
-    pub sessions: u64,
-    pub protocol_errors: u64,
-    pub timeouts: u64,
 }
 
 /// The `Requests-Cu` bookkeeping: requests per completed cleanup interval.
@@ -95,18 +92,14 @@ pub struct Snapshot {
     pub evicted: u64,
     pub tuples_high: u64,
     pub restored: u64,
-    pub sessions: u64,
-    pub protocol_errors: u64,
-    pub timeouts: u64,
 }
 
 impl Snapshot {
     /// One `Label  value` line per statistic, in the documented order.
     pub fn report(&self) -> String {
         let mut out = String::with_capacity(1024);
-        let mut line = |label: &str, value: &dyn std::fmt::Display| {
-            let _ = writeln!(out, "{label:<18} {value}");
-        };
+        let mut line =
+            |label: &str, value: &dyn std::fmt::Display| push_line(&mut out, label, value);
         line("Start", &rfc3339(self.start));
         line("End", &rfc3339(self.now));
         line(
@@ -133,11 +126,14 @@ impl Snapshot {
         line("Evicted", &self.evicted);
         line("Tuples-High", &self.tuples_high);
         line("Restored", &self.restored);
-        line("Sessions", &self.sessions);
-        line("Protocol-Errors", &self.protocol_errors);
-        line("Timeouts", &self.timeouts);
         out
     }
+}
+
+/// Appends one report line, `Label` padded to the value column. Lines that
+/// other layers add to the report (sessions, checkpoints, …) use it too.
+pub fn push_line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
+    let _ = writeln!(out, "{label:<18} {value}");
 }
 
 /// `17h 13m 23s`, `2d 0h 0m 5s`, `0s`: units from the first non-zero one.

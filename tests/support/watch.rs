@@ -47,6 +47,9 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
     "Checkpoint-Last",
 ];
 
+/// The lines added since the first release, always last.
+pub const LATER_LABELS: [&str; 1] = ["Decision-Timeouts"];
+
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`) or as a count (`Threads`).
 pub fn proc_status(pid: i32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
@@ -82,7 +85,10 @@ impl Report {
     /// checkpoint lines all or none).
     pub fn is_complete(&self) -> bool {
         let labels = self.labels();
-        let (engine, checkpoint) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let (engine, rest) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let checkpoint = rest
+            .strip_suffix(&LATER_LABELS[..])
+            .unwrap_or(&["(missing)"]);
         engine == REPORT_LABELS
             && (checkpoint.is_empty() || checkpoint == CHECKPOINT_LABELS)
             && self.text.ends_with('\n')
@@ -106,7 +112,10 @@ impl Report {
     }
 
     pub fn has_checkpoint_lines(&self) -> bool {
-        self.labels().ends_with(&CHECKPOINT_LABELS)
+        let labels = self.labels();
+        labels
+            .strip_suffix(&LATER_LABELS[..])
+            .is_some_and(|l| l.ends_with(&CHECKPOINT_LABELS))
     }
 
     /// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.
