@@ -55,6 +55,8 @@ fn args(now: u32, awl: u32) -> Args {
         lifetime: LIFE,
         auto_whitelist_after: awl,
         forced: false,
+        hint: 0,
+        hint_white: false,
     }
 }
 
@@ -457,5 +459,54 @@ fn redis_out_of_memory_is_an_error_decided_locally() {
             }
         }
         assert!(a.counters().errors >= 1, "{:?}", a.counters());
+    });
+}
+
+#[test]
+fn what_a_node_learnt_while_redis_was_away_is_merged_not_forgotten() {
+    if !redis_present() {
+        return;
+    }
+    let r = Redis::start(&[]);
+    run(async {
+        let o = opts(&r.url(), Duration::from_secs(2));
+        let a = Cluster::connect(&o).await.unwrap();
+        let t0 = now();
+        let with_hint = |now: u32, hint: u32, white: bool| Args {
+            hint,
+            hint_white: white,
+            ..args(now, 0)
+        };
+        // Seen locally DELAY + 1 s ago: the retry passes and Redis learns it.
+        let k = key(&o.secret, "192.0.2.1", "a@example.org", "b@example.net");
+        assert_eq!(
+            ask(&a, &k, with_hint(t0, t0 - DELAY - 1, false)).await,
+            Some(Outcome::Retried { waited: DELAY + 1 })
+        );
+        assert_eq!(ask(&a, &k, args(t0, 0)).await, Some(Outcome::Whitelisted));
+        // Seen locally 10 s ago: early, and pending in Redis from then.
+        let k = key(&o.secret, "192.0.2.1", "c@example.org", "b@example.net");
+        assert_eq!(
+            ask(&a, &k, with_hint(t0, t0 - 10, false)).await,
+            Some(Outcome::Early {
+                waited: 10,
+                remaining: DELAY - 10
+            })
+        );
+        let (tk, _) = greymilter::cluster::script::keys(&k);
+        assert_eq!(expiretime(&r, &tk), i64::from(t0 - 10 + WINDOW));
+        // Whitelisted locally: whitelisted in Redis too.
+        let k = key(&o.secret, "192.0.2.1", "d@example.org", "b@example.net");
+        assert_eq!(
+            ask(&a, &k, with_hint(t0, t0 - 5000, true)).await,
+            Some(Outcome::Whitelisted)
+        );
+        let (tk, _) = greymilter::cluster::script::keys(&k);
+        assert_eq!(expiretime(&r, &tk), i64::from(t0 + LIFE));
+        // Redis' own record wins over a hint.
+        assert_eq!(
+            ask(&a, &k, with_hint(t0 + 1, t0 - DELAY - 1, false)).await,
+            Some(Outcome::Whitelisted)
+        );
     });
 }

@@ -51,6 +51,8 @@ fn the_redis_client_starts_no_thread() {
             lifetime: 86_400,
             auto_whitelist_after: 1,
             forced: false,
+            hint: 0,
+            hint_white: false,
         };
         for i in 0..50 {
             let call = a.decide(&TupleKey([1, i]), args).unwrap();

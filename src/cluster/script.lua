@@ -1,7 +1,10 @@
 -- greymilter: one greylisting decision, atomically, for one tuple and its client network.
 -- KEYS[1] tuple, KEYS[2] network (same hash tag, so the same Redis Cluster slot).
 -- ARGV: now, delay, retry_window, whitelist_lifetime, auto_whitelist_after (0 = off),
---       forced (1 = a `greylist` list entry: skip the auto-whitelist), count_interval.
+--       forced (1 = a `greylist` list entry: skip the auto-whitelist), count_interval,
+--       hint (the node's own first_seen of the tuple, 0 = none), hint_white (1 = the node
+--       has it whitelisted). The hint is used only when Redis has no tuple: what a node
+--       learnt while Redis was down or after Redis lost data is merged, not forgotten.
 -- Tuple value: an integer, first_seen while pending, -first_seen once whitelisted.
 -- Network value: "passes,last_counted,last_use" (last_use 0 = not whitelisted yet).
 -- Expiry is absolute (EXAT from the node's `now`), so a call that reaches Redis late
@@ -15,6 +18,8 @@ local life = tonumber(ARGV[4])
 local after = tonumber(ARGV[5])
 local forced = ARGV[6] == '1'
 local interval = tonumber(ARGV[7])
+local hint = tonumber(ARGV[8])
+local hint_white = ARGV[9] == '1'
 local junk = 0
 
 local function read(key, bit)
@@ -58,10 +63,19 @@ if v then
   end
 end
 
+local absent = t == nil
+if absent and hint > 0 and hint <= now then
+  if hint_white then t = -hint else t = hint end
+end
+
 local outcome, waited, remaining = 0, 0, delay
 if t and t < 0 then
   outcome, remaining = 3, 0
-  redis.call('EXPIREAT', KEYS[1], now + life, 'GT')
+  if absent then
+    redis.call('SET', KEYS[1], t, 'EXAT', now + life)
+  else
+    redis.call('EXPIREAT', KEYS[1], now + life, 'GT')
+  end
 elseif t then
   waited = now - t
   if waited < 0 then waited = 0 end
@@ -70,6 +84,7 @@ elseif t then
     waited = 0
   elseif waited < delay then
     outcome, remaining = 1, delay - waited
+    if absent then redis.call('SET', KEYS[1], t, 'EXAT', t + window) end
   else
     outcome, remaining = 2, 0
     redis.call('SET', KEYS[1], -t, 'EXAT', now + life)

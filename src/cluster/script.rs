@@ -57,6 +57,10 @@ pub struct Args {
     pub auto_whitelist_after: u32,
     /// A `greylist` list entry: the auto-whitelist is skipped.
     pub forced: bool,
+    /// The node's own first sighting of the tuple (0: none), used when
+    /// Redis has none: see `script.lua`.
+    pub hint: u32,
+    pub hint_white: bool,
 }
 
 impl Args {
@@ -68,10 +72,12 @@ impl Args {
             lifetime: q.lifetime,
             auto_whitelist_after: q.auto_whitelist_after,
             forced: q.forced,
+            hint: q.local_first_seen,
+            hint_white: q.local_white,
         }
     }
 
-    pub fn to_argv(self) -> [u32; 7] {
+    pub fn to_argv(self) -> [u32; 9] {
         [
             self.now,
             self.delay,
@@ -80,6 +86,8 @@ impl Args {
             self.auto_whitelist_after,
             u32::from(self.forced),
             COUNT_INTERVAL,
+            self.hint,
+            u32::from(self.hint_white),
         ]
     }
 }

@@ -20,10 +20,13 @@ use super::logging::Logging;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
+use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
+use crate::config::cluster::ClusterConfig;
 use crate::greylist::Engine;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
+use crate::greylist::key::Secret;
 use crate::greylist::stats::push_line;
 use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
@@ -59,6 +62,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         group: socket_group(&config)?,
     };
 
+    // Read before privileges are dropped: the key may be readable by root only.
+    let cluster_options = config.cluster.as_ref().map(cluster_options).transpose()?;
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -69,8 +75,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
-        let mut daemon = Daemon::start(config, config_path, logging, identity)?;
+        let cluster = match cluster_options {
+            Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
+            None => None,
+        };
+        let mut daemon = Daemon::start(config, config_path, logging, identity, cluster)?;
         daemon.main_loop(listener).await
+    })
+}
+
+fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
+    Ok(ClusterOptions {
+        url: c.redis.0.clone(),
+        secret: SharedSecret::load(&c.secret_file)?,
+        timeout: c.timeout.0,
     })
 }
 
@@ -127,6 +145,7 @@ impl Daemon {
         config_path: Option<PathBuf>,
         logging: Logging,
         identity: Option<Identity>,
+        cluster: Option<(Cluster, Secret)>,
     ) -> Result<Daemon, String> {
         let engine = Rc::new(RefCell::new(Engine::new(
             config.settings(),
@@ -144,6 +163,11 @@ impl Daemon {
         } else {
             tracing::info!("no [state] file: the table lives in memory only and is lost at exit");
         }
+        if let Some((_, secret)) = &cluster {
+            // After the restore: a saved state carries the secret it was
+            // written with, and every node must hash with the shared one.
+            engine.borrow_mut().set_secret(*secret);
+        }
         let pidfile = match &config.daemon.pidfile {
             Some(path) => {
                 let pf = Pidfile::create(path)
@@ -159,7 +183,11 @@ impl Daemon {
             privileges::drop_to(who).map_err(|e| e.to_string())?;
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
-        let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
+        let mut factory = PolicyFactory::new(engine.clone(), timeouts(&config));
+        if let Some((c, _)) = cluster {
+            factory = factory.with_cluster(c);
+        }
+        let factory = Rc::new(factory);
         Ok(Daemon {
             config,
             config_path,
@@ -292,6 +320,7 @@ impl Daemon {
             ("daemon.user", old.daemon.user != new.daemon.user),
             ("daemon.group", old.daemon.group != new.daemon.group),
             ("daemon.pidfile", old.daemon.pidfile != new.daemon.pidfile),
+            ("cluster", old.cluster != new.cluster),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -316,6 +345,7 @@ impl Daemon {
         new.milter.shutdown_timeout = old.milter.shutdown_timeout;
         new.state.file = old.state.file.clone();
         new.daemon = old.daemon.clone();
+        new.cluster = old.cluster.clone();
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         interval_changed
@@ -358,6 +388,9 @@ impl Daemon {
             "Decision-Timeouts",
             &sessions.decisions_expired(),
         );
+        if let Some(cluster) = self.factory.cluster() {
+            cluster.counters().report(&mut report);
+        }
         report
     }
 

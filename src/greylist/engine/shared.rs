@@ -42,6 +42,11 @@ pub struct SharedQuery {
     pub auto_whitelist_after: u32,
     /// A `greylist` list entry: the auto-whitelist is skipped.
     pub forced: bool,
+    /// This node's own record of the tuple, unexpired (0: none): merged
+    /// into the store when the store has none (after an outage, or after
+    /// the store lost data).
+    pub local_first_seen: u32,
+    pub local_white: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +80,22 @@ impl Engine {
             .secret
             .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
         let now = self.clock.now();
-        if let Some((t, true)) = self.table.get(&key)
-            && secs32(now).saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
+        let now32 = secs32(now);
+        let local = self.table.get(&key);
+        if let Some((t, true)) = local
+            && now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
         {
             return SharedStep::Cached(Decision::of(Action::Pass, Reason::Whitelisted));
         }
+        let (local_first_seen, local_white) = match local {
+            Some((t, true)) if now32.saturating_sub(t.last) < self.timing.lifetime => {
+                (t.first_seen.max(1), true)
+            }
+            Some((t, false)) if now32.saturating_sub(t.first_seen) < self.timing.retry_window => {
+                (t.first_seen.max(1), false)
+            }
+            _ => (0, false),
+        };
         SharedStep::Ask(SharedQuery {
             key,
             addr: q.addr,
@@ -89,6 +105,8 @@ impl Engine {
             lifetime: self.timing.lifetime,
             auto_whitelist_after: s.auto_whitelist_after,
             forced: q.forced,
+            local_first_seen,
+            local_white,
         })
     }
 
