@@ -72,13 +72,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let local = LocalSet::new();
     local.block_on(&runtime, async move {
-        let listener =
-            Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
-        tracing::info!(listen = %listener.local_addr(), "listening");
+        // Before listening: a node with the wrong secret must not take mail.
         let cluster = match cluster_options {
             Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
             None => None,
         };
+        let listener =
+            Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
+        tracing::info!(listen = %listener.local_addr(), "listening");
         let mut daemon = Daemon::start(config, config_path, logging, identity, cluster)?;
         daemon.main_loop(listener).await
     })
