@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cluster_support::{Redis, redis_present};
+use cluster_support::{Redis, redis_present, threads};
 use support::healthy::{Healthy, Plan};
 use support::{BIN, Daemon, PATIENCE};
 
@@ -26,17 +26,6 @@ fn cluster_config(r: &Redis, key: &Path, timeout: &str, extra: &str) -> String {
         r.url(),
         key.display()
     )
-}
-
-fn threads(pid: i32) -> u32 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn rcpt_line<'a>(log: &'a str, needle: &str) -> Option<&'a str> {
@@ -186,7 +175,7 @@ fn faults_cost_no_session_and_checkpoints_still_fork() {
     });
 
     // The checkpoint forks in cluster mode: one thread, and it is written.
-    assert_eq!(threads(a.pid().as_raw()), 1);
+    assert_eq!(threads(&a.pid().as_raw().to_string()), 1);
     let mark = a.log_len();
     a.wait_for_log_after(mark, |l| l.contains("checkpoint written"));
 

@@ -7,20 +7,9 @@ mod cluster_support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cluster_support::{Redis, redis_present};
+use cluster_support::{Redis, redis_present, threads};
 use greymilter::cluster::{Args, Cluster, Options, SharedSecret};
 use greymilter::greylist::key::TupleKey;
-
-fn threads() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn the_redis_client_starts_no_thread() {
@@ -28,7 +17,7 @@ fn the_redis_client_starts_no_thread() {
         return;
     }
     let mut r = Redis::start(&[]);
-    let before = threads();
+    let before = threads("self");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +47,7 @@ fn the_redis_client_starts_no_thread() {
             let call = a.decide(&TupleKey([1, i]), args).unwrap();
             assert!(call.await.is_some());
         }
-        assert_eq!(threads(), before);
+        assert_eq!(threads("self"), before);
         r.restart();
         let mut shared = false;
         for i in 0..200 {
@@ -71,6 +60,6 @@ fn the_redis_client_starts_no_thread() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(shared, "redis never answered after the restart");
-        assert_eq!(threads(), before);
+        assert_eq!(threads("self"), before);
     });
 }
