@@ -14,6 +14,16 @@ use tracing::{info, warn};
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
 
+/// Whether a recipient may ask Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    Call,
+    /// The one call after an open period (a chance to rediscover Redis).
+    Probe,
+    /// Decide locally (counted as a fallback).
+    Local,
+}
+
 /// What happened to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallResult {
@@ -74,17 +84,17 @@ impl Default for Breaker {
 }
 
 impl Breaker {
-    /// Whether a call may be made now. `false`: decide locally (counted).
-    pub fn allow(&mut self, now: Instant) -> bool {
+    /// Whether a call may be made now.
+    pub fn allow(&mut self, now: Instant) -> Allow {
         match self.state {
-            State::Closed { .. } => true,
+            State::Closed { .. } => Allow::Call,
             State::Open { until } if now >= until => {
                 self.state = State::Probing;
-                true
+                Allow::Probe
             }
             State::Open { .. } | State::Probing => {
                 self.counters.fallbacks += 1;
-                false
+                Allow::Local
             }
         }
     }
@@ -198,17 +208,20 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Breaker::default();
         for _ in 0..FAILURES_TO_OPEN {
-            assert!(b.allow(t0));
+            assert_eq!(b.allow(t0), Allow::Call);
             b.record(CallResult::Timeout, t0);
         }
-        assert!(!b.allow(t0));
-        assert!(!b.allow(t0 + OPEN_FOR / 2));
+        assert_eq!(b.allow(t0), Allow::Local);
+        assert_eq!(b.allow(t0 + OPEN_FOR / 2), Allow::Local);
         // The probe, and nobody else while it is in flight.
-        assert!(b.allow(t0 + OPEN_FOR));
-        assert!(!b.allow(t0 + OPEN_FOR));
+        assert_eq!(b.allow(t0 + OPEN_FOR), Allow::Probe);
+        assert_eq!(b.allow(t0 + OPEN_FOR), Allow::Local);
         b.record(CallResult::Error, t0 + OPEN_FOR);
-        assert!(!b.allow(t0 + OPEN_FOR + Duration::from_secs(1)));
-        assert!(b.allow(t0 + OPEN_FOR * 2));
+        assert_eq!(
+            b.allow(t0 + OPEN_FOR + Duration::from_secs(1)),
+            Allow::Local
+        );
+        assert_eq!(b.allow(t0 + OPEN_FOR * 2), Allow::Probe);
         b.record(CallResult::Ok, t0 + OPEN_FOR * 2);
         assert!(b.is_closed());
         let c = b.counters(t0 + OPEN_FOR * 3);

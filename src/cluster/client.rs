@@ -14,9 +14,9 @@
 //! and `unix:` sockets need no resolution. A changed DNS record is seen
 //! after a restart.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
 use tracing::{error, info, warn};
 
-use super::breaker::{Breaker, CallResult, ClusterCounters};
+use super::breaker::{Allow, Breaker, CallResult, ClusterCounters};
 use super::script::{self, Args, FINGERPRINT_KEY, Reply};
 use super::secret::SharedSecret;
+use super::sentinel::{self, SentinelSpec};
 use crate::greylist::key::TupleKey;
 use crate::ratelimit::LogLimiter;
 
@@ -63,7 +64,10 @@ struct Inner {
 /// breaker and the counters.
 #[derive(Clone)]
 pub struct Cluster {
-    conn: ConnectionManager,
+    /// `None` until the sentinels name a primary.
+    conn: Rc<RefCell<Option<ConnectionManager>>>,
+    sentinel: Option<Rc<SentinelSpec>>,
+    primary: Rc<Cell<Option<SocketAddr>>>,
     sha: Rc<str>,
     fingerprint: Rc<str>,
     timeout: Duration,
@@ -71,24 +75,38 @@ pub struct Cluster {
 }
 
 /// Checks the `redis` setting without resolving anything (`check-config`).
-pub fn parse_url(url: &str) -> Result<ConnectionInfo, String> {
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    if url.starts_with(sentinel::SCHEME) {
+        return sentinel::parse(url).map(|s| Target::Sentinel(Rc::new(s)));
+    }
     if !(url.starts_with("redis://") || url.starts_with("unix:")) {
         return Err(format!(
-            "{url:?}: only redis://[user:password@]host:port[/db] and unix:/path[?db=N] are supported"
+            "{url:?}: only redis://[user:password@]host:port[/db], unix:/path[?db=N] and \
+             redis+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] are supported"
         ));
     }
     let info = url
         .into_connection_info()
         .map_err(|e| format!("{url:?}: {e}"))?;
     match info.addr() {
-        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(info),
+        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(Target::Direct(info)),
         _ => Err(format!("{url:?}: TLS is not supported")),
     }
 }
 
+/// Where Redis is: one address, or whichever primary the sentinels name.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Direct(ConnectionInfo),
+    Sentinel(Rc<SentinelSpec>),
+}
+
 /// Parses the `redis` setting; a host name is resolved here, once.
-pub fn connection_info(url: &str) -> Result<ConnectionInfo, String> {
-    let info = parse_url(url)?;
+pub fn target(url: &str) -> Result<Target, String> {
+    let info = match parse_url(url)? {
+        Target::Direct(info) => info,
+        sentinel @ Target::Sentinel(_) => return Ok(sentinel),
+    };
     let resolved = match info.addr() {
         ConnectionAddr::Tcp(host, port) if host.parse::<IpAddr>().is_err() => {
             let addr = (host.as_str(), *port)
@@ -101,10 +119,21 @@ pub fn connection_info(url: &str) -> Result<ConnectionInfo, String> {
         }
         _ => None,
     };
-    Ok(match resolved {
+    Ok(Target::Direct(match resolved {
         Some(addr) => info.set_addr(addr),
         None => info,
-    })
+    }))
+}
+
+fn manager(info: ConnectionInfo) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(None)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(2);
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
 }
 
 fn call_failure(e: &RedisError) -> CallResult {
@@ -122,19 +151,18 @@ impl Cluster {
     /// unreachable is not: the node starts, decides locally, and checks
     /// before its first shared decision.
     pub async fn connect(opts: &Options) -> Result<Cluster, String> {
-        let info = connection_info(&opts.url)?;
-        let client = redis::Client::open(info).map_err(|e| format!("{:?}: {e}", opts.url))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("{:?}: {e}", opts.url))?;
+        let (conn, sentinel) = match target(&opts.url)? {
+            Target::Direct(info) => (
+                Some(manager(info).map_err(|e| format!("{:?}: {e}", opts.url))?),
+                None,
+            ),
+            Target::Sentinel(spec) => (None, Some(spec)),
+        };
         let hash = redis::Script::new(script::SOURCE).get_hash().to_string();
         let cluster = Cluster {
-            conn,
+            conn: Rc::new(RefCell::new(conn)),
+            sentinel,
+            primary: Rc::new(Cell::new(None)),
             sha: hash.into(),
             fingerprint: opts.secret.fingerprint_hex().into(),
             timeout: opts.timeout,
@@ -143,7 +171,13 @@ impl Cluster {
                 verified: Verified::NotYet,
             })),
         };
-        match tokio::time::timeout(START_CHECK, cluster.check_fingerprint()).await {
+        let check = async {
+            if cluster.sentinel.is_some() {
+                cluster.rediscover(START_CHECK / 4).await;
+            }
+            cluster.check_fingerprint().await
+        };
+        match tokio::time::timeout(START_CHECK, check).await {
             Ok(Ok(())) => info!("redis reachable at {:?}, shared secret matches", opts.url),
             Ok(Err(Check::Mismatch(theirs))) => {
                 return Err(format!(
@@ -165,8 +199,37 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The current connection; `Failed` while no primary is known.
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        self.conn
+            .borrow()
+            .clone()
+            .ok_or_else(|| "no primary known to the sentinels yet".to_string())
+    }
+
+    /// Asks the sentinels for the primary and reconnects if it moved.
+    async fn rediscover(&self, per_sentinel: Duration) {
+        let Some(spec) = &self.sentinel else {
+            return;
+        };
+        let Some(addr) = spec.primary(per_sentinel).await else {
+            return;
+        };
+        if self.primary.get() == Some(addr) && self.conn.borrow().is_some() {
+            return;
+        }
+        match spec.info_for(addr).and_then(manager) {
+            Ok(m) => {
+                info!("redis primary is {addr} (from the sentinels)");
+                self.primary.set(Some(addr));
+                *self.conn.borrow_mut() = Some(m);
+            }
+            Err(e) => warn!("cannot connect to the redis primary {addr}: {e}"),
+        }
+    }
+
     async fn check_fingerprint(&self) -> Result<(), Check> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().map_err(Check::Failed)?;
         let old: Value = redis::cmd("SET")
             .arg(FINGERPRINT_KEY)
             .arg(&*self.fingerprint)
@@ -206,21 +269,28 @@ impl Cluster {
         key: &TupleKey,
         args: Args,
     ) -> Option<impl Future<Output = Option<Reply>> + 'static> {
-        {
+        let probe = {
             let mut inner = self.inner.borrow_mut();
             if inner.verified == Verified::Mismatch {
                 inner.breaker.note_fallback();
                 return None;
             }
-            if !inner.breaker.allow(Instant::now()) {
-                return None;
+            match inner.breaker.allow(Instant::now()) {
+                Allow::Local => return None,
+                Allow::Call => false,
+                Allow::Probe => true,
             }
-        }
+        };
         let (tuple_key, net_key) = script::keys(key);
         let this = self.clone();
         Some(async move {
-            let result =
-                tokio::time::timeout(this.timeout, this.call(tuple_key, net_key, args)).await;
+            let attempt = async {
+                if probe || this.conn.borrow().is_none() {
+                    this.rediscover(this.timeout).await;
+                }
+                this.call(tuple_key, net_key, args).await
+            };
+            let result = tokio::time::timeout(this.timeout, attempt).await;
             let now = Instant::now();
             let mut inner = this.inner.borrow_mut();
             match result {
@@ -290,7 +360,9 @@ impl Cluster {
             }
         }
         let argv = args.to_argv();
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().map_err(|e| {
+            CallError::Redis(RedisError::from((redis::ErrorKind::Io, "no connection", e)))
+        })?;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&*self.sha)
             .arg(2)

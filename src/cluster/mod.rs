@@ -7,11 +7,13 @@
 //! * [`client`]: the connection, the bounded call, the secret check.
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
+//! * [`sentinel`]: finding the primary through Redis Sentinel.
 
 pub mod breaker;
 pub mod client;
 pub mod script;
 pub mod secret;
+pub mod sentinel;
 
 pub use breaker::ClusterCounters;
 pub use client::{Cluster, Options};

@@ -16,7 +16,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]` or `unix:/path[?db=N]`.
+    /// `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]` or
+    /// `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`.
     pub redis: RedisUrl,
     /// The hashing secret every node shares.
     pub secret_file: PathBuf,
@@ -109,7 +110,13 @@ mod tests {
     fn errors_point_at_the_value() {
         let cases = [
             (
-                "[cluster]\nredis = \"redis+sentinel://127.0.0.1:26379/mymaster\"\nsecret_file = \"k\"\n",
+                "[cluster]\nredis = \"redis+sentinel://localhost:26379/mymaster\"\nsecret_file = \"k\"\n",
+                2,
+                9,
+                "must be IP:PORT",
+            ),
+            (
+                "[cluster]\nredis = \"rediss://127.0.0.1:6379\"\nsecret_file = \"k\"\n",
                 2,
                 9,
                 "only redis://",

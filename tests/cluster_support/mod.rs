@@ -178,3 +178,68 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A redis-sentinel watching the primary `master` as `gm` (quorum 2).
+pub struct Sentinel {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor gm 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds gm 500\n\
+                 sentinel failover-timeout gm 5000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let s = Sentinel { dir, port, child };
+        let deadline = Instant::now() + PATIENCE;
+        while s.query(&["PING"]).is_none() {
+            assert!(Instant::now() < deadline, "sentinel not ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s
+    }
+
+    /// A command to the sentinel; `None` if it cannot be reached.
+    pub fn query(&self, args: &[&str]) -> Option<redis::Value> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let mut cmd = redis::cmd(args.first()?);
+        for a in args.get(1..).unwrap_or_default() {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).ok()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
