@@ -3,11 +3,10 @@
 
 mod cluster_support;
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cluster_support::{Redis, redis_present};
+use cluster_support::{Redis, redis_present, run, unix_now};
 use greymilter::cluster::{Args, Cluster, Options, Outcome, SharedSecret};
 use greymilter::greylist::key::{Network, TupleKey};
 
@@ -15,19 +14,8 @@ const DELAY: u32 = 300;
 const WINDOW: u32 = 4 * 3600;
 const LIFE: u32 = 36 * 86_400;
 
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
-
 fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
+    unix_now()
 }
 
 fn secret(bytes: &[u8]) -> SharedSecret {

@@ -3,10 +3,12 @@
 
 mod cluster_support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cluster_support::{PATIENCE, Redis, Sentinel, redis_present};
-use greymilter::cluster::{Args, Cluster, Options, Outcome, SharedSecret};
+use cluster_support::{
+    PATIENCE, Redis, Sentinel, options, plain_args, redis_present, run, unix_now,
+};
+use greymilter::cluster::{Args, Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
 
 #[test]
@@ -39,31 +41,12 @@ fn a_node_follows_a_sentinel_failover() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, async {
-        let opts = Options {
-            url,
-            secret: SharedSecret::from_bytes(b"0123456789abcdef").unwrap(),
-            timeout: Duration::from_millis(500),
-        };
-        let node = Cluster::connect(&opts).await.unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as u32;
-        let args = Args {
-            now,
-            delay: 300,
-            retry_window: 3600,
-            lifetime: 86_400,
-            auto_whitelist_after: 0,
-            forced: false,
-            hint: 0,
-            hint_white: false,
-        };
+    run(async {
+        let node = Cluster::connect(&options(url, Duration::from_millis(500)))
+            .await
+            .unwrap();
+        let now = unix_now();
+        let args = plain_args(now, 0);
         let key = TupleKey([7, 7]);
         let first = node.decide(&key, args).unwrap().await.map(|r| r.outcome);
         assert_eq!(first, Some(Outcome::New { remaining: 300 }));

@@ -5,10 +5,10 @@
 
 mod cluster_support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use cluster_support::{Redis, redis_present, threads};
-use greymilter::cluster::{Args, Cluster, Options, SharedSecret};
+use cluster_support::{Redis, options, plain_args, redis_present, run, threads, unix_now};
+use greymilter::cluster::Cluster;
 use greymilter::greylist::key::TupleKey;
 
 #[test]
@@ -18,31 +18,13 @@ fn the_redis_client_starts_no_thread() {
     }
     let mut r = Redis::start(&[]);
     let before = threads("self");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, async {
-        let o = Options {
-            url: format!("redis://localhost:{}/0", r.port),
-            secret: SharedSecret::from_bytes(b"0123456789abcdef").unwrap(),
-            timeout: Duration::from_millis(500),
-        };
+    run(async {
+        let o = options(
+            format!("redis://localhost:{}/0", r.port),
+            Duration::from_millis(500),
+        );
         let a = Cluster::connect(&o).await.unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as u32;
-        let args = Args {
-            now,
-            delay: 300,
-            retry_window: 3600,
-            lifetime: 86_400,
-            auto_whitelist_after: 1,
-            forced: false,
-            hint: 0,
-            hint_white: false,
-        };
+        let args = plain_args(unix_now(), 1);
         for i in 0..50 {
             let call = a.decide(&TupleKey([1, i]), args).unwrap();
             assert!(call.await.is_some());

@@ -243,3 +243,42 @@ impl Drop for Sentinel {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `f` on a current-thread runtime inside a LocalSet, like the daemon.
+pub fn run<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+pub fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// Script arguments: delay 300 s, window 1 h, lifetime 1 d, no hint.
+pub fn plain_args(now: u32, auto_whitelist_after: u32) -> greymilter::cluster::Args {
+    greymilter::cluster::Args {
+        now,
+        delay: 300,
+        retry_window: 3600,
+        lifetime: 86_400,
+        auto_whitelist_after,
+        forced: false,
+        hint: 0,
+        hint_white: false,
+    }
+}
+
+/// Options for `url` with a fixed test secret.
+pub fn options(url: String, timeout: Duration) -> greymilter::cluster::Options {
+    greymilter::cluster::Options {
+        url,
+        secret: greymilter::cluster::SharedSecret::from_bytes(b"0123456789abcdef").unwrap(),
+        timeout,
+    }
+}
