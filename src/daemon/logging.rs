@@ -15,7 +15,6 @@ pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     /// RUST_LOG was set: it wins over the configuration, also on reload.
     from_env: bool,
-    format: LogFormat,
 }
 
 impl Logging {
@@ -45,15 +44,12 @@ impl Logging {
         Logging {
             filter: handle,
             from_env,
-            format: config.format,
         }
     }
 
-    /// Applies a reloaded configuration's level; the format needs a restart.
+    /// Applies a reloaded configuration's level (the format is
+    /// restart-only: `config::reload`).
     pub fn apply(&self, config: &LogConfig) {
-        if config.format != self.format {
-            tracing::warn!("log.format changed; it takes effect at the next restart");
-        }
         if self.from_env {
             return;
         }

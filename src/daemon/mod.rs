@@ -6,7 +6,10 @@ pub mod logging;
 pub mod pidfile;
 pub mod privileges;
 pub mod query;
+pub mod restore;
 pub mod run;
+pub mod serve;
 pub mod signals;
 
 pub use run::run;
+pub use serve::{Daemon, Event, Events, Setup};

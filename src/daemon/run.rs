@@ -1,42 +1,20 @@
-//! Start-up, the main loop and shutdown.
-//!
-//! Everything runs on one thread: a tokio `current_thread` runtime with a
-//! `LocalSet`. The engine lives in an `Rc<RefCell<…>>` shared by the
-//! sessions and this loop; borrows never cross an `.await`, so no borrow is
-//! active when the loop forks a checkpoint.
+//! The binary's runtime shell: logging, the identity to drop to, the
+//! single-threaded runtime, the bound listener and the signals, around
+//! [`Daemon`] (`serve.rs`), which does the work.
 
-use std::cell::RefCell;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use tokio::task::LocalSet;
-use tokio::time::{MissedTickBehavior, interval};
 
-use super::checkpoint::{self, Checkpointer, Outcome, Start};
 use super::logging::Logging;
-use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
-use super::signals::{SignalEvent, SignalEvents};
+use super::serve::{Daemon, Setup};
+use super::signals::SignalEvents;
 use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
 use crate::config::cluster::ClusterConfig;
-use crate::greylist::Engine;
-use crate::greylist::clock::{Clock as _, SystemClock};
-use crate::greylist::date::rfc3339;
-use crate::greylist::key::Secret;
-use crate::greylist::stats::push_line;
-use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
-use crate::milter::server::{Limits, serve};
-use crate::policy::{PolicyFactory, Timeouts};
-
-/// How often the engine's incremental expiry runs.
-const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
-/// Upper bound of expiry slices per maintenance tick; each is bounded by the
-/// engine and the loop yields between them, so sessions keep being served.
-const MAX_SLICES_PER_TICK: usize = 64;
+use crate::greylist::clock::SystemClock;
+use crate::milter::listener::{Listener, UnixSocketOptions};
 
 /// Runs the daemon until SIGTERM/SIGINT. `Err` only for start-up failures.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
@@ -50,12 +28,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             "greymilter starting with built-in defaults (no configuration file)"
         ),
     }
-    let spec: ListenSpec = config
-        .milter
-        .listen
-        .0
-        .parse()
-        .map_err(|e| format!("milter.listen: {e}"))?;
+    let spec = config.milter.listen.spec.clone();
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {
         mode: config.milter.socket_mode.0,
@@ -80,8 +53,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
-        let mut daemon = Daemon::start(config, config_path, logging, identity, cluster)?;
-        daemon.main_loop(listener).await
+        let setup = Setup {
+            config_path,
+            logging: Some(logging),
+            identity,
+            clock: Box::new(SystemClock),
+        };
+        let mut daemon = Daemon::start(config, setup)?;
+        if let Some((c, secret)) = cluster {
+            daemon = daemon.with_cluster(c, secret);
+        }
+        let signals =
+            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        daemon.serve(listener, signals).await;
+        Ok(())
     })
 }
 
@@ -91,13 +76,6 @@ fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
         secret: SharedSecret::load(&c.secret_file)?,
         timeout: c.timeout.0,
     })
-}
-
-fn timeouts(config: &Config) -> Timeouts {
-    Timeouts {
-        idle: config.milter.idle_timeout.0,
-        decision: config.milter.decision_timeout.0,
-    }
 }
 
 fn identity(config: &Config) -> Result<Option<Identity>, String> {
@@ -126,435 +104,4 @@ fn socket_group(config: &Config) -> Result<Option<nix::unistd::Gid>, String> {
         .map_err(|e| format!("cannot look up socket_group {name:?}: {e}"))?
         .ok_or_else(|| format!("no such socket_group {name:?}"))?;
     Ok(Some(group.gid))
-}
-
-struct Daemon {
-    config: Config,
-    config_path: Option<PathBuf>,
-    logging: Logging,
-    engine: Rc<RefCell<Engine>>,
-    factory: Rc<PolicyFactory>,
-    checkpointer: Option<Checkpointer>,
-    pidfile: Option<Pidfile>,
-}
-
-impl Daemon {
-    /// State directory, restore, pidfile, privilege drop: in that order,
-    /// because the first and the third may need root.
-    fn start(
-        config: Config,
-        config_path: Option<PathBuf>,
-        logging: Logging,
-        identity: Option<Identity>,
-        cluster: Option<(Cluster, Secret)>,
-    ) -> Result<Daemon, String> {
-        let engine = Rc::new(RefCell::new(Engine::new(
-            config.settings(),
-            Box::new(SystemClock),
-        )));
-        let mut checkpointer = None;
-        if let Some(path) = &config.state.file {
-            prepare_state_dir(path, identity)?;
-            checkpoint::remove_stale_temps(path);
-            let mut cp = Checkpointer::new(path.clone());
-            if restore(&mut engine.borrow_mut(), path) {
-                cp.mark_saved(engine.borrow().generation());
-            }
-            checkpointer = Some(cp);
-        } else {
-            tracing::info!("no [state] file: the table lives in memory only and is lost at exit");
-        }
-        if let Some((_, secret)) = &cluster {
-            // After the restore: a saved state carries the secret it was
-            // written with, and every node must hash with the shared one.
-            engine.borrow_mut().set_secret(*secret);
-        }
-        let pidfile = match &config.daemon.pidfile {
-            Some(path) => {
-                let pf = Pidfile::create(path)
-                    .map_err(|e| format!("cannot write pidfile {}: {e}", path.display()))?;
-                if let Some(who) = identity {
-                    privileges::give(pf.path(), who).map_err(|e| e.to_string())?;
-                }
-                Some(pf)
-            }
-            None => None,
-        };
-        if let Some(who) = identity {
-            privileges::drop_to(who).map_err(|e| e.to_string())?;
-            tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
-        }
-        let mut factory = PolicyFactory::new(engine.clone(), timeouts(&config));
-        if let Some((c, _)) = cluster {
-            factory = factory.with_cluster(c);
-        }
-        let factory = Rc::new(factory);
-        Ok(Daemon {
-            config,
-            config_path,
-            logging,
-            engine,
-            factory,
-            checkpointer,
-            pidfile,
-        })
-    }
-
-    async fn main_loop(&mut self, listener: Listener) -> Result<(), String> {
-        let mut signals =
-            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let limits = Limits {
-            max_connections: self.config.milter.max_connections.0,
-        };
-        let drain = self.config.milter.shutdown_timeout.0;
-        let factory = self.factory.clone();
-        let mut server = tokio::task::spawn_local(async move {
-            let summary = serve(
-                &listener,
-                factory,
-                limits,
-                async { _ = stop_rx.await },
-                drain,
-            )
-            .await;
-            (listener, summary)
-        });
-        let mut checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
-        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        checkpoint_tick.reset();
-        let mut maintenance_tick = interval(MAINTENANCE_PERIOD);
-        maintenance_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
-        let stopped_early = loop {
-            tokio::select! {
-                event = signals.next() => match event {
-                    Some(SignalEvent::Reload) => {
-                        if self.reload() {
-                            checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
-                            checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                            checkpoint_tick.reset();
-                        }
-                    }
-                    Some(SignalEvent::Stats) => self.write_stats(),
-                    Some(SignalEvent::Checkpoint) => self.checkpoint(true),
-                    Some(SignalEvent::ChildExited) => self.reap(),
-                    Some(SignalEvent::Shutdown) | None => break None,
-                },
-                _ = checkpoint_tick.tick() => {
-                    self.reap();
-                    self.checkpoint(false);
-                }
-                _ = maintenance_tick.tick() => self.maintain().await,
-                result = &mut server => break Some(result),
-            }
-        };
-        signals.close();
-        let listener = match stopped_early {
-            Some(Ok((listener, _))) => {
-                tracing::error!("the listener stopped unexpectedly; shutting down");
-                Some(listener)
-            }
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "the listener task failed; shutting down");
-                None
-            }
-            None => {
-                tracing::info!("shutting down: no new connections, waiting for sessions in flight");
-                let _ = stop_tx.send(());
-                match server.await {
-                    Ok((listener, _)) => Some(listener),
-                    Err(e) => {
-                        tracing::error!(error = %e, "the listener task failed");
-                        None
-                    }
-                }
-            }
-        };
-        self.final_checkpoint();
-        if let Some(Err(e)) = listener.map(|l| l.remove_socket_file()) {
-            tracing::warn!(error = %e, "cannot remove the Unix socket");
-        }
-        if let Some(pf) = &self.pidfile {
-            pf.remove();
-        }
-        tracing::info!("greymilter stopped");
-        Ok(())
-    }
-
-    /// SIGHUP. Returns true when the checkpoint interval changed.
-    fn reload(&mut self) -> bool {
-        let Some(path) = &self.config_path else {
-            tracing::info!(
-                "SIGHUP: running on built-in defaults, there is no configuration file to reload"
-            );
-            return false;
-        };
-        let new = match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload failed, keeping the running configuration: {e}");
-                return false;
-            }
-        };
-        let old = &self.config;
-        let restart_needed: Vec<&str> = [
-            ("milter.listen", old.milter.listen != new.milter.listen),
-            (
-                "milter.socket_mode",
-                old.milter.socket_mode != new.milter.socket_mode,
-            ),
-            (
-                "milter.socket_group",
-                old.milter.socket_group != new.milter.socket_group,
-            ),
-            (
-                "milter.max_connections",
-                old.milter.max_connections != new.milter.max_connections,
-            ),
-            (
-                "milter.shutdown_timeout",
-                old.milter.shutdown_timeout != new.milter.shutdown_timeout,
-            ),
-            ("state.file", old.state.file != new.state.file),
-            ("stats.file", false),
-            ("daemon.user", old.daemon.user != new.daemon.user),
-            ("daemon.group", old.daemon.group != new.daemon.group),
-            ("daemon.pidfile", old.daemon.pidfile != new.daemon.pidfile),
-            ("cluster", old.cluster != new.cluster),
-        ]
-        .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect();
-        if !restart_needed.is_empty() {
-            tracing::warn!(
-                "reload: {} changed; that takes effect only after a restart",
-                restart_needed.join(", ")
-            );
-        }
-        self.engine.borrow_mut().set_settings(new.settings());
-        self.factory.set_timeouts(timeouts(&new));
-        self.logging.apply(&new.log);
-        let interval_changed = new.state.checkpoint_interval != old.state.checkpoint_interval;
-        // Keep what needs a restart as it runs, so the next reload compares
-        // against what is really in force.
-        let mut new = new;
-        new.milter.listen = old.milter.listen.clone();
-        new.milter.socket_mode = old.milter.socket_mode;
-        new.milter.socket_group = old.milter.socket_group.clone();
-        new.milter.max_connections = old.milter.max_connections;
-        new.milter.shutdown_timeout = old.milter.shutdown_timeout;
-        new.state.file = old.state.file.clone();
-        new.daemon = old.daemon.clone();
-        new.cluster = old.cluster.clone();
-        self.config = new;
-        tracing::info!(config = %path.display(), "configuration reloaded");
-        interval_changed
-    }
-
-    /// SIGUSR1: the report to the log and, if configured, to the stats file.
-    fn write_stats(&mut self) {
-        let report = self.report();
-        for line in report.lines() {
-            tracing::info!(target: "greymilter::stats", "{line}");
-        }
-        if let Some(path) = &self.config.stats.file {
-            // A report is not worth an fsync; the rename keeps it whole.
-            if let Err(e) =
-                checkpoint::write_atomically(path, false, |w| w.write_all(report.as_bytes()))
-            {
-                tracing::error!("cannot write the statistics report: {e}");
-            }
-        }
-    }
-
-    fn report(&self) -> String {
-        let mut report = self.engine.borrow().stats_report();
-        let sessions = self.factory.counters();
-        sessions.push_report(&mut report);
-        if let Some(cp) = &self.checkpointer {
-            let s = cp.stats;
-            let last = s
-                .last_duration
-                .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
-            push_line(&mut report, "Checkpoints", &s.written);
-            push_line(&mut report, "Checkpoint-Failed", &s.failed);
-            push_line(&mut report, "Checkpoint-Busy", &s.skipped_busy);
-            push_line(&mut report, "Checkpoint-Last", &last);
-        }
-        // Lines added after the first release come last, so the older
-        // report stays a prefix that existing tools parse unchanged.
-        push_line(
-            &mut report,
-            "Decision-Timeouts",
-            &sessions.decisions_expired(),
-        );
-        if let Some(cluster) = self.factory.cluster() {
-            cluster.counters().report(&mut report);
-        }
-        report
-    }
-
-    /// Timer tick (`force = false`: only if something changed) or SIGUSR2.
-    fn checkpoint(&mut self, force: bool) {
-        let Some(cp) = &mut self.checkpointer else {
-            if force {
-                tracing::info!("SIGUSR2: no [state] file configured, nothing to write");
-            }
-            return;
-        };
-        let engine = self.engine.borrow();
-        let generation = engine.generation();
-        match cp.start(generation, force, |w| engine.write_state(w)) {
-            Start::Forked(pid) => tracing::debug!(%pid, "checkpoint child started"),
-            Start::Busy => {
-                tracing::info!("checkpoint skipped: the previous one is still being written")
-            }
-            Start::Unchanged | Start::Failed => {}
-        }
-    }
-
-    /// SIGCHLD (and every checkpoint tick, since signals coalesce).
-    fn reap(&mut self) {
-        let Some(cp) = &mut self.checkpointer else {
-            return;
-        };
-        match cp.reap() {
-            Some(Outcome::Written { duration }) => {
-                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
-                // A child orphaned by a crash may still have been dying at
-                // start-up; its temp file is stale by now.
-                checkpoint::remove_stale_temps(cp.path());
-            }
-            Some(Outcome::Failed { duration, reason }) => tracing::error!(
-                file = %cp.path().display(),
-                ms = duration.as_millis() as u64,
-                "checkpoint failed, the previous file is unchanged: {reason}"
-            ),
-            None => {}
-        }
-    }
-
-    async fn maintain(&mut self) {
-        for _ in 0..MAX_SLICES_PER_TICK {
-            if !self.engine.borrow_mut().maintain() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// At shutdown: wait for a child in flight, then write synchronously.
-    fn final_checkpoint(&mut self) {
-        let Some(cp) = &mut self.checkpointer else {
-            return;
-        };
-        cp.wait();
-        let engine = self.engine.borrow();
-        let started = Instant::now();
-        match cp.write_now(engine.generation(), |w| engine.write_state(w)) {
-            Ok(_) => tracing::info!(
-                file = %cp.path().display(),
-                ms = started.elapsed().as_millis() as u64,
-                "final checkpoint written"
-            ),
-            Err(e) => {
-                tracing::error!("final checkpoint failed, the previous file is unchanged: {e}")
-            }
-        }
-    }
-}
-
-/// Creates the state file's directory if needed (owned by the daemon's user
-/// when dropping privileges).
-fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), String> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if !dir.exists() {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-        if let Some(who) = identity {
-            privileges::give(dir, who).map_err(|e| e.to_string())?;
-        }
-        tracing::info!(dir = %dir.display(), "created the state directory");
-    }
-    Ok(())
-}
-
-/// Loads the state file. A missing file is normal; a bad one (or a path that
-/// is no regular file) is moved aside and the daemon starts empty, because a
-/// greylister that refuses to start blocks mail. Returns true when the engine
-/// holds the file's state.
-fn restore(engine: &mut Engine, path: &Path) -> bool {
-    // A regular file only: a FIFO would block the start, /dev/zero never end.
-    let bytes = match crate::files::read_regular(path, u64::MAX) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(file = %path.display(), "no state file yet; starting with an empty table");
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(file = %path.display(), "cannot read the state file: {e}; starting with an empty table");
-            move_aside(path);
-            return false;
-        }
-    };
-    let started = Instant::now();
-    match engine.restore_state(&bytes) {
-        Ok(summary) => {
-            tracing::info!(
-                file = %path.display(),
-                ms = started.elapsed().as_millis() as u64,
-                pending = summary.pending,
-                whitelisted = summary.whitelisted,
-                auto_whitelisted = summary.auto_whitelist_records,
-                evicted = summary.evicted,
-                written_at = summary.written_at,
-                "restored state"
-            );
-            true
-        }
-        Err(e) => {
-            tracing::error!(file = %path.display(), "the state file is unusable: {e}; starting with an empty table");
-            move_aside(path);
-            false
-        }
-    }
-}
-
-/// Renames a bad state file to `FILE.bad-<UTC timestamp>` for inspection,
-/// adding `-1`, `-2`, … if that name is taken: an earlier bad file (from
-/// the same second) is evidence and must not be replaced.
-fn move_aside(path: &Path) {
-    // Our own formatting: humantime's panics on a clock before 1970 or
-    // after 9999, and a bad state file must never stop the daemon.
-    let stamp: String = rfc3339(SystemClock.now())
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    let free = (0..1000)
-        .map(|n| {
-            let mut candidate = name.clone();
-            match n {
-                0 => candidate.push(format!(".bad-{stamp}")),
-                n => candidate.push(format!(".bad-{stamp}-{n}")),
-            }
-            path.with_file_name(candidate)
-        })
-        .find(|p| fs::symlink_metadata(p).is_err());
-    let Some(aside) = free else {
-        tracing::error!(file = %path.display(), "cannot move the bad state file aside: 1000 names taken");
-        return;
-    };
-    match fs::rename(path, &aside) {
-        Ok(()) => tracing::error!(file = %aside.display(), "moved the bad state file aside"),
-        Err(e) => {
-            tracing::error!(file = %path.display(), "cannot move the bad state file aside: {e}")
-        }
-    }
 }
