@@ -48,6 +48,8 @@ max_tuples = 30000000
 recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
 [log]
 level = "warn"
+[stats]
+file = "$OUT/$name.stats"
 $extra
 CONF
     # shellcheck disable=SC2086
@@ -93,11 +95,13 @@ redis-cli -p "$RPORT" info stats | grep -E 'total_commands_processed|instantaneo
 
 # Redis killed 3 s into a paced run, restarted 3 s later.
 (sleep 4; kill -9 "$REDIS_PID"; sleep 3; start_redis; echo "redis restarted" >&2) &
+RESTARTER=$!
 load "cluster-redis-killed" "$CL_SPEC" "$CL_PID" --txns 20 --rcpts 1 --pool 500 --rate 2000 --timeline
-tail -n 16 <<<"$LAST" | tee -a "$RESULTS"
-wait
+grep -E '^t=' <<<"$LAST" | tee -a "$RESULTS"
+wait "$RESTARTER"
+REDIS_PID=$(cat "$OUT/redis.pid")
 kill -USR1 "$CL_PID"; sleep 0.5
-grep -E 'Redis-' "$OUT/cluster.log" | tail -8 | tee -a "$RESULTS"
+grep -E 'Redis-' "$OUT/cluster.stats" | tee -a "$RESULTS" || true
 
 # Memory per tuple at $TUPLES tuples, on a flushed Redis.
 redis-cli -p "$RPORT" flushall >/dev/null
