@@ -27,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod greylist;
+pub mod lists;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;

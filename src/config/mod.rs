@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::greylist::settings::{ListAction, ListSpec, Settings};
 
 pub mod cluster;
+mod list_files;
 pub mod reload;
 mod values;
+
+pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
 
 pub use values::{
     Address, ClientName, ClientNet, Count, Domain, Entry, Listen, LogLevel, Prefix, RejectReply,
@@ -29,6 +32,9 @@ pub const DEFAULT_LISTEN: &str = "inet:10030@127.0.0.1";
 /// Largest configuration file read. Real ones are a few KiB; even lists of
 /// tens of thousands of entries stay far below.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Longest `decision_timeout` accepted: Sendmail's default reply timeout
+/// for a milter command.
+const MAX_DECISION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,6 +126,7 @@ pub struct ListsConfig {
     pub sender_domains: BTreeMap<Domain, Entry>,
     pub recipients: BTreeMap<Address, Entry>,
     pub recipient_domains: BTreeMap<Domain, Entry>,
+    pub files: ListFilesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -212,7 +219,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a configuration file: a regular file (not a
     /// FIFO or a device, which would stall or never end) of at most
-    /// [`MAX_CONFIG_BYTES`], in UTF-8.
+    /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
         let bytes =
@@ -234,7 +241,9 @@ impl Config {
                 message: "invalid UTF-8".to_string(),
             }
         })?;
-        Config::parse(&text, &name)
+        let mut config = Config::parse(&text, &name)?;
+        config.lists.files.load(path.parent())?;
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `name` is used in errors.
@@ -250,8 +259,8 @@ impl Config {
                 message: e.message().to_string(),
             }
         })?;
-        config.check_relations().map_err(|message| {
-            let (line, column) = find_key(text, "retry_window").unwrap_or((1, 1));
+        config.check_relations().map_err(|(key, message)| {
+            let (line, column) = find_key(text, key).unwrap_or((1, 1));
             ConfigError {
                 file: name.to_string(),
                 line,
@@ -263,12 +272,26 @@ impl Config {
     }
 
     /// Checks between fields that single values cannot see.
-    fn check_relations(&self) -> Result<(), String> {
+    /// On error: the key to point at, and the message.
+    fn check_relations(&self) -> Result<(), (&'static str, String)> {
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
-            return Err(format!(
-                "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
-                g.retry_window, g.delay
+            return Err((
+                "retry_window",
+                format!(
+                    "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
+                    g.retry_window, g.delay
+                ),
+            ));
+        }
+        if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
+            return Err((
+                "decision_timeout",
+                format!(
+                    "decision_timeout ({}) must be at most {}s: the MTA stops waiting for the milter before that (Sendmail after 10 s, Postfix after 30 s)",
+                    self.milter.decision_timeout,
+                    MAX_DECISION_TIMEOUT.as_secs()
+                ),
             ));
         }
         Ok(())
@@ -278,7 +301,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         let g = &self.greylist;
         let l = &self.lists;
-        Settings {
+        let mut settings = Settings {
             delay: g.delay.0,
             retry_window: g.retry_window.0,
             whitelist_lifetime: g.whitelist_lifetime.0,
@@ -299,8 +322,11 @@ impl Config {
                 sender_domains: entries(&l.sender_domains, |k| &k.0),
                 recipients: entries(&l.recipients, |k| &k.0),
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
+                ..ListSpec::default()
             },
-        }
+        };
+        l.files.add_to(&mut settings.lists);
+        settings
     }
 
     /// The effective configuration as TOML, defaults filled in.

@@ -45,6 +45,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let local = LocalSet::new();
     local.block_on(&runtime, async move {
+        // First, so that a SIGHUP or SIGTERM sent as soon as the daemon is
+        // seen (its pidfile, its socket) is an event, not the default
+        // action that kills the process.
+        let signals =
+            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         // Before listening: a node with the wrong secret must not take mail.
         let cluster = match cluster_options {
             Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
@@ -63,8 +68,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         if let Some((c, secret)) = cluster {
             daemon = daemon.with_cluster(c, secret);
         }
-        let signals =
-            SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         daemon.serve(listener, signals).await;
         Ok(())
     })
