@@ -11,7 +11,8 @@
 //! stop checkpoints from forking. A host name in the URL is therefore
 //! resolved once, at start, in the calling thread (std's blocking
 //! `getaddrinfo`), and the connection uses the address found; IP literals
-//! and `unix:` sockets need no resolution. A changed DNS record is seen
+//! and `unix:` sockets need no resolution; sentinels must be IP literals,
+//! and the primary they name is an address already. A changed DNS record is seen
 //! after a restart.
 
 use std::cell::{Cell, RefCell};
