@@ -22,6 +22,7 @@
     )
 )]
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dns;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::greylist::facts::DnsPolicy;
 use crate::greylist::settings::{ListAction, ListSpec, Settings};
 
+pub mod cluster;
 mod dns;
 mod list_files;
 pub mod reload;
@@ -49,6 +50,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     pub dns: DnsConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -38,6 +38,7 @@ const RESTART_ONLY: &[(&str, Keep)] = &[
         keep(&r.daemon.pidfile, &mut n.daemon.pidfile)
     }),
     ("log.format", |r, n| keep(&r.log.format, &mut n.log.format)),
+    ("cluster", |r, n| keep(&r.cluster, &mut n.cluster)),
 ];
 
 fn keep<T: PartialEq + Clone>(running: &T, reloaded: &mut T) -> bool {
@@ -106,6 +107,11 @@ mod tests {
         changed.daemon.group = Some("g".into());
         changed.daemon.pidfile = Some("/run/p".into());
         changed.log.format = LogFormat::Json;
+        changed.cluster = Some(crate::config::cluster::ClusterConfig {
+            redis: crate::config::cluster::RedisUrl("redis://127.0.0.1:6379".into()),
+            secret_file: "/etc/greymilter/cluster.key".into(),
+            timeout: Default::default(),
+        });
         assert_eq!(
             keep_restart_only(&running, &mut changed).len(),
             RESTART_ONLY.len()

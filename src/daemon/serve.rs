@@ -23,12 +23,14 @@ use super::logging::Logging;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::restore::restore;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
 use crate::dns::Dns;
 use crate::files::atomic::{remove_stale_temps, write_atomically};
 use crate::greylist::Engine;
 use crate::greylist::clock::Clock;
+use crate::greylist::key::Secret;
 use crate::greylist::stats::push_line;
 use crate::milter::listener::Listener;
 use crate::milter::server::{Limits, serve};
@@ -161,6 +163,17 @@ impl Daemon {
             checkpointer,
             pidfile,
         })
+    }
+
+    /// Decides through the shared state in Redis (`[cluster]`): every
+    /// node hashes with the cluster's secret, set after the state restore
+    /// (a saved state carries the secret it was written with).
+    pub fn with_cluster(mut self, cluster: Cluster, secret: Secret) -> Daemon {
+        self.engine.borrow_mut().set_secret(secret);
+        self.factory = Rc::new(
+            PolicyFactory::new(self.engine.clone(), timeouts(&self.config)).with_cluster(cluster),
+        );
+        self
     }
 
     /// Serves milter connections on `listener` and handles `events` until
@@ -319,6 +332,9 @@ impl Daemon {
             "Decision-Timeouts",
             &sessions.decisions_expired(),
         );
+        if let Some(cluster) = self.factory.cluster() {
+            cluster.counters().report(&mut report);
+        }
         self.engine.borrow().dns_counters().push_report(&mut report);
         report
     }

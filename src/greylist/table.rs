@@ -68,6 +68,8 @@ use tracing::warn;
 use super::key::{NetKey, PassThroughState, TupleKey};
 use crate::ratelimit::LogLimiter;
 
+mod mirror;
+
 /// First-seen and last-use (white) or last-attempt (pending) times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {

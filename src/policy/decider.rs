@@ -10,15 +10,17 @@
 //! the single-threaded daemon never makes), the decider fails open.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use futures_util::future::LocalBoxFuture;
 use tracing::warn;
 
 use super::log::{self, strip_brackets};
+use super::shared::{self, SharedAnswer, Source, Step};
+use crate::cluster::Cluster;
 use crate::dns::Dns;
 use crate::dns::transaction::{Found, Lookups};
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
@@ -56,6 +58,7 @@ impl Envelope {
 
 pub struct PolicyDecider {
     engine: Rc<RefCell<Engine>>,
+    cluster: Option<Cluster>,
     conn_id: u64,
     envelope: Envelope,
     /// Longest delay of a recipient of this transaction that passed for
@@ -68,8 +71,21 @@ pub struct PolicyDecider {
     waiting: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A RCPT decision waiting for the DNS lookups of its transaction.
-pub type DnsWait = Pin<Box<dyn Future<Output = Found>>>;
+/// What a waiting recipient gets back: the DNS lookups of its
+/// transaction, or the cluster's answer.
+pub enum PolicyAnswer {
+    Dns(Found),
+    Shared(SharedAnswer),
+}
+
+/// The queue id of a recipient whose decision waited, for the log line.
+struct Qid<'a>(&'a [u8]);
+
+impl Macros for Qid<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        matches!(name, "i" | "{i}").then_some(self.0)
+    }
+}
 
 fn keep(dst: &mut Vec<u8>, src: &[u8]) {
     dst.clear();
@@ -87,6 +103,7 @@ impl PolicyDecider {
     pub fn new(engine: Rc<RefCell<Engine>>, conn_id: u64) -> PolicyDecider {
         PolicyDecider {
             engine,
+            cluster: None,
             conn_id,
             envelope: Envelope::default(),
             header_delay: None,
@@ -123,10 +140,21 @@ impl PolicyDecider {
             &self.envelope,
             &d,
             Some(recipient),
-            Some(qid).filter(|q| !q.is_empty()),
+            self.local_src(),
+            &Qid(qid),
             spf,
         );
         verdict
+    }
+
+    pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// `src=` for the log: only on a cluster node, where it tells.
+    fn local_src(&self) -> Option<Source> {
+        self.cluster.as_ref().map(|_| Source::Local)
     }
 
     /// The verdict for a decided recipient, and the bookkeeping it needs.
@@ -150,8 +178,8 @@ impl PolicyDecider {
 }
 
 impl Decider for PolicyDecider {
-    type Answer = Found;
-    type Wait = DnsWait;
+    type Answer = PolicyAnswer;
+    type Wait = LocalBoxFuture<'static, PolicyAnswer>;
 
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
         self.reset();
@@ -176,7 +204,8 @@ impl Decider for PolicyDecider {
             &self.envelope,
             &Decision::accepted(reason),
             None,
-            macros.get("i"),
+            self.local_src(),
+            macros,
             None,
         );
         Verdict::Accept
@@ -201,7 +230,8 @@ impl Decider for PolicyDecider {
                     &self.envelope,
                     &Decision::accepted(reason),
                     None,
-                    macros.get("i"),
+                    self.local_src(),
+                    macros,
                     None,
                 );
                 Verdict::Accept
@@ -221,25 +251,75 @@ impl Decider for PolicyDecider {
         }
     }
 
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<DnsWait> {
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<Self::Wait> {
         let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
-        let qid = macros.get("i").unwrap_or_default();
-        let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
-        let found = match self.lookups.ready() {
-            Some(found) => found,
-            None => {
-                self.waiting = Some((recipient.to_vec(), qid.to_vec()));
-                return Decided::Wait(self.lookups.wait());
-            }
+        if self.cluster.is_none() {
+            // DNS checks (not yet on a cluster node: its shared table is
+            // keyed by network).
+            let qid = macros.get("i").unwrap_or_default();
+            let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
+            let found = match self.lookups.ready() {
+                Some(found) => found,
+                None => {
+                    self.waiting = Some((recipient.to_vec(), qid.to_vec()));
+                    return Decided::Wait(self.lookups.wait().map(PolicyAnswer::Dns).boxed_local());
+                }
+            };
+            return Decided::Now(self.decide(recipient, qid, &found));
+        }
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return Decided::Now(busy());
         };
-        Decided::Now(self.decide(recipient, qid, &found))
+        let req = self.envelope.request(recipient);
+        let (d, src) = match &self.cluster {
+            None => (engine.decide_rcpt(&req), None),
+            Some(cluster) => match shared::start(&mut engine, cluster, &req, macros) {
+                Step::Now(d, src) => (d, Some(src)),
+                Step::Wait(w) => return Decided::Wait(w.map(PolicyAnswer::Shared).boxed_local()),
+            },
+        };
+        let verdict = self.conclude(&engine, &d, recipient);
+        drop(engine);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(recipient),
+            src,
+            macros,
+            None,
+        );
+        Decided::Now(verdict)
     }
 
-    fn rcpt_answered(&mut self, found: Found) -> Verdict {
-        match self.waiting.take() {
-            Some((recipient, qid)) => self.decide(&recipient, &qid, &found),
-            None => Verdict::Continue,
-        }
+    fn rcpt_answered(&mut self, answer: PolicyAnswer) -> Verdict {
+        let answer = match answer {
+            PolicyAnswer::Dns(found) => {
+                return match self.waiting.take() {
+                    Some((recipient, qid)) => self.decide(&recipient, &qid, &found),
+                    None => Verdict::Continue,
+                };
+            }
+            PolicyAnswer::Shared(answer) => answer,
+        };
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return busy();
+        };
+        let (d, src) = shared::finish(&mut engine, &answer);
+        let verdict = self.conclude(&engine, &d, &answer.recipient);
+        drop(engine);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(&answer.recipient),
+            Some(src),
+            &answer,
+            None,
+        );
+        verdict
     }
 
     fn rcpt_expired(&mut self) {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::decider::PolicyDecider;
+use crate::cluster::Cluster;
 use crate::dns::Dns;
 use crate::greylist::Engine;
 use crate::greylist::stats::push_line;
@@ -69,6 +70,7 @@ impl Default for Timeouts {
 
 pub struct PolicyFactory {
     engine: Rc<RefCell<Engine>>,
+    cluster: Option<Cluster>,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
     /// DNS checks for the sessions that start from now on.
@@ -79,6 +81,7 @@ impl PolicyFactory {
     pub fn new(engine: Rc<RefCell<Engine>>, timeouts: Timeouts) -> Self {
         PolicyFactory {
             engine,
+            cluster: None,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
             dns: RefCell::new(None),
@@ -94,6 +97,16 @@ impl PolicyFactory {
         self.dns.borrow().clone()
     }
 
+    /// Decides through the shared state in Redis (`[cluster]`).
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     pub fn set_timeouts(&self, timeouts: Timeouts) {
         self.timeouts.set(timeouts);
     }
@@ -107,7 +120,9 @@ impl DeciderFactory for PolicyFactory {
     type Decider = PolicyDecider;
 
     fn new_decider(&self, conn_id: u64) -> PolicyDecider {
-        PolicyDecider::new(Rc::clone(&self.engine), conn_id).with_dns(self.dns())
+        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
+            .with_cluster(self.cluster.clone())
+            .with_dns(self.dns())
     }
 
     fn options(&self) -> SessionOptions {

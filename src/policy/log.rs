@@ -1,18 +1,21 @@
 //! The decision log: one line at info per RCPT (and per CONNECT/MAIL
 //! accept):
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
-//! remaining=<s>`, `qid=<i>` when the MTA sent the `i` macro, and
-//! `spf=<result>` when SPF was evaluated for the transaction. Addresses
-//! are logged as sent, escaped and cut (see `envelope_address::push_loggable`).
+//! remaining=<s>`, then `src=redis|local|fallback` on a cluster node,
+//! `qid=<i>` when the MTA sent the `i` macro, and `spf=<result>` when SPF
+//! was evaluated for the transaction. Addresses are logged as sent, escaped
+//! and cut (see `envelope_address::push_loggable`).
 
 use std::fmt::Write as _;
 
 use tracing::{Level, info};
 
 use super::decider::Envelope;
+use super::shared::Source;
 use crate::greylist::Decision;
 use crate::greylist::envelope_address::push_loggable;
 use crate::greylist::facts::SpfResult;
+use crate::milter::decision::Macros;
 
 /// Writes the line for `d`, if info is enabled (the line is only built
 /// then: the RCPT path allocates nothing for a disabled log).
@@ -21,7 +24,8 @@ pub fn decision(
     envelope: &Envelope,
     d: &Decision,
     recipient: Option<&[u8]>,
-    qid: Option<&[u8]>,
+    src: Option<Source>,
+    macros: &dyn Macros,
     spf: Option<SpfResult>,
 ) {
     if !tracing::enabled!(Level::INFO) {
@@ -52,7 +56,11 @@ pub fn decision(
         push_loggable(&mut line, strip_brackets(r));
     }
     let _ = write!(line, "> delay={} remaining={}", d.delay, d.remaining);
-    if let Some(qid) = qid.filter(|q| !q.is_empty()) {
+    if let Some(src) = src {
+        line.push_str(" src=");
+        line.push_str(src.as_str());
+    }
+    if let Some(qid) = macros.get("i").filter(|q| !q.is_empty()) {
         line.push_str(" qid=");
         push_loggable(&mut line, qid);
     }
