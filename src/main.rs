@@ -55,6 +55,14 @@ enum Command {
     /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
     /// 5 a recipient was rejected, 2 the milter could not be reached.
     Query(daemon::query::QueryArgs),
+    /// Print, as a list file, the networks that the SPF records of the
+    /// domains authorise (following include, redirect, a, mx), using
+    /// `[dns] servers` of the configuration. Exit status: 0 every domain
+    /// walked, 2 a domain gave nothing (no record, a limit, DNS failure).
+    SpfWalk {
+        #[arg(required = true, value_name = "DOMAIN")]
+        domains: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Stats { timeout } => stats(cli.config.as_deref(), timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
     }
 }
 
@@ -187,4 +196,50 @@ fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
         humantime::format_duration(timeout)
     );
     ExitCode::from(EXIT_RUNTIME)
+}
+
+fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
+    let (config, _) = match load(explicit) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("greymilter spf-walk: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    // The resolver is built inside the runtime it spawns its tasks on.
+    let walk = runtime.block_on(async {
+        let resolver = greymilter::dns::build_resolver(&config.dns_settings())?;
+        Ok::<_, String>(greymilter::dns::spf_walk::walk(&resolver, domains).await)
+    });
+    let walk = match walk {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("greymilter spf-walk: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    for d in &walk.domains {
+        for note in &d.notes {
+            eprintln!("greymilter spf-walk: {note}");
+        }
+        if let Some(e) = &d.error {
+            eprintln!(
+                "greymilter spf-walk: {}: {e}; no networks printed for it",
+                d.domain
+            );
+        }
+    }
+    print!("{}", walk.list_file());
+    if walk.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
 }

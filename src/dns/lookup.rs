@@ -264,7 +264,9 @@ fn log_failure(name: &str, what: &str) {
     }
 }
 
-fn build_resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
+/// A resolver on the caller's runtime, with the nameservers of `s` (or
+/// /etc/resolv.conf), its timeout and cache size, one attempt per query.
+pub fn build_resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
     let config = if s.servers.is_empty() {
         let (config, _) = system_conf::read_system_conf()
             .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;

@@ -9,6 +9,8 @@
 //! * [`breaker`]: stop asking a resolver that keeps failing.
 //! * [`transaction`]: the lookups of one milter connection, started early,
 //!   awaited at RCPT.
+//! * [`spf_walk`]: `greymilter spf-walk`, the networks SPF records
+//!   authorise, for list files.
 //!
 //! Everything here fails open: a failed or slow lookup is "no information"
 //! and the engine (`crate::greylist`, plain data only) decides as without
@@ -17,13 +19,14 @@
 pub mod breaker;
 pub mod lookup;
 pub mod rdns;
+pub mod spf_walk;
 pub mod transaction;
 pub mod zones;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use lookup::{Dns, Outcome};
+pub use lookup::{Dns, Outcome, build_resolver};
 
 /// The settings of this module, from `[dns]` and `[greylist]`.
 #[derive(Debug, Clone, PartialEq)]
