@@ -1,7 +1,8 @@
 //! The resolver must not start a thread: the checkpoint forks only while
 //! /proc/self/status says `Threads: 1`. Own binary without the test
 //! harness (whose worker threads would be counted), on the daemon's kind
-//! of runtime: current_thread + LocalSet.
+//! of runtime: current_thread + LocalSet. Also `greymilter spf-walk`'s
+//! walker.
 
 mod dns_support;
 
@@ -43,6 +44,20 @@ fn main() {
             let _ = client.await.unwrap();
             assert_eq!(threads(), 1, "after lookups against {server}");
         }
+        // `greymilter spf-walk`'s walker on the same resolver.
+        let resolver =
+            greymilter::dns::build_resolver(&settings(good.addr, Duration::from_secs(2))).unwrap();
+        let domains = ["top.walk.test".to_string(), "deep.walk.test".to_string()];
+        let walk = tokio::task::spawn_local(async move {
+            greymilter::dns::spf_walk::walk(&resolver, &domains).await
+        });
+        // Lets the walker send its first query.
+        tokio::task::yield_now().await;
+        assert_eq!(threads(), 1, "during spf-walk");
+        let walk = walk.await.unwrap();
+        assert_eq!(walk.domains.len(), 2);
+        assert!(walk.domains[0].error.is_none() && walk.domains[1].error.is_some());
+        assert_eq!(threads(), 1, "after spf-walk");
     });
     println!("dns_threads: 1 passed, 0 failed");
 }
