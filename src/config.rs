@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use crate::greylist::settings::{ListAction, ListSpec, ReplyTemplate, Settings};
+use crate::greylist::settings::{ListAction, ListSpec, Mode, ReplyTemplate, Settings};
 
 /// Used when `--config` is not given and this file exists.
 pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
@@ -66,6 +66,7 @@ impl Default for MilterConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GreylistConfig {
+    pub mode: Mode,
     pub delay: Seconds,
     pub retry_window: Seconds,
     pub whitelist_lifetime: Seconds,
@@ -84,6 +85,7 @@ impl Default for GreylistConfig {
     fn default() -> Self {
         let s = Settings::default();
         GreylistConfig {
+            mode: s.mode,
             delay: Seconds(s.delay),
             retry_window: Seconds(s.retry_window),
             whitelist_lifetime: Seconds(s.whitelist_lifetime),
@@ -268,6 +270,7 @@ impl Config {
         let g = &self.greylist;
         let l = &self.lists;
         Settings {
+            mode: g.mode,
             delay: g.delay.0,
             retry_window: g.retry_window.0,
             whitelist_lifetime: g.whitelist_lifetime.0,

@@ -37,7 +37,7 @@ use super::clock::Clock;
 use super::date::rfc5322;
 use super::key::{Network, Secret};
 use super::lists::{ListName, Lists};
-use super::settings::{ListAction, Settings};
+use super::settings::{ListAction, Mode, Settings};
 use super::state::{self, StateError};
 use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
@@ -67,6 +67,9 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Greylist,
+    /// Learning mode: recorded as [`Action::Greylist`] would be, but the
+    /// recipient is let through.
+    WouldGreylist,
     Pass,
     Accept,
     Reject,
@@ -76,6 +79,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Greylist => "greylist",
+            Action::WouldGreylist => "would-greylist",
             Action::Pass => "pass",
             Action::Accept => "accept",
             Action::Reject => "reject",
@@ -370,8 +374,16 @@ impl Engine {
             Outcome::Whitelisted => Decision::of(Action::Pass, Reason::Whitelisted),
             Outcome::Unstored => Decision::of(Action::Pass, Reason::Unstored),
         };
+        let decision = match decision.action {
+            Action::Greylist if self.settings.mode == Mode::Learn => Decision {
+                action: Action::WouldGreylist,
+                ..decision
+            },
+            _ => decision,
+        };
         match decision.action {
             Action::Greylist => self.counters.deferred += 1,
+            Action::WouldGreylist => self.counters.would_greylist += 1,
             Action::Pass if decision.reason != Reason::Unstored => {
                 let became = self.awl.note_pass(
                     net_key,
@@ -491,6 +503,7 @@ impl Engine {
             sessions: c.sessions,
             protocol_errors: c.protocol_errors,
             timeouts: c.timeouts,
+            would_greylist: c.would_greylist,
         }
     }
 

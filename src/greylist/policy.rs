@@ -27,6 +27,7 @@ use tracing::{Level, info, warn};
 
 use super::address::push_loggable;
 use super::engine::{Action, Decision, Engine, Reason, Request};
+use super::settings::Mode;
 use crate::milter::decision::{
     Client, Decider, DeciderFactory, Header, Macros, SessionOptions, SessionSummary, Verdict,
 };
@@ -212,7 +213,7 @@ impl Decider for PolicyDecider {
             authenticated: self.authenticated,
         });
         let verdict = match d.action {
-            Action::Pass | Action::Accept => Verdict::Continue,
+            Action::Pass | Action::Accept | Action::WouldGreylist => Verdict::Continue,
             Action::Greylist => {
                 let shown = String::from_utf8_lossy(strip_brackets(recipient));
                 Verdict::Tempfail(engine.settings().reply.render(d.remaining, &shown))
@@ -222,8 +223,10 @@ impl Decider for PolicyDecider {
                 Verdict::Reject(engine.settings().reject_reply.render(0, &shown))
             }
         };
+        // A learning engine delayed nobody: no header claims it did.
+        let learning = engine.settings().mode == Mode::Learn;
         drop(engine);
-        if d.reason == Reason::Retried && d.delay > 0 {
+        if d.reason == Reason::Retried && d.delay > 0 && !learning {
             self.header_delay = Some(self.header_delay.unwrap_or(0).max(d.delay));
         }
         self.log(&d, Some(recipient), macros);

@@ -25,6 +25,8 @@ pub struct Counters {
     pub sessions: u64,
     pub protocol_errors: u64,
     pub timeouts: u64,
+    /// Learning mode: recipients that would have been deferred.
+    pub would_greylist: u64,
 }
 
 /// The `Requests-Cu` bookkeeping: requests per completed cleanup interval.
@@ -98,6 +100,7 @@ pub struct Snapshot {
     pub sessions: u64,
     pub protocol_errors: u64,
     pub timeouts: u64,
+    pub would_greylist: u64,
 }
 
 impl Snapshot {
@@ -136,6 +139,7 @@ impl Snapshot {
         line("Sessions", &self.sessions);
         line("Protocol-Errors", &self.protocol_errors);
         line("Timeouts", &self.timeouts);
+        line("Would-Greylist", &self.would_greylist);
         out
     }
 }

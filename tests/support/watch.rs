@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{Daemon, PATIENCE};
 
 /// Every label of the SIGUSR1 report, in order.
-pub const REPORT_LABELS: [&str; 26] = [
+pub const REPORT_LABELS: [&str; 27] = [
     "Start",
     "End",
     "Running time",
@@ -37,6 +37,7 @@ pub const REPORT_LABELS: [&str; 26] = [
     "Sessions",
     "Protocol-Errors",
     "Timeouts",
+    "Would-Greylist",
 ];
 
 /// The lines that follow when a `[state] file` is configured.
