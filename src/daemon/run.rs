@@ -17,6 +17,7 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::checkpoint::{self, Checkpointer, Outcome, Start};
 use super::logging::Logging;
+use super::notify::Notifier;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
@@ -190,12 +191,25 @@ impl Daemon {
         checkpoint_tick.reset();
         let mut maintenance_tick = interval(MAINTENANCE_PERIOD);
         maintenance_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let notify = Notifier::from_env();
+        // Without a watchdog the tick still runs, rarely, and sends nothing.
+        let mut watchdog_tick = interval(
+            notify
+                .watchdog_period()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The listener was bound before start-up restored the state.
+        notify.ready();
 
         let stopped_early = loop {
             tokio::select! {
                 event = signals.next() => match event {
                     Some(SignalEvent::Reload) => {
-                        if self.reload() {
+                        notify.reloading();
+                        let interval_changed = self.reload();
+                        notify.ready();
+                        if interval_changed {
                             checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
                             checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                             checkpoint_tick.reset();
@@ -211,10 +225,14 @@ impl Daemon {
                     self.checkpoint(false);
                 }
                 _ = maintenance_tick.tick() => self.maintain().await,
+                _ = watchdog_tick.tick() => if notify.watchdog_period().is_some() {
+                    notify.watchdog();
+                },
                 result = &mut server => break Some(result),
             }
         };
         signals.close();
+        notify.stopping();
         let listener = match stopped_early {
             Some(Ok((listener, _))) => {
                 tracing::error!("the listener stopped unexpectedly; shutting down");
