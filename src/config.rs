@@ -16,6 +16,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+pub use ops::{Facility, LogTarget};
+
+mod ops;
+
 use crate::greylist::settings::{ListAction, ListSpec, Mode, ReplyTemplate, Settings};
 
 /// Used when `--config` is not given and this file exists.
@@ -156,6 +160,11 @@ pub struct DaemonConfig {
 pub struct LogConfig {
     pub level: LogLevel,
     pub format: LogFormat,
+    pub target: LogTarget,
+    /// Syslog facility (`target = "syslog"` only).
+    pub facility: Facility,
+    /// The local syslog datagram socket.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for LogConfig {
@@ -163,6 +172,9 @@ impl Default for LogConfig {
         LogConfig {
             level: LogLevel("info".to_string()),
             format: LogFormat::Text,
+            target: LogTarget::Stderr,
+            facility: Facility::Mail,
+            syslog_socket: ops::default_syslog_socket(),
         }
     }
 }

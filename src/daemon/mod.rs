@@ -9,5 +9,6 @@ pub mod privileges;
 pub mod query;
 pub mod run;
 pub mod signals;
+pub mod syslog;
 
 pub use run::run;

@@ -1,0 +1,56 @@
+//! Configuration of the operations features: where logs go (`[log]
+//! target`, `facility`, `syslog_socket`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[log] target`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// stderr (journald under systemd).
+    #[default]
+    Stderr,
+    /// The local syslog socket, so decision lines land in mail.log.
+    Syslog,
+}
+
+/// `[log] facility`: the syslog facilities a mail daemon may sensibly use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    #[default]
+    Mail,
+    Daemon,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// The facility number of RFC 5424 §6.2.1.
+    pub fn code(self) -> u8 {
+        match self {
+            Facility::Mail => 2,
+            Facility::Daemon => 3,
+            Facility::Local0 => 16,
+            Facility::Local1 => 17,
+            Facility::Local2 => 18,
+            Facility::Local3 => 19,
+            Facility::Local4 => 20,
+            Facility::Local5 => 21,
+            Facility::Local6 => 22,
+            Facility::Local7 => 23,
+        }
+    }
+}
+
+pub fn default_syslog_socket() -> PathBuf {
+    PathBuf::from("/dev/log")
+}
