@@ -85,11 +85,7 @@ fn learn_answers_continue_logs_would_greylist_and_adds_no_header() {
     let s = e.borrow().stats();
     assert_eq!((s.would_greylist, s.deferred, s.passed), (1, 0, 1));
     let report = e.borrow().stats_report();
-    assert_eq!(
-        report.lines().last(),
-        Some("Would-Greylist     1"),
-        "{report}"
-    );
+    assert!(report.contains("\nWould-Greylist     1\n"), "{report}");
 }
 
 #[test]

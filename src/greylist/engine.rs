@@ -43,6 +43,9 @@ use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 use crate::milter::decision::{Header, SessionSummary};
 
+mod admin;
+pub use admin::{Explanation, MAX_FORGET_NETWORKS};
+
 /// Work units (entries examined) per [`Engine::maintain`] call. Measured
 /// by `examples/engine_memory.rs` with 800k of 1M tuples expiring at once
 /// (every entry examined is removed, the worst case): mean 0.1 ms, p99
@@ -504,6 +507,8 @@ impl Engine {
             protocol_errors: c.protocol_errors,
             timeouts: c.timeouts,
             would_greylist: c.would_greylist,
+            allowed: f.allowed,
+            forgotten: f.forgotten,
         }
     }
 

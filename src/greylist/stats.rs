@@ -101,6 +101,10 @@ pub struct Snapshot {
     pub protocol_errors: u64,
     pub timeouts: u64,
     pub would_greylist: u64,
+    /// Tuples the administrator whitelisted that were not stored.
+    pub allowed: u64,
+    /// Tuples the administrator removed.
+    pub forgotten: u64,
 }
 
 impl Snapshot {
@@ -140,6 +144,8 @@ impl Snapshot {
         line("Protocol-Errors", &self.protocol_errors);
         line("Timeouts", &self.timeouts);
         line("Would-Greylist", &self.would_greylist);
+        line("Allowed", &self.allowed);
+        line("Forgotten", &self.forgotten);
         out
     }
 }

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{Daemon, PATIENCE};
 
 /// Every label of the SIGUSR1 report, in order.
-pub const REPORT_LABELS: [&str; 27] = [
+pub const REPORT_LABELS: [&str; 29] = [
     "Start",
     "End",
     "Running time",
@@ -38,6 +38,8 @@ pub const REPORT_LABELS: [&str; 27] = [
     "Protocol-Errors",
     "Timeouts",
     "Would-Greylist",
+    "Allowed",
+    "Forgotten",
 ];
 
 /// The lines that follow when a `[state] file` is configured.
@@ -113,10 +115,11 @@ impl Report {
     /// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.
     pub fn assert_identity(&self) {
         let lhs = self.num("Tuples");
-        let rhs = self.num("Restored") + self.num("Graylisted")
+        let rhs = self.num("Restored") + self.num("Graylisted") + self.num("Allowed")
             - self.num("Graylist-Expired")
             - self.num("Whitelist-Expired")
-            - self.num("Evicted");
+            - self.num("Evicted")
+            - self.num("Forgotten");
         assert_eq!(lhs, rhs, "statistics identity broken:\n{}", self.text);
     }
 }
