@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-pub use ops::{Facility, LogTarget};
+pub use ops::{ControlConfig, Facility, LogTarget};
 
 mod ops;
 
@@ -39,6 +39,7 @@ pub struct Config {
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -44,13 +44,16 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective settings.
     CheckConfig,
-    /// Ask the running daemon (found by its pidfile) for a fresh statistics
-    /// report and print it.
+    /// Ask the running daemon for a fresh statistics report and print it:
+    /// through the control socket if one is configured, else by SIGUSR1 to
+    /// the pidfile's process and reading the stats file.
     Stats {
         /// How long to wait for the report.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    #[command(flatten)]
+    Control(greymilter::control::cli::ControlCommand),
     /// Act as the MTA against a running milter and print each verdict.
     /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
     /// 5 a recipient was rejected, 2 the milter could not be reached.
@@ -64,6 +67,12 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Stats { timeout } => stats(cli.config.as_deref(), timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::Control(cmd) => match load(cli.config.as_deref()) {
+            Ok((config, _)) => {
+                greymilter::control::cli::run(&cmd, config.control.socket.as_deref())
+            }
+            Err(code) => code,
+        },
     }
 }
 
@@ -139,6 +148,10 @@ fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(socket) = &config.control.socket {
+        use greymilter::control::{cli, protocol};
+        return cli::send(socket, &protocol::Command::Stats, timeout);
+    }
     let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
         eprintln!("greymilter stats needs [daemon] pidfile and [stats] file in the configuration");
         return ExitCode::from(EXIT_CONFIG);

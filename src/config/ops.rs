@@ -1,5 +1,5 @@
 //! Configuration of the operations features: where logs go (`[log]
-//! target`, `facility`, `syslog_socket`).
+//! target`, `facility`, `syslog_socket`) and the `[control]` socket.
 
 use std::path::PathBuf;
 
@@ -53,4 +53,27 @@ impl Facility {
 
 pub fn default_syslog_socket() -> PathBuf {
     PathBuf::from("/dev/log")
+}
+
+/// `[control]`: the administration socket (off unless `socket` is set).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// 0600 (root and the daemon's user) or 0660 with `group`.
+    pub mode: super::SocketMode,
+    /// Members of this group may use the socket too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: None,
+            mode: super::SocketMode(0o600),
+            group: None,
+        }
+    }
 }

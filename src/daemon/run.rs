@@ -22,11 +22,16 @@ use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
+use crate::control::allows::Allows;
+use crate::control::server::{self as control, Access, ControlRequest};
+
+mod admin;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
 use crate::greylist::{Engine, PolicyFactory};
 use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
+use admin::bind_control;
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -68,8 +73,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
+        let control = bind_control(&config, identity)?;
         let mut daemon = Daemon::start(config, config_path, logging, identity)?;
-        daemon.main_loop(listener).await
+        daemon.main_loop(listener, control).await
     })
 }
 
@@ -109,6 +115,10 @@ struct Daemon {
     factory: Rc<PolicyFactory>,
     checkpointer: Option<Checkpointer>,
     pidfile: Option<Pidfile>,
+    /// Runtime allowances (control socket), merged into the engine's lists.
+    allows: Allows,
+    /// The second at which expired allowances were last looked for.
+    allows_checked: u64,
 }
 
 impl Daemon {
@@ -135,6 +145,20 @@ impl Daemon {
             checkpointer = Some(cp);
         } else {
             tracing::info!("no [state] file: the table lives in memory only and is lost at exit");
+        }
+        let now = engine.borrow().now();
+        let (allows, loaded) =
+            Allows::load(config.state.file.as_deref().map(Allows::path_for), now);
+        match loaded {
+            Ok(0) => {}
+            Ok(bad) => tracing::warn!("runtime allowances: {bad} unusable line(s) skipped"),
+            Err(e) => tracing::error!("runtime allowances: {e}; starting without them"),
+        }
+        if !allows.is_empty() {
+            tracing::info!(count = allows.len(), "restored runtime allowances");
+            engine
+                .borrow_mut()
+                .set_settings(allows.apply(config.settings()));
         }
         let pidfile = match &config.daemon.pidfile {
             Some(path) => {
@@ -163,10 +187,16 @@ impl Daemon {
             factory,
             checkpointer,
             pidfile,
+            allows,
+            allows_checked: now,
         })
     }
 
-    async fn main_loop(&mut self, listener: Listener) -> Result<(), String> {
+    async fn main_loop(
+        &mut self,
+        listener: Listener,
+        control: Option<(Listener, Access)>,
+    ) -> Result<(), String> {
         let mut signals =
             SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -199,6 +229,15 @@ impl Daemon {
                 .unwrap_or(Duration::from_secs(3600)),
         );
         watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(8);
+        let control = control.map(|(l, access)| {
+            let l = Rc::new(l);
+            let task = tokio::task::spawn_local({
+                let l = Rc::clone(&l);
+                async move { control::serve(&l, access, control_tx).await }
+            });
+            (l, task)
+        });
         // The listener was bound before start-up restored the state.
         notify.ready();
 
@@ -207,7 +246,7 @@ impl Daemon {
                 event = signals.next() => match event {
                     Some(SignalEvent::Reload) => {
                         notify.reloading();
-                        let interval_changed = self.reload();
+                        let interval_changed = self.reload() == Ok(true);
                         notify.ready();
                         if interval_changed {
                             checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
@@ -225,6 +264,13 @@ impl Daemon {
                     self.checkpoint(false);
                 }
                 _ = maintenance_tick.tick() => self.maintain().await,
+                Some(request) = control_rx.recv() => {
+                    if self.on_control(request, &notify) {
+                        checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+                        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        checkpoint_tick.reset();
+                    }
+                }
                 _ = watchdog_tick.tick() => if notify.watchdog_period().is_some() {
                     notify.watchdog();
                 },
@@ -233,6 +279,12 @@ impl Daemon {
         };
         signals.close();
         notify.stopping();
+        if let Some((l, task)) = control {
+            task.abort();
+            if let Err(e) = l.remove_socket_file() {
+                tracing::warn!(error = %e, "cannot remove the control socket");
+            }
+        }
         let listener = match stopped_early {
             Some(Ok((listener, _))) => {
                 tracing::error!("the listener stopped unexpectedly; shutting down");
@@ -265,19 +317,21 @@ impl Daemon {
         Ok(())
     }
 
-    /// SIGHUP. Returns true when the checkpoint interval changed.
-    fn reload(&mut self) -> bool {
+    /// SIGHUP or `greymilter reload`. `Ok(true)` when the checkpoint
+    /// interval changed; `Err` says why nothing was reloaded.
+    fn reload(&mut self) -> Result<bool, String> {
         let Some(path) = &self.config_path else {
-            tracing::info!(
-                "SIGHUP: running on built-in defaults, there is no configuration file to reload"
-            );
-            return false;
+            let why = "running on built-in defaults, there is no configuration file to reload";
+            tracing::info!("reload: {why}");
+            return Err(why.to_string());
         };
         let new = match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
-                return false;
+                return Err(format!(
+                    "reload failed, keeping the running configuration: {e}"
+                ));
             }
         };
         let old = &self.config;
@@ -304,6 +358,7 @@ impl Daemon {
             ("daemon.user", old.daemon.user != new.daemon.user),
             ("daemon.group", old.daemon.group != new.daemon.group),
             ("daemon.pidfile", old.daemon.pidfile != new.daemon.pidfile),
+            ("control", old.control != new.control),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -314,7 +369,9 @@ impl Daemon {
                 restart_needed.join(", ")
             );
         }
-        self.engine.borrow_mut().set_settings(new.settings());
+        self.engine
+            .borrow_mut()
+            .set_settings(self.allows.apply(new.settings()));
         self.factory.set_idle_timeout(new.milter.idle_timeout.0);
         self.logging.apply(&new.log);
         let interval_changed = new.state.checkpoint_interval != old.state.checkpoint_interval;
@@ -328,9 +385,10 @@ impl Daemon {
         new.milter.shutdown_timeout = old.milter.shutdown_timeout;
         new.state.file = old.state.file.clone();
         new.daemon = old.daemon.clone();
+        new.control = old.control.clone();
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
-        interval_changed
+        Ok(interval_changed)
     }
 
     /// SIGUSR1: the report to the log and, if configured, to the stats file.
@@ -405,6 +463,7 @@ impl Daemon {
     }
 
     async fn maintain(&mut self) {
+        self.expire_allows();
         for _ in 0..MAX_SLICES_PER_TICK {
             if !self.engine.borrow_mut().maintain() {
                 break;

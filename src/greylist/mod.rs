@@ -25,6 +25,8 @@ pub mod state;
 pub mod stats;
 pub mod table;
 
-pub use engine::{Action, Decision, Engine, Reason, Request, RestoreSummary, TupleInfo};
+pub use engine::{
+    Action, Decision, Engine, Explanation, Reason, Request, RestoreSummary, TupleInfo,
+};
 pub use policy::{PolicyDecider, PolicyFactory};
 pub use state::StateError;
