@@ -11,7 +11,7 @@ use greymilter::milter::codec::{
     Command, Family, FrameBuffer, MacroPairs, Response, StrArray, encode_macro_pairs,
     encode_replycode, split_frame,
 };
-use greymilter::milter::reply::Reply;
+use greymilter::reply::Reply;
 
 fn rcpt_packet() -> Vec<u8> {
     let mut raw = Vec::new();

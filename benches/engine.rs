@@ -13,17 +13,17 @@ mod workload;
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::rc::Rc;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::{ListAction, Settings};
-use greymilter::greylist::{Action, Engine, PolicyFactory, Reason, Request};
+use greymilter::greylist::{Action, Engine, Reason, Request};
 use greymilter::milter::codec::{
     Command, Family, MacroPairs, StrArray, encode_macro_pairs, split_frame,
 };
 use greymilter::milter::decision::{DeciderFactory, SessionOptions};
 use greymilter::milter::session::SessionCore;
+use greymilter::policy::{PolicyFactory, Timeouts};
 
 const LIST_DOMAIN: &str = "list.test";
 
@@ -186,7 +186,7 @@ fn rcpt_bytes(out: &mut Vec<u8>, rcpt: &str) {
 /// here, so no log line), reply encoding.
 fn session_rcpt(c: &mut Criterion) {
     let mut f = fixture();
-    let factory = PolicyFactory::new(f.engine.clone(), Duration::from_secs(600));
+    let factory = PolicyFactory::new(f.engine.clone(), Timeouts::default());
     let mut g = c.benchmark_group("session_rcpt");
     g.throughput(Throughput::Elements(1));
     for (name, tuple) in [("whitelisted", &f.whitelisted[0]), ("new", &f.early[0])] {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use greymilter::milter::decision::{
-    Client, Decider, DeciderFactory, Header, Macros, SessionOptions, Verdict,
+    Client, Decided, Decider, DeciderFactory, Header, Macros, NeverWaits, SessionOptions, Verdict,
 };
 use greymilter::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use greymilter::milter::server::{Limits, serve};
@@ -18,14 +18,19 @@ use greymilter::milter::server::{Limits, serve};
 struct Noop;
 
 impl Decider for Noop {
+    type Answer = Verdict;
+    type Wait = NeverWaits;
     fn connect(&mut self, _client: &Client<'_>, _macros: &dyn Macros) -> Verdict {
         Verdict::Continue
     }
     fn mail(&mut self, _sender: &[u8], _macros: &dyn Macros) -> Verdict {
         Verdict::Continue
     }
-    fn rcpt(&mut self, _recipient: &[u8], _macros: &dyn Macros) -> Verdict {
-        Verdict::Continue
+    fn rcpt(&mut self, _recipient: &[u8], _macros: &dyn Macros) -> Decided<NeverWaits> {
+        Decided::Now(Verdict::Continue)
+    }
+    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
+        answer
     }
     fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {
         None

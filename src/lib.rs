@@ -1,9 +1,11 @@
 //! greymilter: a greylisting milter for Postfix and Sendmail.
 //!
 //! Data flows one way: socket → [`milter::codec`] → [`milter::session`] →
-//! [`greylist`] policy → tuple table, and the verdict back. The protocol
-//! layer knows nothing about greylisting; the engine knows nothing about
-//! sockets; [`daemon`] owns the event loop, signals and checkpoints.
+//! [`milter::decision`] (the seam) → [`policy`] (the glue) → [`greylist`]
+//! engine → tuple table, and the verdict back. The protocol layer knows
+//! nothing about greylisting; the engine knows nothing about sockets,
+//! milter or tokio; [`daemon`] owns the event loop, signals and checkpoints.
+//! [`reply`] (validated SMTP replies) and [`config`] are shared by all.
 
 // Data from the network or a file must never panic the daemon: no
 // `unwrap`, `expect`, `[i]` or `[a..b]` (on slices or strings) outside tests,
@@ -26,4 +28,6 @@ pub mod daemon;
 pub mod files;
 pub mod greylist;
 pub mod milter;
+pub mod policy;
 pub mod ratelimit;
+pub mod reply;

@@ -122,19 +122,6 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = config
-        .milter
-        .listen
-        .0
-        .parse::<greymilter::milter::listener::ListenSpec>()
-    {
-        eprintln!(
-            "{}: milter.listen: {e}",
-            path.as_deref()
-                .map_or("(defaults)".into(), |p| p.display().to_string())
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
     match &path {
         Some(p) => println!("# {}: OK", p.display()),
         None => println!("# no configuration file: built-in defaults"),

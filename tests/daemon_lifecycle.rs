@@ -162,16 +162,13 @@ fn sigusr1_writes_a_report_with_every_label() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report = String::from_utf8(out.stdout).unwrap();
-    // Every engine label, in order, then the daemon's checkpoint lines.
+    // Every engine label, in order, then the daemon's checkpoint lines,
+    // then the later ones.
     let labels: Vec<&str> = support::watch::REPORT_LABELS
         .iter()
+        .chain(&support::watch::CHECKPOINT_LABELS)
+        .chain(&support::watch::LATER_LABELS)
         .copied()
-        .chain([
-            "Checkpoints",
-            "Checkpoint-Failed",
-            "Checkpoint-Busy",
-            "Checkpoint-Last",
-        ])
         .collect();
     let found: Vec<&str> = report
         .lines()

@@ -8,12 +8,11 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use greylist_support::{MapMacros, engine, ip};
-use greymilter::greylist::PolicyFactory;
 use greymilter::greylist::settings::Settings;
 use greymilter::milter::decision::{Client, Decider, DeciderFactory};
+use greymilter::policy::{PolicyFactory, Timeouts};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -40,7 +39,7 @@ fn one_decision_log_line_per_recipient() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (e, clock) = engine(Settings::default());
-    let f = PolicyFactory::new(Rc::new(RefCell::new(e)), Duration::from_secs(600));
+    let f = PolicyFactory::new(Rc::new(RefCell::new(e)), Timeouts::default());
     let mut d = f.new_decider(7);
     let client = Client {
         hostname: b"mx.sender.example",
@@ -50,14 +49,14 @@ fn one_decision_log_line_per_recipient() {
     d.connect(&client, &MapMacros::default());
     let none = MapMacros::default();
     d.mail(b"<alice@sender.example>", &none);
-    d.rcpt(b"<bob@example.net>", &none);
+    d.rcpt(b"<bob@example.net>", &none).now().unwrap();
     clock.advance(301);
     d.mail(b"<alice@sender.example>", &none);
     d.rcpt(b"<bob@example.net>", &MapMacros::with(&[("i", "4ABC123")]));
     let mut hostile = b"<".to_vec();
     hostile.extend(std::iter::repeat_n(b'x', 60_000));
     hostile.extend_from_slice(b" x=y>");
-    d.rcpt(&hostile, &none);
+    d.rcpt(&hostile, &none).now().unwrap();
 
     let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("action=")).collect();

@@ -9,16 +9,17 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use greylist_support::{MapMacros, engine, ip};
+use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::{ListAction, ListSpec, Settings};
-use greymilter::greylist::{Engine, PolicyFactory};
 use greymilter::milter::decision::{Client, Decider, DeciderFactory, SessionSummary, Verdict};
+use greymilter::policy::{PolicyFactory, Timeouts};
 
 fn factory(settings: Settings) -> (PolicyFactory, Rc<RefCell<Engine>>, ManualClock) {
     let (e, clock) = engine(settings);
     let e = Rc::new(RefCell::new(e));
     (
-        PolicyFactory::new(Rc::clone(&e), Duration::from_secs(600)),
+        PolicyFactory::new(Rc::clone(&e), Timeouts::default()),
         e,
         clock,
     )
@@ -67,21 +68,21 @@ fn multi_recipient_transactions_decide_each_recipient_on_its_own() {
         Verdict::Continue
     );
     assert_eq!(d.mail(b"<alice@sender.example>", &none), Verdict::Continue);
-    let v = d.rcpt(b"<bob@example.net>", &none);
+    let v = d.rcpt(b"<bob@example.net>", &none).now().unwrap();
     assert_eq!(
         tempfail_text(&v),
         "451 4.7.1 Greylisted, please try again in 300 seconds"
     );
     // A listed recipient in the same transaction passes: Continue, not Accept.
     assert_eq!(
-        d.rcpt(b"<postmaster@example.net>", &none),
+        d.rcpt(b"<postmaster@example.net>", &none).now().unwrap(),
         Verdict::Continue
     );
-    match d.rcpt(b"<closed@example.net>", &none) {
+    match d.rcpt(b"<closed@example.net>", &none).now().unwrap() {
         Verdict::Reject(r) => assert_eq!(r.as_str(), "550 5.7.1 Message refused"),
         other => panic!("expected a reject, got {other:?}"),
     }
-    let v = d.rcpt(b"<carol@example.net>", &none);
+    let v = d.rcpt(b"<carol@example.net>", &none).now().unwrap();
     assert!(matches!(v, Verdict::Tempfail(_)));
     // Only postmaster got through: no header (nothing passed after a delay).
     assert_eq!(d.eom(&none), None);
@@ -91,7 +92,7 @@ fn multi_recipient_transactions_decide_each_recipient_on_its_own() {
     clock.advance(120);
     d.mail(b"<alice@sender.example>", &none);
     assert_eq!(
-        tempfail_text(&d.rcpt(b"<bob@example.net>", &none)),
+        tempfail_text(&d.rcpt(b"<bob@example.net>", &none).now().unwrap()),
         "451 4.7.1 Greylisted, please try again in 180 seconds"
     );
     d.end_transaction();
@@ -100,12 +101,18 @@ fn multi_recipient_transactions_decide_each_recipient_on_its_own() {
     // and the message gets the header with the longest delay.
     clock.advance(200);
     d.mail(b"<Alice@Sender.Example>", &none);
-    assert_eq!(d.rcpt(b"<bob@example.net>", &none), Verdict::Continue);
+    assert_eq!(
+        d.rcpt(b"<bob@example.net>", &none).now().unwrap(),
+        Verdict::Continue
+    );
     assert!(matches!(
-        d.rcpt(b"<dave@example.net>", &none),
+        d.rcpt(b"<dave@example.net>", &none).now().unwrap(),
         Verdict::Tempfail(_)
     ));
-    assert_eq!(d.rcpt(b"<CAROL@example.net>", &none), Verdict::Continue);
+    assert_eq!(
+        d.rcpt(b"<CAROL@example.net>", &none).now().unwrap(),
+        Verdict::Continue
+    );
     let h = d.eom(&none).expect("X-Greylist header");
     assert_eq!(h.name, "X-Greylist");
     assert!(
@@ -121,7 +128,10 @@ fn multi_recipient_transactions_decide_each_recipient_on_its_own() {
 
     // Already whitelisted next time: passes, but no header.
     d.mail(b"<alice@sender.example>", &none);
-    assert_eq!(d.rcpt(b"<bob@example.net>", &none), Verdict::Continue);
+    assert_eq!(
+        d.rcpt(b"<bob@example.net>", &none).now().unwrap(),
+        Verdict::Continue
+    );
     assert_eq!(d.eom(&none), None);
 
     let s = e.borrow().stats();
@@ -142,10 +152,13 @@ fn header_can_be_turned_off() {
     let mut d = f.new_decider(1);
     connect(&mut d, "192.0.2.1", "[192.0.2.1]");
     d.mail(b"<a@x.example>", &none);
-    d.rcpt(b"<b@y.example>", &none);
+    d.rcpt(b"<b@y.example>", &none).now().unwrap();
     clock.advance(300);
     d.mail(b"<a@x.example>", &none);
-    assert_eq!(d.rcpt(b"<b@y.example>", &none), Verdict::Continue);
+    assert_eq!(
+        d.rcpt(b"<b@y.example>", &none).now().unwrap(),
+        Verdict::Continue
+    );
     assert_eq!(d.eom(&none), None);
 }
 
@@ -163,8 +176,12 @@ fn accepts_happen_only_at_connect_and_mail() {
     let none = MapMacros::default();
     assert!(f.options().add_header);
     assert_eq!(f.options().idle_timeout, Duration::from_secs(600));
-    f.set_idle_timeout(Duration::from_secs(5));
+    f.set_timeouts(Timeouts {
+        idle: Duration::from_secs(5),
+        decision: Duration::from_millis(50),
+    });
     assert_eq!(f.options().idle_timeout, Duration::from_secs(5));
+    assert_eq!(f.options().decision_timeout, Duration::from_millis(50));
 
     let mut d = f.new_decider(1);
     assert_eq!(connect(&mut d, "10.1.2.3", "[10.1.2.3]"), Verdict::Accept);
@@ -202,23 +219,29 @@ fn accepts_happen_only_at_connect_and_mail() {
     );
     assert_eq!(d.mail(b"<x@partner.example>", &none), Verdict::Continue);
     assert!(matches!(
-        d.rcpt(b"<a@example.net>", &none),
+        d.rcpt(b"<a@example.net>", &none).now().unwrap(),
         Verdict::Reject(_)
     ));
     assert!(matches!(
-        d.rcpt(b"<b@example.net>", &none),
+        d.rcpt(b"<b@example.net>", &none).now().unwrap(),
         Verdict::Reject(_)
     ));
     assert_eq!(d.mail(b"<x@y.example>", &auth), Verdict::Accept);
 
     f.session_ended(&SessionSummary {
         protocol_error: true,
-        timed_out: false,
+        ..SessionSummary::default()
     });
     let s = e.borrow().stats();
     assert_eq!(
         (s.accepted_by_list, s.authenticated, s.rejected_by_list),
         (2, 2, 2)
     );
-    assert_eq!((s.sessions, s.protocol_errors, s.requests), (1, 1, 2));
+    assert_eq!(s.requests, 2);
+    let mut sessions = String::new();
+    f.counters().push_report(&mut sessions);
+    assert_eq!(
+        sessions,
+        "Sessions           1\nProtocol-Errors    1\nTimeouts           0\n"
+    );
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use greylist_support::{T0, assert_identity, engine, rcpt};
 use greymilter::greylist::settings::Settings;
-use greymilter::milter::decision::SessionSummary;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -92,11 +91,6 @@ fn counters_and_intervals() {
     rcpt(&mut e, "192.0.2.1", "<s0@x.example>", "<r@y.example>");
     clock.advance(300);
     e.maintain();
-    e.note_session_end(&SessionSummary::default());
-    e.note_session_end(&SessionSummary {
-        protocol_error: true,
-        timed_out: false,
-    });
     let s = e.stats();
     assert_eq!(s.requests, 9);
     assert_eq!(s.requests_cu, 1);
@@ -106,7 +100,7 @@ fn counters_and_intervals() {
         (s.ips, s.tuples, s.graylisted, s.whitelisted, s.passed),
         (2, 8, 8, 1, 1)
     );
-    assert_eq!((s.deferred, s.sessions, s.protocol_errors), (8, 2, 1));
+    assert_eq!(s.deferred, 8);
     assert_eq!(s.start, T0);
     assert_eq!(s.now, T0 + 600);
 
@@ -127,8 +121,6 @@ fn counters_and_intervals() {
         "Auto-Whitelisted",
         "Evicted",
         "Tuples-High",
-        "Sessions",
-        "Protocol-Errors",
     ] {
         assert!(
             lines

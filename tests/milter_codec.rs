@@ -9,8 +9,8 @@ use greymilter::milter::codec::{
     Response, StrArray, split_frame,
 };
 use greymilter::milter::decision::SessionOptions;
-use greymilter::milter::reply::Reply;
 use greymilter::milter::session::{Flow, SessionCore};
+use greymilter::reply::Reply;
 use milter_support::{GreyDecider, Shared};
 use proptest::prelude::*;
 

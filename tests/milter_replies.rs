@@ -5,9 +5,11 @@
 
 use greymilter::greylist::settings::{ReplyTemplate, Settings};
 use greymilter::milter::codec::{Command, Family, Response, StrArray, split_frame};
-use greymilter::milter::decision::{Client, Decider, Header, Macros, SessionOptions, Verdict};
-use greymilter::milter::reply::Reply;
+use greymilter::milter::decision::{
+    Client, Decided, Decider, Header, Macros, NeverWaits, SessionOptions, Verdict,
+};
 use greymilter::milter::session::SessionCore;
+use greymilter::reply::Reply;
 
 fn digit(b: Option<&u8>) -> bool {
     b.is_some_and(u8::is_ascii_digit)
@@ -188,14 +190,19 @@ impl Fixed {
 }
 
 impl Decider for Fixed {
+    type Answer = Verdict;
+    type Wait = NeverWaits;
     fn connect(&mut self, _: &Client<'_>, _: &dyn Macros) -> Verdict {
         self.at(b'C')
     }
     fn mail(&mut self, _: &[u8], _: &dyn Macros) -> Verdict {
         self.at(b'M')
     }
-    fn rcpt(&mut self, _: &[u8], _: &dyn Macros) -> Verdict {
-        self.at(b'R')
+    fn rcpt(&mut self, _: &[u8], _: &dyn Macros) -> Decided<NeverWaits> {
+        Decided::Now(self.at(b'R'))
+    }
+    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
+        answer
     }
     fn eom(&mut self, _: &dyn Macros) -> Option<Header> {
         None

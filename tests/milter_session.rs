@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use greymilter::milter::client::{ClientBuilder, ConnectAddr, Family, MilterClient, Response};
 use greymilter::milter::codec::{Command, MacroPairs, StrArray, action, proto};
+use greymilter::milter::connection::run_session_until;
 use greymilter::milter::decision::{Header, SessionOptions, SessionSummary};
-use greymilter::milter::session::run_session_until;
 use milter_support::{GreyDecider, Shared, with_session};
 use tokio::io::{AsyncReadExt, DuplexStream};
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use greymilter::config::Config;
 use greymilter::greylist::lists::Lists;
-use greymilter::milter::reply::Reply;
+use greymilter::reply::Reply;
 
 pub fn check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::milter::listener::ListenSpec;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, "test.toml")
@@ -8,7 +11,11 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 fn empty_file_gives_the_documented_defaults() {
     let c = parse("").unwrap();
     assert_eq!(c, Config::default());
-    assert_eq!(c.milter.listen.0, "inet:10030@127.0.0.1");
+    assert_eq!(c.milter.listen, Listen::parse(DEFAULT_LISTEN).unwrap());
+    assert_eq!(
+        c.milter.listen.spec,
+        ListenSpec::Tcp("127.0.0.1:10030".parse().unwrap())
+    );
     let s = c.settings();
     assert_eq!(s, Settings::default());
     assert_eq!(c.state.file, None);
@@ -18,12 +25,11 @@ fn empty_file_gives_the_documented_defaults() {
 
 #[test]
 fn the_default_listen_address_is_loopback_only() {
-    use crate::milter::listener::ListenSpec;
     let example = parse(include_str!("../../greylist.toml.example")).unwrap();
     for listen in [&Config::default().milter.listen, &example.milter.listen] {
-        match listen.0.parse::<ListenSpec>() {
-            Ok(ListenSpec::Tcp(addr)) => assert!(addr.ip().is_loopback(), "{addr}"),
-            other => panic!("default listen {:?} gives {other:?}", listen.0),
+        match &listen.spec {
+            ListenSpec::Tcp(addr) => assert!(addr.ip().is_loopback(), "{addr}"),
+            other => panic!("default listen gives {other:?}"),
         }
     }
 }
@@ -206,6 +212,21 @@ fn broken_configs_fail_with_line_and_column() {
         (
             "[milter]\nlisten = \"10030\"\n",
             "listen must look like",
+            (2, 10),
+        ),
+        (
+            "[milter]\nlisten = \"inet:99999@127.0.0.1\"\n",
+            "is not a port number",
+            (2, 10),
+        ),
+        (
+            "[milter]\nlisten = \"inet6:10030@192.0.2.1\"\n",
+            "not an IPv6 address",
+            (2, 10),
+        ),
+        (
+            "[milter]\nlisten = \"inet:[::1:10030\"\n",
+            "expected [ADDRESS]:PORT",
             (2, 10),
         ),
         ("[milter]\nsocket_mode = \"rw\"\n", "octal", (2, 15)),

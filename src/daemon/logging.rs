@@ -19,8 +19,6 @@ pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     /// RUST_LOG was set: it wins over the configuration, also on reload.
     from_env: bool,
-    format: LogFormat,
-    target: LogTarget,
 }
 
 impl Logging {
@@ -64,16 +62,12 @@ impl Logging {
         Logging {
             filter: handle,
             from_env,
-            format: config.format,
-            target: config.target,
         }
     }
 
-    /// Applies a reloaded configuration's level; the format needs a restart.
+    /// Applies a reloaded configuration's level (the format is
+    /// restart-only: `config::reload`).
     pub fn apply(&self, config: &LogConfig) {
-        if config.format != self.format || config.target != self.target {
-            tracing::warn!("log.format or log.target changed; it takes effect at the next restart");
-        }
         if self.from_env {
             return;
         }

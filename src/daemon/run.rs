@@ -22,15 +22,18 @@ use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
+use crate::config::reload::keep_restart_only;
 use crate::control::allows::Allows;
 use crate::control::server::{self as control, Access, ControlRequest};
+use crate::greylist::Engine;
 
 mod admin;
 use crate::greylist::clock::{Clock as _, SystemClock};
 use crate::greylist::date::rfc3339;
-use crate::greylist::{Engine, PolicyFactory};
-use crate::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
+use crate::greylist::stats::push_line;
+use crate::milter::listener::{Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
+use crate::policy::{PolicyFactory, Timeouts};
 use admin::bind_control;
 
 /// How often the engine's incremental expiry runs.
@@ -51,12 +54,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             "greymilter starting with built-in defaults (no configuration file)"
         ),
     }
-    let spec: ListenSpec = config
-        .milter
-        .listen
-        .0
-        .parse()
-        .map_err(|e| format!("milter.listen: {e}"))?;
+    let spec = config.milter.listen.spec.clone();
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {
         mode: config.milter.socket_mode.0,
@@ -77,6 +75,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let mut daemon = Daemon::start(config, config_path, logging, identity)?;
         daemon.main_loop(listener, control).await
     })
+}
+
+fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        idle: config.milter.idle_timeout.0,
+        decision: config.milter.decision_timeout.0,
+    }
 }
 
 fn identity(config: &Config) -> Result<Option<Identity>, String> {
@@ -175,10 +180,7 @@ impl Daemon {
             privileges::drop_to(who).map_err(|e| e.to_string())?;
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
-        let factory = Rc::new(PolicyFactory::new(
-            engine.clone(),
-            config.milter.idle_timeout.0,
-        ));
+        let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
         Ok(Daemon {
             config,
             config_path,
@@ -334,35 +336,8 @@ impl Daemon {
                 ));
             }
         };
-        let old = &self.config;
-        let restart_needed: Vec<&str> = [
-            ("milter.listen", old.milter.listen != new.milter.listen),
-            (
-                "milter.socket_mode",
-                old.milter.socket_mode != new.milter.socket_mode,
-            ),
-            (
-                "milter.socket_group",
-                old.milter.socket_group != new.milter.socket_group,
-            ),
-            (
-                "milter.max_connections",
-                old.milter.max_connections != new.milter.max_connections,
-            ),
-            (
-                "milter.shutdown_timeout",
-                old.milter.shutdown_timeout != new.milter.shutdown_timeout,
-            ),
-            ("state.file", old.state.file != new.state.file),
-            ("stats.file", false),
-            ("daemon.user", old.daemon.user != new.daemon.user),
-            ("daemon.group", old.daemon.group != new.daemon.group),
-            ("daemon.pidfile", old.daemon.pidfile != new.daemon.pidfile),
-            ("control", old.control != new.control),
-        ]
-        .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect();
+        let mut new = new;
+        let restart_needed = keep_restart_only(&self.config, &mut new);
         if !restart_needed.is_empty() {
             tracing::warn!(
                 "reload: {} changed; that takes effect only after a restart",
@@ -372,20 +347,10 @@ impl Daemon {
         self.engine
             .borrow_mut()
             .set_settings(self.allows.apply(new.settings()));
-        self.factory.set_idle_timeout(new.milter.idle_timeout.0);
+        self.factory.set_timeouts(timeouts(&new));
         self.logging.apply(&new.log);
-        let interval_changed = new.state.checkpoint_interval != old.state.checkpoint_interval;
-        // Keep what needs a restart as it runs, so the next reload compares
-        // against what is really in force.
-        let mut new = new;
-        new.milter.listen = old.milter.listen.clone();
-        new.milter.socket_mode = old.milter.socket_mode;
-        new.milter.socket_group = old.milter.socket_group.clone();
-        new.milter.max_connections = old.milter.max_connections;
-        new.milter.shutdown_timeout = old.milter.shutdown_timeout;
-        new.state.file = old.state.file.clone();
-        new.daemon = old.daemon.clone();
-        new.control = old.control.clone();
+        let interval_changed =
+            new.state.checkpoint_interval != self.config.state.checkpoint_interval;
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         Ok(interval_changed)
@@ -409,16 +374,26 @@ impl Daemon {
 
     fn report(&self) -> String {
         let mut report = self.engine.borrow().stats_report();
+        let sessions = self.factory.counters();
+        sessions.push_report(&mut report);
         if let Some(cp) = &self.checkpointer {
             let s = cp.stats;
             let last = s
                 .last_duration
                 .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
-            report.push_str(&format!(
-                "Checkpoints        {}\nCheckpoint-Failed  {}\nCheckpoint-Busy    {}\nCheckpoint-Last    {}\n",
-                s.written, s.failed, s.skipped_busy, last
-            ));
+            push_line(&mut report, "Checkpoints", &s.written);
+            push_line(&mut report, "Checkpoint-Failed", &s.failed);
+            push_line(&mut report, "Checkpoint-Busy", &s.skipped_busy);
+            push_line(&mut report, "Checkpoint-Last", &last);
         }
+        // Lines added after the first release come last, so the older
+        // report stays a prefix that existing tools parse unchanged.
+        push_line(
+            &mut report,
+            "Decision-Timeouts",
+            &sessions.decisions_expired(),
+        );
+        self.engine.borrow().stats().push_later(&mut report);
         report
     }
 

@@ -41,7 +41,6 @@ use super::settings::{ListAction, Mode, Settings};
 use super::state::{self, StateError};
 use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
-use crate::milter::decision::{Header, SessionSummary};
 
 mod admin;
 pub use admin::{Explanation, MAX_FORGET_NETWORKS};
@@ -151,6 +150,13 @@ impl Decision {
             remaining: 0,
         }
     }
+}
+
+/// A message header the engine wants added (the `X-Greylist` trace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: &'static str,
+    pub value: String,
 }
 
 /// A stored tuple as [`Engine::peek`] shows it.
@@ -436,9 +442,9 @@ impl Engine {
 
     /// The X-Greylist header for a message whose recipient waited
     /// `delayed` seconds before passing.
-    pub fn greylist_header(&self, delayed: u64) -> Header {
-        Header {
-            name: "X-Greylist".to_string(),
+    pub fn greylist_header(&self, delayed: u64) -> HeaderField {
+        HeaderField {
+            name: "X-Greylist",
             value: format!(
                 "delayed {delayed} seconds by greymilter-{}; {}",
                 env!("CARGO_PKG_VERSION"),
@@ -467,16 +473,6 @@ impl Engine {
         more || self.table.len() > self.table.max()
     }
 
-    pub fn note_session_end(&mut self, summary: &SessionSummary) {
-        self.counters.sessions += 1;
-        if summary.protocol_error {
-            self.counters.protocol_errors += 1;
-        }
-        if summary.timed_out {
-            self.counters.timeouts += 1;
-        }
-    }
-
     pub fn stats(&self) -> Snapshot {
         let f = self.table.flows();
         let c = &self.counters;
@@ -503,9 +499,6 @@ impl Engine {
             evicted: f.evicted,
             tuples_high: f.high,
             restored: f.restored,
-            sessions: c.sessions,
-            protocol_errors: c.protocol_errors,
-            timeouts: c.timeouts,
             would_greylist: c.would_greylist,
             allowed: f.allowed,
             forgotten: f.forgotten,

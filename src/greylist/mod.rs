@@ -9,8 +9,9 @@
 //! * [`stats`]: counters and the report.
 //! * [`state`]: the versioned, checksummed state file format.
 //! * [`engine`]: all of the above behind [`Engine`].
-//! * [`policy`]: the [`crate::milter::decision`] adapter the daemon hands to
-//!   the milter server.
+//!
+//! Nothing here knows the milter protocol or tokio: [`crate::policy`] turns
+//! the engine's decisions into milter verdicts.
 
 pub mod address;
 pub mod awl;
@@ -19,14 +20,12 @@ pub mod date;
 pub mod engine;
 pub mod key;
 pub mod lists;
-pub mod policy;
 pub mod settings;
 pub mod state;
 pub mod stats;
 pub mod table;
 
 pub use engine::{
-    Action, Decision, Engine, Explanation, Reason, Request, RestoreSummary, TupleInfo,
+    Action, Decision, Engine, Explanation, HeaderField, Reason, Request, RestoreSummary, TupleInfo,
 };
-pub use policy::{PolicyDecider, PolicyFactory};
 pub use state::StateError;

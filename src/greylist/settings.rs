@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::milter::reply::{Reply, ReplyError};
+use crate::reply::{Reply, ReplyError};
 
 /// What a static list entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,9 +22,6 @@ pub struct Counters {
     pub authenticated: u64,
     /// Recipients passed because their network is auto-whitelisted.
     pub auto_whitelist_passes: u64,
-    pub sessions: u64,
-    pub protocol_errors: u64,
-    pub timeouts: u64,
     /// Learning mode: recipients that would have been deferred.
     pub would_greylist: u64,
 }
@@ -97,9 +94,6 @@ pub struct Snapshot {
     pub evicted: u64,
     pub tuples_high: u64,
     pub restored: u64,
-    pub sessions: u64,
-    pub protocol_errors: u64,
-    pub timeouts: u64,
     pub would_greylist: u64,
     /// Tuples the administrator whitelisted that were not stored.
     pub allowed: u64,
@@ -108,12 +102,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The engine's lines added after the first release, which the daemon
+    /// appends at the very end of its report (older tools parse a prefix).
+    pub fn push_later(&self, out: &mut String) {
+        push_line(out, "Would-Greylist", &self.would_greylist);
+        push_line(out, "Allowed", &self.allowed);
+        push_line(out, "Forgotten", &self.forgotten);
+    }
+
     /// One `Label  value` line per statistic, in the documented order.
     pub fn report(&self) -> String {
         let mut out = String::with_capacity(1024);
-        let mut line = |label: &str, value: &dyn std::fmt::Display| {
-            let _ = writeln!(out, "{label:<18} {value}");
-        };
+        let mut line =
+            |label: &str, value: &dyn std::fmt::Display| push_line(&mut out, label, value);
         line("Start", &rfc3339(self.start));
         line("End", &rfc3339(self.now));
         line(
@@ -140,14 +141,14 @@ impl Snapshot {
         line("Evicted", &self.evicted);
         line("Tuples-High", &self.tuples_high);
         line("Restored", &self.restored);
-        line("Sessions", &self.sessions);
-        line("Protocol-Errors", &self.protocol_errors);
-        line("Timeouts", &self.timeouts);
-        line("Would-Greylist", &self.would_greylist);
-        line("Allowed", &self.allowed);
-        line("Forgotten", &self.forgotten);
         out
     }
+}
+
+/// Appends one report line, `Label` padded to the value column. Lines that
+/// other layers add to the report (sessions, checkpoints, …) use it too.
+pub fn push_line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
+    let _ = writeln!(out, "{label:<18} {value}");
 }
 
 /// `17h 13m 23s`, `2d 0h 0m 5s`, `0s`: units from the first non-zero one.

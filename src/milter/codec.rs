@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::reply::Reply;
+
 /// Largest payload accepted (libmilter's `MILTER_MAX_DATA_SIZE`). We never
 /// negotiate the MDS_* bits, so no legitimate packet comes near it.
 pub const MAX_PAYLOAD: usize = 65_535;
@@ -637,10 +639,19 @@ pub fn encode_optneg_reply(
     });
 }
 
-/// Appends an SMFIR_REPLYCODE packet from a validated reply (`%` doubled,
-/// one trailing NUL).
-pub fn encode_replycode(out: &mut Vec<u8>, reply: &super::reply::Reply) {
-    encode_packet(out, resp::REPLYCODE, |out| reply.encode_wire(out));
+/// Appends an SMFIR_REPLYCODE packet from a validated reply: the line with
+/// every `%` doubled (Sendmail uses it as a format string, Postfix undoes
+/// the doubling) and exactly one trailing NUL.
+pub fn encode_replycode(out: &mut Vec<u8>, reply: &Reply) {
+    encode_packet(out, resp::REPLYCODE, |out| {
+        for &b in reply.as_str().as_bytes() {
+            out.push(b);
+            if b == b'%' {
+                out.push(b'%');
+            }
+        }
+        out.push(0);
+    });
 }
 
 /// Appends an SMFIR_ADDHEADER packet. The caller has checked that neither
@@ -996,6 +1007,15 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_is_doubled_in_a_replycode_with_one_nul() {
+        let r = Reply::parse("451 4.7.1 100% sure").unwrap();
+        let mut out = Vec::new();
+        encode_replycode(&mut out, &r);
+        assert_eq!(&out[5..], b"451 4.7.1 100%% sure\0");
+        assert_eq!(out[4], resp::REPLYCODE);
+    }
 
     #[test]
     fn frame_size_limits() {

@@ -3,11 +3,21 @@
 //! The session calls a [`Decider`] at CONNECT, MAIL, RCPT and EOM and turns
 //! its [`Verdict`]s into milter replies. It knows nothing about greylisting;
 //! the greylist engine knows nothing about sockets.
+//!
+//! A recipient's decision may have to wait (a shared table across the
+//! network, DNS): [`Decider::rcpt`] then returns [`Decided::Wait`] with a
+//! future that owns what it needs. The connection driver awaits it, reading
+//! nothing else meanwhile (the MTA waits for this reply anyway), for at most
+//! [`SessionOptions::decision_timeout`]; past that the recipient gets
+//! CONTINUE (fail open) and the decider hears [`Decider::rcpt_expired`].
+//! A decision that is ready costs no allocation: [`Decided::Now`].
 
+use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::reply::Reply;
+use crate::reply::Reply;
 
 /// What the MTA told us about the SMTP client in SMFIC_CONNECT.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +55,31 @@ pub enum Verdict {
     Reject(Reply),
 }
 
+/// A recipient's decision: ready now, or a future to wait for.
+pub enum Decided<W> {
+    Now(Verdict),
+    Wait(W),
+}
+
+impl<W> fmt::Debug for Decided<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decided::Now(v) => f.debug_tuple("Now").field(v).finish(),
+            Decided::Wait(_) => f.write_str("Wait(..)"),
+        }
+    }
+}
+
+impl<W> Decided<W> {
+    /// The verdict if it is ready (tests and synchronous callers).
+    pub fn now(self) -> Option<Verdict> {
+        match self {
+            Decided::Now(v) => Some(v),
+            Decided::Wait(_) => None,
+        }
+    }
+}
+
 /// A header to add at end of message (needs SMFIF_ADDHDRS, negotiated only
 /// when [`SessionOptions::add_header`] is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +95,20 @@ pub trait Decider {
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict;
     /// SMFIC_MAIL with the sender argument as sent (`<a@b>`, `<>`, …).
     fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict;
+    /// What a waiting decision yields; [`Decider::rcpt_answered`] turns it
+    /// into the verdict.
+    type Answer;
+    /// A decision that waits. It owns its data (no borrow of the decider),
+    /// so the decider stays usable while the future runs.
+    type Wait: Future<Output = Self::Answer> + 'static;
     /// SMFIC_RCPT with the recipient argument as sent. Each recipient is
     /// decided on its own.
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Verdict;
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<Self::Wait>;
+    /// The [`Decided::Wait`] of the last [`Decider::rcpt`] completed in time.
+    fn rcpt_answered(&mut self, answer: Self::Answer) -> Verdict;
+    /// The [`Decided::Wait`] of the last [`Decider::rcpt`] missed its
+    /// deadline and was dropped; the session answers CONTINUE.
+    fn rcpt_expired(&mut self) {}
     /// SMFIC_BODYEOB: a header to add, if any. The transaction ends after it.
     fn eom(&mut self, macros: &dyn Macros) -> Option<Header>;
     /// The transaction is over (ABORT, EOM answered, a new MAIL, EOF).
@@ -81,13 +127,20 @@ pub struct SessionOptions {
     pub idle_timeout: Duration,
     /// Ask for SMFIF_ADDHDRS in the negotiation (X-Greylist header).
     pub add_header: bool,
+    /// The longest a recipient's decision may wait before the session
+    /// answers CONTINUE (fail open).
+    pub decision_timeout: Duration,
 }
+
+/// Below Sendmail's default 10 s reply timeout for a milter command.
+pub const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             idle_timeout: Duration::from_secs(600),
             add_header: false,
+            decision_timeout: DEFAULT_DECISION_TIMEOUT,
         }
     }
 }
@@ -99,6 +152,9 @@ pub struct SessionSummary {
     /// framing, unknown command, OPTNEG refused, idle timeout excluded).
     pub protocol_error: bool,
     pub timed_out: bool,
+    /// Recipients answered CONTINUE because their decision missed
+    /// [`SessionOptions::decision_timeout`].
+    pub decisions_expired: u64,
 }
 
 /// Makes one [`Decider`] per milter connection.
@@ -108,3 +164,6 @@ pub trait DeciderFactory {
     fn options(&self) -> SessionOptions;
     fn session_ended(&self, _summary: &SessionSummary) {}
 }
+
+/// The `Wait` type of a decider that always decides at once.
+pub type NeverWaits = std::future::Pending<Verdict>;

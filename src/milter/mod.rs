@@ -2,17 +2,17 @@
 //!
 //! Layers, bottom up: [`codec`] (framing, commands, responses), [`negotiate`],
 //! [`macros`] and [`address`] (pieces of a conversation), [`session`] (the
-//! state machine and its async driver), [`listener`] and [`server`] (sockets,
+//! I/O-free state machine), [`connection`] (its async driver), [`listener`] and [`server`] (sockets,
 //! limits, shutdown), and [`client`] (the MTA side, for tests and tools).
 //! Nothing here knows about greylisting: [`decision`] is the only seam.
 
 pub mod address;
 pub mod client;
 pub mod codec;
+pub mod connection;
 pub mod decision;
 pub mod listener;
 pub mod macros;
 pub mod negotiate;
-pub mod reply;
 pub mod server;
 pub mod session;

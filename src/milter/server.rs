@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+use super::connection::run_session_until;
 use super::decision::DeciderFactory;
 use super::listener::{Kind, Listener, QuickAckStream};
-use super::session::run_session_until;
 use crate::ratelimit::LogLimiter;
 
 /// How many milter connections may be served at once.

@@ -3,7 +3,7 @@
 //!
 //! [`SessionCore`] is synchronous and does no I/O: it takes decoded commands
 //! and appends replies to a buffer, so tests and fuzzers can drive it
-//! directly. [`run_session`] drives it over any byte stream.
+//! directly. [`super::connection`] drives it over a byte stream.
 //!
 //! Every command that owes a reply gets exactly one, in every state; odd but
 //! survivable sequences are logged at debug; only framing errors, unknown
@@ -12,21 +12,21 @@
 
 use std::fmt;
 use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::address::client_ip;
 use super::codec::{
-    Command, Family, Frame, FrameBuffer, cmd, encode_addheader, encode_empty, encode_replycode,
+    Command, Family, Frame, MacroPairs, cmd, encode_addheader, encode_empty, encode_replycode,
     resp, split_frame,
 };
-use super::decision::{Client, Decider, Header, SessionOptions, SessionSummary, Verdict};
+use super::decision::{Client, Decided, Decider, Header, SessionOptions, Verdict};
 use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
 use super::negotiate::{Agreement, negotiate};
 use crate::ratelimit::LogLimiter;
+use crate::reply::Reply;
 
 /// One warn line per interval for protocol violations, across all sessions:
 /// a hostile peer must not be able to flood the log.
@@ -48,10 +48,15 @@ pub enum State {
     Mail,
 }
 
-/// Whether to keep reading after a command.
+/// What the driver does after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
+    /// Keep reading.
     Continue,
+    /// A recipient's decision waits: take it with
+    /// [`SessionCore::take_wait`], then call [`SessionCore::answer`] or,
+    /// past the deadline, [`SessionCore::expire`]; read nothing meanwhile.
+    Wait,
     Close(CloseReason),
 }
 
@@ -64,7 +69,7 @@ pub enum CloseReason {
 }
 
 /// The synchronous, I/O-free session state machine.
-pub struct SessionCore<D> {
+pub struct SessionCore<D: Decider> {
     decider: D,
     add_header: bool,
     conn_id: u64,
@@ -81,6 +86,9 @@ pub struct SessionCore<D> {
     decider_txn: bool,
     /// MAIL was answered ACCEPT: the rest of this message is not filtered.
     message_accepted: bool,
+    /// A recipient's decision that has to wait, handed to the driver by
+    /// [`SessionCore::take_wait`].
+    waiting: Option<D::Wait>,
 }
 
 impl<D: Decider> SessionCore<D> {
@@ -97,6 +105,7 @@ impl<D: Decider> SessionCore<D> {
             connection_decided: false,
             decider_txn: false,
             message_accepted: false,
+            waiting: None,
         }
     }
 
@@ -112,8 +121,12 @@ impl<D: Decider> SessionCore<D> {
         &self.decider
     }
 
-    pub fn into_decider(self) -> D {
-        self.decider
+    pub fn conn_id(&self) -> u64 {
+        self.conn_id
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Decodes and handles one framed packet.
@@ -126,14 +139,18 @@ impl<D: Decider> SessionCore<D> {
 
     /// Frames and handles all of `input` (a whole conversation from one
     /// side). Stops at the first close; a trailing partial packet is left.
+    /// A decision that waits is polled once: if it is not ready then, the
+    /// recipient is answered as if its deadline had passed (no I/O here).
     pub fn run_bytes(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Flow {
         loop {
             match split_frame(input) {
                 Err(e) => return self.violation(format_args!("{e}")),
                 Ok(None) => return Flow::Continue,
                 Ok(Some((frame, used))) => {
-                    if let Flow::Close(r) = self.handle_frame(frame, out) {
-                        return Flow::Close(r);
+                    match self.handle_frame(frame, out) {
+                        Flow::Continue => {}
+                        Flow::Wait => self.poll_wait_once(out),
+                        Flow::Close(r) => return Flow::Close(r),
                     }
                     input = input.get(used..).unwrap_or_default();
                 }
@@ -141,12 +158,28 @@ impl<D: Decider> SessionCore<D> {
         }
     }
 
+    fn poll_wait_once(&mut self, out: &mut Vec<u8>) {
+        let Some(wait) = self.take_wait() else {
+            return;
+        };
+        let mut wait = std::pin::pin!(wait);
+        let mut cx = Context::from_waker(Waker::noop());
+        match wait.as_mut().poll(&mut cx) {
+            Poll::Ready(answer) => self.answer(answer, out),
+            Poll::Pending => self.expire(out),
+        }
+    }
+
     /// The stream ended (EOF, error, timeout, shutdown): ABORT + QUIT.
     pub fn finish(&mut self) {
+        if self.waiting.take().is_some() {
+            self.decider.rcpt_expired();
+        }
         self.end_transaction();
     }
 
-    /// Handles one command, appending any reply to `out`.
+    /// Handles one command, appending any reply to `out`. [`Flow::Wait`]:
+    /// the reply is owed once [`SessionCore::take_wait`]'s future is done.
     pub fn handle(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Flow {
         let code = command.code();
         match command {
@@ -156,25 +189,7 @@ impl<D: Decider> SessionCore<D> {
                 protocol,
             } => return self.optneg(version, actions, protocol, out),
             Command::Macro { stage, pairs } => {
-                match self.macros.store(stage, pairs) {
-                    Stored::All => {}
-                    Stored::UnknownStage => self.debug(format_args!(
-                        "macros for stage {} ignored",
-                        stage.map_or_else(|| "(none)".to_string(), printable_byte)
-                    )),
-                    // Both MTAs send a few well-formed pairs; anything else
-                    // is a broken peer and may cost a macro we key on.
-                    Stored::Malformed => self.violation_warn(format_args!(
-                        "malformed macro packet for stage {}: kept the complete pairs",
-                        stage.map_or_else(String::new, printable_byte)
-                    )),
-                    Stored::Truncated => self.violation_warn(format_args!(
-                        "oversized macro packet for stage {} ({} bytes): kept the first {} bytes of pairs",
-                        stage.map_or_else(String::new, printable_byte),
-                        pairs.raw().len(),
-                        MAX_STAGE_BYTES
-                    )),
-                }
+                self.on_macro(stage, pairs);
                 return Flow::Continue;
             }
             Command::Quit => return Flow::Close(CloseReason::Quit),
@@ -191,141 +206,17 @@ impl<D: Decider> SessionCore<D> {
             ));
         };
         match command {
-            Command::QuitNc => {
-                self.reset_connection();
-                self.macros.clear_all();
-                self.state = State::Ready;
-                return Flow::Continue;
-            }
+            Command::QuitNc => self.on_quit_nc(),
             Command::Connect {
                 hostname,
                 family,
                 port,
                 address,
-            } => {
-                if matches!(self.state, State::Conn | State::Mail) {
-                    self.debug(format_args!("CONNECT without QUIT_NC: starting over"));
-                    self.reset_connection();
-                }
-                self.macros.clear_after(cmd::CONNECT);
-                let addr = client_ip(family, address);
-                match (addr, family) {
-                    (Some(_), _) => {}
-                    // A local socket or an unknown peer: normal, not greylisted.
-                    (None, Family::Local | Family::Unknown) => self.debug(format_args!(
-                        "no client IP (family '{}'): not greylisted",
-                        printable_byte(family.to_byte())
-                    )),
-                    // No MTA sends these: the connection passes ungreylisted,
-                    // which an admin must be able to see.
-                    (None, Family::Inet4 | Family::Inet6) => self.violation_warn(format_args!(
-                        "CONNECT with a client address that does not parse ({:?}, family '{}'): not greylisted",
-                        String::from_utf8_lossy(address.get(..64).unwrap_or(address)),
-                        printable_byte(family.to_byte())
-                    )),
-                    (None, Family::Other(byte)) => self.violation_warn(format_args!(
-                        "CONNECT with an unknown address family '{}': not greylisted",
-                        printable_byte(byte)
-                    )),
-                }
-                let client = Client {
-                    hostname,
-                    addr,
-                    port,
-                };
-                let verdict = self
-                    .decider
-                    .connect(&client, &self.macros.view(cmd::CONNECT));
-                self.client_known = true;
-                self.connection_decided = verdict != Verdict::Continue;
-                self.state = State::Conn;
-                self.reply_verdict(agreement, code, verdict, out);
-            }
-            Command::Helo(_) => {
-                match self.state {
-                    State::Mail => {
-                        self.debug(format_args!("HELO inside a transaction: implicit abort"));
-                        self.end_transaction();
-                    }
-                    State::Ready => self.debug(format_args!("HELO before CONNECT")),
-                    State::Init | State::Conn => {}
-                }
-                self.macros.clear_after(cmd::HELO);
-                self.state = State::Conn;
-                self.reply_continue(agreement, code, out);
-            }
-            Command::Mail(args) => {
-                match self.state {
-                    State::Mail => {
-                        self.debug(format_args!("MAIL without ABORT: implicit abort"));
-                        self.end_transaction();
-                    }
-                    State::Ready | State::Init => {
-                        self.debug(format_args!("MAIL before CONNECT: not greylisted"));
-                        self.reply_continue(agreement, code, out);
-                        return Flow::Continue;
-                    }
-                    State::Conn => {}
-                }
-                self.macros.clear_after(cmd::MAIL);
-                self.state = State::Mail;
-                if !self.consults_decider() {
-                    self.message_accepted = true;
-                    self.reply_continue(agreement, code, out);
-                    return Flow::Continue;
-                }
-                let verdict = self
-                    .decider
-                    .mail(args.first(), &self.macros.view(cmd::MAIL));
-                self.decider_txn = true;
-                match verdict {
-                    Verdict::Continue => {}
-                    Verdict::Accept => self.message_accepted = true,
-                    Verdict::Tempfail(_) | Verdict::Reject(_) => {
-                        // The MTA refuses the sender and resets the transaction.
-                        self.end_transaction();
-                        self.state = State::Conn;
-                    }
-                }
-                self.reply_verdict(agreement, code, verdict, out);
-            }
-            Command::Rcpt(args) => {
-                self.macros.clear_after(cmd::RCPT);
-                match self.state {
-                    State::Mail if self.consults_decider() && !self.message_accepted => {
-                        let verdict = self
-                            .decider
-                            .rcpt(args.first(), &self.macros.view(cmd::RCPT));
-                        self.reply_verdict(agreement, code, verdict, out);
-                    }
-                    State::Mail => self.reply_continue(agreement, code, out),
-                    State::Conn if self.consults_decider() => {
-                        // Fail open: no sender to key on.
-                        self.violation_warn(format_args!("RCPT without MAIL: answered CONTINUE"));
-                        self.reply_continue(agreement, code, out);
-                    }
-                    _ => {
-                        self.debug(format_args!("RCPT outside a filtered transaction"));
-                        self.reply_continue(agreement, code, out);
-                    }
-                }
-            }
-            Command::BodyEob(_) => {
-                self.macros.clear_after(cmd::BODYEOB);
-                if self.state == State::Mail {
-                    if self.decider_txn && !self.message_accepted {
-                        let header = self.decider.eom(&self.macros.view(cmd::BODYEOB));
-                        if let Some(h) = header {
-                            self.add_header(agreement, &h, out);
-                        }
-                    }
-                    self.end_transaction();
-                    self.state = State::Conn;
-                } else {
-                    self.debug(format_args!("end of message outside a transaction"));
-                }
-                encode_empty(out, resp::CONTINUE);
-            }
+            } => self.on_connect(agreement, hostname, family, port, address, out),
+            Command::Helo(_) => self.on_helo(agreement, out),
+            Command::Mail(args) => self.on_mail(agreement, args.first(), out),
+            Command::Rcpt(args) => return self.on_rcpt(agreement, args.first(), out),
+            Command::BodyEob(_) => self.on_eom(agreement, out),
             Command::Data | Command::Header { .. } | Command::Eoh | Command::Body(_) => {
                 self.macros.clear_after(code);
                 self.debug(format_args!(
@@ -338,6 +229,194 @@ impl<D: Decider> SessionCore<D> {
             Command::OptNeg { .. } | Command::Macro { .. } | Command::Quit | Command::Abort => {}
         }
         Flow::Continue
+    }
+
+    /// The decision [`Flow::Wait`] announced; `None` if there is none.
+    pub fn take_wait(&mut self) -> Option<D::Wait> {
+        self.waiting.take()
+    }
+
+    /// The waited-for decision is in: answers the recipient.
+    pub fn answer(&mut self, answer: D::Answer, out: &mut Vec<u8>) {
+        let verdict = self.decider.rcpt_answered(answer);
+        if let Some(agreement) = self.agreement {
+            self.reply_verdict(agreement, cmd::RCPT, verdict, out);
+        }
+    }
+
+    /// The waited-for decision missed its deadline: CONTINUE (fail open).
+    pub fn expire(&mut self, out: &mut Vec<u8>) {
+        self.decider.rcpt_expired();
+        if let Some(agreement) = self.agreement {
+            self.reply_continue(agreement, cmd::RCPT, out);
+        }
+    }
+
+    fn on_macro(&mut self, stage: Option<u8>, pairs: MacroPairs<'_>) {
+        match self.macros.store(stage, pairs) {
+            Stored::All => {}
+            Stored::UnknownStage => self.debug(format_args!(
+                "macros for stage {} ignored",
+                stage.map_or_else(|| "(none)".to_string(), printable_byte)
+            )),
+            // Both MTAs send a few well-formed pairs; anything else is a
+            // broken peer and may cost a macro we key on.
+            Stored::Malformed => self.violation_warn(format_args!(
+                "malformed macro packet for stage {}: kept the complete pairs",
+                stage.map_or_else(String::new, printable_byte)
+            )),
+            Stored::Truncated => self.violation_warn(format_args!(
+                "oversized macro packet for stage {} ({} bytes): kept the first {} bytes of pairs",
+                stage.map_or_else(String::new, printable_byte),
+                pairs.raw().len(),
+                MAX_STAGE_BYTES
+            )),
+        }
+    }
+
+    fn on_quit_nc(&mut self) {
+        self.reset_connection();
+        self.macros.clear_all();
+        self.state = State::Ready;
+    }
+
+    fn on_connect(
+        &mut self,
+        agreement: Agreement,
+        hostname: &[u8],
+        family: Family,
+        port: u16,
+        address: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        if matches!(self.state, State::Conn | State::Mail) {
+            self.debug(format_args!("CONNECT without QUIT_NC: starting over"));
+            self.reset_connection();
+        }
+        self.macros.clear_after(cmd::CONNECT);
+        let addr = client_ip(family, address);
+        match (addr, family) {
+            (Some(_), _) => {}
+            // A local socket or an unknown peer: normal, not greylisted.
+            (None, Family::Local | Family::Unknown) => self.debug(format_args!(
+                "no client IP (family '{}'): not greylisted",
+                printable_byte(family.to_byte())
+            )),
+            // No MTA sends these: the connection passes ungreylisted, which
+            // an admin must be able to see.
+            (None, Family::Inet4 | Family::Inet6) => self.violation_warn(format_args!(
+                "CONNECT with a client address that does not parse ({:?}, family '{}'): not greylisted",
+                String::from_utf8_lossy(address.get(..64).unwrap_or(address)),
+                printable_byte(family.to_byte())
+            )),
+            (None, Family::Other(byte)) => self.violation_warn(format_args!(
+                "CONNECT with an unknown address family '{}': not greylisted",
+                printable_byte(byte)
+            )),
+        }
+        let client = Client {
+            hostname,
+            addr,
+            port,
+        };
+        let verdict = self
+            .decider
+            .connect(&client, &self.macros.view(cmd::CONNECT));
+        self.client_known = true;
+        self.connection_decided = verdict != Verdict::Continue;
+        self.state = State::Conn;
+        self.reply_verdict(agreement, cmd::CONNECT, verdict, out);
+    }
+
+    fn on_helo(&mut self, agreement: Agreement, out: &mut Vec<u8>) {
+        match self.state {
+            State::Mail => {
+                self.debug(format_args!("HELO inside a transaction: implicit abort"));
+                self.end_transaction();
+            }
+            State::Ready => self.debug(format_args!("HELO before CONNECT")),
+            State::Init | State::Conn => {}
+        }
+        self.macros.clear_after(cmd::HELO);
+        self.state = State::Conn;
+        self.reply_continue(agreement, cmd::HELO, out);
+    }
+
+    fn on_mail(&mut self, agreement: Agreement, sender: &[u8], out: &mut Vec<u8>) {
+        match self.state {
+            State::Mail => {
+                self.debug(format_args!("MAIL without ABORT: implicit abort"));
+                self.end_transaction();
+            }
+            State::Ready | State::Init => {
+                self.debug(format_args!("MAIL before CONNECT: not greylisted"));
+                self.reply_continue(agreement, cmd::MAIL, out);
+                return;
+            }
+            State::Conn => {}
+        }
+        self.macros.clear_after(cmd::MAIL);
+        self.state = State::Mail;
+        if !self.consults_decider() {
+            self.message_accepted = true;
+            self.reply_continue(agreement, cmd::MAIL, out);
+            return;
+        }
+        let verdict = self.decider.mail(sender, &self.macros.view(cmd::MAIL));
+        self.decider_txn = true;
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Accept => self.message_accepted = true,
+            Verdict::Tempfail(_) | Verdict::Reject(_) => {
+                // The MTA refuses the sender and resets the transaction.
+                self.end_transaction();
+                self.state = State::Conn;
+            }
+        }
+        self.reply_verdict(agreement, cmd::MAIL, verdict, out);
+    }
+
+    fn on_rcpt(&mut self, agreement: Agreement, recipient: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.macros.clear_after(cmd::RCPT);
+        match self.state {
+            State::Mail if self.consults_decider() && !self.message_accepted => {
+                match self.decider.rcpt(recipient, &self.macros.view(cmd::RCPT)) {
+                    Decided::Now(verdict) => self.reply_verdict(agreement, cmd::RCPT, verdict, out),
+                    Decided::Wait(wait) => {
+                        self.waiting = Some(wait);
+                        return Flow::Wait;
+                    }
+                }
+            }
+            State::Mail => self.reply_continue(agreement, cmd::RCPT, out),
+            State::Conn if self.consults_decider() => {
+                // Fail open: no sender to key on.
+                self.violation_warn(format_args!("RCPT without MAIL: answered CONTINUE"));
+                self.reply_continue(agreement, cmd::RCPT, out);
+            }
+            _ => {
+                self.debug(format_args!("RCPT outside a filtered transaction"));
+                self.reply_continue(agreement, cmd::RCPT, out);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_eom(&mut self, agreement: Agreement, out: &mut Vec<u8>) {
+        self.macros.clear_after(cmd::BODYEOB);
+        if self.state == State::Mail {
+            if self.decider_txn && !self.message_accepted {
+                let header = self.decider.eom(&self.macros.view(cmd::BODYEOB));
+                if let Some(h) = header {
+                    self.add_header(agreement, &h, out);
+                }
+            }
+            self.end_transaction();
+            self.state = State::Conn;
+        } else {
+            self.debug(format_args!("end of message outside a transaction"));
+        }
+        encode_empty(out, resp::CONTINUE);
     }
 
     fn optneg(&mut self, version: u32, actions: u32, protocol: u32, out: &mut Vec<u8>) -> Flow {
@@ -422,7 +501,7 @@ impl<D: Decider> SessionCore<D> {
         }
     }
 
-    fn class_mismatch(&self, reply: &super::reply::Reply, class: u8) {
+    fn class_mismatch(&self, reply: &Reply, class: u8) {
         if let Some(suppressed) = VIOLATIONS.allow() {
             warn!(
                 conn = self.conn_id,
@@ -466,12 +545,12 @@ impl<D: Decider> SessionCore<D> {
         encode_addheader(out, header.name.as_bytes(), header.value.as_bytes());
     }
 
-    fn debug(&self, what: fmt::Arguments<'_>) {
+    pub(super) fn debug(&self, what: fmt::Arguments<'_>) {
         debug!(conn = self.conn_id, peer = %self.peer, "{what}");
     }
 
     /// A protocol violation that closes the connection.
-    fn violation(&self, what: fmt::Arguments<'_>) -> Flow {
+    pub(super) fn violation(&self, what: fmt::Arguments<'_>) -> Flow {
         if let Some(suppressed) = VIOLATIONS.allow() {
             warn!(
                 conn = self.conn_id,
@@ -484,7 +563,7 @@ impl<D: Decider> SessionCore<D> {
     }
 
     /// A protocol violation we survive.
-    fn violation_warn(&self, what: fmt::Arguments<'_>) {
+    pub(super) fn violation_warn(&self, what: fmt::Arguments<'_>) {
         if let Some(suppressed) = VIOLATIONS.allow() {
             warn!(conn = self.conn_id, peer = %self.peer, suppressed, "{what}");
         }
@@ -499,174 +578,11 @@ fn printable_byte(b: u8) -> String {
     }
 }
 
-/// Runs one milter conversation over `stream` until QUIT, EOF, a protocol
-/// error or the idle timeout.
-pub async fn run_session<S, D>(
-    stream: S,
-    decider: D,
-    options: &SessionOptions,
-    conn_id: u64,
-    peer: &str,
-) -> SessionSummary
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    D: Decider,
-{
-    run_session_until(
-        stream,
-        decider,
-        options,
-        conn_id,
-        peer,
-        std::future::pending(),
-    )
-    .await
-}
-
-/// Like [`run_session`], and also ends the conversation once `stop` has
-/// completed and no command is in flight (graceful shutdown: the command
-/// being received is still answered).
-pub async fn run_session_until<S, D, F>(
-    mut stream: S,
-    decider: D,
-    options: &SessionOptions,
-    conn_id: u64,
-    peer: &str,
-    stop: F,
-) -> SessionSummary
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    D: Decider,
-    F: Future<Output = ()>,
-{
-    let mut core = SessionCore::new(decider, options, conn_id, peer);
-    let mut frames = FrameBuffer::new();
-    let mut out = Vec::with_capacity(64);
-    let mut summary = SessionSummary::default();
-    let idle = options.idle_timeout;
-    let stop = stop.fuse();
-    tokio::pin!(stop);
-    let mut stopping = false;
-    // When the first bytes of the packet being received were seen: a packet
-    // must be whole within `idle`, or a peer trickling one byte per read
-    // would hold the session (and a max_connections slot) forever.
-    let mut packet_started: Option<tokio::time::Instant> = None;
-    'conversation: loop {
-        loop {
-            let frame = match frames.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    core.violation(format_args!("{e}"));
-                    summary.protocol_error = true;
-                    break 'conversation;
-                }
-            };
-            packet_started = None;
-            let flow = core.handle_frame(frame, &mut out);
-            if !out.is_empty() {
-                // One buffer, one write: miltertest and some MTAs read the
-                // header and the payload with exactly two reads.
-                match tokio::time::timeout(idle, stream.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        core.debug(format_args!("write failed: {e}"));
-                        break 'conversation;
-                    }
-                    Err(_) => {
-                        core.debug(format_args!("write timed out"));
-                        summary.timed_out = true;
-                        break 'conversation;
-                    }
-                }
-                out.clear();
-                if let Err(e) = stream.flush().await {
-                    core.debug(format_args!("flush failed: {e}"));
-                    break 'conversation;
-                }
-            }
-            match flow {
-                Flow::Continue => {}
-                Flow::Close(CloseReason::Quit) => {
-                    core.debug(format_args!("QUIT"));
-                    break 'conversation;
-                }
-                Flow::Close(CloseReason::ProtocolError) => {
-                    summary.protocol_error = true;
-                    break 'conversation;
-                }
-            }
-        }
-        if stopping && frames.is_empty() {
-            core.debug(format_args!(
-                "shutting down: connection closed between commands"
-            ));
-            break;
-        }
-        let wait = if frames.is_empty() {
-            idle
-        } else {
-            let started = *packet_started.get_or_insert_with(tokio::time::Instant::now);
-            idle.saturating_sub(started.elapsed())
-        };
-        let spare = match frames.spare() {
-            Ok(spare) => spare,
-            Err(e) => {
-                core.violation(format_args!("{e}"));
-                summary.protocol_error = true;
-                break;
-            }
-        };
-        // Reading comes first: bytes the MTA sent before the stop are still
-        // handled, and a command in flight is finished.
-        tokio::select! {
-            biased;
-            read = tokio::time::timeout(wait, stream.read(spare)) => match read {
-                Ok(Ok(0)) => {
-                    if frames.is_empty() {
-                        core.debug(format_args!("MTA closed the connection"));
-                    } else {
-                        // No MTA stops writing mid-packet unless it crashed or
-                        // is not an MTA: worth a (rate-limited) line.
-                        core.violation_warn(format_args!(
-                            "MTA closed the connection inside a packet"
-                        ));
-                    }
-                    break;
-                }
-                Ok(Ok(n)) => frames.filled(n),
-                Ok(Err(e)) => {
-                    core.debug(format_args!("read failed: {e}"));
-                    break;
-                }
-                Err(_) => {
-                    if frames.is_empty() {
-                        core.debug(format_args!("idle for {idle:?}: closing"));
-                    } else {
-                        // Between commands an MTA may idle; inside a packet
-                        // it does not (slowloris).
-                        core.violation_warn(format_args!(
-                            "packet still incomplete {idle:?} after its first byte: closing"
-                        ));
-                    }
-                    summary.timed_out = true;
-                    break;
-                }
-            },
-            () = &mut stop, if !stopping => stopping = true,
-        }
-    }
-    core.finish();
-    let _ = stream.shutdown().await;
-    summary
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::milter::codec::{Response, split_frame};
-    use crate::milter::decision::Macros;
-    use crate::milter::reply::Reply;
+    use crate::milter::decision::{Macros, NeverWaits};
 
     /// Records calls; tempfails every recipient containing "grey".
     #[derive(Default)]
@@ -675,6 +591,11 @@ mod tests {
     }
 
     impl Decider for Recorder {
+        type Answer = Verdict;
+        type Wait = NeverWaits;
+        fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
+            answer
+        }
         fn connect(&mut self, client: &Client<'_>, _m: &dyn Macros) -> Verdict {
             self.calls.push(format!("connect {:?}", client.addr));
             match client.addr {
@@ -691,14 +612,14 @@ mod tests {
                 Verdict::Continue
             }
         }
-        fn rcpt(&mut self, rcpt: &[u8], _m: &dyn Macros) -> Verdict {
+        fn rcpt(&mut self, rcpt: &[u8], _m: &dyn Macros) -> Decided<NeverWaits> {
             self.calls
                 .push(format!("rcpt {}", String::from_utf8_lossy(rcpt)));
-            if rcpt.windows(4).any(|w| w == b"grey") {
+            Decided::Now(if rcpt.windows(4).any(|w| w == b"grey") {
                 Verdict::Tempfail(Reply::parse("451 4.7.1 Greylisted").unwrap())
             } else {
                 Verdict::Accept
-            }
+            })
         }
         fn eom(&mut self, _m: &dyn Macros) -> Option<Header> {
             self.calls.push("eom".into());

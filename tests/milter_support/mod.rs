@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use greymilter::milter::client::{ClientBuilder, MilterClient};
+use greymilter::milter::connection::run_session;
 use greymilter::milter::decision::{
-    Client, Decider, DeciderFactory, Header, Macros, SessionOptions, SessionSummary, Verdict,
+    Client, Decided, Decider, DeciderFactory, Header, Macros, SessionOptions, SessionSummary,
+    Verdict,
 };
-use greymilter::milter::reply::Reply;
-use greymilter::milter::session::run_session;
+use greymilter::reply::Reply;
 use tokio::io::DuplexStream;
 
 /// What the deciders saw, shared with the test.
@@ -31,7 +32,10 @@ pub type Shared = Rc<RefCell<Seen>>;
 /// one attempt, not time). No client IP: ACCEPT at CONNECT. An
 /// `{auth_authen}` macro at MAIL: ACCEPT. A recipient starting with
 /// `<reject` gets a 550; one starting with `<wrongclass` a tempfail carrying
-/// a 5xx reply (the session must fall back to a bare 't').
+/// a 5xx reply (the session must fall back to a bare 't'). A recipient
+/// starting with `<slow` is decided as usual but only after
+/// [`SLOW_DECISION`] (a decision that waits); one starting with `<never`
+/// waits forever.
 pub struct GreyDecider {
     pub seen: Shared,
     pub client: Option<IpAddr>,
@@ -60,7 +64,31 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// How long a `<slow…>` recipient's decision waits.
+pub const SLOW_DECISION: std::time::Duration = std::time::Duration::from_millis(200);
+
+pub type GreyWait = std::pin::Pin<Box<dyn std::future::Future<Output = Verdict>>>;
+
+impl GreyDecider {
+    fn decide(&mut self, rcpt: String) -> Verdict {
+        if rcpt.starts_with("<reject") {
+            return Verdict::Reject(Reply::parse("550 5.7.1 Refused").unwrap());
+        }
+        if rcpt.starts_with("<wrongclass") {
+            return Verdict::Tempfail(Reply::parse("550 5.7.1 Refused").unwrap());
+        }
+        let tuple = (self.client, self.sender.clone().unwrap_or_default(), rcpt);
+        if self.seen.borrow_mut().known.insert(tuple) {
+            Verdict::Tempfail(self.tempfail.clone())
+        } else {
+            Verdict::Accept
+        }
+    }
+}
+
 impl Decider for GreyDecider {
+    type Answer = Verdict;
+    type Wait = GreyWait;
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
         self.log(format!(
             "connect {} {:?} j={:?}",
@@ -85,21 +113,29 @@ impl Decider for GreyDecider {
         Verdict::Continue
     }
 
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Verdict {
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<GreyWait> {
         let rcpt = lossy(recipient).to_ascii_lowercase();
         self.log(format!("rcpt {rcpt} i={:?}", macros.get("i").map(lossy)));
-        if rcpt.starts_with("<reject") {
-            return Verdict::Reject(Reply::parse("550 5.7.1 Refused").unwrap());
+        if rcpt.starts_with("<never") {
+            return Decided::Wait(Box::pin(std::future::pending()));
         }
-        if rcpt.starts_with("<wrongclass") {
-            return Verdict::Tempfail(Reply::parse("550 5.7.1 Refused").unwrap());
+        let verdict = self.decide(rcpt.clone());
+        if rcpt.starts_with("<slow") {
+            return Decided::Wait(Box::pin(async move {
+                tokio::time::sleep(SLOW_DECISION).await;
+                verdict
+            }));
         }
-        let tuple = (self.client, self.sender.clone().unwrap_or_default(), rcpt);
-        if self.seen.borrow_mut().known.insert(tuple) {
-            Verdict::Tempfail(self.tempfail.clone())
-        } else {
-            Verdict::Accept
-        }
+        Decided::Now(verdict)
+    }
+
+    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
+        self.log(format!("answered {answer:?}"));
+        answer
+    }
+
+    fn rcpt_expired(&mut self) {
+        self.log("expired".into());
     }
 
     fn eom(&mut self, macros: &dyn Macros) -> Option<Header> {

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use super::{Daemon, PATIENCE};
 
 /// Every label of the SIGUSR1 report, in order.
-pub const REPORT_LABELS: [&str; 29] = [
+pub const REPORT_LABELS: [&str; 26] = [
     "Start",
     "End",
     "Running time",
@@ -37,9 +37,6 @@ pub const REPORT_LABELS: [&str; 29] = [
     "Sessions",
     "Protocol-Errors",
     "Timeouts",
-    "Would-Greylist",
-    "Allowed",
-    "Forgotten",
 ];
 
 /// The lines that follow when a `[state] file` is configured.
@@ -48,6 +45,14 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
     "Checkpoint-Failed",
     "Checkpoint-Busy",
     "Checkpoint-Last",
+];
+
+/// The lines added since the first release, always last.
+pub const LATER_LABELS: [&str; 4] = [
+    "Decision-Timeouts",
+    "Would-Greylist",
+    "Allowed",
+    "Forgotten",
 ];
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`) or as a count (`Threads`).
@@ -85,7 +90,10 @@ impl Report {
     /// checkpoint lines all or none).
     pub fn is_complete(&self) -> bool {
         let labels = self.labels();
-        let (engine, checkpoint) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let (engine, rest) = labels.split_at(labels.len().min(REPORT_LABELS.len()));
+        let checkpoint = rest
+            .strip_suffix(&LATER_LABELS[..])
+            .unwrap_or(&["(missing)"]);
         engine == REPORT_LABELS
             && (checkpoint.is_empty() || checkpoint == CHECKPOINT_LABELS)
             && self.text.ends_with('\n')
@@ -109,7 +117,10 @@ impl Report {
     }
 
     pub fn has_checkpoint_lines(&self) -> bool {
-        self.labels().ends_with(&CHECKPOINT_LABELS)
+        let labels = self.labels();
+        labels
+            .strip_suffix(&LATER_LABELS[..])
+            .is_some_and(|l| l.ends_with(&CHECKPOINT_LABELS))
     }
 
     /// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.

@@ -1,4 +1,4 @@
-//! SMTP replies that both MTAs accept in an SMFIR_REPLYCODE packet.
+//! SMTP replies that both MTAs accept from a milter (SMFIR_REPLYCODE).
 //!
 //! Sendmail turns a malformed reply at RCPT into a *permanent* 550, so a
 //! `Reply` can only be built through constructors that enforce the strictest
@@ -12,7 +12,7 @@ use std::fmt;
 pub const MAX_WIRE_LEN: usize = 512;
 
 /// A validated single-line SMTP reply, stored as the client will read it
-/// (`%` not yet doubled; [`Reply::encode_wire`] does that).
+/// (`%` not yet doubled: the milter codec does that for Sendmail).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     line: Box<str>,
@@ -166,19 +166,6 @@ impl Reply {
             .map_or(self.line.len(), |(i, _)| i);
         self.line.get(..text_at).unwrap_or(&self.line)
     }
-
-    /// Appends the SMFIR_REPLYCODE payload: the line with every `%` doubled
-    /// (Sendmail uses it as a format string, Postfix undoes the doubling) and
-    /// exactly one trailing NUL.
-    pub fn encode_wire(&self, out: &mut Vec<u8>) {
-        for &b in self.line.as_bytes() {
-            out.push(b);
-            if b == b'%' {
-                out.push(b'%');
-            }
-        }
-        out.push(0);
-    }
 }
 
 impl fmt::Debug for Reply {
@@ -283,22 +270,12 @@ mod tests {
     }
 
     #[test]
-    fn percent_is_doubled_on_the_wire_with_one_nul() {
-        let r = Reply::parse("451 4.7.1 100% sure").unwrap();
-        let mut out = Vec::new();
-        r.encode_wire(&mut out);
-        assert_eq!(out, b"451 4.7.1 100%% sure\0");
-    }
-
-    #[test]
     fn with_text_sanitizes_and_bounds_network_text() {
         let prefix = Reply::parse("451 4.7.1").unwrap();
         let r = Reply::with_text(&prefix, "to <b\u{e9}b@x>\r\n%");
         assert_eq!(r.as_str(), "451 4.7.1 to <b?b@x>??%");
         let long = Reply::with_text(&prefix, &"%".repeat(10_000));
-        let mut out = Vec::new();
-        long.encode_wire(&mut out);
-        assert!(out.len() - 1 <= MAX_WIRE_LEN);
+        assert!(wire_len(long.as_str()) <= MAX_WIRE_LEN);
         assert!(Reply::parse(long.as_str()).is_ok());
     }
 }

@@ -1,14 +1,8 @@
-//! The TOML configuration: schema, defaults, validation.
-//!
-//! Every check runs while deserialising, inside the types of this module, so
-//! that `toml` reports the position of the offending value and every error
-//! reads `file:line:col: message`. The same structs serialise back to TOML:
-//! `greymilter check-config` prints the effective configuration with them.
+//! Value types of the configuration. Each validates itself while
+//! deserialising, so that errors carry the value's position.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -16,331 +10,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-pub use ops::{ControlConfig, Facility, LogTarget};
-
-mod ops;
-
-use crate::greylist::settings::{ListAction, ListSpec, Mode, ReplyTemplate, Settings};
-
-/// Used when `--config` is not given and this file exists.
-pub const DEFAULT_PATH: &str = "/etc/greymilter/greylist.toml";
-pub const DEFAULT_LISTEN: &str = "inet:10030@127.0.0.1";
-/// Largest configuration file read. Real ones are a few KiB; even lists of
-/// tens of thousands of entries stay far below.
-pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub milter: MilterConfig,
-    pub greylist: GreylistConfig,
-    pub lists: ListsConfig,
-    pub state: StateConfig,
-    pub stats: StatsConfig,
-    pub daemon: DaemonConfig,
-    pub log: LogConfig,
-    pub control: ControlConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MilterConfig {
-    pub listen: Listen,
-    pub socket_mode: SocketMode,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_group: Option<String>,
-    pub max_connections: Count,
-    pub idle_timeout: Seconds,
-    /// How long SIGTERM waits for sessions in flight.
-    pub shutdown_timeout: Seconds,
-}
-
-impl Default for MilterConfig {
-    fn default() -> Self {
-        MilterConfig {
-            listen: Listen(DEFAULT_LISTEN.to_string()),
-            socket_mode: SocketMode(0o660),
-            socket_group: None,
-            max_connections: Count(1024),
-            idle_timeout: Seconds::from_secs(600),
-            shutdown_timeout: Seconds::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GreylistConfig {
-    pub mode: Mode,
-    pub delay: Seconds,
-    pub retry_window: Seconds,
-    pub whitelist_lifetime: Seconds,
-    pub ipv4_prefix: Prefix<32>,
-    pub ipv6_prefix: Prefix<128>,
-    pub normalize_sender: bool,
-    pub auto_whitelist_after: u32,
-    pub skip_authenticated: bool,
-    pub max_tuples: Count,
-    pub reply: TempfailReply,
-    pub reject_reply: RejectReply,
-    pub header: bool,
-}
-
-impl Default for GreylistConfig {
-    fn default() -> Self {
-        let s = Settings::default();
-        GreylistConfig {
-            mode: s.mode,
-            delay: Seconds(s.delay),
-            retry_window: Seconds(s.retry_window),
-            whitelist_lifetime: Seconds(s.whitelist_lifetime),
-            ipv4_prefix: Prefix(s.ipv4_prefix),
-            ipv6_prefix: Prefix(s.ipv6_prefix),
-            normalize_sender: s.normalize_sender,
-            auto_whitelist_after: s.auto_whitelist_after,
-            skip_authenticated: s.skip_authenticated,
-            max_tuples: Count(s.max_tuples),
-            reply: TempfailReply(s.reply),
-            reject_reply: RejectReply(s.reject_reply),
-            header: s.header,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListsConfig {
-    pub clients: BTreeMap<ClientNet, Entry>,
-    pub client_names: BTreeMap<ClientName, Entry>,
-    pub senders: BTreeMap<Address, Entry>,
-    pub sender_domains: BTreeMap<Domain, Entry>,
-    pub recipients: BTreeMap<Address, Entry>,
-    pub recipient_domains: BTreeMap<Domain, Entry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StateConfig {
-    /// None: memory only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    pub checkpoint_interval: Seconds,
-    pub cleanup_interval: Seconds,
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig {
-            file: None,
-            checkpoint_interval: Seconds::from_secs(600),
-            cleanup_interval: Seconds::from_secs(300),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StatsConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DaemonConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pidfile: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub level: LogLevel,
-    pub format: LogFormat,
-    pub target: LogTarget,
-    /// Syslog facility (`target = "syslog"` only).
-    pub facility: Facility,
-    /// The local syslog datagram socket.
-    pub syslog_socket: PathBuf,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: LogLevel("info".to_string()),
-            format: LogFormat::Text,
-            target: LogTarget::Stderr,
-            facility: Facility::Mail,
-            syslog_socket: ops::default_syslog_socket(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// A configuration error with its position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    /// 1-based; 0 when the error concerns the whole file (unreadable).
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file, self.line, self.column, self.message
-            )
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl Config {
-    /// Reads and validates a configuration file: a regular file (not a
-    /// FIFO or a device, which would stall or never end) of at most
-    /// [`MAX_CONFIG_BYTES`], in UTF-8.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let bytes =
-            crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
-                file: name.clone(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read: {e}"),
-            })?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let valid = e.utf8_error().valid_up_to();
-            let before = std::str::from_utf8(e.as_bytes().get(..valid).unwrap_or_default())
-                .unwrap_or_default();
-            let (line, column) = line_column(before, before.len());
-            ConfigError {
-                file: name.clone(),
-                line,
-                column,
-                message: "invalid UTF-8".to_string(),
-            }
-        })?;
-        Config::parse(&text, &name)
-    }
-
-    /// Parses and validates configuration text; `name` is used in errors.
-    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map_or((1, 1), |span| line_column(text, span.start));
-            ConfigError {
-                file: name.to_string(),
-                line,
-                column,
-                message: e.message().to_string(),
-            }
-        })?;
-        config.check_relations().map_err(|message| {
-            let (line, column) = find_key(text, "retry_window").unwrap_or((1, 1));
-            ConfigError {
-                file: name.to_string(),
-                line,
-                column,
-                message,
-            }
-        })?;
-        Ok(config)
-    }
-
-    /// Checks between fields that single values cannot see.
-    fn check_relations(&self) -> Result<(), String> {
-        let g = &self.greylist;
-        if g.retry_window.0 <= g.delay.0 {
-            return Err(format!(
-                "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
-                g.retry_window, g.delay
-            ));
-        }
-        Ok(())
-    }
-
-    /// The engine's view of this configuration.
-    pub fn settings(&self) -> Settings {
-        let g = &self.greylist;
-        let l = &self.lists;
-        Settings {
-            mode: g.mode,
-            delay: g.delay.0,
-            retry_window: g.retry_window.0,
-            whitelist_lifetime: g.whitelist_lifetime.0,
-            ipv4_prefix: g.ipv4_prefix.0,
-            ipv6_prefix: g.ipv6_prefix.0,
-            normalize_sender: g.normalize_sender,
-            auto_whitelist_after: g.auto_whitelist_after,
-            skip_authenticated: g.skip_authenticated,
-            max_tuples: g.max_tuples.0,
-            reply: g.reply.0.clone(),
-            reject_reply: g.reject_reply.0.clone(),
-            header: g.header,
-            cleanup_interval: self.state.cleanup_interval.0,
-            lists: ListSpec {
-                clients: l.clients.iter().map(|(k, v)| (k.0, v.0)).collect(),
-                client_names: entries(&l.client_names, |k| &k.0),
-                senders: entries(&l.senders, |k| &k.0),
-                sender_domains: entries(&l.sender_domains, |k| &k.0),
-                recipients: entries(&l.recipients, |k| &k.0),
-                recipient_domains: entries(&l.recipient_domains, |k| &k.0),
-            },
-        }
-    }
-
-    /// The effective configuration as TOML, defaults filled in.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
-    }
-}
-
-fn entries<K>(map: &BTreeMap<K, Entry>, key: impl Fn(&K) -> &String) -> Vec<(String, ListAction)> {
-    map.iter().map(|(k, v)| (key(k).clone(), v.0)).collect()
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// Position of the first line that assigns `key`, for errors between fields.
-fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
-    text.lines().enumerate().find_map(|(i, l)| {
-        let trimmed = l.trim_start();
-        let rest = trimmed.strip_prefix(key)?;
-        rest.trim_start()
-            .starts_with('=')
-            .then(|| (i + 1, l.len() - trimmed.len() + 1))
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Value types. Each validates itself while deserialising.
+use crate::greylist::settings::{ListAction, ReplyTemplate};
+use crate::milter::listener::ListenSpec;
 
 /// A positive duration: `"90s"`, `"5m"`, `"24h"`, `"36d"`, or whole seconds.
 /// At most u32::MAX seconds: the engine keeps times as 32-bit seconds.
@@ -486,27 +157,60 @@ impl Serialize for SocketMode {
     }
 }
 
-/// The `listen` socket specification, syntax-checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Listen(pub String);
+/// The `listen` socket, parsed into its typed form while loading (a host
+/// name is resolved then, once), so a bad value is reported with its
+/// position by `check-config` and `run` alike. The text is kept as
+/// written, for `check-config` to print back.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub spec: ListenSpec,
+    text: String,
+}
 
-impl<'de> Deserialize<'de> for Listen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        check_listen(&s).map_err(de::Error::custom)?;
-        Ok(Listen(s))
+impl Listen {
+    /// [`super::DEFAULT_LISTEN`]: `inet:10030@127.0.0.1`.
+    pub fn loopback_default() -> Listen {
+        Listen {
+            spec: ListenSpec::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 10030))),
+            text: super::DEFAULT_LISTEN.to_string(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Listen, String> {
+        let known = ["inet:", "inet6:", "unix:", "local:"];
+        if !known
+            .iter()
+            .any(|p| text.starts_with(p) && text.len() > p.len())
+        {
+            return Err(format!(
+                "listen must look like inet:PORT@HOST, inet6:PORT@HOST, inet:HOST:PORT, unix:/path or local:/path, found {text:?}"
+            ));
+        }
+        Ok(Listen {
+            spec: text.parse()?,
+            text: text.to_string(),
+        })
     }
 }
 
-fn check_listen(s: &str) -> Result<(), String> {
-    let known = ["inet:", "inet6:", "unix:", "local:"];
-    if known.iter().any(|p| s.starts_with(p) && s.len() > p.len()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "listen must look like inet:PORT@HOST, inet6:PORT@HOST, inet:HOST:PORT, unix:/path or local:/path, found {s:?}"
-        ))
+/// The same socket, however it is spelled.
+impl PartialEq for Listen {
+    fn eq(&self, other: &Listen) -> bool {
+        self.spec == other.spec
+    }
+}
+
+impl Eq for Listen {}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Listen::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
     }
 }
 
@@ -750,6 +454,3 @@ impl Serialize for Entry {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

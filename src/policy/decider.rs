@@ -1,0 +1,202 @@
+//! [`PolicyDecider`]: one per milter connection. It keeps what the session
+//! told it (client, sender, whether the sender authenticated), asks the
+//! engine at CONNECT, MAIL and RCPT, turns the answer into a [`Verdict`],
+//! writes the decision log line, and remembers whether a recipient of the
+//! transaction passed after a delay, for the `X-Greylist` header at EOM.
+//!
+//! A passing recipient always gets [`Verdict::Continue`]:
+//! [`Verdict::Accept`] only comes from CONNECT and MAIL, for decisions that
+//! cover every recipient. If the engine is busy (a re-entrant call, which
+//! the single-threaded daemon never makes), the decider fails open.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::log::{self, strip_brackets};
+use crate::greylist::settings::Mode;
+use crate::greylist::{Action, Decision, Engine, Reason, Request};
+use crate::milter::decision::{Client, Decided, Decider, Header, Macros, NeverWaits, Verdict};
+use crate::ratelimit::LogLimiter;
+
+/// Longest client name, sender or recipient a decider keeps (a hostile MTA
+/// peer must not make per-session memory grow; keys use 512 bytes at most).
+const MAX_KEPT: usize = 1024;
+
+static BUSY_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+
+/// What the session has told the decider about the current transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Envelope {
+    pub client_addr: Option<IpAddr>,
+    /// The host name as the MTA sent it (`[ip]` when unverified), cut.
+    pub client_name: Vec<u8>,
+    /// The MAIL argument as sent, cut.
+    pub sender: Vec<u8>,
+    pub authenticated: bool,
+}
+
+impl Envelope {
+    fn request<'a>(&'a self, recipient: &'a [u8]) -> Request<'a> {
+        Request {
+            client_addr: self.client_addr,
+            client_name: &self.client_name,
+            sender: &self.sender,
+            recipient,
+            authenticated: self.authenticated,
+        }
+    }
+}
+
+pub struct PolicyDecider {
+    engine: Rc<RefCell<Engine>>,
+    conn_id: u64,
+    envelope: Envelope,
+    /// Longest delay of a recipient of this transaction that passed for
+    /// the first time after waiting.
+    header_delay: Option<u64>,
+}
+
+fn keep(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.clear();
+    dst.extend_from_slice(src.get(..MAX_KEPT).unwrap_or(src));
+}
+
+fn busy() -> Verdict {
+    if let Some(held_back) = BUSY_LOG.allow() {
+        warn!("greylist engine busy, failing open ({held_back} more suppressed)");
+    }
+    Verdict::Continue
+}
+
+impl PolicyDecider {
+    pub fn new(engine: Rc<RefCell<Engine>>, conn_id: u64) -> PolicyDecider {
+        PolicyDecider {
+            engine,
+            conn_id,
+            envelope: Envelope::default(),
+            header_delay: None,
+        }
+    }
+
+    /// The verdict for a decided recipient, and the bookkeeping it needs.
+    fn conclude(&mut self, engine: &Engine, d: &Decision, recipient: &[u8]) -> Verdict {
+        let verdict = match d.action {
+            Action::Pass | Action::Accept | Action::WouldGreylist => Verdict::Continue,
+            Action::Greylist => {
+                let shown = String::from_utf8_lossy(strip_brackets(recipient));
+                Verdict::Tempfail(engine.settings().reply.render(d.remaining, &shown))
+            }
+            Action::Reject => {
+                let shown = String::from_utf8_lossy(strip_brackets(recipient));
+                Verdict::Reject(engine.settings().reject_reply.render(0, &shown))
+            }
+        };
+        // A learning engine delayed nobody: no header claims it did.
+        let learning = engine.settings().mode == Mode::Learn;
+        if d.reason == Reason::Retried && d.delay > 0 && !learning {
+            self.header_delay = Some(self.header_delay.unwrap_or(0).max(d.delay));
+        }
+        verdict
+    }
+}
+
+impl Decider for PolicyDecider {
+    type Answer = Verdict;
+    type Wait = NeverWaits;
+
+    fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
+        self.reset();
+        self.envelope.client_addr = client.addr;
+        keep(&mut self.envelope.client_name, client.hostname);
+        let Ok(mut engine) = self.engine.try_borrow_mut() else {
+            return busy();
+        };
+        let Some(reason) =
+            engine.check_connect(self.envelope.client_addr, &self.envelope.client_name)
+        else {
+            return Verdict::Continue;
+        };
+        drop(engine);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &Decision::accepted(reason),
+            None,
+            macros,
+        );
+        Verdict::Accept
+    }
+
+    fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict {
+        self.end_transaction();
+        keep(&mut self.envelope.sender, sender);
+        self.envelope.authenticated = macros
+            .get("auth_authen")
+            .is_some_and(|v| !v.trim_ascii().is_empty());
+        let Ok(mut engine) = self.engine.try_borrow_mut() else {
+            return busy();
+        };
+        let e = &self.envelope;
+        let accepted = engine.check_mail(e.client_addr, &e.client_name, &e.sender, e.authenticated);
+        drop(engine);
+        match accepted {
+            Some(reason) => {
+                log::decision(
+                    self.conn_id,
+                    &self.envelope,
+                    &Decision::accepted(reason),
+                    None,
+                    macros,
+                );
+                Verdict::Accept
+            }
+            None => Verdict::Continue,
+        }
+    }
+
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<NeverWaits> {
+        let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return Decided::Now(busy());
+        };
+        let d = engine.decide_rcpt(&self.envelope.request(recipient));
+        let verdict = self.conclude(&engine, &d, recipient);
+        drop(engine);
+        log::decision(self.conn_id, &self.envelope, &d, Some(recipient), macros);
+        Decided::Now(verdict)
+    }
+
+    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
+        answer
+    }
+
+    fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {
+        let delayed = self.header_delay.take()?;
+        let engine = self.engine.try_borrow().ok()?;
+        if !engine.settings().header {
+            return None;
+        }
+        let field = engine.greylist_header(delayed);
+        Some(Header {
+            name: field.name.to_string(),
+            value: field.value,
+        })
+    }
+
+    fn end_transaction(&mut self) {
+        self.envelope.sender.clear();
+        self.envelope.authenticated = false;
+        self.header_delay = None;
+    }
+
+    fn reset(&mut self) {
+        self.end_transaction();
+        self.envelope.client_addr = None;
+        self.envelope.client_name.clear();
+    }
+}

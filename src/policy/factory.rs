@@ -1,0 +1,117 @@
+//! [`PolicyFactory`]: makes a [`PolicyDecider`] per milter connection,
+//! hands the session its options, and counts how sessions ended.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::decider::PolicyDecider;
+use crate::greylist::Engine;
+use crate::greylist::stats::push_line;
+use crate::milter::decision::{DeciderFactory, SessionOptions, SessionSummary};
+
+/// How milter sessions ended, since start. Kept here, not in the engine:
+/// sessions are a protocol matter, decisions are the engine's.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    sessions: Cell<u64>,
+    protocol_errors: Cell<u64>,
+    timeouts: Cell<u64>,
+    decisions_expired: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get().saturating_add(by));
+}
+
+impl SessionCounters {
+    pub fn record(&self, summary: &SessionSummary) {
+        bump(&self.sessions, 1);
+        bump(&self.protocol_errors, u64::from(summary.protocol_error));
+        bump(&self.timeouts, u64::from(summary.timed_out));
+        bump(&self.decisions_expired, summary.decisions_expired);
+    }
+
+    /// `Sessions`, `Protocol-Errors`, `Timeouts`: the report lines that
+    /// follow the engine's.
+    pub fn push_report(&self, out: &mut String) {
+        push_line(out, "Sessions", &self.sessions.get());
+        push_line(out, "Protocol-Errors", &self.protocol_errors.get());
+        push_line(out, "Timeouts", &self.timeouts.get());
+    }
+
+    /// Recipients answered CONTINUE because their decision waited past
+    /// `decision_timeout`. Reported after every older line.
+    pub fn decisions_expired(&self) -> u64 {
+        self.decisions_expired.get()
+    }
+}
+
+/// Timeouts read by each new session, so that a reload applies to the
+/// sessions that start after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub decision: Duration,
+}
+
+impl Default for Timeouts {
+    /// The configuration's defaults.
+    fn default() -> Timeouts {
+        let options = SessionOptions::default();
+        Timeouts {
+            idle: options.idle_timeout,
+            decision: options.decision_timeout,
+        }
+    }
+}
+
+pub struct PolicyFactory {
+    engine: Rc<RefCell<Engine>>,
+    timeouts: Cell<Timeouts>,
+    counters: SessionCounters,
+}
+
+impl PolicyFactory {
+    pub fn new(engine: Rc<RefCell<Engine>>, timeouts: Timeouts) -> Self {
+        PolicyFactory {
+            engine,
+            timeouts: Cell::new(timeouts),
+            counters: SessionCounters::default(),
+        }
+    }
+
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        self.timeouts.set(timeouts);
+    }
+
+    pub fn counters(&self) -> &SessionCounters {
+        &self.counters
+    }
+}
+
+impl DeciderFactory for PolicyFactory {
+    type Decider = PolicyDecider;
+
+    fn new_decider(&self, conn_id: u64) -> PolicyDecider {
+        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
+    }
+
+    fn options(&self) -> SessionOptions {
+        let add_header = self
+            .engine
+            .try_borrow()
+            .map(|e| e.settings().header)
+            .unwrap_or(false);
+        let t = self.timeouts.get();
+        SessionOptions {
+            idle_timeout: t.idle,
+            add_header,
+            decision_timeout: t.decision,
+        }
+    }
+
+    fn session_ended(&self, summary: &SessionSummary) {
+        self.counters.record(summary);
+    }
+}

@@ -1,0 +1,65 @@
+//! The decision log: one line at info per RCPT (and per CONNECT/MAIL
+//! accept):
+//! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
+//! remaining=<s>`, and `qid=<i>` when the MTA sent the `i` macro. Addresses
+//! are logged as sent, escaped and cut (see `address::push_loggable`).
+
+use std::fmt::Write as _;
+
+use tracing::{Level, info};
+
+use super::decider::Envelope;
+use crate::greylist::Decision;
+use crate::greylist::address::push_loggable;
+use crate::milter::decision::Macros;
+
+/// Writes the line for `d`, if info is enabled (the line is only built
+/// then: the RCPT path allocates nothing for a disabled log).
+pub fn decision(
+    conn_id: u64,
+    envelope: &Envelope,
+    d: &Decision,
+    recipient: Option<&[u8]>,
+    macros: &dyn Macros,
+) {
+    if !tracing::enabled!(Level::INFO) {
+        return;
+    }
+    let mut line = String::with_capacity(160);
+    line.push_str("action=");
+    line.push_str(d.action.as_str());
+    line.push_str(" reason=");
+    d.reason.write_to(&mut line);
+    line.push_str(" client=");
+    let name = envelope.client_name.as_slice();
+    if name.is_empty() || name.first() == Some(&b'[') {
+        line.push_str("unknown");
+    } else {
+        push_loggable(&mut line, name);
+    }
+    match envelope.client_addr {
+        Some(a) => {
+            let _ = write!(line, "[{a}]");
+        }
+        None => line.push_str("[]"),
+    }
+    line.push_str(" from=<");
+    push_loggable(&mut line, strip_brackets(&envelope.sender));
+    line.push_str("> to=<");
+    if let Some(r) = recipient {
+        push_loggable(&mut line, strip_brackets(r));
+    }
+    let _ = write!(line, "> delay={} remaining={}", d.delay, d.remaining);
+    if let Some(qid) = macros.get("i").filter(|q| !q.is_empty()) {
+        line.push_str(" qid=");
+        push_loggable(&mut line, qid);
+    }
+    info!(conn = conn_id, "{line}");
+}
+
+/// `<a@b>` → `a@b`, as the MTA sent it otherwise.
+pub fn strip_brackets(a: &[u8]) -> &[u8] {
+    let a = a.trim_ascii();
+    let a = a.strip_prefix(b"<").unwrap_or(a);
+    a.strip_suffix(b">").unwrap_or(a)
+}
