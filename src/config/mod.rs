@@ -17,7 +17,7 @@ mod ops;
 pub mod reload;
 mod values;
 
-pub use ops::{ControlConfig, Facility, LogTarget};
+pub use ops::{ControlConfig, Facility, LogTarget, MetricsConfig};
 
 pub use values::{
     Address, ClientName, ClientNet, Count, Domain, Entry, Listen, LogLevel, Prefix, RejectReply,
@@ -43,6 +43,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     pub control: ControlConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -1,5 +1,6 @@
 //! Configuration of the operations features: where logs go (`[log]
-//! target`, `facility`, `syslog_socket`) and the `[control]` socket.
+//! target`, `facility`, `syslog_socket`), the `[control]` socket and the
+//! `[metrics]` endpoint.
 
 use std::path::PathBuf;
 
@@ -76,4 +77,14 @@ impl Default for ControlConfig {
             group: None,
         }
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint (off unless `listen` is set).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// An address and port (`127.0.0.1:9134`); no host names, which would
+    /// need a resolver thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }

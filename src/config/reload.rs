@@ -46,6 +46,7 @@ const RESTART_ONLY: &[(&str, Keep)] = &[
         keep(&r.log.syslog_socket, &mut n.log.syslog_socket)
     }),
     ("control", |r, n| keep(&r.control, &mut n.control)),
+    ("metrics", |r, n| keep(&r.metrics, &mut n.metrics)),
 ];
 
 fn keep<T: PartialEq + Clone>(running: &T, reloaded: &mut T) -> bool {
@@ -118,6 +119,7 @@ mod tests {
         changed.log.facility = crate::config::Facility::Local0;
         changed.log.syslog_socket = "/tmp/log".into();
         changed.control.socket = Some("/run/c.sock".into());
+        changed.metrics.listen = Some("127.0.0.1:9134".parse().unwrap());
         assert_eq!(
             keep_restart_only(&running, &mut changed).len(),
             RESTART_ONLY.len()

@@ -4,10 +4,8 @@
 //! connection, read with a length cap and a deadline, executed in the main
 //! loop (through a channel), answered, closed.
 
-use std::cell::Cell;
 use std::io;
 use std::path::Path;
-use std::rc::Rc;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
@@ -19,6 +17,7 @@ use super::handle::Reply;
 use super::protocol::{Command, MAX_LINE, parse};
 use crate::milter::listener::{Kind, ListenSpec, Listener, UnixSocketOptions};
 use crate::ratelimit::LogLimiter;
+use crate::slots::{Slots, accept_failed};
 
 /// Whole exchange (read, execute, write) of one connection.
 pub const DEADLINE: Duration = Duration::from_secs(5);
@@ -26,6 +25,7 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 const MAX_CLIENTS: usize = 4;
 
 static REFUSED_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+static ACCEPT_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
 
 /// A parsed command on its way to the main loop.
 pub struct ControlRequest {
@@ -94,26 +94,22 @@ pub async fn serve(listener: &Listener, access: Access, to_loop: mpsc::Sender<Co
             return;
         }
     };
-    let busy = Rc::new(Cell::new(0usize));
+    let slots = Slots::new(MAX_CLIENTS);
     loop {
         let stream = match socket.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
-                if let Some(n) = REFUSED_LOG.allow() {
-                    tracing::warn!("control socket accept failed: {e} ({n} more suppressed)");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                accept_failed("control socket", &e, &ACCEPT_LOG).await;
                 continue;
             }
         };
-        if busy.get() >= MAX_CLIENTS {
+        let Some(slot) = slots.take() else {
             continue;
-        }
-        busy.set(busy.get() + 1);
-        let (busy, to_loop) = (Rc::clone(&busy), to_loop.clone());
+        };
+        let to_loop = to_loop.clone();
         tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(DEADLINE, connection(stream, access, &to_loop)).await;
-            busy.set(busy.get().saturating_sub(1));
+            drop(slot);
         });
     }
 }

@@ -24,8 +24,9 @@ use super::signals::{SignalEvent, SignalEvents};
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
 use crate::control::allows::Allows;
-use crate::control::server::{self as control, Access, ControlRequest};
+use crate::control::server::{self as control, ControlRequest};
 use crate::greylist::Engine;
+use crate::metrics::server::Scrape;
 
 mod admin;
 use crate::greylist::clock::{Clock as _, SystemClock};
@@ -34,7 +35,7 @@ use crate::greylist::stats::push_line;
 use crate::milter::listener::{Listener, UnixSocketOptions};
 use crate::milter::server::{Limits, serve};
 use crate::policy::{PolicyFactory, Timeouts};
-use admin::bind_control;
+use admin::{AdminSockets, bind_admin};
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -71,9 +72,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
-        let control = bind_control(&config, identity)?;
+        let admin = bind_admin(&config, identity)?;
         let mut daemon = Daemon::start(config, config_path, logging, identity)?;
-        daemon.main_loop(listener, control).await
+        daemon.main_loop(listener, admin).await
     })
 }
 
@@ -194,11 +195,7 @@ impl Daemon {
         })
     }
 
-    async fn main_loop(
-        &mut self,
-        listener: Listener,
-        control: Option<(Listener, Access)>,
-    ) -> Result<(), String> {
+    async fn main_loop(&mut self, listener: Listener, admin: AdminSockets) -> Result<(), String> {
         let mut signals =
             SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -232,7 +229,11 @@ impl Daemon {
         );
         watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(8);
-        let control = control.map(|(l, access)| {
+        let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel::<Scrape>(8);
+        let metrics = admin
+            .metrics
+            .map(|l| tokio::task::spawn_local(crate::metrics::server::serve(l, metrics_tx)));
+        let control = admin.control.map(|(l, access)| {
             let l = Rc::new(l);
             let task = tokio::task::spawn_local({
                 let l = Rc::clone(&l);
@@ -266,6 +267,9 @@ impl Daemon {
                     self.checkpoint(false);
                 }
                 _ = maintenance_tick.tick() => self.maintain().await,
+                Some(scrape) = metrics_rx.recv() => {
+                    let _ = scrape.send(self.metrics_text());
+                }
                 Some(request) = control_rx.recv() => {
                     if self.on_control(request, &notify) {
                         checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
@@ -281,6 +285,9 @@ impl Daemon {
         };
         signals.close();
         notify.stopping();
+        if let Some(task) = metrics {
+            task.abort();
+        }
         if let Some((l, task)) = control {
             task.abort();
             if let Err(e) = l.remove_socket_file() {

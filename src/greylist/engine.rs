@@ -43,6 +43,7 @@ use super::stats::{Counters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 
 mod admin;
+mod counts;
 pub use admin::{Explanation, MAX_FORGET_NETWORKS};
 
 /// Work units (entries examined) per [`Engine::maintain`] call. Measured
@@ -66,7 +67,7 @@ pub struct Request<'a> {
     pub authenticated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Greylist,
     /// Learning mode: recorded as [`Action::Greylist`] would be, but the
@@ -89,7 +90,7 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     New,
     Early,
@@ -193,6 +194,8 @@ pub struct Engine {
     generation: u64,
     sender_buf: Vec<u8>,
     recipient_buf: Vec<u8>,
+    /// RCPT decisions by action and reason (for the metrics).
+    decisions: std::collections::HashMap<(Action, Reason), u64>,
 }
 
 fn secs(d: Duration) -> u32 {
@@ -228,6 +231,7 @@ impl Engine {
             generation: 0,
             sender_buf: Vec::new(),
             recipient_buf: Vec::new(),
+            decisions: std::collections::HashMap::new(),
         }
     }
 
@@ -309,8 +313,9 @@ impl Engine {
         }
     }
 
-    /// RCPT: decides one recipient, in the documented order.
-    pub fn decide_rcpt(&mut self, req: &Request<'_>) -> Decision {
+    /// RCPT: decides one recipient, in the documented order (counted by
+    /// `decide_rcpt` in `counts.rs`).
+    fn decide(&mut self, req: &Request<'_>) -> Decision {
         self.counters.requests += 1;
         let Some(addr) = req.client_addr else {
             return Decision::of(Action::Accept, Reason::Local);

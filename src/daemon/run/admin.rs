@@ -1,5 +1,6 @@
-//! The daemon's side of the control socket: binding it at start-up,
-//! answering commands in the main loop, expiring runtime allowances.
+//! The daemon's side of the control socket and the metrics endpoint:
+//! binding them at start-up, answering commands and scrapes in the main
+//! loop, expiring runtime allowances.
 
 use super::{Daemon, Identity, Notifier};
 use crate::config::Config;
@@ -7,9 +8,37 @@ use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
 
+/// What `bind_admin` bound.
+pub(super) struct AdminSockets {
+    pub control: Option<(crate::milter::listener::Listener, Access)>,
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+/// Binds the control socket and the metrics listener (before privileges
+/// are dropped: /run, a low port).
+pub(super) fn bind_admin(
+    config: &Config,
+    identity: Option<Identity>,
+) -> Result<AdminSockets, String> {
+    let control = bind_control(config, identity)?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let l = crate::metrics::server::bind(addr)
+                .map_err(|e| format!("metrics listen {addr}: {e}"))?;
+            let bound = l
+                .local_addr()
+                .map_or_else(|_| addr.to_string(), |a| a.to_string());
+            tracing::info!(metrics = %bound, "metrics endpoint ready");
+            Some(l)
+        }
+        None => None,
+    };
+    Ok(AdminSockets { control, metrics })
+}
+
 /// The control socket, bound as root (in /run) and handed to the daemon's
 /// user, with who may use it.
-pub(super) fn bind_control(
+fn bind_control(
     config: &Config,
     identity: Option<Identity>,
 ) -> Result<Option<(crate::milter::listener::Listener, Access)>, String> {
@@ -95,5 +124,22 @@ impl Daemon {
         if let Err(e) = self.allows.save() {
             tracing::error!("{e}");
         }
+    }
+
+    /// A fresh exposition text for a scrape.
+    pub(super) fn metrics_text(&self) -> String {
+        let engine = self.engine.borrow();
+        let counters = self.factory.counters();
+        let (sessions, protocol_errors, session_timeouts) = counters.ended();
+        crate::metrics::render::render(&crate::metrics::render::Input {
+            snapshot: engine.stats(),
+            decisions: engine.decision_counts(),
+            sessions,
+            protocol_errors,
+            session_timeouts,
+            decision_timeouts: counters.decisions_expired(),
+            checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
+            allowances: self.allows.len() as u64,
+        })
     }
 }
