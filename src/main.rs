@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use greymilter::cli::{Cli, Command};
 use greymilter::config::{self, Config};
 use greymilter::daemon;
 
@@ -22,43 +23,6 @@ use greymilter::daemon;
 const EXIT_CONFIG: u8 = 1;
 /// Exit status when the daemon could not start or talk to what it needs.
 const EXIT_RUNTIME: u8 = 2;
-
-#[derive(Parser)]
-#[command(
-    name = "greymilter",
-    version,
-    about = "A greylisting milter for Postfix and Sendmail"
-)]
-struct Cli {
-    /// Configuration file [default: /etc/greymilter/greylist.toml if it
-    /// exists, else built-in defaults]
-    #[arg(long, short, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (the default).
-    Run,
-    /// Validate the configuration and print the effective settings.
-    CheckConfig,
-    /// Ask the running daemon for a fresh statistics report and print it:
-    /// through the control socket if one is configured, else by SIGUSR1 to
-    /// the pidfile's process and reading the stats file.
-    Stats {
-        /// How long to wait for the report.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-    },
-    #[command(flatten)]
-    Control(greymilter::control::cli::ControlCommand),
-    /// Act as the MTA against a running milter and print each verdict.
-    /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
-    /// 5 a recipient was rejected, 2 the milter could not be reached.
-    Query(daemon::query::QueryArgs),
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -80,8 +80,10 @@ pub struct Target {
     /// A tuple: client IP (with --from and --to).
     #[arg(long, requires_all = ["from", "to"], conflicts_with_all = ["network", "sender_domain"])]
     pub client: Option<IpAddr>,
+    /// The tuple's envelope sender (`<>` for bounces).
     #[arg(long, requires = "client")]
     pub from: Option<String>,
+    /// The tuple's envelope recipient.
     #[arg(long, requires = "client")]
     pub to: Option<String>,
     /// A client network (CIDR or address).
