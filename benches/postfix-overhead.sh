@@ -5,7 +5,7 @@
 # SMTP sessions. Every message passes greymilter as a whitelisted tuple (the tuple is
 # whitelisted with `greymilter query` before the timed runs), so each one costs a full
 # CONNECT/MAIL/RCPT/EOM milter conversation and a table look-up. Instance layout and the
-# reason for each main.cf setting: shared/docs/real-mta-harness.md §2, §3 and §7.
+# reason for each main.cf setting: see the comments in tests/e2e/postfix.rs.
 #
 #   cargo build --release --bin greymilter --example noop_milter
 #   sudo benches/postfix-overhead.sh            # MSGS=6000 SESSIONS=50 ROUNDS=3 by default
@@ -66,7 +66,7 @@ query=("$BIN/greymilter" query --socket "inet:127.0.0.1:$GM_PORT" --client 127.0
 sleep 2
 "${query[@]}" >/dev/null || { echo "postfix-overhead: the tuple did not pass after the delay" >&2; exit 1; }
 
-# --- the Postfix instance (real-mta-harness.md §2.1) ----------------------------------------
+# --- the Postfix instance ----------------------------------------
 QUEUE=$WORKDIR/queue
 mkdir -p "$PF" "$QUEUE" "$WORKDIR/data"
 chown postfix:postfix "$WORKDIR/data"

@@ -34,7 +34,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start, write_atomically};
+use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start};
+use greymilter::files::atomic::write_atomically;
 use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
 use greymilter::greylist::settings::Settings;
 use greymilter::greylist::{Engine, Request};

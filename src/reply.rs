@@ -2,7 +2,7 @@
 //!
 //! Sendmail turns a malformed reply at RCPT into a *permanent* 550, so a
 //! `Reply` can only be built through constructors that enforce the strictest
-//! rules of both MTAs (milter-protocol.md §8): one line, `[45]dd`, a space, an
+//! rules of both MTAs (docs/milter.md, "Replies"): one line, `[45]dd`, a space, an
 //! enhanced status code whose class equals the first digit, printable ASCII
 //! text, and at most [`MAX_WIRE_LEN`] bytes once `%` has been doubled.
 

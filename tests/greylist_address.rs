@@ -1,6 +1,6 @@
 //! Address normalisation: the table of examples promised in the docs.
 
-use greymilter::greylist::address::{base_form, sender_form};
+use greymilter::greylist::envelope_address::{base_form, sender_form};
 
 fn sender(raw: &str, normalize: bool) -> String {
     let mut out = Vec::new();

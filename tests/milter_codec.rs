@@ -1,4 +1,4 @@
-//! Byte-exact codec vectors (milter-protocol.md §2–§6, §12) and property
+//! Byte-exact codec vectors (docs/milter.md, "Packets") and property
 //! tests: round trips, and no input makes the decoder panic or over-allocate.
 
 mod milter_support;

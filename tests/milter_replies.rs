@@ -1,5 +1,5 @@
 //! Every SMFIR_REPLYCODE the session can produce must pass the reply checks
-//! of Postfix (stable and 3.12) and Sendmail (milter-protocol.md §8). The
+//! of Postfix (stable and 3.12) and Sendmail (docs/milter.md, "Replies"). The
 //! validators below are written from those rules, independently of
 //! `reply.rs`.
 

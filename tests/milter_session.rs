@@ -1,5 +1,5 @@
 //! Session behaviour, one test per item of the robustness checklist
-//! (milter-protocol.md §16), driven by the MTA-side client over an
+//! (docs/milter.md, "Robustness checklist"), driven by the MTA-side client over an
 //! in-memory pipe with tokio's paused clock.
 
 mod milter_support;

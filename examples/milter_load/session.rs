@@ -1,5 +1,5 @@
 //! One milter connection the way Postfix 3.7 drives it
-//! (real-mta-harness.md §2.2): OPTNEG, CONNECT with its macros, HELO,
+//! (as Postfix sends it): OPTNEG, CONNECT with its macros, HELO,
 //! per transaction MAIL, RCPT × k, DATA … EOM when a recipient passed,
 //! ABORT twice, and QUIT. A MACRO packet and its command go out in one
 //! write, as Postfix writes them; steps the milter switched off in the
@@ -25,7 +25,7 @@ pub struct Conversation {
     pub builder: ClientBuilder,
     pub aborts: usize,
     /// Write like Sendmail 8.17: a MACRO packet and its command in two
-    /// writes, with Nagle's algorithm on (real-mta-harness.md §5.1).
+    /// writes, with Nagle's algorithm on.
     pub sendmail_writes: bool,
 }
 

@@ -116,7 +116,7 @@ const OPTNEG: Command<'static> = Command::OptNeg {
     protocol: 0x1f_ffff,
 };
 
-/// milter-protocol.md §12, first delivery attempt (the MTA's side).
+/// A first delivery attempt as Postfix sends it (the MTA's side).
 fn first_attempt(out: &mut Vec<u8>) {
     put(out, OPTNEG);
     macros(

@@ -1,15 +1,15 @@
-//! Envelope address normalisation (`greylist::address`) and the CONNECT
-//! address parser (`milter::address::client_ip`).
+//! Envelope address normalisation (`greylist::envelope_address`) and the CONNECT
+//! address parser (`milter::client_address::client_ip`).
 //!
 //! Input: the first byte is the CONNECT family byte for `client_ip`; the
 //! whole input is also the MAIL/RCPT argument.
 
 use std::net::IpAddr;
 
-use greymilter::greylist::address::{
+use greymilter::greylist::envelope_address::{
     MAX_ADDRESS_LEN, MAX_LOGGED_LEN, base_form, domain_of, push_loggable, sender_form,
 };
-use greymilter::milter::address::client_ip;
+use greymilter::milter::client_address::client_ip;
 use greymilter::milter::codec::Family;
 
 pub fn check(data: &[u8]) {

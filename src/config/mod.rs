@@ -31,6 +31,9 @@ pub const DEFAULT_LISTEN: &str = "inet:10030@127.0.0.1";
 /// Largest configuration file read. Real ones are a few KiB; even lists of
 /// tens of thousands of entries stay far below.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Longest `decision_timeout` accepted: Sendmail's default reply timeout
+/// for a milter command.
+const MAX_DECISION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -262,8 +265,8 @@ impl Config {
                 message: e.message().to_string(),
             }
         })?;
-        config.check_relations().map_err(|message| {
-            let (line, column) = find_key(text, "retry_window").unwrap_or((1, 1));
+        config.check_relations().map_err(|(key, message)| {
+            let (line, column) = find_key(text, key).unwrap_or((1, 1));
             ConfigError {
                 file: name.to_string(),
                 line,
@@ -275,12 +278,26 @@ impl Config {
     }
 
     /// Checks between fields that single values cannot see.
-    fn check_relations(&self) -> Result<(), String> {
+    /// On error: the key to point at, and the message.
+    fn check_relations(&self) -> Result<(), (&'static str, String)> {
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
-            return Err(format!(
-                "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
-                g.retry_window, g.delay
+            return Err((
+                "retry_window",
+                format!(
+                    "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
+                    g.retry_window, g.delay
+                ),
+            ));
+        }
+        if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
+            return Err((
+                "decision_timeout",
+                format!(
+                    "decision_timeout ({}) must be at most {}s: the MTA stops waiting for the milter before that (Sendmail after 10 s, Postfix after 30 s)",
+                    self.milter.decision_timeout,
+                    MAX_DECISION_TIMEOUT.as_secs()
+                ),
             ));
         }
         Ok(())

@@ -210,6 +210,11 @@ fn broken_configs_fail_with_line_and_column() {
         ),
         ("[greylist]\nmax_tuples = 0\n", "positive", (2, 14)),
         (
+            "[milter]\nidle_timeout = 60\ndecision_timeout = \"11s\"\n",
+            "must be at most 10s",
+            (3, 1),
+        ),
+        (
             "[milter]\nlisten = \"10030\"\n",
             "listen must look like",
             (2, 10),

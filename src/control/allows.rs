@@ -151,7 +151,7 @@ impl Allows {
                 Allow::SenderDomain(d) => writeln!(text, "sender-domain {d} {until}"),
             };
         }
-        crate::daemon::checkpoint::write_atomically(path, true, |w| w.write_all(text.as_bytes()))
+        crate::files::atomic::write_atomically(path, true, |w| w.write_all(text.as_bytes()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 }

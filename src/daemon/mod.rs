@@ -7,8 +7,11 @@ pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod query;
+pub mod restore;
 pub mod run;
+pub mod serve;
 pub mod signals;
 pub mod syslog;
 
 pub use run::run;
+pub use serve::{Daemon, Event, Events, Setup};

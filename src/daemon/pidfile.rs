@@ -13,7 +13,7 @@ impl Pidfile {
     /// Writes our pid (atomically, so a reader never sees a partial number).
     pub fn create(path: &Path) -> io::Result<Pidfile> {
         let pid = std::process::id();
-        super::checkpoint::write_atomically(path, false, |w| writeln!(w, "{pid}"))
+        crate::files::atomic::write_atomically(path, false, |w| writeln!(w, "{pid}"))
             .map_err(|e| io::Error::new(e.source.kind(), e.to_string()))?;
         Ok(Pidfile {
             path: path.to_path_buf(),

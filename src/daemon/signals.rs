@@ -10,19 +10,7 @@ use futures_util::StreamExt;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_tokio::{Handle, Signals};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
-    /// SIGHUP: re-read the configuration.
-    Reload,
-    /// SIGUSR1: write the statistics report.
-    Stats,
-    /// SIGUSR2: write a checkpoint now.
-    Checkpoint,
-    /// SIGTERM or SIGINT: shut down gracefully.
-    Shutdown,
-    /// SIGCHLD: reap the checkpoint child.
-    ChildExited,
-}
+use super::serve::{Event, Events};
 
 pub struct SignalEvents {
     signals: Signals,
@@ -36,23 +24,25 @@ impl SignalEvents {
         let handle = signals.handle();
         Ok(SignalEvents { signals, handle })
     }
+}
 
-    /// The next signal; `None` only after [`SignalEvents::close`].
-    pub async fn next(&mut self) -> Option<SignalEvent> {
+impl Events for SignalEvents {
+    /// The next signal; `None` only after [`Events::close`].
+    async fn next(&mut self) -> Option<Event> {
         loop {
             let event = match self.signals.next().await? {
-                SIGHUP => SignalEvent::Reload,
-                SIGUSR1 => SignalEvent::Stats,
-                SIGUSR2 => SignalEvent::Checkpoint,
-                SIGTERM | SIGINT => SignalEvent::Shutdown,
-                SIGCHLD => SignalEvent::ChildExited,
+                SIGHUP => Event::Reload,
+                SIGUSR1 => Event::Stats,
+                SIGUSR2 => Event::Checkpoint,
+                SIGTERM | SIGINT => Event::Shutdown,
+                SIGCHLD => Event::ChildExited,
                 _ => continue,
             };
             return Some(event);
         }
     }
 
-    pub fn close(&self) {
+    fn close(&mut self) {
         self.handle.close();
     }
 }

@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::address::{base_form, sender_form};
 use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
+use super::envelope_address::{base_form, sender_form};
 use super::key::{Network, Secret};
 use super::lists::{ListName, Lists};
 use super::settings::{ListAction, Mode, Settings};

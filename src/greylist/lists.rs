@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::address::{base_form, domain_of, normalize_sender as apply_sender_rules};
+use super::envelope_address::{base_form, domain_of, normalize_sender as apply_sender_rules};
 use super::key::{canonical, mask32, mask128};
 use super::settings::{ListAction, ListSpec};
 

@@ -1,7 +1,7 @@
 //! The greylist engine: keys, static lists, the tuple table, verdicts and
 //! statistics. No sockets, no signals; time comes from a [`clock::Clock`].
 //!
-//! * [`address`]: envelope address normalisation (bytes in, bounded).
+//! * [`envelope_address`]: envelope address normalisation (bytes in, bounded).
 //! * [`key`]: keyed-hash tuple keys; the table stores no strings.
 //! * [`lists`]: compiled static lists.
 //! * [`table`]: pending and whitelisted tuples, timing model, expiry, eviction.
@@ -10,14 +10,14 @@
 //! * [`state`]: the versioned, checksummed state file format.
 //! * [`engine`]: all of the above behind [`Engine`].
 //!
-//! Nothing here knows the milter protocol or tokio: [`crate::policy`] turns
+//! Nothing here knows the milter protocol or the async runtime: [`crate::policy`] turns
 //! the engine's decisions into milter verdicts.
 
-pub mod address;
 pub mod awl;
 pub mod clock;
 pub mod date;
 pub mod engine;
+pub mod envelope_address;
 pub mod key;
 pub mod lists;
 pub mod settings;

@@ -1,6 +1,6 @@
 //! Statistics: counters kept by the engine and the report printed on
 //! SIGUSR1. Labels and order of the first block follow x-grey's `gld`
-//! (greylisting-landscape.md §7), then ours. All counters start at zero when
+//! (docs/statistics.md), then ours. All counters start at zero when
 //! the process starts; a restored table shows up as `Restored`, so that
 //! `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired −
 //! Evicted` holds at every moment.

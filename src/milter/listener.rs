@@ -1,5 +1,5 @@
 //! Where greymilter listens: TCP (IPv4, IPv6) or a Unix stream socket, in
-//! the spellings admins copy from their MTA's docs (milter-protocol.md §1):
+//! the spellings admins copy from their MTA's docs (docs/milter.md, "Sockets"):
 //! Sendmail's `inet:PORT@HOST`, `inet6:PORT@HOST`, `local:/path`, and
 //! Postfix's `inet:HOST:PORT`, `unix:/path`.
 //!

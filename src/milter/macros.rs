@@ -1,4 +1,4 @@
-//! Macro values the MTA sent, per stage (milter-protocol.md §5).
+//! Macro values the MTA sent, per stage (docs/milter.md, "Macros").
 //!
 //! A MACRO packet replaces its stage's set; an event discards the macros of
 //! all later stages; a look-up runs from the event's stage back to CONNECT.

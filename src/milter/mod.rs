@@ -1,13 +1,13 @@
-//! The milter protocol, version 6 (see `shared/docs/milter-protocol.md`).
+//! The milter protocol, version 6, as docs/milter.md describes it.
 //!
 //! Layers, bottom up: [`codec`] (framing, commands, responses), [`negotiate`],
-//! [`macros`] and [`address`] (pieces of a conversation), [`session`] (the
+//! [`macros`] and [`client_address`] (pieces of a conversation), [`session`] (the
 //! I/O-free state machine), [`connection`] (its async driver), [`listener`] and [`server`] (sockets,
 //! limits, shutdown), and [`client`] (the MTA side, for tests and tools).
 //! Nothing here knows about greylisting: [`decision`] is the only seam.
 
-pub mod address;
 pub mod client;
+pub mod client_address;
 pub mod codec;
 pub mod connection;
 pub mod decision;

@@ -1,4 +1,4 @@
-//! SMFIC_OPTNEG: what greymilter asks the MTA for (milter-protocol.md §4, §13).
+//! SMFIC_OPTNEG: what greymilter asks the MTA for (docs/milter.md, "Negotiation").
 //!
 //! Only CONNECT, MAIL and RCPT (and EOM, which cannot be disabled) are kept.
 //! Every kept event gets a reply: no NR_* bits are ever requested, so a stray

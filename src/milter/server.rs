@@ -41,8 +41,6 @@ impl Default for Limits {
 pub struct ServeSummary {
     /// Connections accepted.
     pub accepted: u64,
-    /// Failed accept calls (EMFILE, ECONNABORTED, …).
-    pub accept_errors: u64,
     /// Times accepting paused because `max_connections` sessions ran.
     pub limit_reached: u64,
     /// Sessions that ended on their own during the drain.
@@ -145,7 +143,6 @@ pub async fn serve<F: DeciderFactory + 'static>(
                 }
             }
             Err(e) => {
-                summary.accept_errors += 1;
                 if let Some(suppressed) = ACCEPT_ERROR_LOG.allow() {
                     warn!(suppressed, "accept failed: {e}");
                 }

@@ -2,7 +2,7 @@
 //! accept):
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
 //! remaining=<s>`, and `qid=<i>` when the MTA sent the `i` macro. Addresses
-//! are logged as sent, escaped and cut (see `address::push_loggable`).
+//! are logged as sent, escaped and cut (see `envelope_address::push_loggable`).
 
 use std::fmt::Write as _;
 
@@ -10,7 +10,7 @@ use tracing::{Level, info};
 
 use super::decider::Envelope;
 use crate::greylist::Decision;
-use crate::greylist::address::push_loggable;
+use crate::greylist::envelope_address::push_loggable;
 use crate::milter::decision::Macros;
 
 /// Writes the line for `d`, if info is enabled (the line is only built

@@ -1,7 +1,7 @@
 //! A private Postfix 3.7 instance: own config directory, queue, data directory and maillog in
 //! a scratch directory; smtpd on a free 127.0.0.1 port; every `…@example.test` recipient
 //! delivered by virtual(8) into one Maildir, one file per recipient marked `Delivered-To:`.
-//! Nothing system-wide is touched. Why each setting is there: real-mta-harness.md §2–3 (shared docs).
+//! Nothing system-wide is touched. Each setting says why it is there.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! A private Sendmail 8.17 instance (real-mta-harness.md §5, shared docs): an m4-built sendmail.cf in
+//! A private Sendmail 8.17 instance: an m4-built sendmail.cf in
 //! a scratch directory, a private queue, listeners on 127.0.0.1 (and ::1 where available), a
 //! private UTS namespace with an FQDN hostname (else Sendmail stalls 60 s), and logging
 //! through the shared `/dev/log` catcher under a per-instance tag. Accepted mail stays queued
@@ -31,7 +31,7 @@ pub struct SendmailOptions {
     /// `INPUT_MAIL_FILTER` pointing at `inet:PORT@127.0.0.1`; `None`: no milter.
     pub milter_port: Option<u16>,
     /// The `F=` flag: `Some('T')` tempfails when the milter is down (the test setting),
-    /// `None` passes mail through (the production recommendation, milter-protocol.md §15).
+    /// `None` passes mail through (the production recommendation).
     pub milter_flag: Option<char>,
     /// A whole `INPUT_MAIL_FILTER(...)dnl` line instead of the one built from the two above.
     pub filter_line: Option<String>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::{Action, Decision, Engine, Reason, Request, TupleInfo};
-use crate::greylist::address::{base_form, sender_form};
+use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::key::{NetKey, Network, TupleKey};
 use crate::greylist::lists::ListHit;
 use crate::greylist::settings::{ListAction, Mode};

@@ -2,24 +2,23 @@
 //! binding them at start-up, answering commands and scrapes in the main
 //! loop, expiring runtime allowances.
 
-use super::{Daemon, Identity, Notifier};
+use super::Daemon;
 use crate::config::Config;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
+use crate::daemon::notify::Notifier;
+use crate::daemon::privileges::Identity;
 
 /// What `bind_admin` bound.
-pub(super) struct AdminSockets {
+pub struct AdminSockets {
     pub control: Option<(crate::milter::listener::Listener, Access)>,
     pub metrics: Option<std::net::TcpListener>,
 }
 
 /// Binds the control socket and the metrics listener (before privileges
 /// are dropped: /run, a low port).
-pub(super) fn bind_admin(
-    config: &Config,
-    identity: Option<Identity>,
-) -> Result<AdminSockets, String> {
+pub fn bind_admin(config: &Config, identity: Option<Identity>) -> Result<AdminSockets, String> {
     let control = bind_control(config, identity)?;
     let metrics = match config.metrics.listen {
         Some(addr) => {

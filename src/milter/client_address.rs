@@ -1,4 +1,4 @@
-//! The client address of SMFIC_CONNECT, normalised (milter-protocol.md §6).
+//! The client address of SMFIC_CONNECT, normalised (docs/milter.md, "Client address").
 
 use std::net::IpAddr;
 

@@ -1,0 +1,494 @@
+//! The daemon proper, runnable in-process: [`Daemon::start`] builds the
+//! engine (restoring the state file), [`Daemon::serve`] serves a listener
+//! and handles [`Event`]s (reload, statistics, checkpoint, child exit,
+//! shutdown) until told to stop. The binary feeds it signals
+//! (`run.rs`); tests feed it a channel and a manual clock.
+//!
+//! Everything runs on one thread: a tokio `current_thread` runtime with a
+//! `LocalSet`. The engine lives in an `Rc<RefCell<…>>` shared by the
+//! sessions and this loop; borrows never cross an `.await`, so no borrow is
+//! active when the loop forks a checkpoint.
+
+use std::cell::RefCell;
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::time::{MissedTickBehavior, interval};
+
+use super::checkpoint::{Checkpointer, Outcome, Start};
+use super::logging::Logging;
+use super::notify::Notifier;
+use super::pidfile::Pidfile;
+use super::privileges::{self, Identity};
+use super::restore::restore;
+use crate::config::Config;
+use crate::config::reload::keep_restart_only;
+use crate::control::allows::Allows;
+use crate::control::server::{self as control, ControlRequest};
+use crate::files::atomic::{remove_stale_temps, write_atomically};
+use crate::greylist::Engine;
+use crate::greylist::clock::Clock;
+use crate::greylist::stats::push_line;
+use crate::metrics::server::Scrape;
+use crate::milter::listener::Listener;
+use crate::milter::server::{Limits, serve};
+use crate::policy::{PolicyFactory, Timeouts};
+
+mod admin;
+pub use admin::{AdminSockets, bind_admin};
+
+/// How often the engine's incremental expiry runs.
+const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
+/// Upper bound of expiry slices per maintenance tick; each is bounded by the
+/// engine and the loop yields between them, so sessions keep being served.
+const MAX_SLICES_PER_TICK: usize = 64;
+
+/// What the main loop is asked to do (by a signal, or by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SIGHUP: re-read the configuration.
+    Reload,
+    /// SIGUSR1: write the statistics report.
+    Stats,
+    /// SIGUSR2: write a checkpoint now.
+    Checkpoint,
+    /// SIGTERM or SIGINT: shut down gracefully.
+    Shutdown,
+    /// SIGCHLD: reap the checkpoint child.
+    ChildExited,
+}
+
+/// Where the main loop's events come from.
+pub trait Events {
+    /// The next event; `None` when there will be no more (shut down).
+    fn next(&mut self) -> impl Future<Output = Option<Event>>;
+    /// No more events are wanted.
+    fn close(&mut self) {}
+}
+
+/// A channel of events, for running the daemon in-process.
+impl Events for tokio::sync::mpsc::UnboundedReceiver<Event> {
+    fn next(&mut self) -> impl Future<Output = Option<Event>> {
+        self.recv()
+    }
+
+    fn close(&mut self) {
+        tokio::sync::mpsc::UnboundedReceiver::close(self);
+    }
+}
+
+pub fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        idle: config.milter.idle_timeout.0,
+        decision: config.milter.decision_timeout.0,
+    }
+}
+
+/// What the daemon needs besides its configuration.
+pub struct Setup {
+    /// The file SIGHUP re-reads; `None`: built-in defaults.
+    pub config_path: Option<PathBuf>,
+    /// The log filter a reload adjusts; `None` leaves logging alone (tests).
+    pub logging: Option<Logging>,
+    /// Whom to become after start-up (the binary, started as root).
+    pub identity: Option<Identity>,
+    /// The engine's clock: the system's, or a manual one in tests.
+    pub clock: Box<dyn Clock>,
+}
+
+/// The daemon between start-up and exit: the engine, the milter server,
+/// checkpoints, statistics and reload, driven by [`Event`]s.
+pub struct Daemon {
+    config: Config,
+    config_path: Option<PathBuf>,
+    logging: Option<Logging>,
+    engine: Rc<RefCell<Engine>>,
+    factory: Rc<PolicyFactory>,
+    checkpointer: Option<Checkpointer>,
+    pidfile: Option<Pidfile>,
+    /// Runtime allowances (control socket), merged into the engine's lists.
+    allows: Allows,
+    /// The second at which expired allowances were last looked for.
+    allows_checked: u64,
+    /// The control socket and metrics listener, bound by the caller.
+    admin: Option<AdminSockets>,
+}
+
+impl Daemon {
+    /// State directory, restore, pidfile, privilege drop: in that order,
+    /// because the first and the third may need root.
+    pub fn start(config: Config, setup: Setup) -> Result<Daemon, String> {
+        let Setup {
+            config_path,
+            logging,
+            identity,
+            clock,
+        } = setup;
+        let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
+        let mut checkpointer = None;
+        if let Some(path) = &config.state.file {
+            prepare_state_dir(path, identity)?;
+            remove_stale_temps(path);
+            let mut cp = Checkpointer::new(path.clone());
+            if restore(&mut engine.borrow_mut(), path) {
+                cp.mark_saved(engine.borrow().generation());
+            }
+            checkpointer = Some(cp);
+        } else {
+            tracing::info!("no [state] file: the table lives in memory only and is lost at exit");
+        }
+        let now = engine.borrow().now();
+        let (allows, loaded) =
+            Allows::load(config.state.file.as_deref().map(Allows::path_for), now);
+        match loaded {
+            Ok(0) => {}
+            Ok(bad) => tracing::warn!("runtime allowances: {bad} unusable line(s) skipped"),
+            Err(e) => tracing::error!("runtime allowances: {e}; starting without them"),
+        }
+        if !allows.is_empty() {
+            tracing::info!(count = allows.len(), "restored runtime allowances");
+            engine
+                .borrow_mut()
+                .set_settings(allows.apply(config.settings()));
+        }
+        let pidfile = match &config.daemon.pidfile {
+            Some(path) => {
+                let pf = Pidfile::create(path)
+                    .map_err(|e| format!("cannot write pidfile {}: {e}", path.display()))?;
+                if let Some(who) = identity {
+                    privileges::give(pf.path(), who).map_err(|e| e.to_string())?;
+                }
+                Some(pf)
+            }
+            None => None,
+        };
+        if let Some(who) = identity {
+            privileges::drop_to(who).map_err(|e| e.to_string())?;
+            tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
+        }
+        let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
+        Ok(Daemon {
+            config,
+            config_path,
+            logging,
+            engine,
+            factory,
+            checkpointer,
+            pidfile,
+            allows,
+            allows_checked: now,
+            admin: None,
+        })
+    }
+
+    /// Serves the control socket and the metrics endpoint too (bound by
+    /// `bind_admin`, before privileges were dropped).
+    pub fn with_admin(mut self, admin: AdminSockets) -> Daemon {
+        self.admin = Some(admin);
+        self
+    }
+
+    /// Serves milter connections on `listener` and handles `events` until
+    /// [`Event::Shutdown`] (or the end of `events`), then drains the
+    /// sessions, writes the final checkpoint and removes the socket file
+    /// and the pidfile. Must run inside a `LocalSet`.
+    pub async fn serve(mut self, listener: Listener, mut events: impl Events) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            max_connections: self.config.milter.max_connections.0,
+        };
+        let drain = self.config.milter.shutdown_timeout.0;
+        let factory = self.factory.clone();
+        let mut server = tokio::task::spawn_local(async move {
+            let summary = serve(
+                &listener,
+                factory,
+                limits,
+                async { _ = stop_rx.await },
+                drain,
+            )
+            .await;
+            (listener, summary)
+        });
+        let mut checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        checkpoint_tick.reset();
+        let mut maintenance_tick = interval(MAINTENANCE_PERIOD);
+        maintenance_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let notify = Notifier::from_env();
+        // Without a watchdog the tick still runs, rarely, and sends nothing.
+        let mut watchdog_tick = interval(
+            notify
+                .watchdog_period()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(8);
+        let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel::<Scrape>(8);
+        let admin = self.admin.take().unwrap_or(AdminSockets {
+            control: None,
+            metrics: None,
+        });
+        let metrics = admin
+            .metrics
+            .map(|l| tokio::task::spawn_local(crate::metrics::server::serve(l, metrics_tx)));
+        let control = admin.control.map(|(l, access)| {
+            let l = Rc::new(l);
+            let task = tokio::task::spawn_local({
+                let l = Rc::clone(&l);
+                async move { control::serve(&l, access, control_tx).await }
+            });
+            (l, task)
+        });
+        // The listener was bound and the state restored before this.
+        notify.ready();
+
+        let stopped_early = loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Event::Reload) => {
+                        notify.reloading();
+                        let interval_changed = self.reload() == Ok(true);
+                        notify.ready();
+                        if interval_changed {
+                            checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+                            checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                            checkpoint_tick.reset();
+                        }
+                    }
+                    Some(Event::Stats) => self.write_stats(),
+                    Some(Event::Checkpoint) => self.checkpoint(true),
+                    Some(Event::ChildExited) => self.reap(),
+                    Some(Event::Shutdown) | None => break None,
+                },
+                _ = checkpoint_tick.tick() => {
+                    self.reap();
+                    self.checkpoint(false);
+                }
+                _ = maintenance_tick.tick() => self.maintain().await,
+                _ = watchdog_tick.tick() => if notify.watchdog_period().is_some() {
+                    notify.watchdog();
+                },
+                Some(scrape) = metrics_rx.recv() => {
+                    let _ = scrape.send(self.metrics_text());
+                }
+                Some(request) = control_rx.recv() => {
+                    if self.on_control(request, &notify) {
+                        checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+                        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        checkpoint_tick.reset();
+                    }
+                }
+                result = &mut server => break Some(result),
+            }
+        };
+        events.close();
+        notify.stopping();
+        if let Some(task) = metrics {
+            task.abort();
+        }
+        if let Some((l, task)) = control {
+            task.abort();
+            if let Err(e) = l.remove_socket_file() {
+                tracing::warn!(error = %e, "cannot remove the control socket");
+            }
+        }
+        let listener = match stopped_early {
+            Some(Ok((listener, _))) => {
+                tracing::error!("the listener stopped unexpectedly; shutting down");
+                Some(listener)
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the listener task failed; shutting down");
+                None
+            }
+            None => {
+                tracing::info!("shutting down: no new connections, waiting for sessions in flight");
+                let _ = stop_tx.send(());
+                match server.await {
+                    Ok((listener, _)) => Some(listener),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the listener task failed");
+                        None
+                    }
+                }
+            }
+        };
+        self.final_checkpoint();
+        if let Some(Err(e)) = listener.map(|l| l.remove_socket_file()) {
+            tracing::warn!(error = %e, "cannot remove the Unix socket");
+        }
+        if let Some(pf) = &self.pidfile {
+            pf.remove();
+        }
+        tracing::info!("greymilter stopped");
+    }
+
+    /// SIGHUP or `greymilter reload`. `Ok(true)` when the checkpoint
+    /// interval changed; `Err` says why nothing was reloaded.
+    fn reload(&mut self) -> Result<bool, String> {
+        let Some(path) = &self.config_path else {
+            let why = "running on built-in defaults, there is no configuration file to reload";
+            tracing::info!("reload: {why}");
+            return Err(why.to_string());
+        };
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                return Err(format!(
+                    "reload failed, keeping the running configuration: {e}"
+                ));
+            }
+        };
+        let mut new = new;
+        let restart_needed = keep_restart_only(&self.config, &mut new);
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                "reload: {} changed; that takes effect only after a restart",
+                restart_needed.join(", ")
+            );
+        }
+        self.engine
+            .borrow_mut()
+            .set_settings(self.allows.apply(new.settings()));
+        self.factory.set_timeouts(timeouts(&new));
+        if let Some(logging) = &self.logging {
+            logging.apply(&new.log);
+        }
+        let interval_changed =
+            new.state.checkpoint_interval != self.config.state.checkpoint_interval;
+        self.config = new;
+        tracing::info!(config = %path.display(), "configuration reloaded");
+        Ok(interval_changed)
+    }
+
+    /// SIGUSR1: the report to the log and, if configured, to the stats file.
+    fn write_stats(&mut self) {
+        let report = self.report();
+        for line in report.lines() {
+            tracing::info!(target: "greymilter::stats", "{line}");
+        }
+        if let Some(path) = &self.config.stats.file {
+            // A report is not worth an fsync; the rename keeps it whole.
+            if let Err(e) = write_atomically(path, false, |w| w.write_all(report.as_bytes())) {
+                tracing::error!("cannot write the statistics report: {e}");
+            }
+        }
+    }
+
+    pub fn report(&self) -> String {
+        let mut report = self.engine.borrow().stats_report();
+        let sessions = self.factory.counters();
+        sessions.push_report(&mut report);
+        if let Some(cp) = &self.checkpointer {
+            let s = cp.stats;
+            let last = s
+                .last_duration
+                .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
+            push_line(&mut report, "Checkpoints", &s.written);
+            push_line(&mut report, "Checkpoint-Failed", &s.failed);
+            push_line(&mut report, "Checkpoint-Busy", &s.skipped_busy);
+            push_line(&mut report, "Checkpoint-Last", &last);
+        }
+        // Lines added after the first release come last, so the older
+        // report stays a prefix that existing tools parse unchanged.
+        push_line(
+            &mut report,
+            "Decision-Timeouts",
+            &sessions.decisions_expired(),
+        );
+        self.engine.borrow().stats().push_later(&mut report);
+        report
+    }
+
+    /// Timer tick (`force = false`: only if something changed) or SIGUSR2.
+    fn checkpoint(&mut self, force: bool) {
+        let Some(cp) = &mut self.checkpointer else {
+            if force {
+                tracing::info!("SIGUSR2: no [state] file configured, nothing to write");
+            }
+            return;
+        };
+        let engine = self.engine.borrow();
+        let generation = engine.generation();
+        match cp.start(generation, force, |w| engine.write_state(w)) {
+            Start::Forked(pid) => tracing::debug!(%pid, "checkpoint child started"),
+            Start::Busy => {
+                tracing::info!("checkpoint skipped: the previous one is still being written")
+            }
+            Start::Unchanged | Start::Failed => {}
+        }
+    }
+
+    /// SIGCHLD (and every checkpoint tick, since signals coalesce).
+    fn reap(&mut self) {
+        let Some(cp) = &mut self.checkpointer else {
+            return;
+        };
+        match cp.reap() {
+            Some(Outcome::Written { duration }) => {
+                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
+                // A child orphaned by a crash may still have been dying at
+                // start-up; its temp file is stale by now.
+                remove_stale_temps(cp.path());
+            }
+            Some(Outcome::Failed { duration, reason }) => tracing::error!(
+                file = %cp.path().display(),
+                ms = duration.as_millis() as u64,
+                "checkpoint failed, the previous file is unchanged: {reason}"
+            ),
+            None => {}
+        }
+    }
+
+    async fn maintain(&mut self) {
+        self.expire_allows();
+        for _ in 0..MAX_SLICES_PER_TICK {
+            if !self.engine.borrow_mut().maintain() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// At shutdown: wait for a child in flight, then write synchronously.
+    fn final_checkpoint(&mut self) {
+        let Some(cp) = &mut self.checkpointer else {
+            return;
+        };
+        cp.wait();
+        let engine = self.engine.borrow();
+        let started = Instant::now();
+        match cp.write_now(engine.generation(), |w| engine.write_state(w)) {
+            Ok(_) => tracing::info!(
+                file = %cp.path().display(),
+                ms = started.elapsed().as_millis() as u64,
+                "final checkpoint written"
+            ),
+            Err(e) => {
+                tracing::error!("final checkpoint failed, the previous file is unchanged: {e}")
+            }
+        }
+    }
+}
+
+/// Creates the state file's directory if needed (owned by the daemon's user
+/// when dropping privileges).
+fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), String> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
+        if let Some(who) = identity {
+            privileges::give(dir, who).map_err(|e| e.to_string())?;
+        }
+        tracing::info!(dir = %dir.display(), "created the state directory");
+    }
+    Ok(())
+}
