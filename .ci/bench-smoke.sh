@@ -38,6 +38,11 @@ echo "$out"
 [ "$(field "$out" tuples)" = 20000 ] || fail "state_bench did not fill 20000 tuples"
 [ -s "$TMP/state" ] || fail "state_bench wrote no state file"
 
+echo "== list_scale: list files loaded, compiled and decided against (tiny)"
+out=$("$BIN/examples/list_scale" 2000 200 20000 1)
+echo "$out"
+[ "$(grep -c '^RESULT list=' <<<"$out")" = 4 ] || fail "list_scale did not measure every case"
+
 echo "== fork_cost (16 MiB, with and without huge pages)"
 "$BIN/examples/fork_cost" 16
 "$BIN/examples/fork_cost" 16 huge

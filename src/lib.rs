@@ -28,6 +28,7 @@ pub mod control;
 pub mod daemon;
 pub mod files;
 pub mod greylist;
+pub mod lists;
 pub mod metrics;
 pub mod milter;
 pub mod policy;

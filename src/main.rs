@@ -90,6 +90,16 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         Some(p) => println!("# {}: OK", p.display()),
         None => println!("# no configuration file: built-in defaults"),
     }
+    let lists = &config.lists.files.loaded.summary;
+    if lists.files > 0 || !lists.missing_optional.is_empty() {
+        println!(
+            "# list files: {} read, {} entries",
+            lists.files, lists.entries
+        );
+        for missing in &lists.missing_optional {
+            println!("# list file {}: missing, optional", missing.display());
+        }
+    }
     print!("{}", config.to_toml());
     ExitCode::SUCCESS
 }

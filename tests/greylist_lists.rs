@@ -181,6 +181,7 @@ fn first_list_in_the_order_decides() {
         sender_domains: strs(&[("spam.example", R)]),
         recipients: strs(&[("postmaster@example.net", A)]),
         recipient_domains: strs(&[("example.net", R)]),
+        ..ListSpec::default()
     };
     let (mut e, _) = engine(Settings {
         lists: spec,

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 
+mod list_files;
 mod ops;
 pub mod reload;
 mod values;
 
+pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
 pub use ops::{ControlConfig, Facility, LogTarget, MetricsConfig};
 
 pub use values::{
@@ -127,6 +129,7 @@ pub struct ListsConfig {
     pub sender_domains: BTreeMap<Domain, Entry>,
     pub recipients: BTreeMap<Address, Entry>,
     pub recipient_domains: BTreeMap<Domain, Entry>,
+    pub files: ListFilesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -227,7 +230,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a configuration file: a regular file (not a
     /// FIFO or a device, which would stall or never end) of at most
-    /// [`MAX_CONFIG_BYTES`], in UTF-8.
+    /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
         let bytes =
@@ -249,7 +252,9 @@ impl Config {
                 message: "invalid UTF-8".to_string(),
             }
         })?;
-        Config::parse(&text, &name)
+        let mut config = Config::parse(&text, &name)?;
+        config.lists.files.load(path.parent())?;
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `name` is used in errors.
@@ -307,7 +312,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         let g = &self.greylist;
         let l = &self.lists;
-        Settings {
+        let mut settings = Settings {
             mode: g.mode,
             delay: g.delay.0,
             retry_window: g.retry_window.0,
@@ -329,8 +334,11 @@ impl Config {
                 sender_domains: entries(&l.sender_domains, |k| &k.0),
                 recipients: entries(&l.recipients, |k| &k.0),
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
+                ..ListSpec::default()
             },
-        }
+        };
+        l.files.add_to(&mut settings.lists);
+        settings
     }
 
     /// The effective configuration as TOML, defaults filled in.

@@ -40,9 +40,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let local = LocalSet::new();
     local.block_on(&runtime, async move {
-        // Before "listening" is logged: tests (and scripts) take that line
-        // as ready, and a SIGTERM right after it must stop us gracefully,
-        // not kill us.
+        // First, so that a SIGHUP or SIGTERM sent as soon as the daemon is
+        // seen (its pidfile, its socket) is an event, not the default
+        // action that kills the process.
         let signals =
             SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let listener =

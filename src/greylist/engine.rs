@@ -210,15 +210,21 @@ fn timing_of(s: &Settings) -> Timing {
     }
 }
 
+/// Compiles the lists and drops their source entries from `settings`.
+fn compile_lists(settings: &mut Settings) -> Lists {
+    let spec = std::mem::take(&mut settings.lists);
+    Lists::compile(&spec, settings.normalize_sender)
+}
+
 impl Engine {
-    pub fn new(settings: Settings, clock: Box<dyn Clock>) -> Engine {
+    pub fn new(mut settings: Settings, clock: Box<dyn Clock>) -> Engine {
         let (secret, fallback) = Secret::random();
         if fallback {
             warn!("cannot read /dev/urandom: the tuple hashing key is derived from time and pid");
         }
         let now = clock.now();
         Engine {
-            lists: Lists::compile(&settings.lists, settings.normalize_sender),
+            lists: compile_lists(&mut settings),
             timing: timing_of(&settings),
             table: Table::new(settings.max_tuples),
             settings,
@@ -235,6 +241,8 @@ impl Engine {
         }
     }
 
+    /// The settings in force. Their `lists` are empty: the engine keeps
+    /// the lists compiled only (a large list file is not held twice).
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -242,8 +250,8 @@ impl Engine {
     /// Swaps in reloaded settings; the table and auto-whitelist are kept.
     /// A lower `max_tuples` is reached by eviction in [`Engine::maintain`];
     /// a prefix change makes old tuples unreachable (they expire normally).
-    pub fn set_settings(&mut self, settings: Settings) {
-        self.lists = Lists::compile(&settings.lists, settings.normalize_sender);
+    pub fn set_settings(&mut self, mut settings: Settings) {
+        self.lists = compile_lists(&mut settings);
         self.timing = timing_of(&settings);
         self.table.set_max(settings.max_tuples);
         self.settings = settings;

@@ -1,26 +1,37 @@
-//! Static lists, compiled for look-up on the hot path.
+//! Static lists, compiled for look-up on the hot path. Entries come from
+//! the `[lists]` tables and from list files (`crate::lists`); both are
+//! merged here, and for one key the most restrictive action wins.
 //!
-//! * `clients`: longest prefix wins; one hash map per prefix length in use,
-//!   probed from the longest. IPv4-mapped IPv6 entries (`::ffff:0:0/96` and
-//!   longer) are stored as IPv4, because client addresses are.
+//! * `clients`: longest prefix wins, by one binary search over the address
+//!   space partitioned by [`Ranges`] (cost grows with log of the entries).
+//!   IPv4-mapped IPv6 entries (`::ffff:0:0/96` and longer) are stored as
+//!   IPv4, because client addresses are.
 //! * `client_names`: exact name, then `.suffix` entries (which match the
-//!   subdomains only), the longest suffix first. Case-insensitive, trailing
-//!   dot ignored. A bracketed name (`[192.0.2.1]`, the MTA's form for an
-//!   unverified client) never matches.
-//! * `senders`, `recipients`: exact address. Entries and the envelope
-//!   address are normalised the same way as for keys, *including* the
-//!   sender rules when `normalize_sender` is on: an entry for
-//!   `news@lists.example` then also matches its BATV-signed and VERP
+//!   subdomains only), the longest suffix first, then regular expressions.
+//!   Case-insensitive, trailing dot ignored. A bracketed name
+//!   (`[192.0.2.1]`, the MTA's form for an unverified client) never
+//!   matches.
+//! * `senders`, `recipients`: exact address; for recipients also the
+//!   address without its `+extension` (postgrey's and Postfix's rule);
+//!   then a local part at any domain (`postmaster@` in a file). Entries and
+//!   the envelope address are normalised the same way as for keys,
+//!   *including* the sender rules when `normalize_sender` is on: an entry
+//!   for `news@lists.example` then also matches its BATV-signed and VERP
 //!   variants, which is what the entry is for.
-//! * `*_domains`: the domain and all its subdomains, the longest match first.
+//! * `*_domains`: the domain and all its subdomains, the longest match
+//!   first; then the list's regular expressions, matched against the whole
+//!   address in key form.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::envelope_address::{base_form, domain_of, normalize_sender as apply_sender_rules};
 use super::key::{canonical, mask32, mask128};
+use super::patterns::{Patterns, rank};
+use super::ranges::Ranges;
 use super::settings::{ListAction, ListSpec};
 
 /// Which list decided; its name as in the config and the decision log.
@@ -52,112 +63,151 @@ pub type ListHit = (ListName, ListAction);
 
 type Exact = HashMap<Box<[u8]>, ListAction>;
 
-#[derive(Debug, Default)]
+/// Longest client name looked up (a DNS name is at most 253 characters).
+const MAX_NAME: usize = 255;
+
+/// Everything that can decide for one envelope address.
+#[derive(Debug)]
+struct AddressLists {
+    exact: Exact,
+    locals: Exact,
+    domains: Exact,
+    patterns: Patterns,
+    /// Try the address without its `+extension` too.
+    plus: bool,
+    names: (ListName, ListName),
+}
+
+#[derive(Debug)]
 pub struct Lists {
-    /// (prefix length, masked network → action), longest prefix first.
-    v4: Vec<(u8, HashMap<u32, ListAction>)>,
-    v6: Vec<(u8, HashMap<u128, ListAction>)>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
     names: Exact,
     name_suffixes: Exact,
-    senders: Exact,
-    sender_domains: Exact,
-    recipients: Exact,
-    recipient_domains: Exact,
+    /// Bit n: some entry has n labels (63 for 63 and more). A look-up
+    /// hashes only the suffixes of a length some entry has.
+    name_labels: u64,
+    suffix_labels: u64,
+    name_patterns: Patterns,
+    senders: AddressLists,
+    recipients: AddressLists,
 }
 
 impl Lists {
     pub fn compile(spec: &ListSpec, normalize_sender: bool) -> Lists {
-        let mut lists = Lists::default();
+        let mut v4: HashMap<(u32, u8), ListAction> = HashMap::new();
+        let mut v6: HashMap<(u128, u8), ListAction> = HashMap::new();
         for (net, action) in &spec.clients {
-            lists.add_client(*net, *action);
+            match client_key(*net) {
+                Net::V4(k) => merge(v4.entry(k), *action),
+                Net::V6(k) => merge(v6.entry(k), *action),
+            }
         }
-        lists.v4.sort_by_key(|e| std::cmp::Reverse(e.0));
-        lists.v6.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut lists = Lists {
+            v4: Ranges::build(v4.into_iter().map(|((n, p), a)| (n, p, a)).collect()),
+            v6: Ranges::build(v6.into_iter().map(|((n, p), a)| (n, p, a)).collect()),
+            names: Exact::new(),
+            name_suffixes: Exact::new(),
+            name_labels: 0,
+            suffix_labels: 0,
+            name_patterns: spec.client_name_patterns.clone(),
+            senders: AddressLists::new(
+                (ListName::Senders, ListName::SenderDomains),
+                spec.sender_patterns.clone(),
+                false,
+            ),
+            recipients: AddressLists::new(
+                (ListName::Recipients, ListName::RecipientDomains),
+                spec.recipient_patterns.clone(),
+                true,
+            ),
+        };
         for (name, action) in &spec.client_names {
             let n = hostname_form(name.as_bytes());
             match n.strip_prefix(b".") {
-                Some(suffix) => lists.name_suffixes.insert(suffix.into(), *action),
-                None => lists.names.insert(n.into(), *action),
+                Some(suffix) => {
+                    lists.suffix_labels |= label_bit(suffix);
+                    put(&mut lists.name_suffixes, suffix, *action);
+                }
+                None => {
+                    lists.name_labels |= label_bit(&n);
+                    put(&mut lists.names, &n, *action);
+                }
             };
         }
+        let s = &mut lists.senders;
         let mut buf = Vec::new();
         for (addr, action) in &spec.senders {
             base_form(addr.as_bytes(), &mut buf);
             if normalize_sender {
                 apply_sender_rules(&mut buf);
             }
-            lists.senders.insert(buf.as_slice().into(), *action);
+            put(&mut s.exact, &buf, *action);
         }
-        for (addr, action) in &spec.recipients {
-            base_form(addr.as_bytes(), &mut buf);
-            lists.recipients.insert(buf.as_slice().into(), *action);
+        for (local, action) in &spec.sender_locals {
+            // Normalised as the local part of a whole address would be.
+            base_form(format!("{local}@x").as_bytes(), &mut buf);
+            if normalize_sender {
+                apply_sender_rules(&mut buf);
+            }
+            let local = buf.strip_suffix(b"@x").unwrap_or(&buf);
+            put(&mut s.locals, local, *action);
         }
         for (d, action) in &spec.sender_domains {
-            lists.sender_domains.insert(domain_form(d).into(), *action);
+            put(&mut s.domains, &domain_form(d), *action);
+        }
+        let r = &mut lists.recipients;
+        for (addr, action) in &spec.recipients {
+            base_form(addr.as_bytes(), &mut buf);
+            put(&mut r.exact, &buf, *action);
+        }
+        for (local, action) in &spec.recipient_locals {
+            put(
+                &mut r.locals,
+                local.to_ascii_lowercase().as_bytes(),
+                *action,
+            );
         }
         for (d, action) in &spec.recipient_domains {
-            lists
-                .recipient_domains
-                .insert(domain_form(d).into(), *action);
+            put(&mut r.domains, &domain_form(d), *action);
         }
         lists
     }
 
-    fn add_client(&mut self, net: IpNet, action: ListAction) {
-        match net.trunc() {
-            IpNet::V4(n) => {
-                let p = n.prefix_len();
-                insert_prefix(&mut self.v4, p, u32::from(n.network()) & mask32(p), action);
-            }
-            IpNet::V6(n) => {
-                let p = n.prefix_len();
-                if p >= 96
-                    && let Some(v4) = n.network().to_ipv4_mapped()
-                {
-                    let p4 = p - 96;
-                    insert_prefix(&mut self.v4, p4, u32::from(v4) & mask32(p4), action);
-                } else {
-                    insert_prefix(
-                        &mut self.v6,
-                        p,
-                        u128::from(n.network()) & mask128(p),
-                        action,
-                    );
-                }
-            }
-        }
-    }
-
     pub fn client(&self, addr: IpAddr) -> Option<ListAction> {
         match canonical(addr) {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.v4
-                    .iter()
-                    .find_map(|(p, m)| m.get(&(a & mask32(*p))).copied())
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.v6
-                    .iter()
-                    .find_map(|(p, m)| m.get(&(a & mask128(*p))).copied())
-            }
+            IpAddr::V4(a) => self.v4.get(u32::from(a)),
+            IpAddr::V6(a) => self.v6.get(u128::from(a)),
         }
     }
 
     pub fn client_name(&self, name: &[u8]) -> Option<ListAction> {
-        if self.names.is_empty() && self.name_suffixes.is_empty() {
+        if self.names.is_empty() && self.name_suffixes.is_empty() && self.name_patterns.is_empty() {
             return None;
         }
-        let name = hostname_form(name);
+        // On the stack: this runs for every recipient. A DNS name has at
+        // most 253 characters; anything longer matches nothing.
+        let mut buf = [0u8; MAX_NAME];
+        let trimmed = name.trim_ascii();
+        let trimmed = trimmed.strip_suffix(b".").unwrap_or(trimmed);
+        let name = buf.get_mut(..trimmed.len())?;
+        name.copy_from_slice(trimmed);
+        name.make_ascii_lowercase();
+        let name = &*name;
         if name.is_empty() || name.first() == Some(&b'[') {
             return None;
         }
-        if let Some(a) = self.names.get(name.as_slice()) {
+        if self.name_labels & label_bit(name) != 0
+            && let Some(a) = self.names.get(name)
+        {
             return Some(*a);
         }
         // Suffixes strictly shorter than the name, longest first.
-        proper_suffixes(&name).find_map(|s| self.name_suffixes.get(s).copied())
+        let wanted = self.suffix_labels;
+        proper_suffixes(name)
+            .filter(|s| wanted & label_bit(s) != 0)
+            .find_map(|s| self.name_suffixes.get(s).copied())
+            .or_else(|| self.name_patterns.find(name))
     }
 
     /// Client IP, then client name.
@@ -170,52 +220,126 @@ impl Lists {
 
     /// Sender, then sender domain; `sender` in key form.
     pub fn lookup_sender(&self, sender: &[u8]) -> Option<ListHit> {
-        lookup_address(
-            sender,
-            (&self.senders, ListName::Senders),
-            (&self.sender_domains, ListName::SenderDomains),
-        )
+        self.senders.lookup(sender)
     }
 
     /// Recipient, then recipient domain; `recipient` in key form.
     pub fn lookup_recipient(&self, recipient: &[u8]) -> Option<ListHit> {
-        lookup_address(
-            recipient,
-            (&self.recipients, ListName::Recipients),
-            (&self.recipient_domains, ListName::RecipientDomains),
-        )
+        self.recipients.lookup(recipient)
+    }
+
+    /// Bytes held by the client ranges (for the memory figures).
+    pub fn client_heap_bytes(&self) -> usize {
+        self.v4.heap_bytes() + self.v6.heap_bytes()
     }
 }
 
-fn lookup_address(
-    addr: &[u8],
-    (exact, exact_name): (&Exact, ListName),
-    (domains, domain_name): (&Exact, ListName),
-) -> Option<ListHit> {
-    if let Some(a) = exact.get(addr) {
-        return Some((exact_name, *a));
-    }
-    if domains.is_empty() {
-        return None;
-    }
-    let domain = domain_of(addr)?;
-    std::iter::once(domain)
-        .chain(proper_suffixes(domain))
-        .find_map(|d| domains.get(d).map(|a| (domain_name, *a)))
-}
-
-fn insert_prefix<T: std::hash::Hash + Eq>(
-    by_len: &mut Vec<(u8, HashMap<T, ListAction>)>,
-    prefix: u8,
-    net: T,
-    action: ListAction,
-) {
-    match by_len.iter_mut().find(|(p, _)| *p == prefix) {
-        Some((_, m)) => {
-            m.insert(net, action);
+impl AddressLists {
+    fn new(names: (ListName, ListName), patterns: Patterns, plus: bool) -> AddressLists {
+        AddressLists {
+            exact: Exact::new(),
+            locals: Exact::new(),
+            domains: Exact::new(),
+            patterns,
+            plus,
+            names,
         }
-        None => by_len.push((prefix, HashMap::from([(net, action)]))),
     }
+
+    fn lookup(&self, addr: &[u8]) -> Option<ListHit> {
+        let (exact_name, domain_name) = self.names;
+        let hit = |a: &ListAction| (exact_name, *a);
+        if let Some(a) = self.exact.get(addr) {
+            return Some(hit(a));
+        }
+        let at = addr.iter().rposition(|&b| b == b'@');
+        let local = at.and_then(|i| addr.get(..i)).filter(|l| !l.is_empty());
+        let bare = local
+            .filter(|_| self.plus)
+            .and_then(|l| l.iter().position(|&b| b == b'+').filter(|&p| p > 0))
+            .and_then(|p| Some((local?.get(..p)?, addr.get(at?..)?)));
+        if let Some((user, domain)) = bare
+            && !self.exact.is_empty()
+        {
+            let mut without: Vec<u8> = Vec::with_capacity(addr.len());
+            without.extend_from_slice(user);
+            without.extend_from_slice(domain);
+            if let Some(a) = self.exact.get(without.as_slice()) {
+                return Some(hit(a));
+            }
+        }
+        if !self.locals.is_empty()
+            && let Some(local) = local
+        {
+            let found = self.locals.get(local).or_else(|| {
+                let (user, _) = bare?;
+                self.locals.get(user)
+            });
+            if let Some(a) = found {
+                return Some(hit(a));
+            }
+        }
+        if !self.domains.is_empty()
+            && let Some(domain) = domain_of(addr)
+        {
+            let found = std::iter::once(domain)
+                .chain(proper_suffixes(domain))
+                .find_map(|d| self.domains.get(d));
+            if let Some(a) = found {
+                return Some((domain_name, *a));
+            }
+        }
+        self.patterns.find(addr).map(|a| (exact_name, a))
+    }
+}
+
+enum Net {
+    V4((u32, u8)),
+    V6((u128, u8)),
+}
+
+fn client_key(net: IpNet) -> Net {
+    match net.trunc() {
+        IpNet::V4(n) => {
+            let p = n.prefix_len();
+            Net::V4((u32::from(n.network()) & mask32(p), p))
+        }
+        IpNet::V6(n) => {
+            let p = n.prefix_len();
+            if p >= 96
+                && let Some(v4) = n.network().to_ipv4_mapped()
+            {
+                let p4 = p - 96;
+                Net::V4((u32::from(v4) & mask32(p4), p4))
+            } else {
+                Net::V6((u128::from(n.network()) & mask128(p), p))
+            }
+        }
+    }
+}
+
+/// One key, two actions: the more restrictive stays (the first on a tie).
+fn merge<K>(slot: Entry<'_, K, ListAction>, action: ListAction) {
+    match slot {
+        Entry::Occupied(mut o) => {
+            if rank(action) > rank(*o.get()) {
+                o.insert(action);
+            }
+        }
+        Entry::Vacant(v) => {
+            v.insert(action);
+        }
+    }
+}
+
+fn put(map: &mut Exact, key: &[u8], action: ListAction) {
+    merge(map.entry(key.into()), action);
+}
+
+/// The bit of `name`'s label count in `name_labels` / `suffix_labels`.
+fn label_bit(name: &[u8]) -> u64 {
+    let labels = name.iter().filter(|&&b| b == b'.').count() + 1;
+    1 << labels.min(63)
 }
 
 /// `a.b.c` → `b.c`, `c`.

@@ -3,7 +3,8 @@
 //!
 //! * [`envelope_address`]: envelope address normalisation (bytes in, bounded).
 //! * [`key`]: keyed-hash tuple keys; the table stores no strings.
-//! * [`lists`]: compiled static lists.
+//! * [`lists`]: compiled static lists, with [`ranges`] (longest-prefix
+//!   match by binary search) and [`patterns`] (regular expressions).
 //! * [`table`]: pending and whitelisted tuples, timing model, expiry, eviction.
 //! * [`awl`]: the client-network auto-whitelist.
 //! * [`stats`]: counters and the report.
@@ -20,6 +21,8 @@ pub mod engine;
 pub mod envelope_address;
 pub mod key;
 pub mod lists;
+pub mod patterns;
+pub mod ranges;
 pub mod settings;
 pub mod state;
 pub mod stats;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::patterns::Patterns;
 use crate::reply::{Reply, ReplyError};
 
 /// What a static list entry says.
@@ -19,9 +20,11 @@ pub enum ListAction {
     Greylist { delay: Option<Duration> },
 }
 
-/// The `[lists]` table, entries already parsed. Order inside a list does not
-/// matter: the most specific entry wins (longest prefix, exact name before
-/// suffix, address before domain).
+/// The `[lists]` table and the list files, entries already parsed. Order
+/// inside a list does not matter: the most specific entry wins (longest
+/// prefix, exact name before suffix, address before local part before
+/// domain, regular expressions last); for one key the most restrictive
+/// action wins (reject, greylist, accept).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListSpec {
     pub clients: Vec<(IpNet, ListAction)>,
@@ -31,6 +34,13 @@ pub struct ListSpec {
     pub sender_domains: Vec<(String, ListAction)>,
     pub recipients: Vec<(String, ListAction)>,
     pub recipient_domains: Vec<(String, ListAction)>,
+    /// Local parts (`postmaster` from `postmaster@`): any domain.
+    pub sender_locals: Vec<(String, ListAction)>,
+    pub recipient_locals: Vec<(String, ListAction)>,
+    /// `/regex/` entries, compiled when the list files were loaded.
+    pub client_name_patterns: Patterns,
+    pub sender_patterns: Patterns,
+    pub recipient_patterns: Patterns,
 }
 
 /// `[greylist] mode`: whether a deferral is sent or only recorded.
