@@ -86,6 +86,16 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(cluster) = &config.cluster
+        && let Err(e) = greymilter::cluster::SharedSecret::load(&cluster.secret_file)
+    {
+        eprintln!(
+            "{}: {e}",
+            path.as_deref()
+                .map_or("(defaults)".into(), |p| p.display().to_string())
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match &path {
         Some(p) => println!("# {}: OK", p.display()),
         None => println!("# no configuration file: built-in defaults"),

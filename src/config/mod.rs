@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 
+pub mod cluster;
 mod list_files;
 mod ops;
 pub mod reload;
@@ -49,6 +50,8 @@ pub struct Config {
     pub log: LogConfig,
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

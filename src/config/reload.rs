@@ -47,6 +47,7 @@ const RESTART_ONLY: &[(&str, Keep)] = &[
     }),
     ("control", |r, n| keep(&r.control, &mut n.control)),
     ("metrics", |r, n| keep(&r.metrics, &mut n.metrics)),
+    ("cluster", |r, n| keep(&r.cluster, &mut n.cluster)),
 ];
 
 fn keep<T: PartialEq + Clone>(running: &T, reloaded: &mut T) -> bool {
@@ -120,6 +121,11 @@ mod tests {
         changed.log.syslog_socket = "/tmp/log".into();
         changed.control.socket = Some("/run/c.sock".into());
         changed.metrics.listen = Some("127.0.0.1:9134".parse().unwrap());
+        changed.cluster = Some(crate::config::cluster::ClusterConfig {
+            redis: crate::config::cluster::RedisUrl("redis://127.0.0.1:6379".into()),
+            secret_file: "/etc/greymilter/cluster.key".into(),
+            timeout: Default::default(),
+        });
         assert_eq!(
             keep_restart_only(&running, &mut changed).len(),
             RESTART_ONLY.len()

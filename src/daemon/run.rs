@@ -10,7 +10,9 @@ use super::logging::Logging;
 use super::privileges::{self, Identity};
 use super::serve::{Daemon, Setup, bind_admin};
 use super::signals::SignalEvents;
+use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
+use crate::config::cluster::ClusterConfig;
 use crate::greylist::clock::SystemClock;
 use crate::milter::listener::{Listener, UnixSocketOptions};
 
@@ -33,6 +35,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         group: socket_group(&config)?,
     };
 
+    // Read before privileges are dropped: the key may be readable by root only.
+    let cluster_options = config.cluster.as_ref().map(cluster_options).transpose()?;
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -45,6 +50,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         // action that kills the process.
         let signals =
             SignalEvents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        // Before listening: a node with the wrong secret must not take mail.
+        let cluster = match cluster_options {
+            Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
+            None => None,
+        };
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
@@ -55,9 +65,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             identity,
             clock: Box::new(SystemClock),
         };
-        let daemon = Daemon::start(config, setup)?.with_admin(admin);
+        let mut daemon = Daemon::start(config, setup)?.with_admin(admin);
+        if let Some((c, secret)) = cluster {
+            daemon = daemon.with_cluster(c, secret);
+        }
         daemon.serve(listener, signals).await;
         Ok(())
+    })
+}
+
+fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
+    Ok(ClusterOptions {
+        url: c.redis.0.clone(),
+        secret: SharedSecret::load(&c.secret_file)?,
+        timeout: c.timeout.0,
     })
 }
 

@@ -24,6 +24,7 @@ use super::notify::Notifier;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::restore::restore;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
 use crate::control::allows::Allows;
@@ -31,6 +32,7 @@ use crate::control::server::{self as control, ControlRequest};
 use crate::files::atomic::{remove_stale_temps, write_atomically};
 use crate::greylist::Engine;
 use crate::greylist::clock::Clock;
+use crate::greylist::key::Secret;
 use crate::greylist::stats::push_line;
 use crate::metrics::server::Scrape;
 use crate::milter::listener::Listener;
@@ -188,6 +190,17 @@ impl Daemon {
     /// `bind_admin`, before privileges were dropped).
     pub fn with_admin(mut self, admin: AdminSockets) -> Daemon {
         self.admin = Some(admin);
+        self
+    }
+
+    /// Decides through the shared state in Redis (`[cluster]`): every
+    /// node hashes with the cluster's secret, set after the state restore
+    /// (a saved state carries the secret it was written with).
+    pub fn with_cluster(mut self, cluster: Cluster, secret: Secret) -> Daemon {
+        self.engine.borrow_mut().set_secret(secret);
+        self.factory = Rc::new(
+            PolicyFactory::new(self.engine.clone(), timeouts(&self.config)).with_cluster(cluster),
+        );
         self
     }
 
@@ -402,6 +415,9 @@ impl Daemon {
             &sessions.decisions_expired(),
         );
         self.engine.borrow().stats().push_later(&mut report);
+        if let Some(cluster) = self.factory.cluster() {
+            cluster.counters().report(&mut report);
+        }
         report
     }
 

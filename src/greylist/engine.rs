@@ -35,7 +35,7 @@ use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
 use super::envelope_address::{base_form, sender_form};
-use super::key::{Network, Secret};
+use super::key::{Network, Secret, TupleKey};
 use super::lists::{ListName, Lists};
 use super::settings::{ListAction, Mode, Settings};
 use super::state::{self, StateError};
@@ -45,6 +45,8 @@ use super::table::{Outcome, Table, Timing, secs32};
 mod admin;
 mod counts;
 pub use admin::{Explanation, MAX_FORGET_NETWORKS};
+mod shared;
+pub use shared::{SharedOutcome, SharedQuery, SharedStep};
 
 /// Work units (entries examined) per [`Engine::maintain`] call. Measured
 /// by `examples/engine_memory.rs` with 800k of 1M tuples expiring at once
@@ -198,6 +200,15 @@ pub struct Engine {
     decisions: std::collections::HashMap<(Action, Reason), u64>,
 }
 
+/// A recipient the tuple table (or the shared store) must decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TableQuery {
+    addr: IpAddr,
+    delay: u32,
+    /// A `greylist` list entry: the auto-whitelist is skipped.
+    forced: bool,
+}
+
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
@@ -321,15 +332,25 @@ impl Engine {
         }
     }
 
-    /// RCPT: decides one recipient, in the documented order (counted by
-    /// `decide_rcpt` in `counts.rs`).
+    /// RCPT: decides one recipient, in the documented order.
+    /// (Counted by `decide_rcpt` in `counts.rs`.)
     fn decide(&mut self, req: &Request<'_>) -> Decision {
+        match self.classify_rcpt(req) {
+            Ok(decision) => decision,
+            Err(q) => self.decide_by_table(q.addr, q.delay, q.forced),
+        }
+    }
+
+    /// Everything before the tuple table: `Ok` when a rule decided, `Err`
+    /// when the table must (with the delay and whether a list forced it).
+    /// Leaves the normalised sender and recipient in the buffers.
+    fn classify_rcpt(&mut self, req: &Request<'_>) -> Result<Decision, TableQuery> {
         self.counters.requests += 1;
         let Some(addr) = req.client_addr else {
-            return Decision::of(Action::Accept, Reason::Local);
+            return Ok(Decision::of(Action::Accept, Reason::Local));
         };
         if req.authenticated && self.settings.skip_authenticated {
-            return Decision::of(Action::Accept, Reason::Authenticated);
+            return Ok(Decision::of(Action::Accept, Reason::Authenticated));
         }
         sender_form(
             req.sender,
@@ -345,35 +366,45 @@ impl Engine {
         match hit {
             Some((list, ListAction::Accept)) => {
                 self.counters.accepted_by_list += 1;
-                Decision::of(Action::Accept, Reason::List(list))
+                Ok(Decision::of(Action::Accept, Reason::List(list)))
             }
             Some((list, ListAction::Reject)) => {
                 self.counters.rejected_by_list += 1;
-                Decision::of(Action::Reject, Reason::List(list))
+                Ok(Decision::of(Action::Reject, Reason::List(list)))
             }
-            Some((_, ListAction::Greylist { delay })) => {
-                let delay = delay.map_or(self.timing.delay, secs);
-                self.decide_by_table(addr, delay, true)
-            }
-            None => self.decide_by_table(addr, self.timing.delay, false),
+            Some((_, ListAction::Greylist { delay })) => Err(TableQuery {
+                addr,
+                delay: delay.map_or(self.timing.delay, secs),
+                forced: true,
+            }),
+            None => Err(TableQuery {
+                addr,
+                delay: self.timing.delay,
+                forced: false,
+            }),
         }
     }
 
     fn decide_by_table(&mut self, addr: IpAddr, delay: u32, forced: bool) -> Decision {
-        let now = self.clock.now();
-        let now32 = secs32(now);
         let s = &self.settings;
         let net = Network::of(addr, s.ipv4_prefix, s.ipv6_prefix);
-        let net_key = self.secret.net_key(&net);
-        let awl_on = s.auto_whitelist_after > 0;
+        let key = self
+            .secret
+            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
+        self.decide_tuple(addr, key, delay, forced)
+    }
+
+    /// The table's decision for `key` (whose network half is `addr`'s).
+    fn decide_tuple(&mut self, addr: IpAddr, key: TupleKey, delay: u32, forced: bool) -> Decision {
+        let now = self.clock.now();
+        let now32 = secs32(now);
+        let net_key = key.net();
+        let awl_on = self.settings.auto_whitelist_after > 0;
         self.generation += 1;
         if awl_on && !forced && self.awl.check(net_key, now32, self.timing.lifetime) {
             self.counters.auto_whitelist_passes += 1;
             return Decision::of(Action::Pass, Reason::AutoWhitelisted);
         }
-        let key = self
-            .secret
-            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
         let decision = match self.table.lookup(key, now, delay, &self.timing) {
             Outcome::New => Decision {
                 action: Action::Greylist,

@@ -69,6 +69,7 @@ use super::key::{NetKey, PassThroughState, TupleKey};
 use crate::ratelimit::LogLimiter;
 
 mod admin;
+mod mirror;
 
 /// First-seen and last-use (white) or last-attempt (pending) times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,11 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::log::{self, strip_brackets};
+use super::shared::{self, SharedAnswer, SharedWait, Source, Step};
+use crate::cluster::Cluster;
 use crate::greylist::settings::Mode;
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
-use crate::milter::decision::{Client, Decided, Decider, Header, Macros, NeverWaits, Verdict};
+use crate::milter::decision::{Client, Decided, Decider, Header, Macros, Verdict};
 use crate::ratelimit::LogLimiter;
 
 /// Longest client name, sender or recipient a decider keeps (a hostile MTA
@@ -53,6 +55,7 @@ impl Envelope {
 
 pub struct PolicyDecider {
     engine: Rc<RefCell<Engine>>,
+    cluster: Option<Cluster>,
     conn_id: u64,
     envelope: Envelope,
     /// Longest delay of a recipient of this transaction that passed for
@@ -76,10 +79,21 @@ impl PolicyDecider {
     pub fn new(engine: Rc<RefCell<Engine>>, conn_id: u64) -> PolicyDecider {
         PolicyDecider {
             engine,
+            cluster: None,
             conn_id,
             envelope: Envelope::default(),
             header_delay: None,
         }
+    }
+
+    pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// `src=` for the log: only on a cluster node, where it tells.
+    fn local_src(&self) -> Option<Source> {
+        self.cluster.as_ref().map(|_| Source::Local)
     }
 
     /// The verdict for a decided recipient, and the bookkeeping it needs.
@@ -105,8 +119,8 @@ impl PolicyDecider {
 }
 
 impl Decider for PolicyDecider {
-    type Answer = Verdict;
-    type Wait = NeverWaits;
+    type Answer = SharedAnswer;
+    type Wait = SharedWait;
 
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
         self.reset();
@@ -126,6 +140,7 @@ impl Decider for PolicyDecider {
             &self.envelope,
             &Decision::accepted(reason),
             None,
+            self.local_src(),
             macros,
         );
         Verdict::Accept
@@ -150,6 +165,7 @@ impl Decider for PolicyDecider {
                     &self.envelope,
                     &Decision::accepted(reason),
                     None,
+                    self.local_src(),
                     macros,
                 );
                 Verdict::Accept
@@ -158,21 +174,50 @@ impl Decider for PolicyDecider {
         }
     }
 
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<NeverWaits> {
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<SharedWait> {
         let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
         let engine = Rc::clone(&self.engine);
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return Decided::Now(busy());
         };
-        let d = engine.decide_rcpt(&self.envelope.request(recipient));
+        let req = self.envelope.request(recipient);
+        let (d, src) = match &self.cluster {
+            None => (engine.decide_rcpt(&req), None),
+            Some(cluster) => match shared::start(&mut engine, cluster, &req, macros) {
+                Step::Now(d, src) => (d, Some(src)),
+                Step::Wait(w) => return Decided::Wait(w),
+            },
+        };
         let verdict = self.conclude(&engine, &d, recipient);
         drop(engine);
-        log::decision(self.conn_id, &self.envelope, &d, Some(recipient), macros);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(recipient),
+            src,
+            macros,
+        );
         Decided::Now(verdict)
     }
 
-    fn rcpt_answered(&mut self, answer: Verdict) -> Verdict {
-        answer
+    fn rcpt_answered(&mut self, answer: SharedAnswer) -> Verdict {
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return busy();
+        };
+        let (d, src) = shared::finish(&mut engine, &answer);
+        let verdict = self.conclude(&engine, &d, &answer.recipient);
+        drop(engine);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(&answer.recipient),
+            Some(src),
+            &answer,
+        );
+        verdict
     }
 
     fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {

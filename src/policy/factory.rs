@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::decider::PolicyDecider;
+use crate::cluster::Cluster;
 use crate::greylist::Engine;
 use crate::greylist::stats::push_line;
 use crate::milter::decision::{DeciderFactory, SessionOptions, SessionSummary};
@@ -77,6 +78,7 @@ impl Default for Timeouts {
 
 pub struct PolicyFactory {
     engine: Rc<RefCell<Engine>>,
+    cluster: Option<Cluster>,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
 }
@@ -85,9 +87,20 @@ impl PolicyFactory {
     pub fn new(engine: Rc<RefCell<Engine>>, timeouts: Timeouts) -> Self {
         PolicyFactory {
             engine,
+            cluster: None,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
         }
+    }
+
+    /// Decides through the shared state in Redis (`[cluster]`).
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     pub fn set_timeouts(&self, timeouts: Timeouts) {
@@ -103,7 +116,7 @@ impl DeciderFactory for PolicyFactory {
     type Decider = PolicyDecider;
 
     fn new_decider(&self, conn_id: u64) -> PolicyDecider {
-        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
+        PolicyDecider::new(Rc::clone(&self.engine), conn_id).with_cluster(self.cluster.clone())
     }
 
     fn options(&self) -> SessionOptions {

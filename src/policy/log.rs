@@ -1,14 +1,16 @@
 //! The decision log: one line at info per RCPT (and per CONNECT/MAIL
 //! accept):
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
-//! remaining=<s>`, and `qid=<i>` when the MTA sent the `i` macro. Addresses
-//! are logged as sent, escaped and cut (see `envelope_address::push_loggable`).
+//! remaining=<s>`, then `src=redis|local|fallback` on a cluster node, and
+//! `qid=<i>` when the MTA sent the `i` macro. Addresses are logged as sent,
+//! escaped and cut (see `envelope_address::push_loggable`).
 
 use std::fmt::Write as _;
 
 use tracing::{Level, info};
 
 use super::decider::Envelope;
+use super::shared::Source;
 use crate::greylist::Decision;
 use crate::greylist::envelope_address::push_loggable;
 use crate::milter::decision::Macros;
@@ -20,6 +22,7 @@ pub fn decision(
     envelope: &Envelope,
     d: &Decision,
     recipient: Option<&[u8]>,
+    src: Option<Source>,
     macros: &dyn Macros,
 ) {
     if !tracing::enabled!(Level::INFO) {
@@ -50,6 +53,10 @@ pub fn decision(
         push_loggable(&mut line, strip_brackets(r));
     }
     let _ = write!(line, "> delay={} remaining={}", d.delay, d.remaining);
+    if let Some(src) = src {
+        line.push_str(" src=");
+        line.push_str(src.as_str());
+    }
     if let Some(qid) = macros.get("i").filter(|q| !q.is_empty()) {
         line.push_str(" qid=");
         push_loggable(&mut line, qid);

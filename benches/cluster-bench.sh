@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# [cluster] figures for BENCHMARKS.md: greymilter standalone vs with a private Redis on loopback
+# (same config otherwise), 64 connections, default mix; Redis memory per tuple; the worst RCPT
+# latency while Redis is killed and restarted mid-run. Needs redis-server and a release build:
+#   cargo build --release --bin greymilter --example milter_load --example cluster_bench
+#   benches/cluster-bench.sh                 # OUT=/var/tmp/gm-cluster DURATION=10s TUPLES=1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release
+OUT=${OUT:-/var/tmp/gm-cluster}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+TUPLES=${TUPLES:-1000000}
+PRIO=${PRIO:-}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    [ -f "$OUT/redis.pid" ] && kill -9 "$(cat "$OUT/redis.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port)
+start_redis() {
+    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
+        --maxmemory-policy volatile-ttl >"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    echo "$REDIS_PID" >"$OUT/redis.pid"
+    for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+    echo "cluster-bench: redis did not start" >&2; exit 1
+}
+start_redis
+head -c 32 /dev/urandom >"$OUT/cluster.key"
+
+# start NAME EXTRA: a daemon on a free port; sets GM_PID GM_SPEC.
+start() {
+    local name=$1 extra=$2 port; port=$(free_port)
+    cat >"$OUT/$name.toml" <<CONF
+[milter]
+listen = "inet:$port@127.0.0.1"
+[greylist]
+delay = "1h"
+max_tuples = 30000000
+[lists]
+recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+[log]
+level = "warn"
+[stats]
+file = "$OUT/$name.stats"
+$extra
+CONF
+    # shellcheck disable=SC2086
+    $PRIO "$BIN/greymilter" --config "$OUT/$name.toml" 2>"$OUT/$name.log" </dev/null &
+    GM_PID=$!
+    PIDS+=("$GM_PID")
+    GM_SPEC="inet:$port@127.0.0.1"
+    "$BIN/greymilter" query --socket "$GM_SPEC" --client 192.0.2.1 --from probe@bench.test \
+        --to probe@example.test --timeout 60s >/dev/null || true
+}
+load() {
+    local label=$1 spec=$2 pid=$3; shift 3
+    local out
+    # shellcheck disable=SC2086
+    out=$($PRIO "$BIN/examples/milter_load" --target "$spec" --milter-pid "$pid" \
+        --connections "$CONNECTIONS" --duration "$DURATION" "$@" 2>>"$OUT/load.stderr")
+    echo "$label $(grep '^RESULT' <<<"$out")" | tee -a "$RESULTS" >&2
+    LAST=$out
+}
+redis_cpu() { awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"; }
+
+echo "machine: $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+CLUSTER="[cluster]
+redis = \"redis://127.0.0.1:$RPORT/0\"
+secret_file = \"$OUT/cluster.key\"
+timeout = \"50ms\""
+
+start standalone ""
+SA_PID=$GM_PID SA_SPEC=$GM_SPEC
+start cluster "$CLUSTER"
+CL_PID=$GM_PID CL_SPEC=$GM_SPEC
+
+load standalone "$SA_SPEC" "$SA_PID" --txns 20 --rcpts 1 --pool 500
+before=$(redis_cpu)
+load cluster "$CL_SPEC" "$CL_PID" --txns 20 --rcpts 1 --pool 500
+after=$(redis_cpu)
+echo "redis CPU during the cluster run (incl. pool preparation): $(( (after - before) * 10 )) ms" | tee -a "$RESULTS"
+rate=$(grep '^cluster ' "$RESULTS" | sed 's/.*rcpt_s=\([0-9.]*\).*/\1/' | cut -d. -f1)
+sa_rate=$(grep '^standalone ' "$RESULTS" | sed 's/.*rcpt_s=\([0-9.]*\).*/\1/' | cut -d. -f1)
+half=$(( sa_rate / 2 ))
+load "cluster-half-standalone-peak($half/s)" "$CL_SPEC" "$CL_PID" --txns 20 --rcpts 1 --pool 500 --rate "$half"
+redis-cli -p "$RPORT" info stats | grep -E 'total_commands_processed|instantaneous' | tee -a "$RESULTS"
+
+# Redis killed 3 s into a paced run, restarted 3 s later.
+(sleep 4; kill -9 "$REDIS_PID"; sleep 3; start_redis; echo "redis restarted" >&2) &
+RESTARTER=$!
+load "cluster-redis-killed" "$CL_SPEC" "$CL_PID" --txns 20 --rcpts 1 --pool 500 --rate 2000 --timeline
+grep -E '^t=' <<<"$LAST" | tee -a "$RESULTS"
+wait "$RESTARTER"
+REDIS_PID=$(cat "$OUT/redis.pid")
+kill -USR1 "$CL_PID"; sleep 0.5
+grep -E 'Redis-' "$OUT/cluster.stats" | tee -a "$RESULTS" || true
+
+# Memory per tuple at $TUPLES tuples, on a flushed Redis.
+redis-cli -p "$RPORT" flushall >/dev/null
+"$BIN/examples/cluster_bench" "redis://127.0.0.1:$RPORT/0" "$TUPLES" 64 | tee -a "$RESULTS"
+echo "results in $RESULTS"

@@ -1,0 +1,250 @@
+//! The circuit breaker and the cluster counters.
+//!
+//! A dead or frozen Redis must cost each recipient at most one `timeout`,
+//! and after a few failures not even that: [`FAILURES_TO_OPEN`] failures in a
+//! row open the breaker, every recipient is then decided locally without a
+//! call for [`OPEN_FOR`], then one call probes. A probe that works closes the
+//! breaker; one that fails opens it again. Opening and closing are each
+//! logged once per outage, not per call.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+pub const FAILURES_TO_OPEN: u32 = 3;
+pub const OPEN_FOR: Duration = Duration::from_secs(5);
+
+/// Whether a recipient may ask Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    Call,
+    /// The one call after an open period (a chance to rediscover Redis).
+    Probe,
+    /// Decide locally (counted as a fallback).
+    Local,
+}
+
+/// What happened to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallResult {
+    Ok,
+    Timeout,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    /// Local until `until`; then the next call is the probe.
+    Open {
+        until: Instant,
+    },
+    /// A probe is in flight; everything else stays local.
+    Probing,
+}
+
+/// Counters for the report (since start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    /// Calls that got a reply.
+    pub round_trips: u64,
+    /// Recipients answered from the local cache without a call.
+    pub answered_locally: u64,
+    /// Recipients decided locally because Redis could not be asked or did
+    /// not answer (timeouts + errors + breaker open).
+    pub fallbacks: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    pub breaker_openings: u64,
+    /// Junk found at a greymilter key (treated as absent).
+    pub junk: u64,
+    /// Time spent with the breaker not closed, finished outages only plus
+    /// the current one when read through [`Breaker::counters`].
+    pub local_mode: Duration,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    state: State,
+    /// When the current outage began (breaker opened).
+    outage_since: Option<Instant>,
+    counters: ClusterCounters,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            state: State::Closed { failures: 0 },
+            outage_since: None,
+            counters: ClusterCounters::default(),
+        }
+    }
+}
+
+impl Breaker {
+    /// Whether a call may be made now.
+    pub fn allow(&mut self, now: Instant) -> Allow {
+        match self.state {
+            State::Closed { .. } => Allow::Call,
+            State::Open { until } if now >= until => {
+                self.state = State::Probing;
+                Allow::Probe
+            }
+            State::Open { .. } | State::Probing => {
+                self.counters.fallbacks += 1;
+                Allow::Local
+            }
+        }
+    }
+
+    pub fn note_cached(&mut self) {
+        self.counters.answered_locally += 1;
+    }
+
+    /// A recipient decided locally without asking (the node is disabled).
+    pub fn note_fallback(&mut self) {
+        self.counters.fallbacks += 1;
+    }
+
+    pub fn note_junk(&mut self) {
+        self.counters.junk += 1;
+    }
+
+    /// Records the result of a call that [`Breaker::allow`] let through.
+    pub fn record(&mut self, result: CallResult, now: Instant) {
+        match result {
+            CallResult::Ok => {
+                self.counters.round_trips += 1;
+                if let Some(since) = self.outage_since.take() {
+                    let lasted = now.saturating_duration_since(since);
+                    self.counters.local_mode += lasted;
+                    info!(
+                        "redis answers again: back to shared decisions after {} ms in local mode",
+                        lasted.as_millis()
+                    );
+                }
+                self.state = State::Closed { failures: 0 };
+                return;
+            }
+            CallResult::Timeout => self.counters.timeouts += 1,
+            CallResult::Error => self.counters.errors += 1,
+        }
+        self.counters.fallbacks += 1;
+        match self.state {
+            State::Closed { failures } if failures + 1 < FAILURES_TO_OPEN => {
+                self.state = State::Closed {
+                    failures: failures + 1,
+                };
+            }
+            State::Closed { .. } => {
+                self.counters.breaker_openings += 1;
+                self.outage_since = Some(now);
+                warn!(
+                    "redis failed {FAILURES_TO_OPEN} calls in a row ({}): deciding locally, \
+                     probing every {} s",
+                    match result {
+                        CallResult::Timeout => "last one timed out",
+                        _ => "last one an error",
+                    },
+                    OPEN_FOR.as_secs()
+                );
+                self.state = State::Open {
+                    until: now + OPEN_FOR,
+                };
+            }
+            // A failed probe, or a late failure of a call made before the
+            // breaker opened: stay open quietly.
+            State::Probing | State::Open { .. } => {
+                self.state = State::Open {
+                    until: now + OPEN_FOR,
+                };
+            }
+        }
+    }
+
+    /// Whether the breaker is closed (shared decisions).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
+    /// The counters, with the current outage counted up to `now`.
+    pub fn counters(&self, now: Instant) -> ClusterCounters {
+        let mut c = self.counters;
+        if let Some(since) = self.outage_since {
+            c.local_mode += now.saturating_duration_since(since);
+        }
+        c
+    }
+}
+
+impl ClusterCounters {
+    /// The report lines, appended after the engine's (`Label  value`).
+    pub fn report(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let lines: [(&str, u64); 8] = [
+            ("Redis-Calls", self.round_trips),
+            ("Redis-Cached", self.answered_locally),
+            ("Redis-Fallbacks", self.fallbacks),
+            ("Redis-Timeouts", self.timeouts),
+            ("Redis-Errors", self.errors),
+            ("Redis-Breaker", self.breaker_openings),
+            ("Redis-Junk", self.junk),
+            ("Redis-Local-Secs", self.local_mode.as_secs()),
+        ];
+        for (label, value) in lines {
+            let _ = writeln!(out, "{label:<18} {value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_failures_probes_and_closes() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for _ in 0..FAILURES_TO_OPEN {
+            assert_eq!(b.allow(t0), Allow::Call);
+            b.record(CallResult::Timeout, t0);
+        }
+        assert_eq!(b.allow(t0), Allow::Local);
+        assert_eq!(b.allow(t0 + OPEN_FOR / 2), Allow::Local);
+        // The probe, and nobody else while it is in flight.
+        assert_eq!(b.allow(t0 + OPEN_FOR), Allow::Probe);
+        assert_eq!(b.allow(t0 + OPEN_FOR), Allow::Local);
+        b.record(CallResult::Error, t0 + OPEN_FOR);
+        assert_eq!(
+            b.allow(t0 + OPEN_FOR + Duration::from_secs(1)),
+            Allow::Local
+        );
+        assert_eq!(b.allow(t0 + OPEN_FOR * 2), Allow::Probe);
+        b.record(CallResult::Ok, t0 + OPEN_FOR * 2);
+        assert!(b.is_closed());
+        let c = b.counters(t0 + OPEN_FOR * 3);
+        assert_eq!(c.breaker_openings, 1);
+        assert_eq!(c.timeouts, 3);
+        assert_eq!(c.errors, 1);
+        assert_eq!(c.round_trips, 1);
+        assert_eq!(c.fallbacks, 4 + 4);
+        assert_eq!(c.local_mode, OPEN_FOR * 2);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_run() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for _ in 0..10 {
+            b.record(CallResult::Error, t0);
+            b.record(CallResult::Ok, t0);
+        }
+        assert!(b.is_closed());
+        assert_eq!(b.counters(t0).breaker_openings, 0);
+        let mut s = String::new();
+        b.counters(t0).report(&mut s);
+        assert!(s.contains("Redis-Errors"), "{s}");
+    }
+}

@@ -1,0 +1,402 @@
+//! The Redis connection, the decision call with its deadline, and the
+//! start-up check of the shared secret.
+//!
+//! One multiplexed connection (redis-rs `ConnectionManager`: it pipelines
+//! concurrent calls on one socket and reconnects after an I/O error) on the
+//! daemon's current-thread runtime. Every call is bounded by `timeout`; a
+//! call that times out may still run on the server later, which the script
+//! tolerates (times are the node's `now`, expiries absolute).
+//!
+//! Threads: tokio resolves a host name on a blocking thread, which would
+//! stop checkpoints from forking. A host name in the URL is therefore
+//! resolved once, at start, in the calling thread (std's blocking
+//! `getaddrinfo`), and the connection uses the address found; IP literals
+//! and `unix:` sockets need no resolution; sentinels must be IP literals,
+//! and the primary they name is an address already. A changed DNS record is seen
+//! after a restart.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
+use tracing::{error, info, warn};
+
+use super::breaker::{Allow, Breaker, CallResult, ClusterCounters};
+use super::script::{self, Args, FINGERPRINT_KEY, Reply};
+use super::secret::SharedSecret;
+use super::sentinel::{self, SentinelSpec};
+use crate::greylist::key::TupleKey;
+use crate::ratelimit::LogLimiter;
+
+static JUNK_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+static REPLY_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+
+/// How long start-up waits for Redis to check the secret's fingerprint.
+pub const START_CHECK: Duration = Duration::from_secs(2);
+
+/// What `connect` needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `redis://[user:password@]host:port[/db]` or `unix:/path[?db=N]`.
+    pub url: String,
+    pub secret: SharedSecret,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verified {
+    Yes,
+    /// Redis was unreachable at start: checked before the first call.
+    NotYet,
+    /// Another secret is in use: stay local for good.
+    Mismatch,
+}
+
+struct Inner {
+    breaker: Breaker,
+    verified: Verified,
+}
+
+/// A node's handle on the shared state; clones share the connection, the
+/// breaker and the counters.
+#[derive(Clone)]
+pub struct Cluster {
+    /// `None` until the sentinels name a primary.
+    conn: Rc<RefCell<Option<ConnectionManager>>>,
+    sentinel: Option<Rc<SentinelSpec>>,
+    primary: Rc<Cell<Option<SocketAddr>>>,
+    sha: Rc<str>,
+    fingerprint: Rc<str>,
+    timeout: Duration,
+    inner: Rc<RefCell<Inner>>,
+}
+
+/// Checks the `redis` setting without resolving anything (`check-config`).
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    if url.starts_with(sentinel::SCHEME) {
+        return sentinel::parse(url).map(|s| Target::Sentinel(Rc::new(s)));
+    }
+    if !(url.starts_with("redis://") || url.starts_with("unix:")) {
+        return Err(format!(
+            "{url:?}: only redis://[user:password@]host:port[/db], unix:/path[?db=N] and \
+             redis+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] are supported"
+        ));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("{url:?}: {e}"))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(Target::Direct(info)),
+        _ => Err(format!("{url:?}: TLS is not supported")),
+    }
+}
+
+/// Where Redis is: one address, or whichever primary the sentinels name.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Direct(ConnectionInfo),
+    Sentinel(Rc<SentinelSpec>),
+}
+
+/// Parses the `redis` setting; a host name is resolved here, once.
+pub fn target(url: &str) -> Result<Target, String> {
+    let info = match parse_url(url)? {
+        Target::Direct(info) => info,
+        sentinel @ Target::Sentinel(_) => return Ok(sentinel),
+    };
+    let resolved = match info.addr() {
+        ConnectionAddr::Tcp(host, port) if host.parse::<IpAddr>().is_err() => {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| format!("{url:?}: cannot resolve {host}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{url:?}: {host} has no address"))?;
+            info!("redis host {host} resolved once to {}", addr.ip());
+            Some(ConnectionAddr::Tcp(addr.ip().to_string(), *port))
+        }
+        _ => None,
+    };
+    Ok(Target::Direct(match resolved {
+        Some(addr) => info.set_addr(addr),
+        None => info,
+    }))
+}
+
+fn manager(info: ConnectionInfo) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(None)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(2);
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
+}
+
+fn call_failure(e: &RedisError) -> CallResult {
+    if e.is_timeout() {
+        CallResult::Timeout
+    } else {
+        CallResult::Error
+    }
+}
+
+impl Cluster {
+    /// Connects and checks that Redis holds our secret's fingerprint (or
+    /// stores it). A different fingerprint is an error: this node hashes
+    /// with another secret and would split every tuple in two. Redis being
+    /// unreachable is not: the node starts, decides locally, and checks
+    /// before its first shared decision.
+    pub async fn connect(opts: &Options) -> Result<Cluster, String> {
+        let (conn, sentinel) = match target(&opts.url)? {
+            Target::Direct(info) => (
+                Some(manager(info).map_err(|e| format!("{:?}: {e}", opts.url))?),
+                None,
+            ),
+            Target::Sentinel(spec) => (None, Some(spec)),
+        };
+        let hash = redis::Script::new(script::SOURCE).get_hash().to_string();
+        let cluster = Cluster {
+            conn: Rc::new(RefCell::new(conn)),
+            sentinel,
+            primary: Rc::new(Cell::new(None)),
+            sha: hash.into(),
+            fingerprint: opts.secret.fingerprint_hex().into(),
+            timeout: opts.timeout,
+            inner: Rc::new(RefCell::new(Inner {
+                breaker: Breaker::default(),
+                verified: Verified::NotYet,
+            })),
+        };
+        let check = async {
+            if cluster.sentinel.is_some() {
+                cluster.rediscover(START_CHECK / 4).await;
+            }
+            cluster.check_fingerprint().await
+        };
+        match tokio::time::timeout(START_CHECK, check).await {
+            Ok(Ok(())) => info!("redis reachable at {:?}, shared secret matches", opts.url),
+            Ok(Err(Check::Mismatch(theirs))) => {
+                return Err(format!(
+                    "redis at {:?} holds the fingerprint {theirs} of another hashing secret \
+                     (ours is {}): every node must use the same cluster secret_file",
+                    opts.url, cluster.fingerprint
+                ));
+            }
+            Ok(Err(Check::Failed(e))) => warn!(
+                "redis at {:?} unreachable at start ({e}): deciding locally until it answers",
+                opts.url
+            ),
+            Err(_) => warn!(
+                "redis at {:?} did not answer within {} s at start: deciding locally until it answers",
+                opts.url,
+                START_CHECK.as_secs()
+            ),
+        }
+        Ok(cluster)
+    }
+
+    /// The current connection; `Failed` while no primary is known.
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        self.conn
+            .borrow()
+            .clone()
+            .ok_or_else(|| "no primary known to the sentinels yet".to_string())
+    }
+
+    /// Asks the sentinels for the primary and reconnects if it moved.
+    async fn rediscover(&self, per_sentinel: Duration) {
+        let Some(spec) = &self.sentinel else {
+            return;
+        };
+        let Some(addr) = spec.primary(per_sentinel).await else {
+            return;
+        };
+        if self.primary.get() == Some(addr) && self.conn.borrow().is_some() {
+            return;
+        }
+        match spec.info_for(addr).and_then(manager) {
+            Ok(m) => {
+                info!("redis primary is {addr} (from the sentinels)");
+                self.primary.set(Some(addr));
+                *self.conn.borrow_mut() = Some(m);
+            }
+            Err(e) => warn!("cannot connect to the redis primary {addr}: {e}"),
+        }
+    }
+
+    async fn check_fingerprint(&self) -> Result<(), Check> {
+        let mut conn = self.connection().map_err(Check::Failed)?;
+        let old: Value = redis::cmd("SET")
+            .arg(FINGERPRINT_KEY)
+            .arg(&*self.fingerprint)
+            .arg("NX")
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Check::Failed(e.to_string()))?;
+        let result = match &old {
+            Value::Nil => Ok(()),
+            Value::BulkString(b) if b.as_slice() == self.fingerprint.as_bytes() => Ok(()),
+            Value::BulkString(b) => Err(Check::Mismatch(String::from_utf8_lossy(b).into_owned())),
+            other => Err(Check::Mismatch(format!("{other:?}"))),
+        };
+        self.inner.borrow_mut().verified = match result {
+            Ok(()) => Verified::Yes,
+            Err(_) => Verified::Mismatch,
+        };
+        result
+    }
+
+    /// Counts a recipient answered from the local cache.
+    pub fn note_cached(&self) {
+        self.inner.borrow_mut().breaker.note_cached();
+    }
+
+    pub fn counters(&self) -> ClusterCounters {
+        self.inner.borrow().breaker.counters(Instant::now())
+    }
+
+    /// One shared decision, or `None` at once when the breaker says to
+    /// decide locally. The future owns what it needs and ends within
+    /// `timeout` (plus the fingerprint check once, after an unreachable
+    /// start): `None` = decide locally.
+    pub fn decide(
+        &self,
+        key: &TupleKey,
+        args: Args,
+    ) -> Option<impl Future<Output = Option<Reply>> + 'static> {
+        let probe = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.verified == Verified::Mismatch {
+                inner.breaker.note_fallback();
+                return None;
+            }
+            match inner.breaker.allow(Instant::now()) {
+                Allow::Local => return None,
+                Allow::Call => false,
+                Allow::Probe => true,
+            }
+        };
+        let (tuple_key, net_key) = script::keys(key);
+        let this = self.clone();
+        Some(async move {
+            let attempt = async {
+                if probe || this.conn.borrow().is_none() {
+                    this.rediscover(this.timeout).await;
+                }
+                this.call(tuple_key, net_key, args).await
+            };
+            let result = tokio::time::timeout(this.timeout, attempt).await;
+            let now = Instant::now();
+            let mut inner = this.inner.borrow_mut();
+            match result {
+                Ok(Ok(reply)) => {
+                    inner.breaker.record(CallResult::Ok, now);
+                    if reply.junk_tuple || reply.junk_network {
+                        inner.breaker.note_junk();
+                        if let Some(held) = JUNK_LOG.allow() {
+                            warn!(
+                                "redis: junk at a greymilter key (tuple: {}, network: {}) treated \
+                                 as absent and overwritten; is another program writing gm{{...}} \
+                                 keys? ({held} more not logged)",
+                                reply.junk_tuple, reply.junk_network
+                            );
+                        }
+                    }
+                    Some(reply)
+                }
+                Ok(Err(CallError::Redis(e))) => {
+                    inner.breaker.record(call_failure(&e), now);
+                    if let Some(held) = REPLY_LOG.allow() {
+                        warn!("redis call failed, decided locally: {e} ({held} more not logged)");
+                    }
+                    None
+                }
+                Ok(Err(CallError::Reply(v))) => {
+                    inner.breaker.record(CallResult::Error, now);
+                    if let Some(held) = REPLY_LOG.allow() {
+                        warn!(
+                            "redis script gave an unexpected reply, decided locally: {v:.200} \
+                             ({held} more not logged)"
+                        );
+                    }
+                    None
+                }
+                Ok(Err(CallError::Mismatch(theirs))) => {
+                    inner.breaker.record(CallResult::Error, now);
+                    error!(
+                        "redis holds the fingerprint {theirs} of another hashing secret (ours is \
+                         {}): this node decides locally from now on; give every node the same \
+                         cluster secret_file and restart it",
+                        this.fingerprint
+                    );
+                    None
+                }
+                Err(_) => {
+                    inner.breaker.record(CallResult::Timeout, now);
+                    None
+                }
+            }
+        })
+    }
+
+    async fn call(&self, tuple: String, net: String, args: Args) -> Result<Reply, CallError> {
+        let verified = self.inner.borrow().verified;
+        if verified == Verified::NotYet {
+            match self.check_fingerprint().await {
+                Ok(()) => info!("redis reachable, shared secret matches"),
+                Err(Check::Mismatch(theirs)) => return Err(CallError::Mismatch(theirs)),
+                Err(Check::Failed(e)) => {
+                    return Err(CallError::Redis(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "fingerprint check",
+                        e,
+                    ))));
+                }
+            }
+        }
+        let argv = args.to_argv();
+        let mut conn = self.connection().map_err(|e| {
+            CallError::Redis(RedisError::from((redis::ErrorKind::Io, "no connection", e)))
+        })?;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&*self.sha)
+            .arg(2)
+            .arg(&tuple)
+            .arg(&net)
+            .arg(&argv[..]);
+        let value: Value = match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // A restarted or failed-over Redis has an empty script
+                // cache: EVAL runs the script and caches it again.
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(script::SOURCE)
+                    .arg(2)
+                    .arg(&tuple)
+                    .arg(&net)
+                    .arg(&argv[..]);
+                eval.query_async(&mut conn)
+                    .await
+                    .map_err(CallError::Redis)?
+            }
+            other => other.map_err(CallError::Redis)?,
+        };
+        script::decode(&value).ok_or_else(|| CallError::Reply(format!("{value:?}")))
+    }
+}
+
+enum Check {
+    Mismatch(String),
+    Failed(String),
+}
+
+enum CallError {
+    Redis(RedisError),
+    Reply(String),
+    Mismatch(String),
+}

@@ -1,0 +1,21 @@
+//! Shared greylist state in Redis for several MX hosts (`[cluster]`).
+//!
+//! Network code, so it lives outside the engine: the engine hands over
+//! plain keys and times and gets plain outcomes back.
+//!
+//! * [`script`]: the Lua decision script, key names, the reply.
+//! * [`client`]: the connection, the bounded call, the secret check.
+//! * [`breaker`]: fail-fast after repeated failures; the counters.
+//! * [`secret`]: the hashing secret all nodes share (`secret_file`).
+//! * [`sentinel`]: finding the primary through Redis Sentinel.
+
+pub mod breaker;
+pub mod client;
+pub mod script;
+pub mod secret;
+pub mod sentinel;
+
+pub use breaker::ClusterCounters;
+pub use client::{Cluster, Options};
+pub use script::{Args, Outcome, Reply};
+pub use secret::SharedSecret;

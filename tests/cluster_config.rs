@@ -1,0 +1,63 @@
+//! `check-config` with a `[cluster]` section: the secret file is read and
+//! checked too; nothing is resolved or connected.
+
+use std::fs;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_greymilter");
+
+#[test]
+fn check_config_validates_the_cluster_section_and_its_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    fs::write(&key, [7u8; 32]).unwrap();
+    let conf = dir.path().join("good.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nsecret_file = \"{}\"\ntimeout = \"80ms\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("[cluster]"), "{printed}");
+    assert!(printed.contains("timeout = \"80ms\""), "{printed}");
+
+    fs::write(&key, b"too short").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("secret_file") && stderr.contains("at least 16"),
+        "{stderr}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    fs::write(
+        &bad,
+        "[cluster]\nredis = \"http://x\"\nsecret_file = \"k\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("{}:2:9: ", bad.display())),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,47 @@
+//! The Redis client never starts a thread (the checkpoint forks only with
+//! one): not for a host name in the URL (resolved once, in the caller), not
+//! for calls, not for reconnecting. Alone in its binary so that no other
+//! test's thread is counted.
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::{Redis, options, plain_args, redis_present, run, threads, unix_now};
+use greymilter::cluster::Cluster;
+use greymilter::greylist::key::TupleKey;
+
+#[test]
+fn the_redis_client_starts_no_thread() {
+    if !redis_present() {
+        return;
+    }
+    let mut r = Redis::start(&[]);
+    let before = threads("self");
+    run(async {
+        let o = options(
+            format!("redis://localhost:{}/0", r.port),
+            Duration::from_millis(500),
+        );
+        let a = Cluster::connect(&o).await.unwrap();
+        let args = plain_args(unix_now(), 1);
+        for i in 0..50 {
+            let call = a.decide(&TupleKey([1, i]), args).unwrap();
+            assert!(call.await.is_some());
+        }
+        assert_eq!(threads("self"), before);
+        r.restart();
+        let mut shared = false;
+        for i in 0..200 {
+            if let Some(call) = a.decide(&TupleKey([2, i]), args) {
+                shared = call.await.is_some();
+            }
+            if shared {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(shared, "redis never answered after the restart");
+        assert_eq!(threads("self"), before);
+    });
+}
