@@ -43,6 +43,11 @@ out=$("$BIN/examples/list_scale" 2000 200 20000 1)
 echo "$out"
 [ "$(grep -c '^RESULT list=' <<<"$out")" = 4 ] || fail "list_scale did not measure every case"
 
+echo "== dns_bench: spf=key warm and cold against off (tiny)"
+out=$("$BIN/examples/dns_bench" --transactions 200 --cold-transactions 20)
+echo "$out"
+[ "$(grep -c '^RESULT run=' <<<"$out")" = 3 ] || fail "dns_bench did not measure every run"
+
 echo "== fork_cost (16 MiB, with and without huge pages)"
 "$BIN/examples/fork_cost" 16
 "$BIN/examples/fork_cost" 16 huge

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod files;
 pub mod greylist;
 pub mod lists;

@@ -11,14 +11,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::greylist::facts::DnsPolicy;
 use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 
 pub mod cluster;
+mod dns;
 mod list_files;
 mod ops;
 pub mod reload;
 mod values;
 
+pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
 pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
 pub use ops::{ControlConfig, Facility, LogTarget, MetricsConfig};
 
@@ -50,6 +53,7 @@ pub struct Config {
     pub log: LogConfig,
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
+    pub dns: DnsConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
 }
@@ -100,6 +104,13 @@ pub struct GreylistConfig {
     pub reply: TempfailReply,
     pub reject_reply: RejectReply,
     pub header: bool,
+    pub spf: SpfSetting,
+    pub allow_zones: Vec<ZoneSetting>,
+    pub block_zones: Vec<ZoneSetting>,
+    pub block_delay: Seconds,
+    pub selective: bool,
+    /// Words that make a client name look dynamic (selective mode).
+    pub dynamic_words: Vec<DynamicWord>,
 }
 
 impl Default for GreylistConfig {
@@ -119,6 +130,12 @@ impl Default for GreylistConfig {
             reply: TempfailReply(s.reply),
             reject_reply: RejectReply(s.reject_reply),
             header: s.header,
+            spf: SpfSetting(s.dns.spf),
+            allow_zones: Vec::new(),
+            block_zones: Vec::new(),
+            block_delay: Seconds(s.dns.block_delay),
+            selective: s.dns.selective,
+            dynamic_words: dns::default_dynamic_words(),
         }
     }
 }
@@ -298,6 +315,15 @@ impl Config {
                 ),
             ));
         }
+        if self.dns_settings().wanted() && self.dns.timeout.0 >= self.milter.decision_timeout.0 {
+            return Err((
+                "timeout",
+                format!(
+                    "[dns] timeout ({}) must be shorter than [milter] decision_timeout ({}), or a slow resolver would make every waiting recipient expire",
+                    self.dns.timeout, self.milter.decision_timeout
+                ),
+            ));
+        }
         if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
             return Err((
                 "decision_timeout",
@@ -339,9 +365,29 @@ impl Config {
                 recipient_domains: entries(&l.recipient_domains, |k| &k.0),
                 ..ListSpec::default()
             },
+            dns: DnsPolicy {
+                spf: g.spf.0,
+                block_delay: g.block_delay.0,
+                selective: g.selective,
+            },
         };
         l.files.add_to(&mut settings.lists);
         settings
+    }
+
+    /// What `crate::dns` needs: resolver, zones, name heuristic.
+    pub fn dns_settings(&self) -> crate::dns::DnsSettings {
+        let g = &self.greylist;
+        crate::dns::DnsSettings {
+            servers: self.dns.servers.iter().map(|s| s.0).collect(),
+            timeout: self.dns.timeout.0,
+            cache_size: self.dns.cache_size,
+            spf: g.spf.0 != crate::greylist::facts::SpfMode::Off,
+            allow_zones: g.allow_zones.iter().map(|z| z.0.clone()).collect(),
+            block_zones: g.block_zones.iter().map(|z| z.0.clone()).collect(),
+            selective: g.selective,
+            dynamic_words: g.dynamic_words.iter().map(|w| w.0.clone()).collect(),
+        }
     }
 
     /// The effective configuration as TOML, defaults filled in.

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::config::reload::keep_restart_only;
 use crate::control::allows::Allows;
 use crate::control::server::{self as control, ControlRequest};
+use crate::dns::Dns;
 use crate::files::atomic::{remove_stale_temps, write_atomically};
 use crate::greylist::Engine;
 use crate::greylist::clock::Clock;
@@ -80,6 +81,13 @@ impl Events for tokio::sync::mpsc::UnboundedReceiver<Event> {
     fn close(&mut self) {
         tokio::sync::mpsc::UnboundedReceiver::close(self);
     }
+}
+
+/// The DNS checks the configuration asks for; `None` when it asks for
+/// none, so that no resolver is even configured.
+fn dns_of(config: &Config) -> Option<Rc<Dns>> {
+    let settings = config.dns_settings();
+    settings.wanted().then(|| Rc::new(Dns::new(settings)))
 }
 
 pub fn timeouts(config: &Config) -> Timeouts {
@@ -172,6 +180,7 @@ impl Daemon {
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
         let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
+        factory.set_dns(dns_of(&config));
         Ok(Daemon {
             config,
             config_path,
@@ -369,6 +378,9 @@ impl Daemon {
             .borrow_mut()
             .set_settings(self.allows.apply(new.settings()));
         self.factory.set_timeouts(timeouts(&new));
+        if new.dns_settings() != self.config.dns_settings() {
+            self.factory.set_dns(dns_of(&new));
+        }
         if let Some(logging) = &self.logging {
             logging.apply(&new.log);
         }
@@ -414,10 +426,11 @@ impl Daemon {
             "Decision-Timeouts",
             &sessions.decisions_expired(),
         );
-        self.engine.borrow().stats().push_later(&mut report);
         if let Some(cluster) = self.factory.cluster() {
             cluster.counters().report(&mut report);
         }
+        self.engine.borrow().dns_counters().push_report(&mut report);
+        self.engine.borrow().stats().push_later(&mut report);
         report
     }
 

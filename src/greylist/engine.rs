@@ -35,16 +35,18 @@ use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
 use super::envelope_address::{base_form, sender_form};
+use super::facts::DnsFacts;
 use super::key::{Network, Secret, TupleKey};
 use super::lists::{ListName, Lists};
 use super::settings::{ListAction, Mode, Settings};
 use super::state::{self, StateError};
-use super::stats::{Counters, Interval, Snapshot};
+use super::stats::{Counters, DnsCounters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 
 mod admin;
 mod counts;
 pub use admin::{Explanation, MAX_FORGET_NETWORKS};
+mod dns;
 mod shared;
 pub use shared::{SharedOutcome, SharedQuery, SharedStep};
 
@@ -105,6 +107,12 @@ pub enum Reason {
     Local,
     /// The table could not grow (out of memory): passed, fail open.
     Unstored,
+    /// The client is in an allow zone.
+    Dnswl,
+    /// SPF passed and `spf = "skip"`.
+    Spf,
+    /// Selective greylisting: the client does not look suspicious.
+    Selective,
 }
 
 impl Reason {
@@ -123,6 +131,9 @@ impl Reason {
             Reason::Authenticated => "authenticated",
             Reason::Local => "local",
             Reason::Unstored => "unstored",
+            Reason::Dnswl => "dnswl",
+            Reason::Spf => "spf",
+            Reason::Selective => "selective",
         });
     }
 }
@@ -332,12 +343,14 @@ impl Engine {
         }
     }
 
-    /// RCPT: decides one recipient, in the documented order.
-    /// (Counted by `decide_rcpt` in `counts.rs`.)
-    fn decide(&mut self, req: &Request<'_>) -> Decision {
+    /// RCPT with what DNS found: the static lists first, then the DNS
+    /// facts (see `engine/dns.rs`), then the table.
+    /// (Counted by `decide_rcpt_with` in `counts.rs`.)
+    fn decide_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
         match self.classify_rcpt(req) {
             Ok(decision) => decision,
-            Err(q) => self.decide_by_table(q.addr, q.delay, q.forced),
+            Err(q) if q.forced => self.decide_by_table(q.addr, q.delay, true, None),
+            Err(q) => self.decide_unlisted(q.addr, facts),
         }
     }
 
@@ -385,9 +398,20 @@ impl Engine {
         }
     }
 
-    fn decide_by_table(&mut self, addr: IpAddr, delay: u32, forced: bool) -> Decision {
+    /// `domain`: key by this SPF-authenticated domain instead of the
+    /// client network.
+    fn decide_by_table(
+        &mut self,
+        addr: IpAddr,
+        delay: u32,
+        forced: bool,
+        domain: Option<&str>,
+    ) -> Decision {
         let s = &self.settings;
-        let net = Network::of(addr, s.ipv4_prefix, s.ipv6_prefix);
+        let net = match domain {
+            Some(d) => Network::of_domain(d),
+            None => Network::of(addr, s.ipv4_prefix, s.ipv6_prefix),
+        };
         let key = self
             .secret
             .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
@@ -547,6 +571,11 @@ impl Engine {
             allowed: f.allowed,
             forgotten: f.forgotten,
         }
+    }
+
+    /// The DNS counters (reported by the daemon after the older lines).
+    pub fn dns_counters(&self) -> DnsCounters {
+        self.counters.dns
     }
 
     /// The statistics report, one `Label  value` per line.

@@ -114,6 +114,20 @@ impl Network {
         }
         Network(b)
     }
+
+    /// The "network" of an SPF-authenticated domain (`[greylist] spf =
+    /// "key"`): a tag no address uses, then a 128-bit hash of the lower-case
+    /// domain. The secret is applied when the tuple key is made, like for
+    /// addresses, so this hash needs no key of its own.
+    pub fn of_domain(domain: &str) -> Network {
+        use siphasher::sip128::{Hasher128 as _, SipHasher13 as Sip128};
+        let mut h = Sip128::new();
+        h.write(domain.to_ascii_lowercase().as_bytes());
+        let mut b = [0u8; 18];
+        b[0] = b'd';
+        b[2..18].copy_from_slice(&h.finish128().as_bytes());
+        Network(b)
+    }
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as IPv4.

@@ -9,6 +9,7 @@
 //! * [`awl`]: the client-network auto-whitelist.
 //! * [`stats`]: counters and the report.
 //! * [`state`]: the versioned, checksummed state file format.
+//! * [`facts`]: what DNS found (SPF, zones), as plain data.
 //! * [`engine`]: all of the above behind [`Engine`].
 //!
 //! Nothing here knows the milter protocol or the async runtime: [`crate::policy`] turns
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod date;
 pub mod engine;
 pub mod envelope_address;
+pub mod facts;
 pub mod key;
 pub mod lists;
 pub mod patterns;

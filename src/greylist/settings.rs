@@ -1,6 +1,7 @@
 //! Everything the engine is told by the configuration. Built and validated by
 //! `config.rs`; swapped in whole on SIGHUP.
 
+use super::facts::DnsPolicy;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -75,6 +76,8 @@ pub struct Settings {
     /// Length of the interval behind `Requests-Cu`.
     pub cleanup_interval: Duration,
     pub lists: ListSpec,
+    /// SPF, allow/block zones, selective greylisting.
+    pub dns: DnsPolicy,
 }
 
 impl Default for Settings {
@@ -95,6 +98,7 @@ impl Default for Settings {
             header: true,
             cleanup_interval: Duration::from_secs(300),
             lists: ListSpec::default(),
+            dns: DnsPolicy::default(),
         }
     }
 }

@@ -24,6 +24,35 @@ pub struct Counters {
     pub auto_whitelist_passes: u64,
     /// Learning mode: recipients that would have been deferred.
     pub would_greylist: u64,
+    pub dns: DnsCounters,
+}
+
+/// Counters of the DNS-based decisions (issue 12), reported after the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsCounters {
+    /// Table decisions keyed by an SPF-authenticated domain.
+    pub spf_keyed: u64,
+    /// Recipients passed because SPF passed (`spf = "skip"`).
+    pub spf_skipped: u64,
+    /// Recipients passed because the client is in an allow zone.
+    pub dnswl_passed: u64,
+    /// Recipients of clients in a block zone (greylisted with block_delay).
+    pub dnsbl_listed: u64,
+    pub dns_timeouts: u64,
+    pub dns_errors: u64,
+}
+
+impl DnsCounters {
+    /// The DNS report lines. They were added after the first release, so
+    /// the daemon appends them after every older line.
+    pub fn push_report(&self, out: &mut String) {
+        push_line(out, "SPF-Keyed", &self.spf_keyed);
+        push_line(out, "SPF-Skipped", &self.spf_skipped);
+        push_line(out, "DNSWL-Passed", &self.dnswl_passed);
+        push_line(out, "DNSBL-Listed", &self.dnsbl_listed);
+        push_line(out, "DNS-Timeouts", &self.dns_timeouts);
+        push_line(out, "DNS-Errors", &self.dns_errors);
+    }
 }
 
 /// The `Requests-Cu` bookkeeping: requests per completed cleanup interval.

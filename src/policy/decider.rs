@@ -14,11 +14,15 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use futures_util::future::LocalBoxFuture;
 use tracing::warn;
 
 use super::log::{self, strip_brackets};
-use super::shared::{self, SharedAnswer, SharedWait, Source, Step};
+use super::shared::{self, SharedAnswer, Source, Step};
 use crate::cluster::Cluster;
+use crate::dns::Dns;
+use crate::dns::transaction::{Found, Lookups};
 use crate::greylist::settings::Mode;
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
 use crate::milter::decision::{Client, Decided, Decider, Header, Macros, Verdict};
@@ -61,6 +65,27 @@ pub struct PolicyDecider {
     /// Longest delay of a recipient of this transaction that passed for
     /// the first time after waiting.
     header_delay: Option<u64>,
+    /// `None`: no DNS checks configured.
+    dns: Option<Rc<Dns>>,
+    lookups: Lookups,
+    /// The recipient (and queue id) whose decision waits for DNS.
+    waiting: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What a waiting recipient gets back: the DNS lookups of its
+/// transaction, or the cluster's answer.
+pub enum PolicyAnswer {
+    Dns(Found),
+    Shared(SharedAnswer),
+}
+
+/// The queue id of a recipient whose decision waited, for the log line.
+struct Qid<'a>(&'a [u8]);
+
+impl Macros for Qid<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        matches!(name, "i" | "{i}").then_some(self.0)
+    }
 }
 
 fn keep(dst: &mut Vec<u8>, src: &[u8]) {
@@ -83,7 +108,44 @@ impl PolicyDecider {
             conn_id,
             envelope: Envelope::default(),
             header_delay: None,
+            dns: None,
+            lookups: Lookups::default(),
+            waiting: None,
         }
+    }
+
+    /// With DNS checks: lookups start at CONNECT and MAIL (inside the
+    /// daemon's `LocalSet`) and RCPT may wait for them.
+    pub fn with_dns(mut self, dns: Option<Rc<Dns>>) -> PolicyDecider {
+        self.dns = dns;
+        self
+    }
+
+    /// Decides one recipient with what DNS found, logs it.
+    fn decide(&mut self, recipient: &[u8], qid: &[u8], found: &Found) -> Verdict {
+        let engine = Rc::clone(&self.engine);
+        let Ok(mut engine) = engine.try_borrow_mut() else {
+            return busy();
+        };
+        let (timeouts, errors) = self.lookups.uncounted_failures(found);
+        if timeouts + errors > 0 {
+            engine.note_dns_failures(timeouts, errors);
+        }
+        let facts = found.facts();
+        let d = engine.decide_rcpt_with(&self.envelope.request(recipient), &facts);
+        let verdict = self.conclude(&engine, &d, recipient);
+        drop(engine);
+        let spf = facts.spf.as_ref().map(|f| f.result);
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &d,
+            Some(recipient),
+            self.local_src(),
+            &Qid(qid),
+            spf,
+        );
+        verdict
     }
 
     pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
@@ -119,8 +181,8 @@ impl PolicyDecider {
 }
 
 impl Decider for PolicyDecider {
-    type Answer = SharedAnswer;
-    type Wait = SharedWait;
+    type Answer = PolicyAnswer;
+    type Wait = LocalBoxFuture<'static, PolicyAnswer>;
 
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict {
         self.reset();
@@ -132,6 +194,11 @@ impl Decider for PolicyDecider {
         let Some(reason) =
             engine.check_connect(self.envelope.client_addr, &self.envelope.client_name)
         else {
+            drop(engine);
+            if let Some(dns) = &self.dns {
+                let e = &self.envelope;
+                self.lookups.connect(dns, e.client_addr, &e.client_name);
+            }
             return Verdict::Continue;
         };
         drop(engine);
@@ -142,6 +209,7 @@ impl Decider for PolicyDecider {
             None,
             self.local_src(),
             macros,
+            None,
         );
         Verdict::Accept
     }
@@ -167,15 +235,41 @@ impl Decider for PolicyDecider {
                     None,
                     self.local_src(),
                     macros,
+                    None,
                 );
                 Verdict::Accept
             }
-            None => Verdict::Continue,
+            None => {
+                if let Some(dns) = &self.dns {
+                    // The HELO name comes from the `s` macro: the milter
+                    // does not ask for the HELO event. Without it, a null
+                    // sender simply gets no SPF result.
+                    let helo = macros.get("s").unwrap_or_default();
+                    let helo = helo.get(..MAX_KEPT).unwrap_or(helo);
+                    let e = &self.envelope;
+                    self.lookups.mail(dns, e.client_addr, helo, &e.sender);
+                }
+                Verdict::Continue
+            }
         }
     }
 
-    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<SharedWait> {
+    fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<Self::Wait> {
         let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
+        if self.cluster.is_none() {
+            // DNS checks (not yet on a cluster node: its shared table is
+            // keyed by network).
+            let qid = macros.get("i").unwrap_or_default();
+            let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
+            let found = match self.lookups.ready() {
+                Some(found) => found,
+                None => {
+                    self.waiting = Some((recipient.to_vec(), qid.to_vec()));
+                    return Decided::Wait(self.lookups.wait().map(PolicyAnswer::Dns).boxed_local());
+                }
+            };
+            return Decided::Now(self.decide(recipient, qid, &found));
+        }
         let engine = Rc::clone(&self.engine);
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return Decided::Now(busy());
@@ -185,7 +279,7 @@ impl Decider for PolicyDecider {
             None => (engine.decide_rcpt(&req), None),
             Some(cluster) => match shared::start(&mut engine, cluster, &req, macros) {
                 Step::Now(d, src) => (d, Some(src)),
-                Step::Wait(w) => return Decided::Wait(w),
+                Step::Wait(w) => return Decided::Wait(w.map(PolicyAnswer::Shared).boxed_local()),
             },
         };
         let verdict = self.conclude(&engine, &d, recipient);
@@ -197,11 +291,21 @@ impl Decider for PolicyDecider {
             Some(recipient),
             src,
             macros,
+            None,
         );
         Decided::Now(verdict)
     }
 
-    fn rcpt_answered(&mut self, answer: SharedAnswer) -> Verdict {
+    fn rcpt_answered(&mut self, answer: PolicyAnswer) -> Verdict {
+        let answer = match answer {
+            PolicyAnswer::Dns(found) => {
+                return match self.waiting.take() {
+                    Some((recipient, qid)) => self.decide(&recipient, &qid, &found),
+                    None => Verdict::Continue,
+                };
+            }
+            PolicyAnswer::Shared(answer) => answer,
+        };
         let engine = Rc::clone(&self.engine);
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return busy();
@@ -216,8 +320,13 @@ impl Decider for PolicyDecider {
             Some(&answer.recipient),
             Some(src),
             &answer,
+            None,
         );
         verdict
+    }
+
+    fn rcpt_expired(&mut self) {
+        self.waiting = None;
     }
 
     fn eom(&mut self, _macros: &dyn Macros) -> Option<Header> {
@@ -237,10 +346,13 @@ impl Decider for PolicyDecider {
         self.envelope.sender.clear();
         self.envelope.authenticated = false;
         self.header_delay = None;
+        self.waiting = None;
+        self.lookups.end_transaction();
     }
 
     fn reset(&mut self) {
         self.end_transaction();
+        self.lookups = Lookups::default();
         self.envelope.client_addr = None;
         self.envelope.client_name.clear();
     }

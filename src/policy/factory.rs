@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::decider::PolicyDecider;
 use crate::cluster::Cluster;
+use crate::dns::Dns;
 use crate::greylist::Engine;
 use crate::greylist::stats::push_line;
 use crate::milter::decision::{DeciderFactory, SessionOptions, SessionSummary};
@@ -81,6 +82,8 @@ pub struct PolicyFactory {
     cluster: Option<Cluster>,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
+    /// DNS checks for the sessions that start from now on.
+    dns: RefCell<Option<Rc<Dns>>>,
 }
 
 impl PolicyFactory {
@@ -90,7 +93,17 @@ impl PolicyFactory {
             cluster: None,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
+            dns: RefCell::new(None),
         }
+    }
+
+    /// `None`: no DNS checks. Sessions in progress keep what they had.
+    pub fn set_dns(&self, dns: Option<Rc<Dns>>) {
+        *self.dns.borrow_mut() = dns;
+    }
+
+    pub fn dns(&self) -> Option<Rc<Dns>> {
+        self.dns.borrow().clone()
     }
 
     /// Decides through the shared state in Redis (`[cluster]`).
@@ -116,7 +129,9 @@ impl DeciderFactory for PolicyFactory {
     type Decider = PolicyDecider;
 
     fn new_decider(&self, conn_id: u64) -> PolicyDecider {
-        PolicyDecider::new(Rc::clone(&self.engine), conn_id).with_cluster(self.cluster.clone())
+        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
+            .with_cluster(self.cluster.clone())
+            .with_dns(self.dns())
     }
 
     fn options(&self) -> SessionOptions {

@@ -1,9 +1,10 @@
 //! The decision log: one line at info per RCPT (and per CONNECT/MAIL
 //! accept):
 //! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
-//! remaining=<s>`, then `src=redis|local|fallback` on a cluster node, and
-//! `qid=<i>` when the MTA sent the `i` macro. Addresses are logged as sent,
-//! escaped and cut (see `envelope_address::push_loggable`).
+//! remaining=<s>`, then `src=redis|local|fallback` on a cluster node,
+//! `qid=<i>` when the MTA sent the `i` macro, and `spf=<result>` when SPF
+//! was evaluated for the transaction. Addresses are logged as sent, escaped
+//! and cut (see `envelope_address::push_loggable`).
 
 use std::fmt::Write as _;
 
@@ -13,6 +14,7 @@ use super::decider::Envelope;
 use super::shared::Source;
 use crate::greylist::Decision;
 use crate::greylist::envelope_address::push_loggable;
+use crate::greylist::facts::SpfResult;
 use crate::milter::decision::Macros;
 
 /// Writes the line for `d`, if info is enabled (the line is only built
@@ -24,6 +26,7 @@ pub fn decision(
     recipient: Option<&[u8]>,
     src: Option<Source>,
     macros: &dyn Macros,
+    spf: Option<SpfResult>,
 ) {
     if !tracing::enabled!(Level::INFO) {
         return;
@@ -60,6 +63,10 @@ pub fn decision(
     if let Some(qid) = macros.get("i").filter(|q| !q.is_empty()) {
         line.push_str(" qid=");
         push_loggable(&mut line, qid);
+    }
+    if let Some(spf) = spf {
+        line.push_str(" spf=");
+        line.push_str(spf.as_str());
     }
     info!(conn = conn_id, "{line}");
 }

@@ -48,8 +48,14 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
 ];
 
 /// The lines added since the first release, always last.
-pub const LATER_LABELS: [&str; 4] = [
+pub const LATER_LABELS: [&str; 10] = [
     "Decision-Timeouts",
+    "SPF-Keyed",
+    "SPF-Skipped",
+    "DNSWL-Passed",
+    "DNSBL-Listed",
+    "DNS-Timeouts",
+    "DNS-Errors",
     "Would-Greylist",
     "Allowed",
     "Forgotten",

@@ -1,12 +1,18 @@
 //! Decisions counted by action and reason, for the metrics. A handful of
 //! (action, reason) pairs exist, so the map stays tiny.
 
-use super::{Decision, Engine, Request};
+use super::{Decision, DnsFacts, Engine, Request};
 
 impl Engine {
-    /// RCPT: decides one recipient, in the documented order.
+    /// RCPT: decides one recipient, in the documented order, without DNS.
     pub fn decide_rcpt(&mut self, req: &Request<'_>) -> Decision {
-        let d = self.decide(req);
+        self.decide_rcpt_with(req, &DnsFacts::default())
+    }
+
+    /// RCPT with what DNS found: the static lists first, then the DNS
+    /// facts (see `engine/dns.rs`), then the table.
+    pub fn decide_rcpt_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
+        let d = self.decide_with(req, facts);
         let n = self.decisions.entry((d.action, d.reason)).or_insert(0);
         *n = n.saturating_add(1);
         d

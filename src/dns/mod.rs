@@ -1,0 +1,63 @@
+//! DNS for decisions (issue 12): one resolver on the daemon's
+//! single-threaded runtime, the allow/block zone checks of a client, the
+//! dynamic-name heuristic, SPF, and a breaker for a dead resolver.
+//!
+//! * [`lookup`]: [`Dns`], the resolver and the two lookup sets (client at
+//!   CONNECT, SPF at MAIL), each bounded by `[dns] timeout`.
+//! * [`zones`]: DNSWL/DNSBL query names and answer codes.
+//! * [`rdns`]: does a verified client name look dynamic?
+//! * [`breaker`]: stop asking a resolver that keeps failing.
+//! * [`transaction`]: the lookups of one milter connection, started early,
+//!   awaited at RCPT.
+//!
+//! Everything here fails open: a failed or slow lookup is "no information"
+//! and the engine (`crate::greylist`, plain data only) decides as without
+//! DNS.
+
+pub mod breaker;
+pub mod lookup;
+pub mod rdns;
+pub mod transaction;
+pub mod zones;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use lookup::{Dns, Outcome};
+
+/// The settings of this module, from `[dns]` and `[greylist]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// Empty: /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub cache_size: usize,
+    /// Evaluate SPF at MAIL (`spf` is not `off`).
+    pub spf: bool,
+    pub allow_zones: Vec<zones::Zone>,
+    pub block_zones: Vec<zones::Zone>,
+    pub selective: bool,
+    pub dynamic_words: Vec<String>,
+}
+
+impl DnsSettings {
+    /// Whether any check needs DNS (or the name heuristic).
+    pub fn wanted(&self) -> bool {
+        self.spf || self.selective || !self.allow_zones.is_empty() || !self.block_zones.is_empty()
+    }
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            cache_size: 4096,
+            spf: false,
+            allow_zones: Vec::new(),
+            block_zones: Vec::new(),
+            selective: false,
+            dynamic_words: rdns::DEFAULT_WORDS.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+}
