@@ -63,6 +63,7 @@ const TUPLE: [&str; 6] = [
 fn check_records_nothing_and_live_edits_act_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start_in(dir.path(), CONFIG);
+    d.wait_for_log(|l| l.contains("control socket ready"));
     let mode = std::fs::metadata(dir.path().join("control.sock"))
         .unwrap()
         .permissions()
@@ -146,6 +147,7 @@ fn check_records_nothing_and_live_edits_act_and_survive_a_restart() {
 fn bad_requests_get_an_error_line_and_the_daemon_stays_on_one_thread() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in(dir.path(), CONFIG);
+    d.wait_for_log(|l| l.contains("control socket ready"));
     for (bytes, want) in [
         (
             b"frobnicate\n".to_vec(),
@@ -186,6 +188,7 @@ fn other_users_are_refused() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // World-connectable, so only the peer-credential check stands between.
     let d = Daemon::start_in(dir.path(), &format!("{CONFIG}mode = \"0666\"\n"));
+    d.wait_for_log(|l| l.contains("control socket ready"));
     std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut cmd = Command::new(BIN);
     std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
