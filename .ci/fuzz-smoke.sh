@@ -5,7 +5,7 @@
 # a hang (an input taking over FUZZ_TIMEOUT s) or a leak; the crashing input
 # is left in fuzz/artifacts/<target>/.
 #
-#   FUZZ_SECONDS   time per target (default 10; 5 targets ≈ 1 minute)
+#   FUZZ_SECONDS   time per target (default 10; 6 targets ≈ 1 minute)
 #   FUZZ_TIMEOUT   seconds one input may take (default 10)
 #   FUZZ_SANITIZER address (default) or none
 #
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-10}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
 SANITIZER=${FUZZ_SANITIZER:-address}
-TARGETS=(frame_decoder session config state_file address)
+TARGETS=(frame_decoder session config state_file address control_line)
 
 export RUSTC_BOOTSTRAP=1
 

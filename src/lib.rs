@@ -22,14 +22,18 @@
     )
 )]
 
+pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod files;
 pub mod greylist;
 pub mod lists;
+pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod ratelimit;
 pub mod reply;
+pub mod slots;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use greymilter::cli::{Cli, Command};
 use greymilter::config::{self, Config};
 use greymilter::daemon;
 
@@ -22,48 +23,6 @@ use greymilter::daemon;
 const EXIT_CONFIG: u8 = 1;
 /// Exit status when the daemon could not start or talk to what it needs.
 const EXIT_RUNTIME: u8 = 2;
-
-#[derive(Parser)]
-#[command(
-    name = "greymilter",
-    version,
-    about = "A greylisting milter for Postfix and Sendmail"
-)]
-struct Cli {
-    /// Configuration file [default: /etc/greymilter/greylist.toml if it
-    /// exists, else built-in defaults]
-    #[arg(long, short, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (the default).
-    Run,
-    /// Validate the configuration and print the effective settings.
-    CheckConfig,
-    /// Ask the running daemon (found by its pidfile) for a fresh statistics
-    /// report and print it.
-    Stats {
-        /// How long to wait for the report.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-    },
-    /// Act as the MTA against a running milter and print each verdict.
-    /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
-    /// 5 a recipient was rejected, 2 the milter could not be reached.
-    Query(daemon::query::QueryArgs),
-    /// Print, as a list file, the networks that the SPF records of the
-    /// domains authorise (following include, redirect, a, mx), using
-    /// `[dns] servers` of the configuration. Exit status: 0 every domain
-    /// walked, 2 a domain gave nothing (no record, a limit, DNS failure).
-    SpfWalk {
-        #[arg(required = true, value_name = "DOMAIN")]
-        domains: Vec<String>,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,6 +32,12 @@ fn main() -> ExitCode {
         Command::Stats { timeout } => stats(cli.config.as_deref(), timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
+        Command::Control(cmd) => match load(cli.config.as_deref()) {
+            Ok((config, _)) => {
+                greymilter::control::cli::run(&cmd, config.control.socket.as_deref())
+            }
+            Err(code) => code,
+        },
     }
 }
 
@@ -155,6 +120,10 @@ fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(socket) = &config.control.socket {
+        use greymilter::control::{cli, protocol};
+        return cli::send(socket, &protocol::Command::Stats, timeout);
+    }
     let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
         eprintln!("greymilter stats needs [daemon] pidfile and [stats] file in the configuration");
         return ExitCode::from(EXIT_CONFIG);

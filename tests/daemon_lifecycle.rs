@@ -466,3 +466,40 @@ fn json_log_format_writes_one_json_object_per_line() {
         "{line}"
     );
 }
+
+#[test]
+fn learn_mode_lets_new_tuples_through_then_a_reload_enforces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.txt");
+    let d = Daemon::start_in(
+        dir.path(),
+        "[greylist]\nmode = \"learn\"\n[stats]\nfile = \"{dir}/stats.txt\"\n",
+    );
+    let q = d.query("198.51.100.7", "alice@example.org", &["bob@example.net"]);
+    assert_eq!(q.status, 0, "{q:?}");
+    assert_eq!(
+        q.line("RCPT TO:<bob@example.net>"),
+        "RCPT TO:<bob@example.net>: pass (continue)"
+    );
+    d.wait_for_log(|l| {
+        l.contains("action=would-greylist reason=new")
+            && l.contains("from=<alice@example.org> to=<bob@example.net>")
+    });
+    let report = support::watch::fetch_report(&d, &stats);
+    assert_eq!(
+        (report.num("Would-Greylist"), report.num("Deferred")),
+        (1, 0)
+    );
+    assert_eq!(report.num("Tuples"), 1);
+
+    // Switched to enforce: the tuple recorded while learning is still
+    // early (a real deferral), and a new one is greylisted as well.
+    let text = fs::read_to_string(&d.config).unwrap();
+    fs::write(&d.config, text.replace("\"learn\"", "\"enforce\"")).unwrap();
+    let marker = d.log_len();
+    d.signal(Signal::SIGHUP);
+    d.wait_for_log_after(marker, |l| l.contains("configuration reloaded"));
+    let q = d.query("198.51.100.7", "alice@example.org", &["bob@example.net"]);
+    assert_eq!(q.status, 4, "{q:?}");
+    d.wait_for_log(|l| l.contains("action=greylist reason=early"));
+}

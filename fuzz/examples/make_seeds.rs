@@ -26,6 +26,61 @@ fn main() {
     config(&root.join("config"));
     state_file(&root.join("state_file"));
     address(&root.join("address"));
+    control_line(&root.join("control_line"));
+}
+
+/// One seed per verb, written by the protocol's own `to_line`.
+fn control_line(dir: &Path) {
+    use greymilter::control::protocol::{Command as C, Tuple};
+    use std::time::Duration;
+    let tuple = Tuple {
+        client: "192.0.2.1".parse().unwrap(),
+        from: "<alice@example.org>".into(),
+        to: "<bob@example.net>".into(),
+    };
+    let commands = [
+        (
+            "check",
+            C::Check {
+                tuple: tuple.clone(),
+                name: Some("mx.example.org".into()),
+                authenticated: true,
+            },
+        ),
+        (
+            "allow-tuple",
+            C::AllowTuple {
+                tuple: tuple.clone(),
+                duration: Some(Duration::from_secs(3600)),
+            },
+        ),
+        (
+            "allow-network",
+            C::AllowNetwork {
+                net: "2001:db8::/48".parse().unwrap(),
+                duration: Duration::from_secs(86_400),
+            },
+        ),
+        (
+            "allow-domain",
+            C::AllowSenderDomain {
+                domain: "example.org".into(),
+                duration: Duration::from_secs(60),
+            },
+        ),
+        ("forget-tuple", C::ForgetTuple(tuple)),
+        (
+            "forget-network",
+            C::ForgetNetwork("192.0.2.0/24".parse().unwrap()),
+        ),
+        ("forget-domain", C::ForgetSenderDomain("example.org".into())),
+        ("flush", C::FlushPending),
+        ("stats", C::Stats),
+        ("reload", C::Reload),
+    ];
+    for (name, c) in commands {
+        write(dir, name, format!("{}\n", c.to_line()).as_bytes());
+    }
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

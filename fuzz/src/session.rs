@@ -234,13 +234,14 @@ fn check_engine(engine: &Engine, max_tuples: usize) {
     check_flows(engine);
 }
 
-/// The table's bookkeeping (stats.rs): `Tuples = Restored + Graylisted −
-/// Graylist-Expired − Whitelist-Expired − Evicted` at every moment.
+/// The table's bookkeeping (stats.rs): `Tuples = Restored + Graylisted +
+/// Allowed − Graylist-Expired − Whitelist-Expired − Evicted − Forgotten` at
+/// every moment.
 pub fn check_flows(engine: &Engine) {
     let s = engine.stats();
     assert_eq!(
-        s.tuples + s.graylist_expired + s.whitelist_expired + s.evicted,
-        s.restored + s.graylisted,
+        s.tuples + s.graylist_expired + s.whitelist_expired + s.evicted + s.forgotten,
+        s.restored + s.graylisted + s.allowed,
         "table flows do not add up: {s:?}"
     );
     assert!(s.tuples_high >= s.tuples, "{s:?}");

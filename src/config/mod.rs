@@ -12,16 +12,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::greylist::facts::DnsPolicy;
-use crate::greylist::settings::{ListAction, ListSpec, Settings};
+use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 
 pub mod cluster;
 mod dns;
 mod list_files;
+mod ops;
 pub mod reload;
 mod values;
 
 pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
 pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
+pub use ops::{ControlConfig, Facility, LogTarget, MetricsConfig};
 
 pub use values::{
     Address, ClientName, ClientNet, Count, Domain, Entry, Listen, LogLevel, Prefix, RejectReply,
@@ -49,6 +51,8 @@ pub struct Config {
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
+    pub metrics: MetricsConfig,
     pub dns: DnsConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
@@ -87,6 +91,7 @@ impl Default for MilterConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GreylistConfig {
+    pub mode: Mode,
     pub delay: Seconds,
     pub retry_window: Seconds,
     pub whitelist_lifetime: Seconds,
@@ -112,6 +117,7 @@ impl Default for GreylistConfig {
     fn default() -> Self {
         let s = Settings::default();
         GreylistConfig {
+            mode: s.mode,
             delay: Seconds(s.delay),
             retry_window: Seconds(s.retry_window),
             whitelist_lifetime: Seconds(s.whitelist_lifetime),
@@ -189,6 +195,11 @@ pub struct DaemonConfig {
 pub struct LogConfig {
     pub level: LogLevel,
     pub format: LogFormat,
+    pub target: LogTarget,
+    /// Syslog facility (`target = "syslog"` only).
+    pub facility: Facility,
+    /// The local syslog datagram socket.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for LogConfig {
@@ -196,6 +207,9 @@ impl Default for LogConfig {
         LogConfig {
             level: LogLevel("info".to_string()),
             format: LogFormat::Text,
+            target: LogTarget::Stderr,
+            facility: Facility::Mail,
+            syslog_socket: ops::default_syslog_socket(),
         }
     }
 }
@@ -328,6 +342,7 @@ impl Config {
         let g = &self.greylist;
         let l = &self.lists;
         let mut settings = Settings {
+            mode: g.mode,
             delay: g.delay.0,
             retry_window: g.retry_window.0,
             whitelist_lifetime: g.whitelist_lifetime.0,

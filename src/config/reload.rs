@@ -38,6 +38,15 @@ const RESTART_ONLY: &[(&str, Keep)] = &[
         keep(&r.daemon.pidfile, &mut n.daemon.pidfile)
     }),
     ("log.format", |r, n| keep(&r.log.format, &mut n.log.format)),
+    ("log.target", |r, n| keep(&r.log.target, &mut n.log.target)),
+    ("log.facility", |r, n| {
+        keep(&r.log.facility, &mut n.log.facility)
+    }),
+    ("log.syslog_socket", |r, n| {
+        keep(&r.log.syslog_socket, &mut n.log.syslog_socket)
+    }),
+    ("control", |r, n| keep(&r.control, &mut n.control)),
+    ("metrics", |r, n| keep(&r.metrics, &mut n.metrics)),
     ("cluster", |r, n| keep(&r.cluster, &mut n.cluster)),
 ];
 
@@ -107,6 +116,11 @@ mod tests {
         changed.daemon.group = Some("g".into());
         changed.daemon.pidfile = Some("/run/p".into());
         changed.log.format = LogFormat::Json;
+        changed.log.target = crate::config::LogTarget::Syslog;
+        changed.log.facility = crate::config::Facility::Local0;
+        changed.log.syslog_socket = "/tmp/log".into();
+        changed.control.socket = Some("/run/c.sock".into());
+        changed.metrics.listen = Some("127.0.0.1:9134".parse().unwrap());
         changed.cluster = Some(crate::config::cluster::ClusterConfig {
             redis: crate::config::cluster::RedisUrl("redis://127.0.0.1:6379".into()),
             secret_file: "/etc/greymilter/cluster.key".into(),

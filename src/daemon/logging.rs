@@ -1,15 +1,19 @@
-//! Logging to stderr (journald picks it up), level reloadable on SIGHUP.
+//! Logging to stderr (journald picks it up) or to syslog (facility mail by
+//! default, see `syslog.rs`), level reloadable on SIGHUP.
 //!
 //! Writes are synchronous on the calling thread: a background writer thread
 //! would break the single-thread rule the checkpoint fork depends on.
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
-use crate::config::{LogConfig, LogFormat};
+use super::syslog::Syslog;
+use crate::config::{LogConfig, LogFormat, LogTarget};
 
 pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -25,16 +29,30 @@ impl Logging {
         let directive = env.unwrap_or_else(|| config.level.0.clone());
         let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
         let (filter, handle) = reload::Layer::new(filter);
+        let syslog = config.target == LogTarget::Syslog;
+        let writer = || match config.target {
+            LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
+            LogTarget::Syslog => BoxMakeWriter::new(Syslog::new(
+                config.syslog_socket.clone(),
+                config.facility.code(),
+            )),
+        };
         // Colours only for a person at a terminal, never into journald or files.
-        let ansi = std::io::stderr().is_terminal();
+        let ansi = !syslog && std::io::stderr().is_terminal();
+        // Syslog stamps the time and carries the level in the priority.
         let text = (config.format == LogFormat::Text).then(|| {
-            fmt::layer()
-                .with_writer(std::io::stderr)
+            let layer = fmt::layer()
+                .with_writer(writer())
                 .with_target(false)
-                .with_ansi(ansi)
+                .with_ansi(ansi);
+            if syslog {
+                layer.without_time().with_level(false).boxed()
+            } else {
+                layer.boxed()
+            }
         });
-        let json = (config.format == LogFormat::Json)
-            .then(|| fmt::layer().json().with_writer(std::io::stderr));
+        let json =
+            (config.format == LogFormat::Json).then(|| fmt::layer().json().with_writer(writer()));
         // A second init (tests) keeps the first subscriber.
         let _ = tracing_subscriber::registry()
             .with(filter)

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod logging;
+pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod query;
@@ -10,6 +11,7 @@ pub mod restore;
 pub mod run;
 pub mod serve;
 pub mod signals;
+pub mod syslog;
 
 pub use run::run;
 pub use serve::{Daemon, Event, Events, Setup};

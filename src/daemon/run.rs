@@ -8,7 +8,7 @@ use tokio::task::LocalSet;
 
 use super::logging::Logging;
 use super::privileges::{self, Identity};
-use super::serve::{Daemon, Setup};
+use super::serve::{Daemon, Setup, bind_admin};
 use super::signals::SignalEvents;
 use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
@@ -58,13 +58,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let listener =
             Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
         tracing::info!(listen = %listener.local_addr(), "listening");
+        let admin = bind_admin(&config, identity)?;
         let setup = Setup {
             config_path,
             logging: Some(logging),
             identity,
             clock: Box::new(SystemClock),
         };
-        let mut daemon = Daemon::start(config, setup)?;
+        let mut daemon = Daemon::start(config, setup)?.with_admin(admin);
         if let Some((c, secret)) = cluster {
             daemon = daemon.with_cluster(c, secret);
         }

@@ -20,21 +20,28 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::checkpoint::{Checkpointer, Outcome, Start};
 use super::logging::Logging;
+use super::notify::Notifier;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
 use super::restore::restore;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
+use crate::control::allows::Allows;
+use crate::control::server::{self as control, ControlRequest};
 use crate::dns::Dns;
 use crate::files::atomic::{remove_stale_temps, write_atomically};
 use crate::greylist::Engine;
 use crate::greylist::clock::Clock;
 use crate::greylist::key::Secret;
 use crate::greylist::stats::push_line;
+use crate::metrics::server::Scrape;
 use crate::milter::listener::Listener;
 use crate::milter::server::{Limits, serve};
 use crate::policy::{PolicyFactory, Timeouts};
+
+mod admin;
+pub use admin::{AdminSockets, bind_admin};
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -112,6 +119,12 @@ pub struct Daemon {
     factory: Rc<PolicyFactory>,
     checkpointer: Option<Checkpointer>,
     pidfile: Option<Pidfile>,
+    /// Runtime allowances (control socket), merged into the engine's lists.
+    allows: Allows,
+    /// The second at which expired allowances were last looked for.
+    allows_checked: u64,
+    /// The control socket and metrics listener, bound by the caller.
+    admin: Option<AdminSockets>,
 }
 
 impl Daemon {
@@ -136,6 +149,20 @@ impl Daemon {
             checkpointer = Some(cp);
         } else {
             tracing::info!("no [state] file: the table lives in memory only and is lost at exit");
+        }
+        let now = engine.borrow().now();
+        let (allows, loaded) =
+            Allows::load(config.state.file.as_deref().map(Allows::path_for), now);
+        match loaded {
+            Ok(0) => {}
+            Ok(bad) => tracing::warn!("runtime allowances: {bad} unusable line(s) skipped"),
+            Err(e) => tracing::error!("runtime allowances: {e}; starting without them"),
+        }
+        if !allows.is_empty() {
+            tracing::info!(count = allows.len(), "restored runtime allowances");
+            engine
+                .borrow_mut()
+                .set_settings(allows.apply(config.settings()));
         }
         let pidfile = match &config.daemon.pidfile {
             Some(path) => {
@@ -162,7 +189,17 @@ impl Daemon {
             factory,
             checkpointer,
             pidfile,
+            allows,
+            allows_checked: now,
+            admin: None,
         })
+    }
+
+    /// Serves the control socket and the metrics endpoint too (bound by
+    /// `bind_admin`, before privileges were dropped).
+    pub fn with_admin(mut self, admin: AdminSockets) -> Daemon {
+        self.admin = Some(admin);
+        self
     }
 
     /// Decides through the shared state in Redis (`[cluster]`): every
@@ -203,12 +240,42 @@ impl Daemon {
         checkpoint_tick.reset();
         let mut maintenance_tick = interval(MAINTENANCE_PERIOD);
         maintenance_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let notify = Notifier::from_env();
+        // Without a watchdog the tick still runs, rarely, and sends nothing.
+        let mut watchdog_tick = interval(
+            notify
+                .watchdog_period()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(8);
+        let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel::<Scrape>(8);
+        let admin = self.admin.take().unwrap_or(AdminSockets {
+            control: None,
+            metrics: None,
+        });
+        let metrics = admin
+            .metrics
+            .map(|l| tokio::task::spawn_local(crate::metrics::server::serve(l, metrics_tx)));
+        let control = admin.control.map(|(l, access)| {
+            let l = Rc::new(l);
+            let task = tokio::task::spawn_local({
+                let l = Rc::clone(&l);
+                async move { control::serve(&l, access, control_tx).await }
+            });
+            (l, task)
+        });
+        // The listener was bound and the state restored before this.
+        notify.ready();
 
         let stopped_early = loop {
             tokio::select! {
                 event = events.next() => match event {
                     Some(Event::Reload) => {
-                        if self.reload() {
+                        notify.reloading();
+                        let interval_changed = self.reload() == Ok(true);
+                        notify.ready();
+                        if interval_changed {
                             checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
                             checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                             checkpoint_tick.reset();
@@ -224,10 +291,33 @@ impl Daemon {
                     self.checkpoint(false);
                 }
                 _ = maintenance_tick.tick() => self.maintain().await,
+                _ = watchdog_tick.tick() => if notify.watchdog_period().is_some() {
+                    notify.watchdog();
+                },
+                Some(scrape) = metrics_rx.recv() => {
+                    let _ = scrape.send(self.metrics_text());
+                }
+                Some(request) = control_rx.recv() => {
+                    if self.on_control(request, &notify) {
+                        checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+                        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        checkpoint_tick.reset();
+                    }
+                }
                 result = &mut server => break Some(result),
             }
         };
         events.close();
+        notify.stopping();
+        if let Some(task) = metrics {
+            task.abort();
+        }
+        if let Some((l, task)) = control {
+            task.abort();
+            if let Err(e) = l.remove_socket_file() {
+                tracing::warn!(error = %e, "cannot remove the control socket");
+            }
+        }
         let listener = match stopped_early {
             Some(Ok((listener, _))) => {
                 tracing::error!("the listener stopped unexpectedly; shutting down");
@@ -259,19 +349,21 @@ impl Daemon {
         tracing::info!("greymilter stopped");
     }
 
-    /// SIGHUP. Returns true when the checkpoint interval changed.
-    fn reload(&mut self) -> bool {
+    /// SIGHUP or `greymilter reload`. `Ok(true)` when the checkpoint
+    /// interval changed; `Err` says why nothing was reloaded.
+    fn reload(&mut self) -> Result<bool, String> {
         let Some(path) = &self.config_path else {
-            tracing::info!(
-                "SIGHUP: running on built-in defaults, there is no configuration file to reload"
-            );
-            return false;
+            let why = "running on built-in defaults, there is no configuration file to reload";
+            tracing::info!("reload: {why}");
+            return Err(why.to_string());
         };
         let new = match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
-                return false;
+                return Err(format!(
+                    "reload failed, keeping the running configuration: {e}"
+                ));
             }
         };
         let mut new = new;
@@ -282,7 +374,9 @@ impl Daemon {
                 restart_needed.join(", ")
             );
         }
-        self.engine.borrow_mut().set_settings(new.settings());
+        self.engine
+            .borrow_mut()
+            .set_settings(self.allows.apply(new.settings()));
         self.factory.set_timeouts(timeouts(&new));
         if new.dns_settings() != self.config.dns_settings() {
             self.factory.set_dns(dns_of(&new));
@@ -294,7 +388,7 @@ impl Daemon {
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
-        interval_changed
+        Ok(interval_changed)
     }
 
     /// SIGUSR1: the report to the log and, if configured, to the stats file.
@@ -336,6 +430,7 @@ impl Daemon {
             cluster.counters().report(&mut report);
         }
         self.engine.borrow().dns_counters().push_report(&mut report);
+        self.engine.borrow().stats().push_later(&mut report);
         report
     }
 
@@ -380,6 +475,7 @@ impl Daemon {
     }
 
     async fn maintain(&mut self) {
+        self.expire_allows();
         for _ in 0..MAX_SLICES_PER_TICK {
             if !self.engine.borrow_mut().maintain() {
                 break;

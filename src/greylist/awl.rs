@@ -79,6 +79,24 @@ impl AutoWhitelist {
         self.map.iter()
     }
 
+    /// Whether `net` is whitelisted at `now`, changing nothing.
+    pub fn is_whitelisted(&self, net: NetKey, now: u32, lifetime: u32) -> bool {
+        self.map
+            .get(&net)
+            .is_some_and(|r| r.last_use != 0 && !r.expired(now, lifetime))
+    }
+
+    /// Drops the record of `net` (an administrator's `forget`).
+    pub fn forget(&mut self, net: NetKey) -> bool {
+        match self.map.get_index_of(&net) {
+            Some(idx) => {
+                self.remove(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `net` is whitelisted at `now`; refreshes it if so.
     pub fn check(&mut self, net: NetKey, now: u32, lifetime: u32) -> bool {
         let Some(idx) = self.map.get_index_of(&net) else {

@@ -38,11 +38,14 @@ use super::envelope_address::{base_form, sender_form};
 use super::facts::DnsFacts;
 use super::key::{Network, Secret, TupleKey};
 use super::lists::{ListName, Lists};
-use super::settings::{ListAction, Settings};
+use super::settings::{ListAction, Mode, Settings};
 use super::state::{self, StateError};
 use super::stats::{Counters, DnsCounters, Interval, Snapshot};
 use super::table::{Outcome, Table, Timing, secs32};
 
+mod admin;
+mod counts;
+pub use admin::{Explanation, MAX_FORGET_NETWORKS};
 mod dns;
 mod shared;
 pub use shared::{SharedOutcome, SharedQuery, SharedStep};
@@ -68,9 +71,12 @@ pub struct Request<'a> {
     pub authenticated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Greylist,
+    /// Learning mode: recorded as [`Action::Greylist`] would be, but the
+    /// recipient is let through.
+    WouldGreylist,
     Pass,
     Accept,
     Reject,
@@ -80,6 +86,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Greylist => "greylist",
+            Action::WouldGreylist => "would-greylist",
             Action::Pass => "pass",
             Action::Accept => "accept",
             Action::Reject => "reject",
@@ -87,7 +94,7 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     New,
     Early,
@@ -200,6 +207,8 @@ pub struct Engine {
     generation: u64,
     sender_buf: Vec<u8>,
     recipient_buf: Vec<u8>,
+    /// RCPT decisions by action and reason (for the metrics).
+    decisions: std::collections::HashMap<(Action, Reason), u64>,
 }
 
 /// A recipient the tuple table (or the shared store) must decide.
@@ -250,6 +259,7 @@ impl Engine {
             generation: 0,
             sender_buf: Vec::new(),
             recipient_buf: Vec::new(),
+            decisions: std::collections::HashMap::new(),
         }
     }
 
@@ -333,14 +343,10 @@ impl Engine {
         }
     }
 
-    /// RCPT: decides one recipient, in the documented order, without DNS.
-    pub fn decide_rcpt(&mut self, req: &Request<'_>) -> Decision {
-        self.decide_rcpt_with(req, &DnsFacts::default())
-    }
-
     /// RCPT with what DNS found: the static lists first, then the DNS
     /// facts (see `engine/dns.rs`), then the table.
-    pub fn decide_rcpt_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
+    /// (Counted by `decide_rcpt_with` in `counts.rs`.)
+    fn decide_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
         match self.classify_rcpt(req) {
             Ok(decision) => decision,
             Err(q) if q.forced => self.decide_by_table(q.addr, q.delay, true, None),
@@ -445,8 +451,16 @@ impl Engine {
             Outcome::Whitelisted => Decision::of(Action::Pass, Reason::Whitelisted),
             Outcome::Unstored => Decision::of(Action::Pass, Reason::Unstored),
         };
+        let decision = match decision.action {
+            Action::Greylist if self.settings.mode == Mode::Learn => Decision {
+                action: Action::WouldGreylist,
+                ..decision
+            },
+            _ => decision,
+        };
         match decision.action {
             Action::Greylist => self.counters.deferred += 1,
+            Action::WouldGreylist => self.counters.would_greylist += 1,
             Action::Pass if decision.reason != Reason::Unstored => {
                 let became = self.awl.note_pass(
                     net_key,
@@ -553,6 +567,9 @@ impl Engine {
             evicted: f.evicted,
             tuples_high: f.high,
             restored: f.restored,
+            would_greylist: c.would_greylist,
+            allowed: f.allowed,
+            forgotten: f.forgotten,
         }
     }
 

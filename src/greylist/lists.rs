@@ -35,7 +35,7 @@ use super::ranges::Ranges;
 use super::settings::{ListAction, ListSpec};
 
 /// Which list decided; its name as in the config and the decision log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListName {
     Clients,
     ClientNames,

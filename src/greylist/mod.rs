@@ -31,6 +31,6 @@ pub mod stats;
 pub mod table;
 
 pub use engine::{
-    Action, Decision, Engine, HeaderField, Reason, Request, RestoreSummary, TupleInfo,
+    Action, Decision, Engine, Explanation, HeaderField, Reason, Request, RestoreSummary, TupleInfo,
 };
 pub use state::StateError;

@@ -44,8 +44,21 @@ pub struct ListSpec {
     pub recipient_patterns: Patterns,
 }
 
+/// `[greylist] mode`: whether a deferral is sent or only recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Tempfail new and early tuples.
+    #[default]
+    Enforce,
+    /// Record tuples exactly as `Enforce` does, but let the recipient
+    /// through (`action=would-greylist`): a safe roll-out on a live MX.
+    Learn,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    pub mode: Mode,
     pub delay: Duration,
     pub retry_window: Duration,
     pub whitelist_lifetime: Duration,
@@ -70,6 +83,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            mode: Mode::Enforce,
             delay: Duration::from_secs(300),
             retry_window: Duration::from_secs(24 * 3600),
             whitelist_lifetime: Duration::from_secs(36 * 24 * 3600),

@@ -22,6 +22,8 @@ pub struct Counters {
     pub authenticated: u64,
     /// Recipients passed because their network is auto-whitelisted.
     pub auto_whitelist_passes: u64,
+    /// Learning mode: recipients that would have been deferred.
+    pub would_greylist: u64,
     pub dns: DnsCounters,
 }
 
@@ -121,9 +123,22 @@ pub struct Snapshot {
     pub evicted: u64,
     pub tuples_high: u64,
     pub restored: u64,
+    pub would_greylist: u64,
+    /// Tuples the administrator whitelisted that were not stored.
+    pub allowed: u64,
+    /// Tuples the administrator removed.
+    pub forgotten: u64,
 }
 
 impl Snapshot {
+    /// The engine's lines added after the first release, which the daemon
+    /// appends at the very end of its report (older tools parse a prefix).
+    pub fn push_later(&self, out: &mut String) {
+        push_line(out, "Would-Greylist", &self.would_greylist);
+        push_line(out, "Allowed", &self.allowed);
+        push_line(out, "Forgotten", &self.forgotten);
+    }
+
     /// One `Label  value` line per statistic, in the documented order.
     pub fn report(&self) -> String {
         let mut out = String::with_capacity(1024);

@@ -68,6 +68,7 @@ use tracing::warn;
 use super::key::{NetKey, PassThroughState, TupleKey};
 use crate::ratelimit::LogLimiter;
 
+mod admin;
 mod mirror;
 
 /// First-seen and last-use (white) or last-attempt (pending) times.
@@ -116,8 +117,8 @@ pub enum Outcome {
 }
 
 /// Inflows and outflows of the table since start (or since a restore).
-/// `len() == restored + graylisted − graylist_expired − whitelist_expired −
-/// evicted` always.
+/// `len() == restored + graylisted + allowed − graylist_expired −
+/// whitelist_expired − evicted − forgotten` always.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flows {
     pub restored: u64,
@@ -129,6 +130,10 @@ pub struct Flows {
     pub passed: u64,
     /// High-water mark of `len()`.
     pub high: u64,
+    /// Tuples whitelisted by the administrator that were not stored.
+    pub allowed: u64,
+    /// Tuples removed by the administrator (forget, flush).
+    pub forgotten: u64,
 }
 
 /// Seconds between the starts of two expiry passes.

@@ -23,6 +23,7 @@ use super::shared::{self, SharedAnswer, Source, Step};
 use crate::cluster::Cluster;
 use crate::dns::Dns;
 use crate::dns::transaction::{Found, Lookups};
+use crate::greylist::settings::Mode;
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
 use crate::milter::decision::{Client, Decided, Decider, Header, Macros, Verdict};
 use crate::ratelimit::LogLimiter;
@@ -160,7 +161,7 @@ impl PolicyDecider {
     /// The verdict for a decided recipient, and the bookkeeping it needs.
     fn conclude(&mut self, engine: &Engine, d: &Decision, recipient: &[u8]) -> Verdict {
         let verdict = match d.action {
-            Action::Pass | Action::Accept => Verdict::Continue,
+            Action::Pass | Action::Accept | Action::WouldGreylist => Verdict::Continue,
             Action::Greylist => {
                 let shown = String::from_utf8_lossy(strip_brackets(recipient));
                 Verdict::Tempfail(engine.settings().reply.render(d.remaining, &shown))
@@ -170,7 +171,9 @@ impl PolicyDecider {
                 Verdict::Reject(engine.settings().reject_reply.render(0, &shown))
             }
         };
-        if d.reason == Reason::Retried && d.delay > 0 {
+        // A learning engine delayed nobody: no header claims it did.
+        let learning = engine.settings().mode == Mode::Learn;
+        if d.reason == Reason::Retried && d.delay > 0 && !learning {
             self.header_delay = Some(self.header_delay.unwrap_or(0).max(d.delay));
         }
         verdict

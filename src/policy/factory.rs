@@ -42,6 +42,15 @@ impl SessionCounters {
         push_line(out, "Timeouts", &self.timeouts.get());
     }
 
+    /// Sessions ended, by a protocol error, by the idle timeout.
+    pub fn ended(&self) -> (u64, u64, u64) {
+        (
+            self.sessions.get(),
+            self.protocol_errors.get(),
+            self.timeouts.get(),
+        )
+    }
+
     /// Recipients answered CONTINUE because their decision waited past
     /// `decision_timeout`. Reported after every older line.
     pub fn decisions_expired(&self) -> u64 {

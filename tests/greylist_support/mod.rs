@@ -69,15 +69,17 @@ pub fn peek(
     })
 }
 
-/// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.
+/// `Tuples = Restored + Graylisted + Allowed − Graylist-Expired −
+/// Whitelist-Expired − Evicted − Forgotten`.
 pub fn assert_identity(e: &Engine) {
     let s = e.stats();
     assert_eq!(
         s.tuples as i128,
-        s.restored as i128 + s.graylisted as i128
+        s.restored as i128 + s.graylisted as i128 + s.allowed as i128
             - s.graylist_expired as i128
             - s.whitelist_expired as i128
-            - s.evicted as i128,
+            - s.evicted as i128
+            - s.forgotten as i128,
         "statistics identity broken: {s:?}"
     );
     assert!(s.whitelisted <= s.tuples);

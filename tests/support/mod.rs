@@ -29,6 +29,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// The TCP port it listens on (from its "listening" log line).
     pub port: u16,
+    /// Extra environment for the process (e.g. NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -36,6 +38,11 @@ impl Daemon {
     /// `{dir}` in the text is replaced by the directory. Unless the config
     /// sets `[milter] listen`, the daemon listens on a free loopback port.
     pub fn start_in(dir: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, &[])
+    }
+
+    /// As [`Daemon::start_in`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let config_path = dir.join("greymilter.toml");
         let mut text = config.replace("{dir}", &dir.display().to_string());
         if !text.contains("listen") {
@@ -48,6 +55,10 @@ impl Daemon {
             log: dir.join("greymilter.log"),
             child: None,
             port: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -65,6 +76,10 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -48,7 +48,7 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
 ];
 
 /// The lines added since the first release, always last.
-pub const LATER_LABELS: [&str; 7] = [
+pub const LATER_LABELS: [&str; 10] = [
     "Decision-Timeouts",
     "SPF-Keyed",
     "SPF-Skipped",
@@ -56,6 +56,9 @@ pub const LATER_LABELS: [&str; 7] = [
     "DNSBL-Listed",
     "DNS-Timeouts",
     "DNS-Errors",
+    "Would-Greylist",
+    "Allowed",
+    "Forgotten",
 ];
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`) or as a count (`Threads`).
@@ -129,10 +132,11 @@ impl Report {
     /// `Tuples = Restored + Graylisted − Graylist-Expired − Whitelist-Expired − Evicted`.
     pub fn assert_identity(&self) {
         let lhs = self.num("Tuples");
-        let rhs = self.num("Restored") + self.num("Graylisted")
+        let rhs = self.num("Restored") + self.num("Graylisted") + self.num("Allowed")
             - self.num("Graylist-Expired")
             - self.num("Whitelist-Expired")
-            - self.num("Evicted");
+            - self.num("Evicted")
+            - self.num("Forgotten");
         assert_eq!(lhs, rhs, "statistics identity broken:\n{}", self.text);
     }
 }

@@ -158,9 +158,20 @@ impl Engine {
                 Decision::of(Action::Pass, Reason::AutoWhitelisted)
             }
         };
-        if decision.action == Action::Greylist {
-            self.counters.deferred += 1;
-        }
+        let decision = match decision.action {
+            Action::Greylist if self.settings.mode == crate::greylist::settings::Mode::Learn => {
+                self.counters.would_greylist += 1;
+                Decision {
+                    action: Action::WouldGreylist,
+                    ..decision
+                }
+            }
+            Action::Greylist => {
+                self.counters.deferred += 1;
+                decision
+            }
+            _ => decision,
+        };
         if network_became_whitelisted {
             info!(
                 "client network of {} auto-whitelisted after {} passes (shared)",

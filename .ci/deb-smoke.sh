@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Debian package smoke test (Debian 12, as root): build the .deb with
+# cargo-deb (installed if missing), install it, check what it installed
+# (binary, conffile, man pages, unit, system user) and that the packaged
+# binary accepts the packaged configuration, then purge it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$SECONDS
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "deb-smoke: installing cargo-deb"
+    cargo install cargo-deb --locked
+fi
+deb=$(cargo deb 2>&1 | tail -n 1)
+test -f "$deb" || { echo "deb-smoke: no package built: $deb"; exit 1; }
+echo "deb-smoke: built $deb after $((SECONDS - started)) s"
+dpkg-deb --info "$deb" | sed -n 's/^ *\(Package\|Version\|Depends\|Section\):/deb-smoke:   &/p'
+
+export DEBIAN_FRONTEND=noninteractive
+case "$deb" in /*) ;; *) deb="./$deb" ;; esac
+apt-get install -y "$deb" >/dev/null
+trap 'apt-get purge -y greymilter >/dev/null 2>&1 || true' EXIT
+
+/usr/bin/greymilter check-config --config /etc/greymilter/greylist.toml >/dev/null
+/usr/bin/greymilter --version
+getent passwd greymilter >/dev/null
+test "$(stat -c %U:%G:%a /etc/greymilter/greylist.toml)" = "root:greymilter:640"
+dpkg-query -W -f='${Conffiles}\n' greymilter | grep -q /etc/greymilter/greylist.toml
+test -f /lib/systemd/system/greymilter.service
+for page in man8/greymilter.8 man8/greymilter-allow.8 man5/greylist.toml.5; do
+    ls /usr/share/man/"$page"* >/dev/null
+done
+if command -v man >/dev/null 2>&1; then
+    man --warnings -Tutf8 greylist.toml 2>&1 >/dev/null | (! grep .)
+fi
+
+apt-get purge -y greymilter >/dev/null
+trap - EXIT
+test ! -e /usr/bin/greymilter
+test ! -e /etc/greymilter/greylist.toml
+echo "deb-smoke: installed, checked and purged in $((SECONDS - started)) s"

@@ -1,0 +1,19 @@
+//! Writes man/greymilter.8 and one man/greymilter-COMMAND.8 per
+//! subcommand from the CLI definition (clap_mangen):
+//!
+//!     cargo run --example gen_man
+//!
+//! tests/man_pages.rs fails when a checked-in page is out of date.
+
+#[path = "../tests/man_support/mod.rs"]
+mod man_support;
+
+fn main() -> std::io::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for (name, text) in man_support::pages() {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Executes control commands against the engine and the runtime
+//! allowances, in the main loop (`stats` and `reload` need the daemon and
+//! are answered there). Every edit is logged.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::allows::{Allow, Allows};
+use super::protocol::{Command, Tuple};
+use crate::greylist::date::rfc3339;
+use crate::greylist::settings::{ListAction, Mode, Settings};
+use crate::greylist::{Engine, Explanation, Request};
+
+/// The answer sent back: `ok` + text, or `error: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn ok(text: impl Into<String>) -> Reply {
+        Reply {
+            ok: true,
+            text: text.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            text: message.into(),
+        }
+    }
+
+    /// The bytes on the wire.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(self.text.len() + 16);
+        if self.ok {
+            out.push_str("ok\n");
+            out.push_str(&self.text);
+            if !self.text.is_empty() && !self.text.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            let _ = writeln!(out, "error: {}", self.text.replace('\n', " "));
+        }
+        out.into_bytes()
+    }
+}
+
+/// What `execute` needs besides the engine.
+pub struct Context<'a> {
+    pub engine: &'a mut Engine,
+    pub allows: &'a mut Allows,
+    /// The configuration's settings, before the allowances are merged.
+    pub base: &'a Settings,
+    /// Who asked (peer uid), for the log.
+    pub uid: u32,
+}
+
+/// Runs an engine-level command. `stats` and `reload` answer an error
+/// here: the daemon handles them before calling this.
+pub fn execute(command: &Command, cx: Context<'_>) -> Reply {
+    let uid = cx.uid;
+    let reply = run(command, cx);
+    if command.is_edit() {
+        let first = reply.text.lines().next().unwrap_or_default();
+        if reply.ok {
+            tracing::info!(uid, "control: {}: {first}", command.to_line());
+        } else {
+            tracing::warn!(uid, "control: {}: refused: {first}", command.to_line());
+        }
+    }
+    reply
+}
+
+fn run(command: &Command, cx: Context<'_>) -> Reply {
+    let Context {
+        engine,
+        allows,
+        base,
+        ..
+    } = cx;
+    let now = engine.now();
+    let until = |d: &Duration| now.saturating_add(d.as_secs());
+    match command {
+        Command::Check {
+            tuple,
+            name,
+            authenticated,
+        } => {
+            let x = engine.explain(&Request {
+                client_addr: Some(tuple.client),
+                client_name: name.as_deref().unwrap_or("[unverified]").as_bytes(),
+                sender: tuple.from.as_bytes(),
+                recipient: tuple.to.as_bytes(),
+                authenticated: *authenticated,
+            });
+            Reply::ok(describe(&x, engine, allows))
+        }
+        Command::AllowTuple { tuple, duration } => {
+            let Tuple { client, from, to } = tuple;
+            match engine.allow_tuple(*client, from.as_bytes(), to.as_bytes(), *duration) {
+                Some(until) => Reply::ok(format!("tuple whitelisted until {}", rfc3339(until))),
+                None => Reply::error("cannot store the tuple (out of memory)"),
+            }
+        }
+        Command::AllowNetwork { net, duration } => edit_allows(
+            engine,
+            allows,
+            base,
+            |a| a.add(Allow::Network(*net), until(duration)),
+            format!("network {net} allowed until {}", rfc3339(until(duration))),
+        ),
+        Command::AllowSenderDomain { domain, duration } => edit_allows(
+            engine,
+            allows,
+            base,
+            |a| a.add(Allow::SenderDomain(domain.clone()), until(duration)),
+            format!(
+                "sender domain {domain} allowed until {}",
+                rfc3339(until(duration))
+            ),
+        ),
+        Command::ForgetTuple(Tuple { client, from, to }) => {
+            if engine.forget_tuple(*client, from.as_bytes(), to.as_bytes()) {
+                Reply::ok("tuple forgotten")
+            } else {
+                Reply::ok("no such tuple")
+            }
+        }
+        Command::ForgetNetwork(net) => {
+            let (tuples, records) = match engine.forget_network(*net) {
+                Ok(n) => n,
+                Err(e) => return Reply::error(e),
+            };
+            let text = format!(
+                "{tuples} tuple(s) and {records} auto-whitelist record(s) of {net} forgotten"
+            );
+            if allows.remove(&Allow::Network(*net)) {
+                edit_allows(
+                    engine,
+                    allows,
+                    base,
+                    |_| Ok(()),
+                    text + "; allowance removed",
+                )
+            } else {
+                Reply::ok(text)
+            }
+        }
+        Command::ForgetSenderDomain(domain) => {
+            if allows.remove(&Allow::SenderDomain(domain.clone())) {
+                edit_allows(engine, allows, base, |_| Ok(()), "allowance removed".into())
+            } else {
+                Reply::ok("no allowance for that sender domain")
+            }
+        }
+        Command::FlushPending => Reply::ok(format!(
+            "{} pending tuple(s) flushed",
+            engine.flush_pending()
+        )),
+        Command::Stats | Command::Reload => Reply::error("handled by the daemon"),
+    }
+}
+
+/// Changes the allowances, merges them into the engine's lists and saves
+/// them. A failed save keeps the change in memory and says so.
+fn edit_allows(
+    engine: &mut Engine,
+    allows: &mut Allows,
+    base: &Settings,
+    change: impl FnOnce(&mut Allows) -> Result<(), String>,
+    done: String,
+) -> Reply {
+    if let Err(e) = change(allows) {
+        return Reply::error(e);
+    }
+    engine.set_settings(allows.apply(base.clone()));
+    match allows.save() {
+        Ok(()) => Reply::ok(done),
+        Err(e) => {
+            tracing::error!("{e}");
+            Reply::ok(format!("{done}\nwarning: in force, but not saved: {e}"))
+        }
+    }
+}
+
+fn describe(x: &Explanation, engine: &Engine, allows: &Allows) -> String {
+    let d = &x.decision;
+    let mut out = String::new();
+    let mut reason = String::new();
+    d.reason.write_to(&mut reason);
+    let _ = writeln!(out, "action: {}", d.action.as_str());
+    let _ = writeln!(out, "reason: {reason}");
+    let mode = match engine.settings().mode {
+        Mode::Enforce => "enforce",
+        Mode::Learn => "learn",
+    };
+    let _ = writeln!(out, "mode: {mode}");
+    match x.list {
+        Some((list, action)) => {
+            let action = match action {
+                ListAction::Accept => "accept".to_string(),
+                ListAction::Reject => "reject".to_string(),
+                ListAction::Greylist { delay: None } => "greylist".to_string(),
+                ListAction::Greylist { delay: Some(d) } => format!("greylist {}s", d.as_secs()),
+            };
+            let runtime = if allows.is_empty() {
+                ""
+            } else {
+                " (static or runtime allowance)"
+            };
+            let _ = writeln!(out, "list: {} {action}{runtime}", list.as_str());
+        }
+        None => out.push_str("list: none\n"),
+    }
+    match x.tuple {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "tuple: {} first-seen={} last={}",
+                if t.whitelisted {
+                    "whitelisted"
+                } else {
+                    "pending"
+                },
+                rfc3339(t.first_seen),
+                rfc3339(t.last)
+            );
+        }
+        None => out.push_str("tuple: none\n"),
+    }
+    let _ = writeln!(out, "waited: {}", d.delay);
+    let _ = writeln!(out, "remaining: {}", d.remaining);
+    let _ = writeln!(
+        out,
+        "auto-whitelisted: {}",
+        if x.auto_whitelisted { "yes" } else { "no" }
+    );
+    out.push_str("recorded: nothing\n");
+    out
+}

@@ -1,0 +1,144 @@
+//! The daemon's side of the control socket and the metrics endpoint:
+//! binding them at start-up, answering commands and scrapes in the main
+//! loop, expiring runtime allowances.
+
+use super::Daemon;
+use crate::config::Config;
+use crate::control::handle::{self, Context, Reply};
+use crate::control::protocol::Command;
+use crate::control::server::{self as control, Access, ControlRequest};
+use crate::daemon::notify::Notifier;
+use crate::daemon::privileges::Identity;
+
+/// What `bind_admin` bound.
+pub struct AdminSockets {
+    pub control: Option<(crate::milter::listener::Listener, Access)>,
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+/// Binds the control socket and the metrics listener (before privileges
+/// are dropped: /run, a low port).
+pub fn bind_admin(config: &Config, identity: Option<Identity>) -> Result<AdminSockets, String> {
+    let control = bind_control(config, identity)?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let l = crate::metrics::server::bind(addr)
+                .map_err(|e| format!("metrics listen {addr}: {e}"))?;
+            let bound = l
+                .local_addr()
+                .map_or_else(|_| addr.to_string(), |a| a.to_string());
+            tracing::info!(metrics = %bound, "metrics endpoint ready");
+            Some(l)
+        }
+        None => None,
+    };
+    Ok(AdminSockets { control, metrics })
+}
+
+/// The control socket, bound as root (in /run) and handed to the daemon's
+/// user, with who may use it.
+fn bind_control(
+    config: &Config,
+    identity: Option<Identity>,
+) -> Result<Option<(crate::milter::listener::Listener, Access)>, String> {
+    let c = &config.control;
+    let Some(path) = &c.socket else {
+        return Ok(None);
+    };
+    let group = match &c.group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .map_err(|e| format!("cannot look up control.group {name:?}: {e}"))?
+                .ok_or_else(|| format!("no such control.group {name:?}"))?
+                .gid,
+        ),
+        None => None,
+    };
+    let listener =
+        control::bind(path, c.mode.0, group).map_err(|e| format!("control socket: {e}"))?;
+    if let Some(who) = identity {
+        nix::unistd::chown(path, Some(who.uid), None)
+            .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+    }
+    let uid = identity.map_or_else(nix::unistd::geteuid, |who| who.uid);
+    tracing::info!(socket = %path.display(), "control socket ready");
+    Ok(Some((listener, Access { uid, group })))
+}
+
+impl Daemon {
+    /// A control command. Returns true when a reload changed the
+    /// checkpoint interval.
+    pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
+        let mut interval_changed = false;
+        let reply = match &request.command {
+            Command::Stats => Reply::ok(self.report()),
+            Command::Reload => {
+                tracing::info!(uid = request.uid, "control: reload");
+                notify.reloading();
+                let result = self.reload();
+                notify.ready();
+                match result {
+                    Ok(changed) => {
+                        interval_changed = changed;
+                        Reply::ok("configuration reloaded")
+                    }
+                    Err(e) => Reply::error(e),
+                }
+            }
+            command => {
+                let base = self.config.settings();
+                let mut engine = self.engine.borrow_mut();
+                handle::execute(
+                    command,
+                    Context {
+                        engine: &mut engine,
+                        allows: &mut self.allows,
+                        base: &base,
+                        uid: request.uid,
+                    },
+                )
+            }
+        };
+        let _ = request.reply.send(reply);
+        interval_changed
+    }
+
+    /// Drops expired runtime allowances (looked for once a second).
+    pub(super) fn expire_allows(&mut self) {
+        let now = self.engine.borrow().now();
+        if now == self.allows_checked || self.allows.is_empty() {
+            return;
+        }
+        self.allows_checked = now;
+        let gone = self.allows.expire(now);
+        if gone.is_empty() {
+            return;
+        }
+        for a in &gone {
+            tracing::info!("runtime allowance expired: {a:?}");
+        }
+        self.engine
+            .borrow_mut()
+            .set_settings(self.allows.apply(self.config.settings()));
+        if let Err(e) = self.allows.save() {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// A fresh exposition text for a scrape.
+    pub(super) fn metrics_text(&self) -> String {
+        let engine = self.engine.borrow();
+        let counters = self.factory.counters();
+        let (sessions, protocol_errors, session_timeouts) = counters.ended();
+        crate::metrics::render::render(&crate::metrics::render::Input {
+            snapshot: engine.stats(),
+            decisions: engine.decision_counts(),
+            sessions,
+            protocol_errors,
+            session_timeouts,
+            decision_timeouts: counters.decisions_expired(),
+            checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
+            allowances: self.allows.len() as u64,
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Live edits of the table by the administrator (the control socket):
+//! whitelist a tuple, forget tuples, flush the pending ones. Counted in
+//! their own flows (`allowed`, `forgotten`) so the statistics identity
+//! keeps holding.
+
+use super::{Table, Times, secs32};
+use crate::greylist::key::{NetKey, TupleKey};
+
+impl Table {
+    /// Whitelists `key` until `until` (unix seconds; later uses slide it as
+    /// usual). A pending tuple keeps its first sighting. Returns false when
+    /// memory for a new entry could not be reserved.
+    pub fn allow(&mut self, key: TupleKey, now: u64, until: u64, lifetime: u32) -> bool {
+        let now32 = secs32(now);
+        // A white entry passes while `now - last < lifetime`: `last` is in
+        // the past for a short allowance, in the future for a long one.
+        let last = secs32(until.saturating_sub(u64::from(lifetime)));
+        if let Some(t) = self.white.get_mut(&key) {
+            t.last = t.last.max(last);
+            return true;
+        }
+        let first_seen = match self.pending.swap_remove(&key) {
+            Some(t) => t.first_seen,
+            None => {
+                if !super::reserve_for_insert(&mut self.white, self.max) {
+                    return false;
+                }
+                self.net_inc(key.net());
+                self.flows.allowed += 1;
+                now32
+            }
+        };
+        self.white.insert(key, Times { first_seen, last });
+        self.flows.high = self.flows.high.max(self.len() as u64);
+        true
+    }
+
+    /// Removes `key`; true if it was stored.
+    pub fn forget(&mut self, key: &TupleKey) -> bool {
+        let found =
+            self.white.swap_remove(key).is_some() || self.pending.swap_remove(key).is_some();
+        if found {
+            self.net_dec(key.net());
+            self.flows.forgotten += 1;
+        }
+        found
+    }
+
+    /// Removes every tuple whose network is in `nets` (a full scan: an
+    /// administrator's command, not a hot path). Returns how many.
+    pub fn forget_networks(
+        &mut self,
+        nets: &std::collections::HashSet<NetKey, impl std::hash::BuildHasher>,
+    ) -> u64 {
+        let before = self.len();
+        self.pending.retain(|k, _| !nets.contains(&k.net()));
+        self.white.retain(|k, _| !nets.contains(&k.net()));
+        for n in nets {
+            self.networks.remove(n);
+        }
+        let removed = (before - self.len()) as u64;
+        self.flows.forgotten += removed;
+        removed
+    }
+
+    /// Drops every pending tuple. Returns how many.
+    pub fn flush_pending(&mut self) -> u64 {
+        let pending = std::mem::take(&mut self.pending);
+        for k in pending.keys() {
+            self.net_dec(k.net());
+        }
+        let removed = pending.len() as u64;
+        self.flows.forgotten += removed;
+        removed
+    }
+}

@@ -1,0 +1,54 @@
+//! The man pages: greymilter(8) and its subcommands' pages are generated
+//! from the CLI definition and must match what is checked in (regenerate
+//! with `cargo run --example gen_man`); every page, greylist.toml(5)
+//! included, renders with `man -l` without a warning.
+
+mod man_support;
+
+use std::path::Path;
+use std::process::Command;
+
+fn man_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/man"))
+}
+
+#[test]
+fn generated_pages_are_up_to_date() {
+    for (name, text) in man_support::pages() {
+        let path = man_dir().join(&name);
+        let checked_in = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            checked_in == text,
+            "{} is out of date: run `cargo run --example gen_man`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_page_renders_without_warnings() {
+    if Command::new("man").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "man missing: .ci/install-ops.sh installs man-db"
+        );
+        eprintln!("skipped: man is not installed");
+        return;
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(man_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new("man")
+            .args(["--warnings", "-E", "UTF-8", "-Tutf8", "-l"])
+            .arg(&path)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{}: {stderr}", path.display());
+        assert!(!out.stdout.is_empty());
+        n += 1;
+    }
+    assert!(n >= 2, "no pages in {}", man_dir().display());
+}
