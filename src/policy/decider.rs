@@ -158,6 +158,20 @@ impl PolicyDecider {
         self.cluster.as_ref().map(|_| Source::Local)
     }
 
+    /// ACCEPT at CONNECT or MAIL: a decision for every recipient, logged.
+    fn accepted(&self, reason: Reason, macros: &dyn Macros) -> Verdict {
+        log::decision(
+            self.conn_id,
+            &self.envelope,
+            &Decision::accepted(reason),
+            None,
+            self.local_src(),
+            macros,
+            None,
+        );
+        Verdict::Accept
+    }
+
     /// The verdict for a decided recipient, and the bookkeeping it needs.
     fn conclude(&mut self, engine: &Engine, d: &Decision, recipient: &[u8]) -> Verdict {
         let verdict = match d.action {
@@ -202,16 +216,7 @@ impl Decider for PolicyDecider {
             return Verdict::Continue;
         };
         drop(engine);
-        log::decision(
-            self.conn_id,
-            &self.envelope,
-            &Decision::accepted(reason),
-            None,
-            self.local_src(),
-            macros,
-            None,
-        );
-        Verdict::Accept
+        self.accepted(reason, macros)
     }
 
     fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict {
@@ -227,18 +232,7 @@ impl Decider for PolicyDecider {
         let accepted = engine.check_mail(e.client_addr, &e.client_name, &e.sender, e.authenticated);
         drop(engine);
         match accepted {
-            Some(reason) => {
-                log::decision(
-                    self.conn_id,
-                    &self.envelope,
-                    &Decision::accepted(reason),
-                    None,
-                    self.local_src(),
-                    macros,
-                    None,
-                );
-                Verdict::Accept
-            }
+            Some(reason) => self.accepted(reason, macros),
             None => {
                 if let Some(dns) = &self.dns {
                     // The HELO name comes from the `s` macro: the milter
