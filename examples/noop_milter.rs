@@ -3,14 +3,18 @@
 //! sustains is the protocol path's limit on a machine; greymilter's figures
 //! are compared with it on the same load (BENCHMARKS.md).
 //!
-//! `cargo run --release --example noop_milter -- [SPEC]`
-//! (default `inet:127.0.0.1:10031`). Runs until killed.
+//! `cargo run --release --example noop_milter -- [SPEC] [lean|full|eom-only]`
+//! (default `inet:127.0.0.1:10031`, `lean`). Runs until killed. The second
+//! argument picks how much of the conversation it asks for: `lean` as
+//! greymilter does, `full` with a reply to CONNECT and MAIL too (as before
+//! NR_CONN/NR_MAIL), `eom-only` the protocol's floor.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use greymilter::milter::decision::{
-    Client, Decided, Decider, DeciderFactory, Header, Macros, NeverWaits, SessionOptions, Verdict,
+    Client, Conversation, Decided, Decider, DeciderFactory, Header, Macros, NeverWaits,
+    SessionOptions, Verdict,
 };
 use greymilter::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
 use greymilter::milter::server::{Limits, serve};
@@ -38,7 +42,7 @@ impl Decider for Noop {
     fn end_transaction(&mut self) {}
 }
 
-struct NoopFactory;
+struct NoopFactory(Conversation);
 
 impl DeciderFactory for NoopFactory {
     type Decider = Noop;
@@ -46,7 +50,10 @@ impl DeciderFactory for NoopFactory {
         Noop
     }
     fn options(&self) -> SessionOptions {
-        SessionOptions::default()
+        SessionOptions {
+            conversation: self.0,
+            ..SessionOptions::default()
+        }
     }
 }
 
@@ -55,6 +62,12 @@ fn main() -> Result<(), String> {
         .nth(1)
         .unwrap_or_else(|| "inet:127.0.0.1:10031".to_string());
     let spec: ListenSpec = spec_text.parse()?;
+    let conversation = match std::env::args().nth(2).as_deref() {
+        None | Some("lean") => Conversation::Lean,
+        Some("full") => Conversation::Full,
+        Some("eom-only") => Conversation::EomOnly,
+        Some(other) => return Err(format!("unknown conversation {other:?}")),
+    };
     let listener =
         Listener::bind(&spec, &UnixSocketOptions::default()).map_err(|e| e.to_string())?;
     println!(
@@ -72,7 +85,7 @@ fn main() -> Result<(), String> {
     local.block_on(&runtime, async {
         serve(
             &listener,
-            Rc::new(NoopFactory),
+            Rc::new(NoopFactory(conversation)),
             Limits::default(),
             std::future::pending::<()>(),
             Duration::from_secs(1),

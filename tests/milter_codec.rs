@@ -8,7 +8,7 @@ use greymilter::milter::codec::{
     Command, Family, FrameBuffer, FrameError, MAX_FRAME, MacroList, MacroPairs, Negotiated,
     Response, StrArray, split_frame,
 };
-use greymilter::milter::decision::SessionOptions;
+use greymilter::milter::decision::{Conversation, SessionOptions};
 use greymilter::milter::session::{Flow, SessionCore};
 use greymilter::reply::Reply;
 use milter_support::{GreyDecider, Shared};
@@ -58,6 +58,9 @@ const QUIT: &[u8] = b"\x00\x00\x00\x01Q";
 // The milter's packets.
 const OPTNEG_REPLY: &[u8] =
     b"\x00\x00\x00\x27O\x00\x00\x00\x06\x00\x00\x01\x00\x00\x00\x03\x72\x00\x00\x00\x02{auth_authen} i\0\x00\x00\x00\x03i\0";
+/// The same with NR_CONN | NR_MAIL (`0x5372`), what greymilter answers.
+const OPTNEG_REPLY_LEAN: &[u8] =
+    b"\x00\x00\x00\x27O\x00\x00\x00\x06\x00\x00\x01\x00\x00\x00\x53\x72\x00\x00\x00\x02{auth_authen} i\0\x00\x00\x00\x03i\0";
 const CONTINUE: &[u8] = b"\x00\x00\x00\x01c";
 const GREYLISTED: &[u8] = b"\x00\x00\x00\x31y451 4.7.1 Greylisted, please retry in 5 minutes\0";
 
@@ -343,19 +346,27 @@ fn first_attempt_input() -> Vec<u8> {
     cat(&[&UP_TO_FIRST_RCPT.concat(), ABORT, QUIT])
 }
 
+/// §12 as documented: every event answered ([`Conversation::Full`]).
 fn first_attempt_output() -> Vec<u8> {
     cat(&[OPTNEG_REPLY, CONTINUE, CONTINUE, GREYLISTED])
+}
+
+/// What greymilter sends by default: CONNECT and MAIL go unanswered.
+fn first_attempt_output_lean() -> Vec<u8> {
+    cat(&[OPTNEG_REPLY_LEAN, GREYLISTED])
+}
+
+fn full() -> SessionOptions {
+    SessionOptions {
+        conversation: Conversation::Full,
+        ..SessionOptions::default()
+    }
 }
 
 #[test]
 fn worked_example_byte_for_byte_sync_core() {
     let seen = Shared::default();
-    let mut core = SessionCore::new(
-        worked_example_decider(&seen),
-        &SessionOptions::default(),
-        1,
-        "example",
-    );
+    let mut core = SessionCore::new(worked_example_decider(&seen), &full(), 1, "example");
     let mut out = Vec::new();
     let flow = core.run_bytes(&first_attempt_input(), &mut out);
     assert_eq!(
@@ -375,12 +386,7 @@ fn worked_example_byte_for_byte_sync_core() {
     );
 
     // The retry, with two recipients (§12 second table). carol passes too.
-    let mut core = SessionCore::new(
-        worked_example_decider(&seen),
-        &SessionOptions::default(),
-        2,
-        "example",
-    );
+    let mut core = SessionCore::new(worked_example_decider(&seen), &full(), 2, "example");
     let carol = b"\x00\x00\x00\x15R<carol@example.net>\0";
     let qid_r = b"\x00\x00\x00\x13DRi\x004XcW2m1Kz8z9Qp\0";
     let qid_t = b"\x00\x00\x00\x13DTi\x004XcW2m1Kz8z9Qp\0";
@@ -424,16 +430,35 @@ fn worked_example_byte_for_byte_sync_core() {
     );
 }
 
+#[test]
+fn worked_example_lean_answers_only_rcpt() {
+    let seen = Shared::default();
+    let options = SessionOptions::default();
+    let mut core = SessionCore::new(worked_example_decider(&seen), &options, 1, "example");
+    let mut out = Vec::new();
+    let flow = core.run_bytes(&first_attempt_input(), &mut out);
+    assert_eq!(
+        flow,
+        Flow::Close(greymilter::milter::session::CloseReason::Quit)
+    );
+    assert_eq!(out, first_attempt_output_lean());
+    assert_eq!(seen.borrow().events.len(), 4, "connect, mail, rcpt, end");
+}
+
 /// The same conversation over the async driver, written one byte at a time,
 /// then all at once; the milter's bytes are identical.
 #[tokio::test(start_paused = true)]
 async fn worked_example_byte_for_byte_over_a_stream() {
-    for chunk in [1, usize::MAX] {
+    for (chunk, options, expected) in [
+        (1, full(), first_attempt_output()),
+        (usize::MAX, full(), first_attempt_output()),
+        (1, SessionOptions::default(), first_attempt_output_lean()),
+    ] {
         let seen = Shared::default();
         let input = first_attempt_input();
         let (summary, reply_bytes) = milter_support::with_session(
             worked_example_decider(&seen),
-            &SessionOptions::default(),
+            &options,
             ClientBuilder::new(),
             |client| async move {
                 let mut client = client;
@@ -447,7 +472,7 @@ async fn worked_example_byte_for_byte_over_a_stream() {
             },
         )
         .await;
-        assert_eq!(reply_bytes, first_attempt_output(), "chunk {chunk}");
+        assert_eq!(reply_bytes, expected, "chunk {chunk}");
         assert!(!summary.protocol_error && !summary.timed_out);
     }
 }

@@ -6,7 +6,7 @@
 use greymilter::greylist::settings::{ReplyTemplate, Settings};
 use greymilter::milter::codec::{Command, Family, Response, StrArray, split_frame};
 use greymilter::milter::decision::{
-    Client, Decided, Decider, Header, Macros, NeverWaits, SessionOptions, Verdict,
+    Client, Conversation, Decided, Decider, Header, Macros, NeverWaits, SessionOptions, Verdict,
 };
 use greymilter::milter::session::SessionCore;
 use greymilter::reply::Reply;
@@ -210,14 +210,15 @@ impl Decider for Fixed {
     fn end_transaction(&mut self) {}
 }
 
-/// The reply packet the session sends for `verdict` at `stage`.
+/// The reply packet the session sends for `verdict` at `stage`. CONNECT and
+/// MAIL are answered here ([`Conversation::Full`]); with the default, a
+/// refusal there goes out at RCPT through the same encoder.
 fn reply_at(stage: u8, verdict: Verdict) -> (u8, Vec<u8>) {
-    let mut core = SessionCore::new(
-        Fixed { at: stage, verdict },
-        &SessionOptions::default(),
-        1,
-        "t",
-    );
+    let options = SessionOptions {
+        conversation: Conversation::Full,
+        ..SessionOptions::default()
+    };
+    let mut core = SessionCore::new(Fixed { at: stage, verdict }, &options, 1, "t");
     let mut out = Vec::new();
     core.handle(
         Command::OptNeg {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use greymilter::milter::client::{ClientBuilder, ConnectAddr, Family, MilterClient, Response};
 use greymilter::milter::codec::{Command, MacroPairs, StrArray, action, proto};
 use greymilter::milter::connection::run_session_until;
-use greymilter::milter::decision::{Header, SessionOptions, SessionSummary};
+use greymilter::milter::decision::{Conversation, Header, SessionOptions, SessionSummary};
 use milter_support::{GreyDecider, Shared, with_session};
 use tokio::io::{AsyncReadExt, DuplexStream};
 
@@ -43,6 +43,20 @@ where
     Fut: std::future::Future<Output = T>,
 {
     session(SessionOptions::default(), ClientBuilder::new(), script).await
+}
+
+/// A session where CONNECT and MAIL wait for their replies
+/// ([`Conversation::Full`]), as with an MTA that offers no NR_* bits.
+async fn full_session<F, Fut, T>(script: F) -> (SessionSummary, Vec<String>, T)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let options = SessionOptions {
+        conversation: Conversation::Full,
+        ..SessionOptions::default()
+    };
+    session(options, ClientBuilder::new(), script).await
 }
 
 /// Negotiates and connects from 198.51.100.7.
@@ -105,8 +119,9 @@ async fn many_packets_in_one_write_are_answered_in_order() {
             Command::Rcpt(StrArray::new(r).unwrap()).encode(&mut batch);
         }
         c.write_raw(&batch).await.unwrap();
+        // MAIL goes without a reply (NR_MAIL): three replies, one per RCPT.
         let mut replies = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..3 {
             replies.push(c.read_response().await.unwrap());
         }
         c.quit().await.unwrap();
@@ -114,10 +129,9 @@ async fn many_packets_in_one_write_are_answered_in_order() {
         replies
     })
     .await;
-    assert_eq!(replies[0], Response::Continue);
-    assert!(is_greylisted(&replies[1]) && is_greylisted(&replies[2]));
+    assert!(is_greylisted(&replies[0]) && is_greylisted(&replies[1]));
     // The same tuple again passes: CONTINUE.
-    assert_eq!(replies[3], Response::Continue);
+    assert_eq!(replies[2], Response::Continue);
     assert_eq!(events.iter().filter(|e| e.starts_with("rcpt")).count(), 3);
 }
 
@@ -189,8 +203,9 @@ async fn negotiated(
 #[tokio::test(start_paused = true)]
 async fn negotiation_versions_and_defaults() {
     let b = ClientBuilder::new;
-    assert_eq!(negotiated(b(), false).await.unwrap(), (6, 0x100, 0x372, 2));
-    assert_eq!(negotiated(b(), true).await.unwrap(), (6, 0x101, 0x372, 2));
+    // CONNECT and MAIL without a reply (NR_CONN | NR_MAIL = 0x5000).
+    assert_eq!(negotiated(b(), false).await.unwrap(), (6, 0x100, 0x5372, 2));
+    assert_eq!(negotiated(b(), true).await.unwrap(), (6, 0x101, 0x5372, 2));
     assert_eq!(negotiated(b().version(9), false).await.unwrap().0, 6);
     // Postfix with milter_protocol = 2 and 4.
     assert_eq!(
@@ -343,7 +358,7 @@ async fn abort_in_every_state_and_quit_or_eof_anywhere() {
     assert_eq!(events.last().map(String::as_str), Some("end"));
 
     // EOF right after our CONNECT verdict (what Postfix does after ACCEPT).
-    let (summary, events, _) = default_session(|mut c| async move {
+    let (summary, events, _) = full_session(|mut c| async move {
         c.negotiate().await.unwrap();
         let r = c.connect("localhost", &ConnectAddr::Unknown).await.unwrap();
         assert_eq!(r, Response::Accept);
@@ -420,7 +435,7 @@ async fn connect_address_forms() {
         (Family::Inet4, "garbage", "None"),
     ];
     for (family, address, want) in cases {
-        let (_, events, reply) = default_session(|mut c| async move {
+        let (_, events, reply) = full_session(|mut c| async move {
             c.negotiate().await.unwrap();
             let addr = ConnectAddr::Raw {
                 family,
@@ -455,7 +470,7 @@ async fn connect_address_forms() {
 
 #[tokio::test(start_paused = true)]
 async fn accepted_connection_is_not_consulted_again() {
-    let (_, events, _) = default_session(|mut c| async move {
+    let (_, events, _) = full_session(|mut c| async move {
         c.negotiate().await.unwrap();
         assert_eq!(
             c.connect("local", &ConnectAddr::Local("/s".into()))
@@ -603,8 +618,88 @@ async fn quit_nc_starts_a_new_connection_on_the_same_socket() {
 // ---- Replies ----
 
 #[tokio::test(start_paused = true)]
+async fn accepted_connection_without_connect_reply_passes_its_recipients() {
+    let (_, events, replies) = default_session(|mut c| async move {
+        c.negotiate().await.unwrap();
+        let local = ConnectAddr::Local("/s".into());
+        let connect = c.connect("local", &local).await.unwrap();
+        let mail = c.mail(&["<a@b>"]).await.unwrap();
+        let rcpt = c.rcpt(&["<c@d>"]).await.unwrap();
+        let eom = c.eom().await.unwrap().last;
+        c.quit().await.unwrap();
+        [connect, mail, rcpt, eom]
+    })
+    .await;
+    // The MTA did not wait at CONNECT or MAIL; the recipient gets CONTINUE
+    // and the decider is not asked again.
+    assert_eq!(replies, [const { Response::Continue }; 4]);
+    assert_eq!(events, ["connect local None j=None"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_without_a_reply_are_given_at_each_recipient() {
+    let (_, events, replies) = default_session(|mut c| async move {
+        c.negotiate().await.unwrap();
+        // MAIL refused (450): each RCPT of that transaction gets it, the
+        // next transaction is decided again.
+        c.connect("relay.example.org", &ip4()).await.unwrap();
+        c.mail(&["<refused@b>"]).await.unwrap();
+        let first = c.rcpt(&["<c@d>"]).await.unwrap();
+        let second = c.rcpt(&["<e@d>"]).await.unwrap();
+        c.abort().await.unwrap();
+        c.mail(&["<a@b>"]).await.unwrap();
+        let next = c.rcpt(&["<c@d>"]).await.unwrap();
+        c.abort().await.unwrap();
+        // CONNECT refused (554): every RCPT of the connection gets it.
+        c.quit_nc().await.unwrap();
+        c.connect("refused.example.org", &ip4()).await.unwrap();
+        c.mail(&["<a@b>"]).await.unwrap();
+        let refused = c.rcpt(&["<c@d>"]).await.unwrap();
+        let eom = c.eom().await.unwrap().last;
+        c.mail(&["<x@b>"]).await.unwrap();
+        let again = c.rcpt(&["<y@d>"]).await.unwrap();
+        c.quit().await.unwrap();
+        (first, second, next, refused, eom, again)
+    })
+    .await;
+    let code = |r: &Response| match r {
+        Response::ReplyCode { code, .. } => *code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((code(&replies.0), code(&replies.1)), (450, 450));
+    assert!(is_greylisted(&replies.2), "{:?}", replies.2);
+    assert_eq!((code(&replies.3), code(&replies.5)), (554, 554));
+    assert_eq!(replies.4, Response::Continue);
+    // Only the transaction that was not refused reached the decider's RCPT.
+    let rcpts: Vec<_> = events.iter().filter(|e| e.starts_with("rcpt")).collect();
+    assert_eq!(rcpts, ["rcpt <c@d> i=None"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn helo_is_heard_without_a_reply_when_asked_for() {
+    let options = SessionOptions {
+        helo: true,
+        ..SessionOptions::default()
+    };
+    let (_, events, replies) = session(options, ClientBuilder::new(), |mut c| async move {
+        let n = c.negotiate().await.unwrap();
+        assert_eq!(n.protocol, 0x7370, "HELO on, NR_HELO");
+        c.connect("relay.example.org", &ip4()).await.unwrap();
+        c.helo("relay.example.org").await.unwrap();
+        c.mail(&["<>"]).await.unwrap();
+        // The first reply on the wire is the recipient's.
+        let r = c.rcpt(&["<c@d>"]).await.unwrap();
+        c.quit().await.unwrap();
+        r
+    })
+    .await;
+    assert!(is_greylisted(&replies), "{replies:?}");
+    assert_eq!(events[1], "helo relay.example.org");
+}
+
+#[tokio::test(start_paused = true)]
 async fn accept_only_at_connect_and_mail() {
-    let (_, _, replies) = default_session(|mut c| async move {
+    let (_, _, replies) = full_session(|mut c| async move {
         open(&mut c).await;
         // The test decider says Accept for a known tuple at RCPT: CONTINUE.
         c.mail(&["<a@b>"]).await.unwrap();

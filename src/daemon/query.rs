@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::milter::client::{ClientBuilder, ConnectAddr};
-use crate::milter::codec::Response;
+use crate::milter::codec::{Response, proto};
 use crate::milter::listener::ListenSpec;
 
 /// Exit status: every recipient passes.
@@ -79,7 +79,10 @@ pub fn run(args: &QueryArgs) -> u8 {
 
 /// The conversation; every step's verdict is appended to `out`.
 pub async fn query(spec: &ListenSpec, args: &QueryArgs, out: &mut String) -> std::io::Result<u8> {
+    // Offered without no-reply bits, so that CONNECT and MAIL are answered
+    // and the output says where a decision was taken.
     let mut milter = ClientBuilder::new()
+        .protocol(proto::ALL & !proto::NR_ALL)
         .timeout(args.timeout)
         .connect(spec)
         .await?;

@@ -137,10 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
             protocol: self.offer.protocol,
         };
         match self.request(&offer).await? {
-            Response::OptNeg(n) => {
-                self.negotiated = Some(n.clone());
-                Ok(n)
-            }
+            Response::OptNeg(n) => Ok(n),
             other => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("OPTNEG answered with {other:?}"),
@@ -269,22 +266,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
         self.send(&Command::QuitNc).await
     }
 
-    /// Sends an event and reads its reply. Fails if the milter negotiated
-    /// "no reply" for it (use [`MilterClient::send`] for those).
+    /// Sends an event and reads its reply. For an event the milter
+    /// negotiated no reply to (NR_CONN, NR_MAIL, …), the MTA goes on as if
+    /// it had answered CONTINUE; so does this client: it returns
+    /// [`Response::Continue`] without reading.
     async fn event(&mut self, command: &Command<'_>) -> io::Result<Response> {
         if !self.expects_reply(command.code()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the milter negotiated no reply to '{}'",
-                    command.code() as char
-                ),
-            ));
+            self.send(command).await?;
+            return Ok(Response::Continue);
         }
         self.request(command).await
     }
 
-    fn expects_reply(&self, code: u8) -> bool {
+    /// Whether the milter answers `code` (an SMFIC byte) as negotiated.
+    pub fn expects_reply(&self, code: u8) -> bool {
         let Some(n) = &self.negotiated else {
             return true;
         };
@@ -322,17 +317,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
         Ok(())
     }
 
-    /// Reads the next response packet.
+    /// Reads the next response packet. An OPTNEG answer is remembered,
+    /// however the offer was sent.
     pub async fn read_response(&mut self) -> io::Result<Response> {
         let timeout = self.offer.timeout;
-        tokio::time::timeout(timeout, self.read_frame())
+        let response = tokio::time::timeout(timeout, self.read_frame())
             .await
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("no reply from the milter within {timeout:?}"),
                 )
-            })?
+            })??;
+        if let Response::OptNeg(n) = &response {
+            self.negotiated = Some(n.clone());
+        }
+        Ok(response)
     }
 
     async fn read_frame(&mut self) -> io::Result<Response> {

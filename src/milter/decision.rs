@@ -93,6 +93,9 @@ pub trait Decider {
     /// SMFIC_CONNECT. Also called again after QUIT_NC or a repeated CONNECT,
     /// after [`Decider::reset`].
     fn connect(&mut self, client: &Client<'_>, macros: &dyn Macros) -> Verdict;
+    /// SMFIC_HELO, only when [`SessionOptions::helo`] asked for it; never
+    /// answered (NR_HELO), so it has no verdict.
+    fn helo(&mut self, _name: &[u8]) {}
     /// SMFIC_MAIL with the sender argument as sent (`<a@b>`, `<>`, …).
     fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict;
     /// What a waiting decision yields; [`Decider::rcpt_answered`] turns it
@@ -130,6 +133,31 @@ pub struct SessionOptions {
     /// The longest a recipient's decision may wait before the session
     /// answers CONTINUE (fail open).
     pub decision_timeout: Duration,
+    /// How much of the conversation the session asks the MTA for.
+    pub conversation: Conversation,
+    /// Ask for the HELO event, without a reply (the HELO name is an SPF
+    /// identity for the null sender, and Postfix has no macro for it).
+    pub helo: bool,
+}
+
+/// Which events wait for the milter's reply. Every round trip is time the
+/// MTA spends waiting per message, so the default asks for the least that
+/// keeps every decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conversation {
+    /// CONNECT and MAIL are sent without waiting for a reply (NR_CONN,
+    /// NR_MAIL) when the MTA offers it: the decider still hears them, so
+    /// work can start early, and a verdict other than CONTINUE given there
+    /// is applied at each RCPT instead (ACCEPT: the recipients get
+    /// CONTINUE). Two round trips fewer per message.
+    #[default]
+    Lean,
+    /// CONNECT and MAIL wait for their reply, so an ACCEPT there spares the
+    /// MTA the rest of the conversation.
+    Full,
+    /// Only end of message: the protocol's floor, for measuring what the
+    /// conversation itself costs an MTA. The decider is never consulted.
+    EomOnly,
 }
 
 /// Below Sendmail's default 10 s reply timeout for a milter command.
@@ -141,6 +169,8 @@ impl Default for SessionOptions {
             idle_timeout: Duration::from_secs(600),
             add_header: false,
             decision_timeout: DEFAULT_DECISION_TIMEOUT,
+            conversation: Conversation::default(),
+            helo: false,
         }
     }
 }

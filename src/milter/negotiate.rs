@@ -1,12 +1,16 @@
 //! SMFIC_OPTNEG: what greymilter asks the MTA for (docs/milter.md, "Negotiation").
 //!
-//! Only CONNECT, MAIL and RCPT (and EOM, which cannot be disabled) are kept.
-//! Every kept event gets a reply: no NR_* bits are ever requested, so a stray
-//! reply can never desynchronise the stream.
+//! Only CONNECT, MAIL and RCPT (and EOM, which cannot be disabled) are kept,
+//! and with [`Conversation::Lean`] only RCPT and EOM wait for a reply: the
+//! MTA sends CONNECT and MAIL and carries on. Every no-reply bit is masked
+//! with the offer, and [`Agreement::owes_reply`] is the one place that says
+//! whether a reply goes out, so a stray reply can never desynchronise the
+//! stream.
 
 use std::fmt;
 
 use super::codec::{action, cmd, encode_optneg_reply, proto, stage};
+use super::decision::Conversation;
 
 /// The highest protocol version we speak.
 pub const OUR_VERSION: u32 = 6;
@@ -18,6 +22,37 @@ pub const MIN_VERSION: u32 = 2;
 /// milter that asks for bits it did not offer).
 pub const WANTED_PROTOCOL: u32 =
     proto::NOHELO | proto::NOBODY | proto::NOHDRS | proto::NOEOH | proto::NOUNKNOWN | proto::NODATA;
+
+/// [`Conversation::Lean`] adds: CONNECT and MAIL without a reply (0x5000).
+pub const LEAN_NO_REPLY: u32 = proto::NR_CONN | proto::NR_MAIL;
+
+/// [`Conversation::EomOnly`]: every event off but end of message.
+pub const EOM_ONLY_PROTOCOL: u32 =
+    WANTED_PROTOCOL | proto::NOCONNECT | proto::NOMAIL | proto::NORCPT;
+
+/// What the session wants from the negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wanted {
+    /// SMFIF_ADDHDRS (X-Greylist).
+    pub add_header: bool,
+    pub conversation: Conversation,
+    /// The HELO event, without a reply.
+    pub helo: bool,
+}
+
+impl Wanted {
+    fn protocol(&self) -> u32 {
+        let mut bits = match self.conversation {
+            Conversation::Full => WANTED_PROTOCOL,
+            Conversation::Lean => WANTED_PROTOCOL | LEAN_NO_REPLY,
+            Conversation::EomOnly => return EOM_ONLY_PROTOCOL,
+        };
+        if self.helo {
+            bits = (bits & !proto::NOHELO) | proto::NR_HELO;
+        }
+        bits
+    }
+}
 
 /// Macro lists sent when the MTA offers SETSYMLIST: `{auth_authen}` lets MAIL
 /// be accepted for authenticated senders, `i` (queue ID) is for logs. Never
@@ -54,12 +89,12 @@ impl fmt::Display for NegotiationError {
 
 impl std::error::Error for NegotiationError {}
 
-/// Answers an offer. `add_header`: ask for SMFIF_ADDHDRS (X-Greylist).
+/// Answers an offer.
 pub fn negotiate(
     version: u32,
     actions: u32,
     protocol: u32,
-    add_header: bool,
+    wanted: Wanted,
 ) -> Result<Agreement, NegotiationError> {
     if version < MIN_VERSION {
         return Err(NegotiationError::VersionTooLow(version));
@@ -67,13 +102,19 @@ pub fn negotiate(
     let offered_actions = if actions == 0 { action::V1 } else { actions };
     let offered_protocol = if protocol == 0 { proto::V1 } else { protocol };
     let mut wanted_actions = action::SETSYMLIST;
-    if add_header {
+    if wanted.add_header {
         wanted_actions |= action::ADDHDRS;
+    }
+    let mut protocol = wanted.protocol() & offered_protocol;
+    if wanted.helo && protocol & proto::NR_HELO == 0 {
+        // An MTA without NR_HELO would wait for a reply we never planned:
+        // go without the HELO name instead.
+        protocol |= proto::NOHELO & offered_protocol;
     }
     Ok(Agreement {
         version: version.min(OUR_VERSION),
         actions: wanted_actions & offered_actions,
-        protocol: WANTED_PROTOCOL & offered_protocol,
+        protocol,
     })
 }
 
@@ -112,25 +153,60 @@ impl Agreement {
 mod tests {
     use super::*;
 
+    fn wanted(add_header: bool, conversation: Conversation) -> Wanted {
+        Wanted {
+            add_header,
+            conversation,
+            helo: false,
+        }
+    }
+
     #[test]
-    fn v6_offer_gets_0x372_and_symlist() {
-        let a = negotiate(6, action::ALL, proto::ALL, false).unwrap();
+    fn v6_offer_gets_lean_bits_and_symlist() {
+        let a = negotiate(
+            6,
+            action::ALL,
+            proto::ALL,
+            wanted(false, Conversation::Lean),
+        )
+        .unwrap();
         assert_eq!(
             a,
             Agreement {
                 version: 6,
                 actions: 0x100,
-                protocol: 0x372
+                protocol: 0x5372
             }
         );
-        let with_header = negotiate(6, action::ALL, proto::ALL, true).unwrap();
-        assert_eq!(with_header.actions, 0x101);
+        let full = negotiate(6, action::ALL, proto::ALL, wanted(true, Conversation::Full)).unwrap();
+        assert_eq!((full.actions, full.protocol), (0x101, 0x372));
+        let floor = negotiate(
+            6,
+            action::ALL,
+            proto::ALL,
+            wanted(false, Conversation::EomOnly),
+        );
+        assert_eq!(floor.unwrap().protocol, 0x37F);
+    }
+
+    #[test]
+    fn helo_is_asked_without_a_reply_or_not_at_all() {
+        let w = Wanted {
+            helo: true,
+            ..wanted(false, Conversation::Lean)
+        };
+        let a = negotiate(6, action::ALL, proto::ALL, w).unwrap();
+        assert_eq!(a.protocol, 0x7370);
+        assert!(!a.owes_reply(cmd::HELO));
+        // Postfix 2.3 offers v2 bits only: HELO stays off.
+        let old = negotiate(2, 0x3F, 0x7F, w).unwrap();
+        assert_eq!(old.protocol, 0x72);
     }
 
     #[test]
     fn old_and_odd_offers() {
-        // v2 Postfix: no NOUNKNOWN/NODATA bits, no SETSYMLIST.
-        let v2 = negotiate(2, 0x3F, 0x7F, true).unwrap();
+        // v2 Postfix: no NOUNKNOWN/NODATA bits, no SETSYMLIST, no NR_*.
+        let v2 = negotiate(2, 0x3F, 0x7F, wanted(true, Conversation::Lean)).unwrap();
         assert_eq!(
             v2,
             Agreement {
@@ -140,8 +216,9 @@ mod tests {
             }
         );
         assert!(!v2.sends_macro_lists());
+        assert!(v2.owes_reply(cmd::CONNECT) && v2.owes_reply(cmd::MAIL));
         // Zeros mean the v1 defaults.
-        let zero = negotiate(4, 0, 0, false).unwrap();
+        let zero = negotiate(4, 0, 0, wanted(false, Conversation::Lean)).unwrap();
         assert_eq!(
             zero,
             Agreement {
@@ -150,22 +227,32 @@ mod tests {
                 protocol: 0x32
             }
         );
-        // Newer MTA: answer our version.
-        assert_eq!(
-            negotiate(9, action::ALL, proto::ALL, false)
-                .unwrap()
-                .version,
-            6
+        // An MTA that offers NR_MAIL but not NR_CONN gets just that.
+        let partial = negotiate(
+            6,
+            action::ALL,
+            0x37F | proto::NR_MAIL,
+            wanted(false, Conversation::Lean),
         );
+        assert_eq!(partial.unwrap().protocol, 0x4372);
+        // Newer MTA: answer our version.
+        let newer = negotiate(9, action::ALL, proto::ALL, Wanted::default());
+        assert_eq!(newer.unwrap().version, 6);
         assert_eq!(
-            negotiate(1, 0, 0, false),
+            negotiate(1, 0, 0, Wanted::default()),
             Err(NegotiationError::VersionTooLow(1))
         );
     }
 
     #[test]
     fn replies_owed() {
-        let a = negotiate(6, action::ALL, proto::ALL, false).unwrap();
+        let a = negotiate(
+            6,
+            action::ALL,
+            proto::ALL,
+            wanted(false, Conversation::Full),
+        )
+        .unwrap();
         for c in [
             b'O', b'C', b'H', b'M', b'R', b'T', b'L', b'N', b'B', b'E', b'U',
         ] {
@@ -174,11 +261,14 @@ mod tests {
         for c in [b'D', b'A', b'Q', b'K'] {
             assert!(!a.owes_reply(c), "{}", c as char);
         }
-        let nr = Agreement {
-            protocol: proto::NR_RCPT,
-            ..a
-        };
-        assert!(!nr.owes_reply(b'R'));
-        assert!(nr.owes_reply(b'E'));
+        let lean = negotiate(
+            6,
+            action::ALL,
+            proto::ALL,
+            wanted(false, Conversation::Lean),
+        )
+        .unwrap();
+        assert!(!lean.owes_reply(b'C') && !lean.owes_reply(b'M'));
+        assert!(lean.owes_reply(b'R') && lean.owes_reply(b'E'));
     }
 }

@@ -24,7 +24,7 @@ use super::codec::{
 };
 use super::decision::{Client, Decided, Decider, Header, SessionOptions, Verdict};
 use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
-use super::negotiate::{Agreement, negotiate};
+use super::negotiate::{Agreement, Wanted, negotiate};
 use crate::ratelimit::LogLimiter;
 use crate::reply::Reply;
 
@@ -71,7 +71,7 @@ pub enum CloseReason {
 /// The synchronous, I/O-free session state machine.
 pub struct SessionCore<D: Decider> {
     decider: D,
-    add_header: bool,
+    wanted: Wanted,
     conn_id: u64,
     peer: String,
     state: State,
@@ -86,6 +86,10 @@ pub struct SessionCore<D: Decider> {
     decider_txn: bool,
     /// MAIL was answered ACCEPT: the rest of this message is not filtered.
     message_accepted: bool,
+    /// A refusal at CONNECT or MAIL that the MTA did not wait for (NR_CONN,
+    /// NR_MAIL): each RCPT of the connection or transaction gets it.
+    connection_refusal: Option<Verdict>,
+    message_refusal: Option<Verdict>,
     /// A recipient's decision that has to wait, handed to the driver by
     /// [`SessionCore::take_wait`].
     waiting: Option<D::Wait>,
@@ -95,7 +99,11 @@ impl<D: Decider> SessionCore<D> {
     pub fn new(decider: D, options: &SessionOptions, conn_id: u64, peer: &str) -> SessionCore<D> {
         SessionCore {
             decider,
-            add_header: options.add_header,
+            wanted: Wanted {
+                add_header: options.add_header,
+                conversation: options.conversation,
+                helo: options.helo,
+            },
             conn_id,
             peer: peer.to_owned(),
             state: State::Init,
@@ -105,6 +113,8 @@ impl<D: Decider> SessionCore<D> {
             connection_decided: false,
             decider_txn: false,
             message_accepted: false,
+            connection_refusal: None,
+            message_refusal: None,
             waiting: None,
         }
     }
@@ -213,7 +223,7 @@ impl<D: Decider> SessionCore<D> {
                 port,
                 address,
             } => self.on_connect(agreement, hostname, family, port, address, out),
-            Command::Helo(_) => self.on_helo(agreement, out),
+            Command::Helo(name) => self.on_helo(agreement, name, out),
             Command::Mail(args) => self.on_mail(agreement, args.first(), out),
             Command::Rcpt(args) => return self.on_rcpt(agreement, args.first(), out),
             Command::BodyEob(_) => self.on_eom(agreement, out),
@@ -325,10 +335,14 @@ impl<D: Decider> SessionCore<D> {
         self.client_known = true;
         self.connection_decided = verdict != Verdict::Continue;
         self.state = State::Conn;
-        self.reply_verdict(agreement, cmd::CONNECT, verdict, out);
+        if agreement.owes_reply(cmd::CONNECT) {
+            self.reply_verdict(agreement, cmd::CONNECT, verdict, out);
+        } else {
+            self.connection_refusal = refusal(verdict);
+        }
     }
 
-    fn on_helo(&mut self, agreement: Agreement, out: &mut Vec<u8>) {
+    fn on_helo(&mut self, agreement: Agreement, name: &[u8], out: &mut Vec<u8>) {
         match self.state {
             State::Mail => {
                 self.debug(format_args!("HELO inside a transaction: implicit abort"));
@@ -339,6 +353,9 @@ impl<D: Decider> SessionCore<D> {
         }
         self.macros.clear_after(cmd::HELO);
         self.state = State::Conn;
+        if self.wanted.helo && self.consults_decider() {
+            self.decider.helo(name);
+        }
         self.reply_continue(agreement, cmd::HELO, out);
     }
 
@@ -364,6 +381,19 @@ impl<D: Decider> SessionCore<D> {
         }
         let verdict = self.decider.mail(sender, &self.macros.view(cmd::MAIL));
         self.decider_txn = true;
+        if !agreement.owes_reply(cmd::MAIL) {
+            // The MTA went on without waiting: the transaction stays open
+            // and a refusal is given at each RCPT.
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Accept => self.message_accepted = true,
+                Verdict::Tempfail(_) | Verdict::Reject(_) => {
+                    self.end_transaction();
+                    self.message_refusal = Some(verdict);
+                }
+            }
+            return;
+        }
         match verdict {
             Verdict::Continue => {}
             Verdict::Accept => self.message_accepted = true,
@@ -378,6 +408,10 @@ impl<D: Decider> SessionCore<D> {
 
     fn on_rcpt(&mut self, agreement: Agreement, recipient: &[u8], out: &mut Vec<u8>) -> Flow {
         self.macros.clear_after(cmd::RCPT);
+        if let Some(refusal) = self.refusal_for_rcpt() {
+            self.reply_verdict(agreement, cmd::RCPT, refusal, out);
+            return Flow::Continue;
+        }
         match self.state {
             State::Mail if self.consults_decider() && !self.message_accepted => {
                 match self.decider.rcpt(recipient, &self.macros.view(cmd::RCPT)) {
@@ -425,7 +459,7 @@ impl<D: Decider> SessionCore<D> {
             self.reset_connection();
             self.macros.clear_all();
         }
-        match negotiate(version, actions, protocol, self.add_header) {
+        match negotiate(version, actions, protocol, self.wanted) {
             Ok(agreement) => {
                 agreement.encode(out);
                 self.agreement = Some(agreement);
@@ -451,12 +485,25 @@ impl<D: Decider> SessionCore<D> {
         self.client_known && !self.connection_decided
     }
 
+    /// A CONNECT or MAIL refusal the MTA did not wait for, inside a
+    /// transaction.
+    fn refusal_for_rcpt(&self) -> Option<Verdict> {
+        if self.state != State::Mail {
+            return None;
+        }
+        self.connection_refusal
+            .as_ref()
+            .or(self.message_refusal.as_ref())
+            .cloned()
+    }
+
     fn end_transaction(&mut self) {
         if self.decider_txn {
             self.decider_txn = false;
             self.decider.end_transaction();
         }
         self.message_accepted = false;
+        self.message_refusal = None;
     }
 
     /// QUIT_NC, a second CONNECT, a repeated OPTNEG.
@@ -467,6 +514,8 @@ impl<D: Decider> SessionCore<D> {
         }
         self.decider_txn = false;
         self.message_accepted = false;
+        self.message_refusal = None;
+        self.connection_refusal = None;
         self.client_known = false;
         self.connection_decided = false;
     }
@@ -567,6 +616,14 @@ impl<D: Decider> SessionCore<D> {
         if let Some(suppressed) = VIOLATIONS.allow() {
             warn!(conn = self.conn_id, peer = %self.peer, suppressed, "{what}");
         }
+    }
+}
+
+/// A CONNECT or MAIL verdict that must still reach the recipients.
+fn refusal(verdict: Verdict) -> Option<Verdict> {
+    match verdict {
+        Verdict::Tempfail(_) | Verdict::Reject(_) => Some(verdict),
+        Verdict::Continue | Verdict::Accept => None,
     }
 }
 

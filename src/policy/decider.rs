@@ -42,6 +42,8 @@ pub struct Envelope {
     pub client_name: Vec<u8>,
     /// The MAIL argument as sent, cut.
     pub sender: Vec<u8>,
+    /// The HELO name, when the session asked for it (SPF), cut.
+    pub helo: Vec<u8>,
     pub authenticated: bool,
 }
 
@@ -219,6 +221,10 @@ impl Decider for PolicyDecider {
         self.accepted(reason, macros)
     }
 
+    fn helo(&mut self, name: &[u8]) {
+        keep(&mut self.envelope.helo, name);
+    }
+
     fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict {
         self.end_transaction();
         keep(&mut self.envelope.sender, sender);
@@ -235,12 +241,14 @@ impl Decider for PolicyDecider {
             Some(reason) => self.accepted(reason, macros),
             None => {
                 if let Some(dns) = &self.dns {
-                    // The HELO name comes from the `s` macro: the milter
-                    // does not ask for the HELO event. Without it, a null
-                    // sender simply gets no SPF result.
-                    let helo = macros.get("s").unwrap_or_default();
-                    let helo = helo.get(..MAX_KEPT).unwrap_or(helo);
+                    // The HELO event (asked for without a reply when SPF
+                    // is on), else Sendmail's `s` macro. Without either, a
+                    // null sender simply gets no SPF result.
                     let e = &self.envelope;
+                    let helo = match macros.get("s") {
+                        Some(s) if e.helo.is_empty() => s.get(..MAX_KEPT).unwrap_or(s),
+                        _ => &e.helo,
+                    };
                     self.lookups.mail(dns, e.client_addr, helo, &e.sender);
                 }
                 Verdict::Continue
@@ -349,5 +357,6 @@ impl Decider for PolicyDecider {
         self.lookups = Lookups::default();
         self.envelope.client_addr = None;
         self.envelope.client_name.clear();
+        self.envelope.helo.clear();
     }
 }

@@ -10,7 +10,7 @@ use crate::cluster::Cluster;
 use crate::dns::Dns;
 use crate::greylist::Engine;
 use crate::greylist::stats::push_line;
-use crate::milter::decision::{DeciderFactory, SessionOptions, SessionSummary};
+use crate::milter::decision::{Conversation, DeciderFactory, SessionOptions, SessionSummary};
 
 /// How milter sessions ended, since start. Kept here, not in the engine:
 /// sessions are a protocol matter, decisions are the engine's.
@@ -145,6 +145,11 @@ impl DeciderFactory for PolicyFactory {
             idle_timeout: t.idle,
             add_header,
             decision_timeout: t.decision,
+            // Nothing at CONNECT or MAIL needs the MTA to wait: the only
+            // verdicts there are accepts, which hold as CONTINUE at RCPT.
+            conversation: Conversation::Lean,
+            // SPF checks the HELO name for the null sender.
+            helo: self.dns.borrow().as_ref().is_some_and(|d| d.wants_spf()),
         }
     }
 

@@ -97,10 +97,17 @@ impl Decider for GreyDecider {
             macros.get("j").map(lossy)
         ));
         self.client = client.addr;
+        if client.hostname.starts_with(b"refused") {
+            return Verdict::Reject(Reply::parse("554 5.7.1 Client refused").unwrap());
+        }
         match client.addr {
             None => Verdict::Accept,
             Some(_) => Verdict::Continue,
         }
+    }
+
+    fn helo(&mut self, name: &[u8]) {
+        self.log(format!("helo {}", lossy(name)));
     }
 
     fn mail(&mut self, sender: &[u8], macros: &dyn Macros) -> Verdict {
@@ -108,6 +115,9 @@ impl Decider for GreyDecider {
         self.log(format!("mail {} auth={auth:?}", lossy(sender)));
         if auth.is_some_and(|a| !a.is_empty()) {
             return Verdict::Accept;
+        }
+        if sender.starts_with(b"<refused") {
+            return Verdict::Tempfail(Reply::parse("450 4.7.1 Sender refused").unwrap());
         }
         self.sender = Some(lossy(sender).to_ascii_lowercase());
         Verdict::Continue

@@ -38,7 +38,11 @@ check(c, "RCPT over IPv6 (retry)", SMFIR_CONTINUE)
 mt.disconnect(c)
 mt.echo("IPv6 client deferred, then passed")
 
--- 4. no client IP (family U): accepted at CONNECT, not greylisted
+-- 4. no client IP (family U): not greylisted; the recipient of a new
+-- triplet passes at once
 c = open("unspec")
+mail(c, "nobody@example.org")
+rcpt(c, "dave@example.net")
+check(c, "RCPT without client IP", SMFIR_CONTINUE)
 mt.disconnect(c)
 mt.echo("unknown family accepted")

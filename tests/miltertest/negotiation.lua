@@ -1,5 +1,6 @@
 -- What greymilter asks for in OPTNEG (milter-protocol.md section 13):
--- no HELO, headers, EOH, body, UNKNOWN or DATA; a reply to every event kept;
+-- no HELO, headers, EOH, body, UNKNOWN or DATA; CONNECT and MAIL without a
+-- reply (NR_CONN, NR_MAIL) when offered, RCPT and EOM answered;
 -- no actions but SETSYMLIST (X-Greylist header off in the test server).
 -- Run: miltertest -D port=10030 -D dir=tests/miltertest -s negotiation.lua
 dofile(dir .. "/common.lua")
@@ -27,7 +28,9 @@ want(c, "NODATA", SMFIP_NODATA, true)
 want(c, "NOCONNECT", SMFIP_NOCONNECT, false)
 want(c, "NOMAIL", SMFIP_NOMAIL, false)
 want(c, "NORCPT", SMFIP_NORCPT, false)
-want(c, "NR_CONN", SMFIP_NR_CONN, false)
+want(c, "NR_CONN", SMFIP_NR_CONN, true)
+want(c, "NR_MAIL", SMFIP_NR_MAIL, true)
+want(c, "NR_HELO", SMFIP_NR_HELO, false)
 want(c, "NR_RCPT", SMFIP_NR_RCPT, false)
 want(c, "SKIP", SMFIP_SKIP, false)
 want(c, "RCPT_REJ", SMFIP_RCPT_REJ, false)
@@ -51,6 +54,7 @@ want(c, "NOBODY", SMFIP_NOBODY, true)
 want(c, "NOUNKNOWN (not offered)", SMFIP_NOUNKNOWN, false)
 want(c, "NODATA (not offered)", SMFIP_NODATA, false)
 want_action(c, "SETSYMLIST (not offered)", SMFIF_SETSYMLIST, false)
+want(c, "NR_CONN (not offered)", SMFIP_NR_CONN, false)
 mail(c, "alice@example.org")
 rcpt(c, "dave@example.net")
 check(c, "RCPT (v2)", SMFIR_REPLYCODE)

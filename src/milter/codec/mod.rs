@@ -110,6 +110,9 @@ pub mod proto {
     pub const HDR_LEADSPC: u32 = 0x0010_0000;
     pub const MDS_256K: u32 = 0x1000_0000;
     pub const MDS_1M: u32 = 0x2000_0000;
+    /// Every no-reply bit.
+    pub const NR_ALL: u32 =
+        NR_HDR | NR_CONN | NR_HELO | NR_MAIL | NR_RCPT | NR_DATA | NR_UNKN | NR_EOH | NR_BODY;
     /// The NR_* bit that silences the reply to command `c` (0 if none).
     pub fn no_reply_bit(c: u8) -> u32 {
         match c {
