@@ -12,7 +12,14 @@
 #   sudo benches/postfix-overhead.sh            # MSGS=6000 SESSIONS=50 ROUNDS=3 by default
 #
 # Needs root (Postfix drops to the postfix user) and the postfix package. Everything lives in
-# one directory under /dev/shm and listens on 127.0.0.1 only; nothing system-wide is touched.
+# one directory under /dev/shm and listens on 127.0.0.1 only; nothing system-wide is touched
+# but two cpuacct cgroups (v1, when /sys/fs/cgroup/cpuacct is writable) that hold Postfix and
+# smtp-source while they run.
+#
+# Besides msg/s, each run reports the CPU per message of Postfix (all its processes, queue
+# drained), of smtp-source and of the milter. On a shared or loaded machine msg/s swings with
+# whatever else runs; CPU per message does not, and the ratio of the summed CPU per message
+# (none / scenario) is the message rate a saturated machine reaches relative to no milter.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,10 +51,25 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORKDIR"
+    for cg in $CG_PF $CG_SRC; do rmdir "$cg" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# CPU accounting for Postfix and smtp-source: cgroup v1 cpuacct, nanoseconds.
+CG_ROOT=/sys/fs/cgroup/cpuacct
+CG_PF="" CG_SRC=""
+if [ -w "$CG_ROOT" ]; then
+    CG_PF=$CG_ROOT/gm-pf-bench-$$-postfix
+    CG_SRC=$CG_ROOT/gm-pf-bench-$$-source
+    mkdir -p "$CG_PF" "$CG_SRC"
+fi
+cg_ns() { if [ -n "$1" ]; then cat "$1/cpuacct.usage"; else echo 0; fi; }
+in_cgroup() {  # $1 cgroup (may be empty), then the command
+    local cg=$1; shift
+    ( if [ -n "$cg" ]; then echo "$BASHPID" >"$cg/cgroup.procs"; fi; exec "$@" )
+}
 
 # --- the milters ----------------------------------------------------------------------------
 cat >"$WORKDIR/greymilter.toml" <<CONF
@@ -147,7 +169,7 @@ postfix -c "$PF" check
 
 start_postfix() {
     write_config "$1"
-    postfix -c "$PF" start >/dev/null 2>&1
+    in_cgroup "$CG_PF" postfix -c "$PF" start >/dev/null 2>&1
     for _ in $(seq 100); do
         grep -q ":$(printf %04X "$SMTP_PORT") 00000000:0000 0A " /proc/net/tcp && return 0
         sleep 0.1
@@ -160,12 +182,23 @@ stop_postfix() {
 }
 
 source_mail() {  # $1 sessions, $2 messages
-    smtp-source -4 -s "$1" -m "$2" -f "$FROM" -t "$TO" -M client.test "127.0.0.1:$SMTP_PORT"
+    in_cgroup "$CG_SRC" smtp-source -4 -s "$1" -m "$2" -f "$FROM" -t "$TO" -M client.test \
+        "127.0.0.1:$SMTP_PORT"
+}
+# Waits (up to 30 s) until Postfix has delivered everything it accepted.
+queue_drained() {
+    for _ in $(seq 300); do
+        [ -z "$(find "$QUEUE/incoming" "$QUEUE/active" "$QUEUE/deferred" -type f 2>/dev/null | head -1)" ] \
+            && return 0
+        sleep 0.1
+    done
+    echo "postfix-overhead: the queue did not drain" >&2
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-11s %5s %7s %8s %9s %14s\n' scenario round msgs seconds msg/s milter_cpu_s
-declare -A BEST
+printf '%-11s %5s %7s %8s %9s %14s %10s %10s %10s\n' scenario round msgs seconds msg/s \
+    milter_cpu_s postfix_us source_us milter_us
+declare -A BEST CPU_PF CPU_SRC CPU_MILTER
 for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do
         case $scenario in
@@ -179,19 +212,27 @@ for round in $(seq "$ROUNDS"); do
         start_postfix "$milter"
         source_mail 5 20                      # warm-up: spawns smtpd and cleanup processes
         passes_before=$(grep -c 'action=pass' "$WORKDIR/greymilter.log" || true)
+        queue_drained
         cpu_before=${pid:+$(cpu_ticks "$pid")}
+        pf_before=$(cg_ns "$CG_PF") src_before=$(cg_ns "$CG_SRC")
         start=$(date +%s.%N)
         source_mail "$SESSIONS" "$MSGS"
         end=$(date +%s.%N)
+        queue_drained
         cpu=${pid:+$(awk -v a="$cpu_before" -v b="$(cpu_ticks "$pid")" 'BEGIN { printf "%.2f", (b - a) / 100 }')}
+        pf_us=$(awk -v a="$pf_before" -v b="$(cg_ns "$CG_PF")" -v m="$MSGS" 'BEGIN { printf "%.0f", (b - a) / 1000 / m }')
+        src_us=$(awk -v a="$src_before" -v b="$(cg_ns "$CG_SRC")" -v m="$MSGS" 'BEGIN { printf "%.0f", (b - a) / 1000 / m }')
+        milter_us=$(awk -v c="${cpu:-0}" -v m="$MSGS" 'BEGIN { printf "%.0f", c * 1e6 / m }')
+        CPU_PF[$scenario]+="$pf_us " CPU_SRC[$scenario]+="$src_us " CPU_MILTER[$scenario]+="$milter_us "
         stop_postfix
         if [ "$scenario" = greymilter ]; then
             passes=$(( $(grep -c 'action=pass' "$WORKDIR/greymilter.log") - passes_before ))
             [ "$passes" -ge "$MSGS" ] || { echo "greymilter passed $passes of $MSGS" >&2; exit 1; }
         fi
         rate=$(awk -v m="$MSGS" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", m / (e - s) }')
-        printf '%-11s %5s %7s %8.2f %9s %14s\n' "$scenario" "$round" "$MSGS" \
-            "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$rate" "${cpu:--}"
+        printf '%-11s %5s %7s %8.2f %9s %14s %10s %10s %10s\n' "$scenario" "$round" "$MSGS" \
+            "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$rate" "${cpu:--}" \
+            "$pf_us" "$src_us" "$milter_us"
         if [ -z "${BEST[$scenario]:-}" ] || [ "$rate" -gt "${BEST[$scenario]}" ]; then BEST[$scenario]=$rate; fi
     done
 done
@@ -203,3 +244,18 @@ for scenario in $SCENARIOS; do
     fi
     echo "RESULT scenario=$scenario msg_s=${BEST[$scenario]}$ratio"
 done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+if [ -n "$CG_PF" ]; then
+    echo "CPU per message, median of $ROUNDS (postfix + smtp-source + milter = total):"
+    for scenario in $SCENARIOS; do
+        pf=$(median "${CPU_PF[$scenario]}") src=$(median "${CPU_SRC[$scenario]}")
+        ml=$(median "${CPU_MILTER[$scenario]}")
+        total=$((pf + src + ml))
+        [ "$scenario" = none ] && NONE_TOTAL=$total
+        ratio=""
+        if [ -n "${NONE_TOTAL:-}" ] && [ "$scenario" != none ]; then
+            ratio=$(awk -v a="$NONE_TOTAL" -v b="$total" 'BEGIN { printf " cpu_rate=%.1f%%", 100 * a / b }')
+        fi
+        echo "RESULT-CPU scenario=$scenario postfix_us=$pf source_us=$src milter_us=$ml total_us=$total$ratio"
+    done
+fi

@@ -41,6 +41,11 @@ use greymilter::greylist::settings::Settings;
 use greymilter::greylist::{Engine, Request};
 use workload::Envelope;
 
+/// Large blocks (the tuple table) get transparent huge pages, as in the
+/// daemon: see `greymilter::memory`.
+#[global_allocator]
+static ALLOCATOR: greymilter::memory::Allocator = greymilter::memory::Allocator;
+
 #[derive(Parser, Debug)]
 struct Args {
     /// Tuples to fill (suffixes k and M allowed: 1M, 10M).
@@ -62,6 +67,10 @@ struct Args {
     /// Skip the fork phase.
     #[arg(long)]
     no_fork: bool,
+    /// Do not advise the table's memory MADV_HUGEPAGE (`[state] huge_pages
+    /// = false`), to compare.
+    #[arg(long)]
+    no_huge_pages: bool,
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -84,6 +93,16 @@ fn vm_rss_kib() -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Anonymous memory in transparent huge pages, KiB.
+fn anon_huge_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -125,6 +144,7 @@ fn settings(tuples: usize) -> Settings {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
+    greymilter::memory::set_huge_pages(!args.no_huge_pages);
     // A manual clock just behind real time, so the restored tuples are
     // neither expired nor in the future for a daemon started on the file.
     let clock = ManualClock::new(SystemClock.now() - 400);
@@ -141,6 +161,7 @@ fn main() -> Result<(), String> {
         filler.decide(&mut engine, i);
     }
     let rss_full = vm_rss_kib();
+    let huge_full = anon_huge_kib();
     let s = engine.stats();
     let per_tuple = |kib: u64| kib as f64 * 1024.0 / s.tuples.max(1) as f64;
     println!(
@@ -191,8 +212,10 @@ fn main() -> Result<(), String> {
     );
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={}",
         s.tuples,
+        !args.no_huge_pages,
+        huge_full / 1024,
         per_tuple(rss_full.saturating_sub(rss_empty)),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64,
         args.tuples as f64 / fill.as_secs_f64(),

@@ -31,6 +31,7 @@ pub mod dns;
 pub mod files;
 pub mod greylist;
 pub mod lists;
+pub mod memory;
 pub mod metrics;
 pub mod milter;
 pub mod policy;

@@ -19,6 +19,11 @@ use greymilter::cli::{Cli, Command};
 use greymilter::config::{self, Config};
 use greymilter::daemon;
 
+/// Large blocks (the tuple table) get transparent huge pages: see
+/// `greymilter::memory`.
+#[global_allocator]
+static ALLOCATOR: greymilter::memory::Allocator = greymilter::memory::Allocator;
+
 /// Exit status of a configuration error.
 const EXIT_CONFIG: u8 = 1;
 /// Exit status when the daemon could not start or talk to what it needs.

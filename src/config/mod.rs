@@ -160,6 +160,9 @@ pub struct StateConfig {
     pub file: Option<PathBuf>,
     pub checkpoint_interval: Seconds,
     pub cleanup_interval: Seconds,
+    /// Back the table with transparent huge pages (`crate::memory`): a
+    /// checkpoint's fork then stalls the daemon far less.
+    pub huge_pages: bool,
 }
 
 impl Default for StateConfig {
@@ -167,6 +170,7 @@ impl Default for StateConfig {
         StateConfig {
             file: None,
             checkpoint_interval: Seconds::from_secs(600),
+            huge_pages: true,
             cleanup_interval: Seconds::from_secs(300),
         }
     }

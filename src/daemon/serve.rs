@@ -137,6 +137,8 @@ impl Daemon {
             identity,
             clock,
         } = setup;
+        // Before the table's first allocation.
+        crate::memory::set_huge_pages(config.state.huge_pages);
         let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
         let mut checkpointer = None;
         if let Some(path) = &config.state.file {
@@ -384,6 +386,8 @@ impl Daemon {
         if let Some(logging) = &self.logging {
             logging.apply(&new.log);
         }
+        // For the blocks allocated from now on (the table's next growth).
+        crate::memory::set_huge_pages(new.state.huge_pages);
         let interval_changed =
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;
         self.config = new;
