@@ -70,6 +70,15 @@ fn sender_normalization_table() {
             "<SRS1=XXXX=fwd1.example==HHHH=TT=orig.example=alice@fwd2.example>",
             "srs1=fwd1.example==orig.example=alice@fwd2.example",
         ),
+        (
+            "<SRS1-XXXX=fwd1.example==HHHH=TT=orig.example=a+b@fwd2.example>",
+            "srs1=fwd1.example==orig.example=a+b@fwd2.example",
+        ),
+        // SRS that does not parse: kept, and no +extension rule either
+        ("<srs0=hhhh=tt+x@fwd.example>", "srs0=hhhh=tt+x@fwd.example"),
+        ("<srs1=a=b=c@fwd.example>", "srs1=a=b=c@fwd.example"),
+        // digit runs at either end of the local part
+        ("<42-news-7@example.org>", "#-news-#@example.org"),
         // +extension
         ("<bob+lists@example.org>", "bob@example.org"),
         ("<bob+a+b@example.org>", "bob@example.org"),

@@ -62,25 +62,41 @@ pub fn sender_form(raw: &[u8], normalize: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Applies the sender rules to an address already in base form.
+/// Applies the sender rules to an address already in base form, in place:
+/// the rules only ever remove bytes (or put one `#` where a digit run
+/// was), so no allocation is needed on the RCPT path.
 pub fn normalize_sender(addr: &mut Vec<u8>) {
-    let at = addr.iter().rposition(|&b| b == b'@');
-    let Some(at) = at else {
+    let Some(mut at) = addr.iter().rposition(|&b| b == b'@') else {
         return;
     };
-    let (local, domain) = addr.split_at(at);
-    let mut local = local.to_vec();
-    strip_batv(&mut local);
-    if !reduce_srs(&mut local)
-        && let Some(plus) = local.iter().position(|&b| b == b'+')
-        && plus > 0
-    {
-        local.truncate(plus);
+    if let Some(cut) = addr.get(..at).and_then(batv_cut) {
+        addr.drain(..cut);
+        at -= cut;
     }
-    replace_digit_runs(&mut local);
-    let mut out = local;
-    out.extend_from_slice(domain);
-    *addr = out;
+    let local = addr.get(..at).unwrap_or_default();
+    match srs_cuts(local) {
+        Srs::Not => {
+            if let Some(plus) = local.iter().position(|&b| b == b'+')
+                && plus > 0
+            {
+                addr.drain(plus..at);
+                at = plus;
+            }
+        }
+        Srs::Malformed => {}
+        Srs::Reduce(later, earlier) => {
+            // Later range first, so the earlier one's offsets still hold.
+            let removed = later.len() + earlier.len();
+            addr.drain(later);
+            addr.drain(earlier);
+            at -= removed;
+            // `srs0+`/`srs0-` are written `srs0=`, as the reduced form.
+            if let Some(sep) = addr.get_mut(4) {
+                *sep = b'=';
+            }
+        }
+    }
+    squeeze_digit_runs(addr, at);
 }
 
 /// The domain of an address in base form: what follows the last `@`.
@@ -89,8 +105,9 @@ pub fn domain_of(addr: &[u8]) -> Option<&[u8]> {
     addr.get(at + 1..).filter(|d| !d.is_empty())
 }
 
-/// `prvs=TAG=local`, `msprvs1=TAG=local`, `btv1==TAG==local` → `local`.
-fn strip_batv(local: &mut Vec<u8>) {
+/// `prvs=TAG=local`, `msprvs1=TAG=local`, `btv1==TAG==local`: how many
+/// leading bytes go, leaving `local`.
+fn batv_cut(local: &[u8]) -> Option<usize> {
     let rest = if let Some(r) = local.strip_prefix(b"prvs=") {
         split_tag(r, b"=")
     } else if let Some(r) = local.strip_prefix(b"msprvs1=") {
@@ -100,9 +117,7 @@ fn strip_batv(local: &mut Vec<u8>) {
     } else {
         None
     };
-    if let Some(rest) = rest {
-        *local = rest.to_vec();
-    }
+    rest.map(|r| local.len() - r.len())
 }
 
 /// `TAG<sep>rest` with an alphanumeric tag of 4 to 32 bytes → `rest`.
@@ -115,30 +130,37 @@ fn split_tag<'a>(s: &'a [u8], sep: &[u8]) -> Option<&'a [u8]> {
     (!rest.is_empty()).then_some(rest)
 }
 
-/// SRS0/SRS1 local parts reduced to their stable fields. Returns whether
-/// the local part was an SRS address (then no `+extension` rule applies:
-/// `+` may be SRS's own separator).
-fn reduce_srs(local: &mut Vec<u8>) -> bool {
-    let (kind, rest) = match local.get(..5) {
-        Some(b"srs0=" | b"srs0+" | b"srs0-") => (0, local.get(5..).unwrap_or_default()),
-        Some(b"srs1=" | b"srs1+" | b"srs1-") => (1, local.get(5..).unwrap_or_default()),
-        _ => return false,
+/// What the SRS rule does to a local part.
+enum Srs {
+    /// Not SRS: the `+extension` rule applies.
+    Not,
+    /// SRS, but not in a form we reduce (then no `+extension` rule either:
+    /// `+` may be SRS's own separator).
+    Malformed,
+    /// SRS reduced to its stable fields by removing these two ranges (the
+    /// first is after the second; either may be empty).
+    Reduce(std::ops::Range<usize>, std::ops::Range<usize>),
+}
+
+/// SRS0 `srs0=hash=tt=domain=local` keeps `srs0=domain=local`; SRS1
+/// `srs1=hash=host0==hash0=tt=domain=local` keeps `srs1=host0==domain=local`.
+fn srs_cuts(local: &[u8]) -> Srs {
+    const HEAD: usize = 5;
+    let (kind, rest) = match local.get(..HEAD) {
+        Some(b"srs0=" | b"srs0+" | b"srs0-") => (0, local.get(HEAD..).unwrap_or_default()),
+        Some(b"srs1=" | b"srs1+" | b"srs1-") => (1, local.get(HEAD..).unwrap_or_default()),
+        _ => return Srs::Not,
     };
-    let reduced = if kind == 0 {
-        // hash=tt=domain=local
+    if kind == 0 {
         let mut f = rest.splitn(4, |&b| b == b'=');
         match (f.next(), f.next(), f.next(), f.next()) {
-            (Some(_hash), Some(_tt), Some(domain), Some(user)) => {
-                let mut v = b"srs0=".to_vec();
-                v.extend_from_slice(domain);
-                v.push(b'=');
-                v.extend_from_slice(user);
-                Some(v)
+            (Some(hash), Some(tt), Some(_domain), Some(_user)) => {
+                let domain_start = HEAD + hash.len() + 1 + tt.len() + 1;
+                Srs::Reduce(HEAD..domain_start, 0..0)
             }
-            _ => None,
+            _ => Srs::Malformed,
         }
     } else {
-        // hash=host0==hash0=tt=domain=local
         let mut f = rest.splitn(7, |&b| b == b'=');
         match (
             f.next(),
@@ -149,53 +171,64 @@ fn reduce_srs(local: &mut Vec<u8>) -> bool {
             f.next(),
             f.next(),
         ) {
-            (Some(_), Some(host0), Some([]), Some(_), Some(_), Some(domain), Some(user)) => {
-                let mut v = b"srs1=".to_vec();
-                v.extend_from_slice(host0);
-                v.extend_from_slice(b"==");
-                v.extend_from_slice(domain);
-                v.push(b'=');
-                v.extend_from_slice(user);
-                Some(v)
+            (Some(hash), Some(host0), Some([]), Some(hash0), Some(tt), Some(_), Some(_)) => {
+                let host0_start = HEAD + hash.len() + 1;
+                let hash0_start = host0_start + host0.len() + 2;
+                let domain_start = hash0_start + hash0.len() + 1 + tt.len() + 1;
+                Srs::Reduce(hash0_start..domain_start, HEAD..host0_start)
             }
-            _ => None,
+            _ => Srs::Malformed,
         }
-    };
-    if let Some(v) = reduced {
-        *local = v;
     }
-    true
 }
 
-/// Replaces each run of ASCII digits that is not glued to a letter by `#`.
-fn replace_digit_runs(local: &mut Vec<u8>) {
+/// Replaces each run of ASCII digits in `addr[..at]` that is not glued to
+/// a letter by `#`, compacting in place. Bytes are only ever moved towards
+/// the front, and a run's neighbours are read before anything is written
+/// over them, so one pass suffices.
+fn squeeze_digit_runs(addr: &mut Vec<u8>, at: usize) {
+    let local = addr.get(..at).unwrap_or_default();
     if !local.iter().any(u8::is_ascii_digit) {
         return;
     }
-    let mut out = Vec::with_capacity(local.len());
-    let mut i = 0;
-    while let Some(&b) = local.get(i) {
+    let glued = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphabetic());
+    let (mut read, mut write) = (0, 0);
+    while let Some(&b) = addr.get(read).filter(|_| read < at) {
         if !b.is_ascii_digit() {
-            out.push(b);
-            i += 1;
+            put(addr, write, b);
+            (read, write) = (read + 1, write + 1);
             continue;
         }
-        let end = i + local
-            .get(i..)
+        let run = addr
+            .get(read..at)
             .unwrap_or_default()
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count();
-        let before = i.checked_sub(1).and_then(|j| local.get(j));
-        let glued = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphabetic());
-        if glued(before) || glued(local.get(end)) {
-            out.extend_from_slice(local.get(i..end).unwrap_or_default());
+        let end = read + run;
+        // Position `read - 1` holds its original byte: `write` ≤ `read`,
+        // and whatever was written there came from that same position.
+        let before = read.checked_sub(1).and_then(|j| addr.get(j));
+        let after = addr.get(end).filter(|_| end < at);
+        if glued(before) || glued(after) {
+            for i in read..end {
+                let digit = addr.get(i).copied().unwrap_or(b'0');
+                put(addr, write, digit);
+                write += 1;
+            }
         } else {
-            out.push(DIGITS_PLACEHOLDER);
+            put(addr, write, DIGITS_PLACEHOLDER);
+            write += 1;
         }
-        i = end;
+        read = end;
     }
-    *local = out;
+    addr.drain(write..at);
+}
+
+fn put(addr: &mut [u8], at: usize, b: u8) {
+    if let Some(slot) = addr.get_mut(at) {
+        *slot = b;
+    }
 }
 
 /// Longest address text put in a log line.

@@ -1,0 +1,98 @@
+//! The RCPT hot path allocates nothing (issue 15): a whole recipient, from
+//! the framed bytes through the session, the policy glue and the engine to
+//! the encoded reply, with the decision log off. Counted by a global
+//! allocator that tallies every allocation of this test process; the one
+//! test in this file runs alone, so nothing else allocates meanwhile.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use greymilter::greylist::Engine;
+use greymilter::greylist::clock::ManualClock;
+use greymilter::greylist::settings::Settings;
+use greymilter::milter::codec::{Command, StrArray};
+use greymilter::milter::decision::SessionOptions;
+use greymilter::milter::session::{Flow, SessionCore};
+use greymilter::policy::decider::PolicyDecider;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to System; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn encode(commands: &[Command<'_>]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for c in commands {
+        c.encode(&mut bytes);
+    }
+    bytes
+}
+
+#[test]
+fn a_recipient_costs_no_allocation_with_the_log_off() {
+    let clock = ManualClock::new(1_800_000_000);
+    let settings = Settings::default();
+    let delay = settings.delay.as_secs();
+    let engine = Rc::new(RefCell::new(Engine::new(settings, Box::new(clock.clone()))));
+    let mut core = SessionCore::new(
+        PolicyDecider::new(Rc::clone(&engine), 1),
+        &SessionOptions::default(),
+        1,
+        "test",
+    );
+    let rcpt_raw = b"<bob@example.net>\0";
+    let mail_raw = b"<alice@example.org>\0";
+    let opening = encode(&[
+        Command::OptNeg {
+            version: 6,
+            actions: 0x1ff,
+            protocol: 0x1f_ffff,
+        },
+        Command::Connect {
+            hostname: b"relay.example.org",
+            family: greymilter::milter::codec::Family::Inet4,
+            port: 25,
+            address: b"198.51.100.7",
+        },
+        Command::Mail(StrArray::new(mail_raw).unwrap()),
+    ]);
+    let rcpt = encode(&[Command::Rcpt(StrArray::new(rcpt_raw).unwrap())]);
+    let mut out = Vec::with_capacity(4096);
+    assert_eq!(core.run_bytes(&opening, &mut out), Flow::Continue);
+    // First attempt (greylisted), then the retry after the delay: the
+    // tuple is whitelisted.
+    core.run_bytes(&rcpt, &mut out);
+    clock.advance(delay + 1);
+    core.run_bytes(&rcpt, &mut out);
+    out.clear();
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        assert_eq!(core.run_bytes(&rcpt, &mut out), Flow::Continue);
+        out.clear();
+    }
+    let passes = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(passes, 0, "allocations for 1000 whitelisted recipients");
+    // The reply on the wire is CONTINUE.
+    core.run_bytes(&rcpt, &mut out);
+    assert_eq!(out, b"\x00\x00\x00\x01c");
+}
