@@ -102,7 +102,7 @@ if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
     port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
     MSGS=100 SESSIONS=10 ROUNDS=1 SMTP_PORT=$(port) GM_PORT=$(port) NOOP_PORT=$(port) \
-        FULL_PORT=$(port) FLOOR_PORT=$(port) \
+        FULL_PORT=$(port) FLOOR_PORT=$(port) NR_PORT=$(port) \
         benches/postfix-overhead.sh
 else
     echo "== Postfix end-to-end overhead: skipped (needs root and Postfix)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end overhead of greymilter through a real Postfix 3.7 (issues 7, 15): messages/s with
-# no milter, with the no-op milter (examples/noop_milter.rs) in its three conversations (floor:
-# end of message only; full: CONNECT and MAIL answered too, as greymilter did before issue 15;
-# noop: what greymilter asks for) and with greymilter, interleaved in one run, best of ROUNDS, tmpfs queue, discard delivery, smtp-source with SESSIONS parallel
+# no milter, with the no-op milter (examples/noop_milter.rs) in four conversations (floor: end of
+# message only; full: CONNECT and MAIL answered too, as greymilter did before issue 15;
+# noreply: CONNECT and MAIL without a reply, greymilter's with DNS checks; noop: CONNECT and MAIL
+# skipped, the envelope in RCPT macros, greymilter's without) and with greymilter, interleaved, best of ROUNDS, tmpfs queue, discard delivery, smtp-source with SESSIONS parallel
 # SMTP sessions. Every message passes greymilter as a whitelisted tuple (the tuple is
 # whitelisted with `greymilter query` before the timed runs), so each one costs a full
 # CONNECT/MAIL/RCPT/EOM milter conversation and a table look-up. Instance layout and the
@@ -27,12 +28,13 @@ BIN=${BIN:-$ROOT/target/release}
 MSGS=${MSGS:-6000}
 SESSIONS=${SESSIONS:-50}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-"none floor full noop greymilter"}
+SCENARIOS=${SCENARIOS:-"none floor full noreply noop greymilter"}
 SMTP_PORT=${SMTP_PORT:-2625}
 GM_PORT=${GM_PORT:-10040}
 NOOP_PORT=${NOOP_PORT:-10041}
 FULL_PORT=${FULL_PORT:-10042}
 FLOOR_PORT=${FLOOR_PORT:-10043}
+NR_PORT=${NR_PORT:-10044}
 PFBIN=/usr/lib/postfix/sbin
 FROM=a@sender.test
 TO=user@example.test
@@ -88,6 +90,8 @@ NOOP_PID=$!; PIDS+=("$NOOP_PID")
 FULL_PID=$!; PIDS+=("$FULL_PID")
 "$BIN/examples/noop_milter" "inet:127.0.0.1:$FLOOR_PORT" eom-only >"$WORKDIR/floor.log" 2>&1 </dev/null &
 FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
+"$BIN/examples/noop_milter" "inet:127.0.0.1:$NR_PORT" no-reply >"$WORKDIR/noreply.log" 2>&1 </dev/null &
+NR_PID=$!; PIDS+=("$NR_PID")
 sleep 0.5
 # Whitelist the one tuple smtp-source uses: first attempt deferred, retry after the delay passes.
 query=("$BIN/greymilter" query --socket "inet:127.0.0.1:$GM_PORT" --client 127.0.0.1 --from "$FROM" --to "$TO")
@@ -206,6 +210,7 @@ for round in $(seq "$ROUNDS"); do
             noop) milter="inet:127.0.0.1:$NOOP_PORT"; pid=$NOOP_PID ;;
             full) milter="inet:127.0.0.1:$FULL_PORT"; pid=$FULL_PID ;;
             floor) milter="inet:127.0.0.1:$FLOOR_PORT"; pid=$FLOOR_PID ;;
+            noreply) milter="inet:127.0.0.1:$NR_PORT"; pid=$NR_PID ;;
             greymilter) milter="inet:127.0.0.1:$GM_PORT"; pid=$GM_PID ;;
             *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac

@@ -3,11 +3,15 @@
 //! sustains is the protocol path's limit on a machine; greymilter's figures
 //! are compared with it on the same load (BENCHMARKS.md).
 //!
-//! `cargo run --release --example noop_milter -- [SPEC] [lean|full|eom-only]`
-//! (default `inet:127.0.0.1:10031`, `lean`). Runs until killed. The second
-//! argument picks how much of the conversation it asks for: `lean` as
-//! greymilter does, `full` with a reply to CONNECT and MAIL too (as before
-//! NR_CONN/NR_MAIL), `eom-only` the protocol's floor.
+//! `cargo run --release --example noop_milter -- [SPEC] [MODE]`
+//! (default `inet:127.0.0.1:10031`, `rcpt-macros`). Runs until killed.
+//! MODE picks how much of the conversation it asks for:
+//! * `rcpt-macros`: as greymilter without DNS checks: CONNECT and MAIL
+//!   skipped, the envelope in macros at RCPT;
+//! * `no-reply`: as greymilter with DNS checks: CONNECT and MAIL sent
+//!   without waiting for a reply (NR_CONN, NR_MAIL);
+//! * `full`: CONNECT and MAIL answered too (greymilter before issue 15);
+//! * `eom-only`: the protocol's floor.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,7 +46,7 @@ impl Decider for Noop {
     fn end_transaction(&mut self) {}
 }
 
-struct NoopFactory(Conversation);
+struct NoopFactory(Conversation, bool);
 
 impl DeciderFactory for NoopFactory {
     type Decider = Noop;
@@ -52,6 +56,7 @@ impl DeciderFactory for NoopFactory {
     fn options(&self) -> SessionOptions {
         SessionOptions {
             conversation: self.0,
+            envelope_events: self.1,
             ..SessionOptions::default()
         }
     }
@@ -62,11 +67,12 @@ fn main() -> Result<(), String> {
         .nth(1)
         .unwrap_or_else(|| "inet:127.0.0.1:10031".to_string());
     let spec: ListenSpec = spec_text.parse()?;
-    let conversation = match std::env::args().nth(2).as_deref() {
-        None | Some("lean") => Conversation::Lean,
-        Some("full") => Conversation::Full,
-        Some("eom-only") => Conversation::EomOnly,
-        Some(other) => return Err(format!("unknown conversation {other:?}")),
+    let (conversation, envelope_events) = match std::env::args().nth(2).as_deref() {
+        None | Some("rcpt-macros") => (Conversation::Lean, false),
+        Some("no-reply") => (Conversation::Lean, true),
+        Some("full") => (Conversation::Full, true),
+        Some("eom-only") => (Conversation::EomOnly, true),
+        Some(other) => return Err(format!("unknown mode {other:?}")),
     };
     let listener =
         Listener::bind(&spec, &UnixSocketOptions::default()).map_err(|e| e.to_string())?;
@@ -85,7 +91,7 @@ fn main() -> Result<(), String> {
     local.block_on(&runtime, async {
         serve(
             &listener,
-            Rc::new(NoopFactory(conversation)),
+            Rc::new(NoopFactory(conversation, envelope_events)),
             Limits::default(),
             std::future::pending::<()>(),
             Duration::from_secs(1),

@@ -186,7 +186,7 @@ fn first_refusal(outcome: &Outcome) -> &e2e::Reply {
 /// milter reject.
 #[test]
 fn scenario_01_new_tuple_is_greylisted_at_rcpt() {
-    let Some((_daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
+    let Some((daemon, postfix)) = with_greymilter(GreymilterConfig::new()) else {
         return;
     };
     let outcome = from_client(
@@ -210,7 +210,9 @@ fn scenario_01_new_tuple_is_greylisted_at_rcpt() {
     postfix.wait_for_log("with the milter reject", |line| {
         line.contains("milter-reject: RCPT from unknown[203.0.113.10]: 451 4.7.1 Greylisted, please try again in ")
             && line.contains("to=<alice@example.test>")
-    });
+    }); // The MTA let greymilter skip CONNECT and MAIL: the envelope came in
+    // the RCPT macros, and still keyed the tuple above.
+    daemon.assert_envelope_from_rcpt_macros();
 }
 
 /// Scenario 2: A retry before the delay is greylisted again, with a smaller remaining time.

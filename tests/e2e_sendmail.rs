@@ -137,7 +137,7 @@ fn queued(sendmail: &SendmailInstance, subject: &str) -> String {
 /// logs it.
 #[test]
 fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
-    let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
+    let Some((daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
         return;
     };
     let outcome = sendmail
@@ -150,7 +150,9 @@ fn scenario_01s_new_tuple_is_greylisted_at_rcpt() {
         line.contains(
             "Milter: to=<alice@example.test>, reject=451 4.7.1 Greylisted, please try again in ",
         )
-    });
+    }); // The MTA let greymilter skip CONNECT and MAIL: the envelope came in
+    // the RCPT macros, and still keyed the tuple above.
+    daemon.assert_envelope_from_rcpt_macros();
 }
 
 /// Scenario 3 (Sendmail): A retry after the delay is accepted and queued with the X-Greylist

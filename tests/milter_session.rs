@@ -675,6 +675,93 @@ async fn refusals_without_a_reply_are_given_at_each_recipient() {
     assert_eq!(rcpts, ["rcpt <c@d> i=None"]);
 }
 
+/// A session whose decider can take the envelope at RCPT.
+fn envelope_at_rcpt() -> SessionOptions {
+    SessionOptions {
+        envelope_events: false,
+        ..SessionOptions::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_envelope_events_connect_and_mail_come_from_rcpt_macros() {
+    let (_, events, replies) = session(
+        envelope_at_rcpt(),
+        ClientBuilder::new(),
+        |mut c| async move {
+            let n = c.negotiate().await.unwrap();
+            assert_eq!(n.protocol, 0x377, "NOCONNECT | NOMAIL");
+            assert_eq!(n.macro_lists.len(), 1);
+            // Nothing is sent for these two: the client keeps the values for
+            // the RCPT macros, as Postfix does.
+            c.connect(
+                "[2001:db8::7]",
+                &ConnectAddr::Ip("2001:db8::7".parse().unwrap(), 25),
+            )
+            .await
+            .unwrap();
+            c.mail(&["<A@b>"]).await.unwrap();
+            let first = c.rcpt(&["<c@d>"]).await.unwrap();
+            let second = c.rcpt(&["<e@d>"]).await.unwrap();
+            c.abort().await.unwrap();
+            // Next transaction: MAIL again, CONNECT not; the null sender.
+            c.mail(&["<>"]).await.unwrap();
+            let bounce = c.rcpt(&["<c@d>"]).await.unwrap();
+            c.abort().await.unwrap();
+            // Authenticated: the recipient passes without being decided.
+            c.macros(b'M', &[("{auth_authen}", "alice")]).await.unwrap();
+            c.mail(&["<a@b>"]).await.unwrap();
+            let authenticated = c.rcpt(&["<new@d>"]).await.unwrap();
+            c.quit().await.unwrap();
+            (first, second, bounce, authenticated)
+        },
+    )
+    .await;
+    assert!(is_greylisted(&replies.0) && is_greylisted(&replies.1));
+    assert!(is_greylisted(&replies.2), "{:?}", replies.2);
+    assert_eq!(replies.3, Response::Continue);
+    assert_eq!(
+        events,
+        [
+            // Postfix's "unknown" becomes the bracketed address, the
+            // `IPv6:` prefix of its {client_addr} is understood.
+            "connect [IPv6:2001:db8::7] Some(2001:db8::7) j=None",
+            "mail <A@b> auth=None",
+            "rcpt <c@d> i=None",
+            "rcpt <e@d> i=None",
+            "end",
+            "mail <> auth=None",
+            "rcpt <c@d> i=None",
+            "end",
+            "mail <a@b> auth=Some(\"alice\")",
+            "end",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_envelope_macros_a_recipient_is_not_greylisted() {
+    let (_, events, reply) = session(
+        envelope_at_rcpt(),
+        ClientBuilder::new(),
+        |mut c| async move {
+            c.negotiate().await.unwrap();
+            // An MTA that ignores the macro list: a bare RCPT.
+            c.send(&Command::Rcpt(StrArray::new(b"<c@d>\0").unwrap()))
+                .await
+                .unwrap();
+            let reply = c.read_response().await.unwrap();
+            c.quit().await.unwrap();
+            reply
+        },
+    )
+    .await;
+    assert_eq!(reply, Response::Continue);
+    // No client address: the test decider (like the engine) accepts the
+    // connection, and nothing is greylisted.
+    assert_eq!(events, ["connect [] None j=None"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn helo_is_heard_without_a_reply_when_asked_for() {
     let options = SessionOptions {

@@ -253,14 +253,28 @@ impl Conversation {
                 s.packet.clear();
                 // The queue ID exists from the second recipient on.
                 let qid = if i > 0 { s.qid.as_str() } else { "" };
-                let pairs: [(&str, &str); 4] = [
+                // A milter that skips CONNECT and MAIL asks for the client
+                // and the sender here (Postfix's forms).
+                let sender = txn.sender.trim_start_matches('<').trim_end_matches('>');
+                let envelope = peer.skips(proto::NOCONNECT);
+                let client_addr = match (envelope, plan.addr) {
+                    (false, _) => String::new(),
+                    (true, IpAddr::V6(ip)) => format!("IPv6:{ip}"),
+                    (true, ip) => ip.to_string(),
+                };
+                let pairs: [(&str, &str); 7] = [
                     ("i", qid),
                     ("{rcpt_addr}", bare),
                     ("{rcpt_host}", host),
                     ("{rcpt_mailer}", "smtp"),
+                    ("{client_addr}", &client_addr),
+                    ("{client_name}", &plan.name),
+                    ("{mail_addr}", sender),
                 ];
                 let from = usize::from(i == 0);
-                macro_packet(peer, &mut s.packet, &mut s.macros, b'R', 3, &pairs[from..]);
+                let to = if envelope { pairs.len() } else { 4 };
+                let pairs = pairs.get(from..to).unwrap_or_default();
+                macro_packet(peer, &mut s.packet, &mut s.macros, b'R', 3, pairs);
                 let macros = s.packet.len();
                 s.args.clear();
                 StrArray::encode(&mut s.args, &[rcpt.as_bytes()]);

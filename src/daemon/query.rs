@@ -79,10 +79,11 @@ pub fn run(args: &QueryArgs) -> u8 {
 
 /// The conversation; every step's verdict is appended to `out`.
 pub async fn query(spec: &ListenSpec, args: &QueryArgs, out: &mut String) -> std::io::Result<u8> {
-    // Offered without no-reply bits, so that CONNECT and MAIL are answered
-    // and the output says where a decision was taken.
+    // Offered without no-reply bits and without skipping CONNECT and MAIL,
+    // so that both are answered and the output says where a decision was
+    // taken.
     let mut milter = ClientBuilder::new()
-        .protocol(proto::ALL & !proto::NR_ALL)
+        .protocol(proto::ALL & !proto::NR_ALL & !(proto::NOCONNECT | proto::NOMAIL))
         .timeout(args.timeout)
         .connect(spec)
         .await?;

@@ -90,6 +90,7 @@ impl ClientBuilder {
             negotiated: None,
             rx: FrameBuffer::new(),
             tx: Vec::with_capacity(256),
+            known: Vec::new(),
         }
     }
 }
@@ -126,6 +127,10 @@ pub struct MilterClient<S> {
     negotiated: Option<Negotiated>,
     rx: FrameBuffer,
     tx: Vec<u8>,
+    /// Macro values the "MTA" knows (from CONNECT, MAIL and every macro
+    /// packet sent), for a milter that skips CONNECT and MAIL and asks for
+    /// them at RCPT instead, as Postfix and Sendmail would evaluate them.
+    known: Vec<(String, String)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
@@ -153,6 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
     /// Sends one MACRO packet for `stage` (an SMFIC byte such as `b'C'`).
     /// An empty `pairs` sends just the stage byte, as both MTAs do.
     pub async fn macros(&mut self, stage: u8, pairs: &[(&str, &str)]) -> io::Result<()> {
+        for (name, value) in pairs {
+            self.know(name, value);
+        }
         let mut raw = Vec::new();
         let pairs: Vec<(&[u8], &[u8])> = pairs
             .iter()
@@ -167,6 +175,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
     }
 
     pub async fn connect(&mut self, hostname: &str, addr: &ConnectAddr) -> io::Result<Response> {
+        // Postfix's forms: `IPv6:` before an IPv6 address, `unknown` for a
+        // client without a verified name.
+        let client_addr = match addr {
+            ConnectAddr::Ip(IpAddr::V6(ip), _) => format!("IPv6:{ip}"),
+            ConnectAddr::Ip(ip, _) => ip.to_string(),
+            ConnectAddr::Raw { address, .. } => address.clone(),
+            ConnectAddr::Local(_) | ConnectAddr::Unknown => String::new(),
+        };
+        let client_name = if hostname.starts_with('[') {
+            "unknown"
+        } else {
+            hostname
+        };
+        self.know("{client_addr}", &client_addr);
+        self.know("{client_name}", client_name);
+        if self.skips(proto::NOCONNECT) {
+            return Ok(Response::Continue);
+        }
         let ip_text;
         let (family, port, address) = match addr {
             ConnectAddr::Ip(ip, port) => {
@@ -202,11 +228,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
     /// `args[0]` is the sender as the client typed it (`<a@b>`, `<>`), the
     /// rest are ESMTP parameters.
     pub async fn mail(&mut self, args: &[&str]) -> io::Result<Response> {
+        let sender = args.first().copied().unwrap_or_default();
+        let bare = sender.trim();
+        let bare = bare.strip_prefix('<').unwrap_or(bare);
+        let bare = bare.strip_suffix('>').unwrap_or(bare);
+        self.know("{mail_addr}", bare);
+        if self.skips(proto::NOMAIL) {
+            return Ok(Response::Continue);
+        }
         let raw = str_array(args);
         self.event(&Command::Mail(checked_array(&raw)?)).await
     }
 
     pub async fn rcpt(&mut self, args: &[&str]) -> io::Result<Response> {
+        if self.skips(proto::NOCONNECT) {
+            self.rcpt_macros().await?;
+        }
         let raw = str_array(args);
         self.event(&Command::Rcpt(checked_array(&raw)?)).await
     }
@@ -263,7 +300,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MilterClient<S> {
 
     /// "Quit, new connection follows": the next command is a CONNECT.
     pub async fn quit_nc(&mut self) -> io::Result<()> {
+        self.known.clear();
         self.send(&Command::QuitNc).await
+    }
+
+    fn skips(&self, bit: u32) -> bool {
+        self.negotiated
+            .as_ref()
+            .is_some_and(|n| n.protocol & bit != 0)
+    }
+
+    fn know(&mut self, name: &str, value: &str) {
+        let bare = |n: &str| n.trim_start_matches('{').trim_end_matches('}').to_string();
+        let name = bare(name);
+        self.known.retain(|(n, _)| *n != name);
+        self.known.push((name, value.to_string()));
+    }
+
+    /// The RCPT-stage macro packet the milter's list asks for, with every
+    /// value this client knows (a name it does not know is left out, as
+    /// the MTAs leave out empty macros).
+    async fn rcpt_macros(&mut self) -> io::Result<()> {
+        let Some(list) = self
+            .negotiated
+            .as_ref()
+            .and_then(|n| n.macro_lists.iter().find(|l| l.stage == 3))
+        else {
+            return Ok(());
+        };
+        let names = String::from_utf8_lossy(&list.names).into_owned();
+        let pairs: Vec<(&[u8], &[u8])> = names
+            .split([' ', ','])
+            .filter_map(|name| {
+                let bare = name.trim_start_matches('{').trim_end_matches('}');
+                let (_, value) = self.known.iter().find(|(n, _)| n == bare)?;
+                Some((name.as_bytes(), value.as_bytes()))
+            })
+            .collect();
+        let mut raw = Vec::new();
+        encode_macro_pairs(&mut raw, &pairs);
+        self.send(&Command::Macro {
+            stage: Some(b'R'),
+            pairs: MacroPairs::new(&raw),
+        })
+        .await
     }
 
     /// Sends an event and reads its reply. For an event the milter

@@ -12,6 +12,12 @@ pub fn client_ip(family: Family, address: &[u8]) -> Option<IpAddr> {
     if !matches!(family, Family::Inet4 | Family::Inet6) {
         return None;
     }
+    client_ip_text(address)
+}
+
+/// The same for an address without a family: the `{client_addr}` macro
+/// (Postfix writes IPv6 addresses with the `IPv6:` prefix).
+pub fn client_ip_text(address: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(address).ok()?.trim();
     let text = text
         .strip_prefix('[')

@@ -138,6 +138,13 @@ pub struct SessionOptions {
     /// Ask for the HELO event, without a reply (the HELO name is an SPF
     /// identity for the null sender, and Postfix has no macro for it).
     pub helo: bool,
+    /// The decider wants CONNECT and MAIL as they happen (e.g. to start
+    /// lookups early). When false, a [`Conversation::Lean`] session asks
+    /// the MTA to skip both and calls [`Decider::connect`] and
+    /// [`Decider::mail`] at the first RCPT of each transaction, from the
+    /// `{client_addr}`, `{client_name}`, `{mail_addr}` and `{auth_authen}`
+    /// macros; the MTA then writes one packet less per event.
+    pub envelope_events: bool,
 }
 
 /// Which events wait for the milter's reply. Every round trip is time the
@@ -171,6 +178,7 @@ impl Default for SessionOptions {
             decision_timeout: DEFAULT_DECISION_TIMEOUT,
             conversation: Conversation::default(),
             helo: false,
+            envelope_events: true,
         }
     }
 }

@@ -38,6 +38,11 @@ pub struct Wanted {
     pub conversation: Conversation,
     /// The HELO event, without a reply.
     pub helo: bool,
+    /// The decider wants CONNECT and MAIL as they happen. Without, and
+    /// when the MTA offers SETSYMLIST, NOCONNECT and NOMAIL, a
+    /// [`Conversation::Lean`] session skips them and reads the client and
+    /// the sender from macros at RCPT ([`RCPT_ONLY_LISTS`]).
+    pub envelope_events: bool,
 }
 
 impl Wanted {
@@ -59,6 +64,17 @@ impl Wanted {
 /// empty: Postfix ignores an empty list.
 pub const MACRO_LISTS: [(u32, &[u8]); 2] =
     [(stage::ENVFROM, b"{auth_authen} i"), (stage::ENVRCPT, b"i")];
+
+/// The lists when CONNECT and MAIL are skipped: what those events carried,
+/// asked for at RCPT instead. Both MTAs can evaluate these names at any
+/// stage once they are known.
+pub const RCPT_ONLY_LISTS: [(u32, &[u8]); 1] = [(
+    stage::ENVRCPT,
+    b"{client_addr} {client_name} {mail_addr} {auth_authen} i",
+)];
+
+/// The events skipped when the decider can take the envelope at RCPT.
+pub const ENVELOPE_EVENTS: u32 = proto::NOCONNECT | proto::NOMAIL;
 
 /// What was agreed for one milter connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +122,14 @@ pub fn negotiate(
         wanted_actions |= action::ADDHDRS;
     }
     let mut protocol = wanted.protocol() & offered_protocol;
+    let skip_envelope = wanted.conversation == Conversation::Lean
+        && !wanted.envelope_events
+        && !wanted.helo
+        && offered_actions & action::SETSYMLIST != 0
+        && offered_protocol & ENVELOPE_EVENTS == ENVELOPE_EVENTS;
+    if skip_envelope {
+        protocol = (protocol & !LEAN_NO_REPLY) | ENVELOPE_EVENTS;
+    }
     if wanted.helo && protocol & proto::NR_HELO == 0 {
         // An MTA without NR_HELO would wait for a reply we never planned:
         // go without the HELO name instead.
@@ -124,13 +148,22 @@ impl Agreement {
         self.actions & action::SETSYMLIST != 0
     }
 
+    /// CONNECT and MAIL are skipped: the envelope comes in macros at RCPT.
+    pub fn skips_envelope(&self) -> bool {
+        self.protocol & ENVELOPE_EVENTS == ENVELOPE_EVENTS
+            && self.protocol & proto::NORCPT == 0
+            && self.sends_macro_lists()
+    }
+
     pub fn may_add_headers(&self) -> bool {
         self.actions & action::ADDHDRS != 0
     }
 
     /// Appends the OPTNEG reply packet.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let lists: &[(u32, &[u8])] = if self.sends_macro_lists() {
+        let lists: &[(u32, &[u8])] = if self.skips_envelope() {
+            &RCPT_ONLY_LISTS
+        } else if self.sends_macro_lists() {
             &MACRO_LISTS
         } else {
             &[]
@@ -158,7 +191,38 @@ mod tests {
             add_header,
             conversation,
             helo: false,
+            envelope_events: true,
         }
+    }
+
+    #[test]
+    fn envelope_events_are_skipped_when_the_decider_can_do_without() {
+        let w = Wanted {
+            envelope_events: false,
+            ..wanted(false, Conversation::Lean)
+        };
+        let a = negotiate(6, action::ALL, proto::ALL, w).unwrap();
+        assert_eq!(a.protocol, 0x377);
+        assert!(a.skips_envelope());
+        let mut out = Vec::new();
+        a.encode(&mut out);
+        assert!(out.windows(13).any(|w| w == b"{client_addr}"));
+        // Without SETSYMLIST the MTA could not send the envelope at RCPT:
+        // CONNECT and MAIL stay, without replies.
+        let no_lists = negotiate(6, 0xFF, proto::ALL, w).unwrap();
+        assert_eq!(no_lists.protocol, 0x5372);
+        assert!(!no_lists.skips_envelope());
+        // Full conversations and early events keep them too.
+        let full = Wanted {
+            conversation: Conversation::Full,
+            ..w
+        };
+        assert_eq!(
+            negotiate(6, action::ALL, proto::ALL, full)
+                .unwrap()
+                .protocol,
+            0x372
+        );
     }
 
     #[test]

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::client_address::client_ip;
+use super::client_address::{client_ip, client_ip_text};
 use super::codec::{
     Command, Family, Frame, MacroPairs, cmd, encode_addheader, encode_empty, encode_replycode,
     resp, split_frame,
 };
-use super::decision::{Client, Decided, Decider, Header, SessionOptions, Verdict};
+use super::decision::{Client, Decided, Decider, Header, Macros, SessionOptions, Verdict};
 use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
 use super::negotiate::{Agreement, Wanted, negotiate};
 use crate::ratelimit::LogLimiter;
@@ -93,6 +93,9 @@ pub struct SessionCore<D: Decider> {
     /// A recipient's decision that has to wait, handed to the driver by
     /// [`SessionCore::take_wait`].
     waiting: Option<D::Wait>,
+    /// The host name or sender rebuilt from macros when CONNECT and MAIL
+    /// are skipped; kept to reuse its memory.
+    envelope: Vec<u8>,
 }
 
 impl<D: Decider> SessionCore<D> {
@@ -103,6 +106,7 @@ impl<D: Decider> SessionCore<D> {
                 add_header: options.add_header,
                 conversation: options.conversation,
                 helo: options.helo,
+                envelope_events: options.envelope_events,
             },
             conn_id,
             peer: peer.to_owned(),
@@ -116,6 +120,7 @@ impl<D: Decider> SessionCore<D> {
             connection_refusal: None,
             message_refusal: None,
             waiting: None,
+            envelope: Vec::new(),
         }
     }
 
@@ -382,16 +387,7 @@ impl<D: Decider> SessionCore<D> {
         let verdict = self.decider.mail(sender, &self.macros.view(cmd::MAIL));
         self.decider_txn = true;
         if !agreement.owes_reply(cmd::MAIL) {
-            // The MTA went on without waiting: the transaction stays open
-            // and a refusal is given at each RCPT.
-            match verdict {
-                Verdict::Continue => {}
-                Verdict::Accept => self.message_accepted = true,
-                Verdict::Tempfail(_) | Verdict::Reject(_) => {
-                    self.end_transaction();
-                    self.message_refusal = Some(verdict);
-                }
-            }
+            self.mail_unanswered(verdict);
             return;
         }
         match verdict {
@@ -408,6 +404,9 @@ impl<D: Decider> SessionCore<D> {
 
     fn on_rcpt(&mut self, agreement: Agreement, recipient: &[u8], out: &mut Vec<u8>) -> Flow {
         self.macros.clear_after(cmd::RCPT);
+        if agreement.skips_envelope() && self.state != State::Mail {
+            self.envelope_from_macros();
+        }
         if let Some(refusal) = self.refusal_for_rcpt() {
             self.reply_verdict(agreement, cmd::RCPT, refusal, out);
             return Flow::Continue;
@@ -461,6 +460,17 @@ impl<D: Decider> SessionCore<D> {
         }
         match negotiate(version, actions, protocol, self.wanted) {
             Ok(agreement) => {
+                self.debug(format_args!(
+                    "negotiated version {} actions {:#x} protocol {:#x}{}",
+                    agreement.version,
+                    agreement.actions,
+                    agreement.protocol,
+                    if agreement.skips_envelope() {
+                        ": CONNECT and MAIL skipped, envelope from RCPT macros"
+                    } else {
+                        ""
+                    }
+                ));
                 agreement.encode(out);
                 self.agreement = Some(agreement);
                 self.state = State::Ready;
@@ -483,6 +493,78 @@ impl<D: Decider> SessionCore<D> {
 
     fn consults_decider(&self) -> bool {
         self.client_known && !self.connection_decided
+    }
+
+    /// The first RCPT of a transaction when CONNECT and MAIL are skipped:
+    /// the decider hears both now, built from the RCPT macros the way the
+    /// events would have carried them, and their verdicts apply as for
+    /// events without a reply.
+    fn envelope_from_macros(&mut self) {
+        let macros = self.macros.view(cmd::RCPT);
+        let client_addr = macros.get("client_addr");
+        if !self.client_known {
+            let addr = client_addr.and_then(client_ip_text);
+            if addr.is_none() {
+                self.violation_warn(format_args!(
+                    "no usable {{client_addr}} macro at RCPT (has the MTA's macro list been trimmed?): not greylisted"
+                ));
+            }
+            // Postfix's "unknown" is the bracketed address in SMFIC_CONNECT.
+            self.envelope.clear();
+            match macros.get("client_name") {
+                Some(name) if !name.is_empty() && name != b"unknown" => {
+                    self.envelope.extend_from_slice(name);
+                }
+                _ => {
+                    self.envelope.push(b'[');
+                    self.envelope
+                        .extend_from_slice(client_addr.unwrap_or_default());
+                    self.envelope.push(b']');
+                }
+            }
+            let client = Client {
+                hostname: &self.envelope,
+                addr,
+                port: 0,
+            };
+            let verdict = self.decider.connect(&client, &macros);
+            self.client_known = true;
+            self.connection_decided = verdict != Verdict::Continue;
+            self.connection_refusal = refusal(verdict);
+        }
+        self.state = State::Mail;
+        if !self.consults_decider() {
+            self.message_accepted = true;
+            return;
+        }
+        let Some(sender) = macros.get("mail_addr") else {
+            self.violation_warn(format_args!(
+                "no {{mail_addr}} macro at RCPT (has the MTA's macro list been trimmed?): not greylisted"
+            ));
+            self.message_accepted = true;
+            return;
+        };
+        // As the MAIL argument would have been: `<a@b>`, `<>`.
+        self.envelope.clear();
+        self.envelope.push(b'<');
+        self.envelope.extend_from_slice(sender);
+        self.envelope.push(b'>');
+        let verdict = self.decider.mail(&self.envelope, &macros);
+        self.decider_txn = true;
+        self.mail_unanswered(verdict);
+    }
+
+    /// A MAIL verdict the MTA did not wait for: the transaction stays open
+    /// and a refusal is given at each RCPT.
+    fn mail_unanswered(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Accept => self.message_accepted = true,
+            Verdict::Tempfail(_) | Verdict::Reject(_) => {
+                self.end_transaction();
+                self.message_refusal = Some(verdict);
+            }
+        }
     }
 
     /// A CONNECT or MAIL refusal the MTA did not wait for, inside a

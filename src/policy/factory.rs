@@ -150,6 +150,9 @@ impl DeciderFactory for PolicyFactory {
             conversation: Conversation::Lean,
             // SPF checks the HELO name for the null sender.
             helo: self.dns.borrow().as_ref().is_some_and(|d| d.wants_spf()),
+            // DNS lookups start at CONNECT and MAIL; without them the
+            // envelope can wait for RCPT, and the MTA skips both events.
+            envelope_events: self.dns.borrow().is_some(),
         }
     }
 

@@ -162,6 +162,16 @@ impl Greymilter {
         self.daemon.log.clone()
     }
 
+    /// The MTA negotiated the conversation without CONNECT and MAIL
+    /// (the session's debug line at OPTNEG).
+    pub fn assert_envelope_from_rcpt_macros(&self) {
+        let log = self.log();
+        assert!(
+            log.contains("CONNECT and MAIL skipped, envelope from RCPT macros"),
+            "{log}"
+        );
+    }
+
     pub fn log(&self) -> String {
         self.daemon.log_text()
     }

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use greymilter::milter::client::{ClientBuilder, ClientIo, ConnectAddr, MilterClient, Response};
+use greymilter::milter::codec::proto;
 use greymilter::milter::listener::ListenSpec;
 
 pub type Client = MilterClient<Box<dyn ClientIo>>;
@@ -30,9 +31,16 @@ pub async fn open(addr: SocketAddr) -> Client {
         .unwrap_or_else(|e| panic!("cannot connect to the milter at {addr}: {e}"))
 }
 
-/// A connection that has done OPTNEG (v6, everything offered).
+/// A connection that has done OPTNEG: v6, everything offered but skipping
+/// CONNECT and MAIL, so that the CONNECT and MAIL packets a test writes are
+/// events the daemon takes (the healthy client offers everything).
 pub async fn negotiated(addr: SocketAddr) -> Client {
-    let mut c = open(addr).await;
+    let mut c = ClientBuilder::new()
+        .protocol(proto::ALL & !(proto::NOCONNECT | proto::NOMAIL))
+        .timeout(REPLY_TIMEOUT)
+        .connect(&ListenSpec::Tcp(addr))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the milter at {addr}: {e}"));
     c.negotiate().await.expect("OPTNEG answered");
     c
 }
