@@ -241,6 +241,16 @@ pub fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The address of `[metrics] listen`, from the daemon's log.
+pub fn metrics_addr(d: &Daemon) -> std::net::SocketAddr {
+    let line = d.wait_for_log(|l| l.contains("metrics endpoint ready"));
+    line.split("metrics=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
 /// [`cli`] that must succeed; its stdout.
 pub fn cli_ok(d: &Daemon, args: &[&str]) -> String {
     let (status, out, err) = cli(d, args);
