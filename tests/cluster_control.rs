@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster_support::{Redis, redis_present};
-use support::{Daemon, cli, cli_ok as ok};
+use support::{Daemon, cli, cli_ok as ok, watch};
 
 fn tuple<'a>(verb: &'a str, t: &(&'a str, &'a str, &'a str)) -> Vec<&'a str> {
     vec![verb, "--client", t.0, "--from", t.1, "--to", t.2]
@@ -147,6 +147,9 @@ fn control_verbs_act_on_the_shared_state() {
     let lines = rcpt_lines(&b, mark, t2.2);
     assert!(lines.iter().any(|l| l.contains("reason=new")), "{lines:?}");
     assert_eq!(b.query(t3.0, t3.1, &[t3.2]).status, 0);
+    for node in [&a, &b] {
+        assert_eq!(watch::proc_status(node.pid().as_raw(), "Threads"), 1);
+    }
 
     // A network allowance made at A lets a new tuple through at B once B
     // has polled; forgetting the network at A forgets its tuples too.

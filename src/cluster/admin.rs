@@ -16,7 +16,9 @@
 //!   is checked and rewritten by one script, so a tuple that passes
 //!   meanwhile is never flushed.
 //!
-//! Every call is bounded by the cluster timeout, a walk by its budget.
+//! Every call is bounded by the cluster timeout (at least [`MIN_CALL`]:
+//! the decision timeout is tuned for mail, a command can wait longer), a
+//! walk by its budget.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -32,6 +34,8 @@ use crate::greylist::key::TupleKey;
 pub const ALLOWS_KEY: &str = "gm{admin}allows";
 /// Bumped by every change other nodes must notice.
 pub const EPOCH_KEY: &str = "gm{admin}epoch";
+/// The least time one administrative call is given.
+pub const MIN_CALL: Duration = Duration::from_secs(1);
 /// Keys one SCAN step asks for (and one sweep script rewrites at most).
 const SCAN_BATCH: usize = 500;
 
@@ -138,12 +142,10 @@ impl Cluster {
             let conn = self.admin_connection().await?;
             f(conn).await
         };
-        match tokio::time::timeout(self.timeout(), call).await {
+        let bound = self.timeout().max(MIN_CALL);
+        match tokio::time::timeout(bound, call).await {
             Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-            Err(_) => Err(format!(
-                "{what}: no answer within {} ms",
-                self.timeout().as_millis()
-            )),
+            Err(_) => Err(format!("{what}: no answer within {} ms", bound.as_millis())),
         }
     }
 

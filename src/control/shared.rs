@@ -22,6 +22,8 @@ use crate::greylist::{Engine, Request, SharedView, TupleInfo};
 /// How long `flush --pending` and `forget network=` may walk Redis' keys:
 /// well inside the control socket's deadline, so the answer arrives.
 pub const WALK_BUDGET: Duration = Duration::from_secs(3);
+/// The whole Redis part of one command (the socket's deadline is 5 s).
+pub const SHARED_DEADLINE: Duration = Duration::from_secs(4);
 
 /// What to do in Redis, computed from the command and the engine before
 /// any waiting (the engine is not borrowed across an `.await`).
@@ -174,7 +176,15 @@ pub async fn edit(
         return local;
     }
     let result = match plan {
-        Ok(p) => apply(cluster, p).await,
+        Ok(p) => tokio::time::timeout(SHARED_DEADLINE, apply(cluster, p))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "redis did not finish within {} s; it may be partly applied, run the \
+                     command again",
+                    SHARED_DEADLINE.as_secs()
+                ))
+            }),
         Err(e) => Err(e),
     };
     match result {
@@ -219,7 +229,9 @@ pub async fn check(
         engine
             .borrow()
             .tuple_key_of(tuple.client, tuple.from.as_bytes(), tuple.to.as_bytes());
-    let peek = cluster.peek(&key).await;
+    let peek = tokio::time::timeout(SHARED_DEADLINE, cluster.peek(&key))
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".to_string()));
     let engine = engine.borrow();
     let req = Request {
         client_addr: Some(tuple.client),
