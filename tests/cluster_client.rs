@@ -543,7 +543,12 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
 
         // flush: the pending tuple goes, the whitelisted one stays; a node
         // still remembering the pending tuple cannot hand it back.
-        let swept = node.flush_pending(Duration::from_secs(3)).await.unwrap();
+        let progress = std::cell::Cell::new(0);
+        let swept = node
+            .flush_pending(Duration::from_secs(3), &progress)
+            .await
+            .unwrap();
+        assert_eq!(progress.get(), 1);
         assert_eq!((swept.tuples, swept.complete), (1, true));
         let hinted = Args {
             hint: t,

@@ -20,6 +20,7 @@
 //! the decision timeout is tuned for mail, a command can wait longer), a
 //! walk by its budget.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -218,8 +219,13 @@ impl Cluster {
     }
 
     /// Every pending tuple becomes a tombstone (whitelisted ones stay).
-    pub async fn flush_pending(&self, budget: Duration) -> Result<Swept, String> {
-        self.sweep(budget, |_| true, &["p"]).await
+    /// `progress` counts the tuples as batches are done.
+    pub async fn flush_pending(
+        &self,
+        budget: Duration,
+        progress: &Cell<u64>,
+    ) -> Result<Swept, String> {
+        self.sweep(budget, |_| true, &["p"], progress).await
     }
 
     /// Forgets the tuples and auto-whitelist records of the client
@@ -229,11 +235,12 @@ impl Cluster {
         nets: &HashSet<u64>,
         until: u64,
         budget: Duration,
+        progress: &Cell<u64>,
     ) -> Result<Swept, String> {
         let started = Instant::now();
         let until = until.to_string();
         let mut swept = self
-            .sweep(budget, |net| nets.contains(&net), &["a", &until])
+            .sweep(budget, |net| nets.contains(&net), &["a", &until], progress)
             .await?;
         let names: Vec<String> = nets.iter().map(|n| format!("gm{{{n:016x}}}n")).collect();
         for chunk in names.chunks(SCAN_BATCH) {
@@ -260,6 +267,7 @@ impl Cluster {
         budget: Duration,
         wanted: impl Fn(u64) -> bool,
         argv: &[&str],
+        progress: &Cell<u64>,
     ) -> Result<Swept, String> {
         let started = Instant::now();
         let mut cursor = "0".to_string();
@@ -301,6 +309,7 @@ impl Cluster {
                             .map_err(context("EVAL"))
                     })
                     .await?;
+                progress.set(tuples);
             }
             if next == "0" {
                 return Ok(Swept {

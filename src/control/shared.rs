@@ -5,10 +5,11 @@
 //! an error that says what was applied on this node only. `check` reads
 //! Redis and records nothing there either.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::allows::MAX_ALLOWS;
 use super::handle::{Reply, describe};
@@ -19,9 +20,37 @@ use crate::greylist::date::rfc3339;
 use crate::greylist::key::TupleKey;
 use crate::greylist::{Engine, Request, SharedView, TupleInfo};
 
-/// How long `flush --pending` and `forget network=` may walk Redis' keys:
-/// well inside the control socket's deadline, so the answer arrives.
+/// How long `flush --pending` and `forget network=` wait for their walk
+/// of Redis' keys before answering (well inside the control socket's
+/// deadline); a longer walk goes on in the background and logs its end.
 pub const WALK_BUDGET: Duration = Duration::from_secs(3);
+/// The bound of a walk in the background (tens of millions of keys).
+pub const WALK_LIMIT: Duration = Duration::from_secs(600);
+
+thread_local! {
+    /// One walk at a time: repeating the command while one runs must not
+    /// pile walks up.
+    static WALKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`WALKING`] however the walk ends.
+struct Walking;
+
+impl Drop for Walking {
+    fn drop(&mut self) {
+        WALKING.set(false);
+    }
+}
+
+/// A walk of Redis' keys.
+enum Walk {
+    Flush,
+    Forget {
+        nets: HashSet<u64>,
+        member: String,
+        until: u64,
+    },
+}
 /// The whole Redis part of one command (the socket's deadline is 5 s).
 pub const SHARED_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -106,10 +135,76 @@ fn walked(what: &str, s: Swept) -> String {
         format!("{} {what}", s.tuples)
     } else {
         format!(
-            "{} {what} so far; the key walk did not end within {} s, run the command again",
+            "{} {what}; the key walk stopped after {} s, run the command again",
             s.tuples,
-            WALK_BUDGET.as_secs()
+            WALK_LIMIT.as_secs()
         )
+    }
+}
+
+async fn run_walk(cluster: &Cluster, walk: Walk, progress: &Cell<u64>) -> Result<String, String> {
+    match walk {
+        Walk::Flush => Ok(format!(
+            "{} flushed",
+            walked(
+                "pending tuple(s)",
+                cluster.flush_pending(WALK_LIMIT, progress).await?
+            )
+        )),
+        Walk::Forget {
+            nets,
+            member,
+            until,
+        } => {
+            let swept = cluster
+                .forget_networks(&nets, until, WALK_LIMIT, progress)
+                .await?;
+            let allowance = if cluster.forget_shared(&member).await? {
+                "; allowance removed"
+            } else {
+                ""
+            };
+            Ok(format!(
+                "{} and the auto-whitelist records forgotten{allowance}",
+                walked("tuple(s)", swept)
+            ))
+        }
+    }
+}
+
+/// Starts a walk in a task of its own and waits for it up to
+/// [`WALK_BUDGET`]; past that the answer says how far it got.
+async fn walk(cluster: &Cluster, walk: Walk) -> Result<String, String> {
+    if WALKING.get() {
+        return Err(
+            "a key walk started earlier is still running (its end is logged); try again later"
+                .to_string(),
+        );
+    }
+    WALKING.set(true);
+    let guard = Walking;
+    let progress = Rc::new(Cell::new(0));
+    let mut task = tokio::task::spawn_local({
+        let (cluster, progress) = (cluster.clone(), Rc::clone(&progress));
+        async move {
+            let _guard = guard;
+            let started = Instant::now();
+            let result = run_walk(&cluster, walk, &progress).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match &result {
+                Ok(text) => tracing::info!(ms, "control: redis key walk finished: {text}"),
+                Err(e) => tracing::warn!(ms, "control: redis key walk failed: {e}"),
+            }
+            result
+        }
+    });
+    match tokio::time::timeout(WALK_BUDGET, &mut task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(format!("key walk: {e}")),
+        Err(_) => Ok(format!(
+            "{} tuple(s) so far; the key walk goes on in the background and logs its end",
+            progress.get()
+        )),
     }
 }
 
@@ -137,29 +232,22 @@ async fn apply(cluster: &Cluster, plan: Plan) -> Result<String, String> {
             member,
             until,
         } => {
-            let swept = cluster.forget_networks(&nets, until, WALK_BUDGET).await?;
-            let allowance = if cluster.forget_shared(&member).await? {
-                "; allowance removed"
-            } else {
-                ""
-            };
-            Ok(format!(
-                "{} and the auto-whitelist records forgotten{allowance}",
-                walked("tuple(s)", swept)
-            ))
+            walk(
+                cluster,
+                Walk::Forget {
+                    nets,
+                    member,
+                    until,
+                },
+            )
+            .await
         }
         Plan::ForgetShared { member } => Ok(if cluster.forget_shared(&member).await? {
             "allowance removed".to_string()
         } else {
             "no such allowance".to_string()
         }),
-        Plan::FlushPending => Ok(format!(
-            "{} flushed",
-            walked(
-                "pending tuple(s)",
-                cluster.flush_pending(WALK_BUDGET).await?
-            )
-        )),
+        Plan::FlushPending => walk(cluster, Walk::Flush).await,
     }
 }
 
