@@ -22,6 +22,7 @@
     )
 )]
 
+pub mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod config;

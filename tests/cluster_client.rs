@@ -498,3 +498,112 @@ fn what_a_node_learnt_while_redis_was_away_is_merged_not_forgotten() {
         );
     });
 }
+
+/// The administrator's calls (`cluster::admin`): a forgotten or flushed
+/// tuple refuses a node's hint, flush keeps whitelisted tuples, `peek`
+/// changes nothing, allowances are shared with an epoch.
+#[test]
+fn admin_calls_tombstone_flush_peek_and_share_allowances() {
+    if !redis_present() {
+        return;
+    }
+    let r = Redis::start(&[]);
+    run(async {
+        let node = Cluster::connect(&opts(&r.url(), Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let s = secret(b"the cluster secret, 32 bytes....");
+        let (pending, white) = (
+            key(&s, "192.0.2.1", "a@x", "b@y"),
+            key(&s, "198.51.100.2", "a@x", "b@y"),
+        );
+        let t = now();
+        assert_eq!(
+            ask(&node, &pending, args(t, 0)).await,
+            Some(Outcome::New { remaining: DELAY })
+        );
+        node.allow_tuple(&white, u64::from(t), u64::from(t + 60))
+            .await
+            .unwrap();
+        assert_eq!(node.epoch().await.unwrap(), None);
+
+        // peek reads both states and changes nothing.
+        let before = node.peek(&white).await.unwrap();
+        let again = node.peek(&white).await.unwrap();
+        assert_eq!(before, again);
+        assert_eq!(
+            before.tuple,
+            Some((
+                greymilter::cluster::admin::SharedTuple::Whitelisted {
+                    first_seen: u64::from(t)
+                },
+                Some(u64::from(t + 60))
+            ))
+        );
+
+        // flush: the pending tuple goes, the whitelisted one stays; a node
+        // still remembering the pending tuple cannot hand it back.
+        let progress = std::cell::Cell::new(0);
+        let swept = node
+            .flush_pending(Duration::from_secs(3), &progress)
+            .await
+            .unwrap();
+        assert_eq!(progress.get(), 1);
+        assert_eq!((swept.tuples, swept.complete), (1, true));
+        let hinted = Args {
+            hint: t,
+            ..args(t + 10, 0)
+        };
+        assert_eq!(
+            ask(&node, &pending, hinted).await,
+            Some(Outcome::New { remaining: DELAY })
+        );
+        assert_eq!(
+            ask(&node, &white, args(t + 10, 0)).await,
+            Some(Outcome::Whitelisted)
+        );
+
+        // forget: same for a whitelisted tuple, and the epoch moves.
+        assert!(
+            node.forget_tuple(&white, u64::from(t) + 3600)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !node
+                .forget_tuple(&white, u64::from(t) + 3600)
+                .await
+                .unwrap()
+        );
+        assert_eq!(node.epoch().await.unwrap(), Some(2));
+        let hinted_white = Args {
+            hint: t,
+            hint_white: true,
+            ..args(t + 20, 0)
+        };
+        assert_eq!(
+            ask(&node, &white, hinted_white).await,
+            Some(Outcome::New { remaining: DELAY })
+        );
+
+        // Allowances: added, capped, listed unexpired, removed.
+        let now64 = u64::from(t);
+        node.allow_shared("network 192.0.2.0/24", now64, now64 + 60, 2)
+            .await
+            .unwrap();
+        node.allow_shared("sender-domain example.org", now64, now64 + 60, 2)
+            .await
+            .unwrap();
+        assert!(
+            node.allow_shared("sender-domain example.net", now64, now64 + 60, 2)
+                .await
+                .is_err()
+        );
+        let listed = node.allowances(now64, 10).await.unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed.contains(&("network 192.0.2.0/24".to_string(), now64 + 60)));
+        assert!(node.allowances(now64 + 60, 10).await.unwrap().is_empty());
+        assert!(node.forget_shared("network 192.0.2.0/24").await.unwrap());
+        assert_eq!(node.epoch().await.unwrap(), Some(5));
+    });
+}

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cluster_support::{Redis, redis_present, threads};
+use cluster_support::{Redis, redis_present};
 use support::healthy::{Healthy, Plan};
-use support::{BIN, Daemon, PATIENCE};
+use support::{BIN, Daemon, PATIENCE, watch};
 
 fn key_file(dir: &Path, byte: u8) -> PathBuf {
     let path = dir.join(format!("cluster-{byte}.key"));
@@ -175,7 +175,7 @@ fn faults_cost_no_session_and_checkpoints_still_fork() {
     });
 
     // The checkpoint forks in cluster mode: one thread, and it is written.
-    assert_eq!(threads(&a.pid().as_raw().to_string()), 1);
+    assert_eq!(watch::proc_status(a.pid().as_raw(), "Threads"), 1);
     let mark = a.log_len();
     a.wait_for_log_after(mark, |l| l.contains("checkpoint written"));
 

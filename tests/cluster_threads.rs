@@ -7,8 +7,9 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::{Redis, options, plain_args, redis_present, run, threads, unix_now};
+use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::Cluster;
+use greymilter::daemon::checkpoint::thread_count;
 use greymilter::greylist::key::TupleKey;
 
 #[test]
@@ -17,7 +18,7 @@ fn the_redis_client_starts_no_thread() {
         return;
     }
     let mut r = Redis::start(&[]);
-    let before = threads("self");
+    let before = thread_count().unwrap();
     run(async {
         let o = options(
             format!("redis://localhost:{}/0", r.port),
@@ -29,7 +30,7 @@ fn the_redis_client_starts_no_thread() {
             let call = a.decide(&TupleKey([1, i]), args).unwrap();
             assert!(call.await.is_some());
         }
-        assert_eq!(threads("self"), before);
+        assert_eq!(thread_count().unwrap(), before);
         r.restart();
         let mut shared = false;
         for i in 0..200 {
@@ -42,6 +43,6 @@ fn the_redis_client_starts_no_thread() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(shared, "redis never answered after the restart");
-        assert_eq!(threads("self"), before);
+        assert_eq!(thread_count().unwrap(), before);
     });
 }

@@ -10,34 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
-use support::{BIN, Daemon, watch};
+use support::{BIN, Daemon, cli_ok as ok, watch};
 
 const CONFIG: &str = "[greylist]\ndelay = \"1h\"\n\
 [state]\nfile = \"{dir}/state\"\n\
 [stats]\nfile = \"{dir}/stats.txt\"\n\
 [control]\nsocket = \"{dir}/control.sock\"\n";
-
-/// `greymilter ARGS` with the daemon's configuration: (status, stdout, stderr).
-fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&d.config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let (status, out, err) = cli(d, args);
-    assert_eq!(status, 0, "{args:?}: {out}{err}");
-    out
-}
 
 /// One raw exchange on the control socket.
 fn raw(d: &Daemon, bytes: &[u8]) -> String {

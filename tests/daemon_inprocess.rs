@@ -9,10 +9,10 @@
 //! thread, so the process has exactly one thread and the checkpoint may
 //! really fork, as in the daemon.
 
+mod log_support;
+
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use greymilter::config::Config;
@@ -23,31 +23,12 @@ use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::Settings;
 use greymilter::milter::client::{ClientBuilder, ConnectAddr, Response};
 use greymilter::milter::listener::{ListenSpec, Listener, UnixSocketOptions};
+use log_support::Captured;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 const T0: u64 = 1_700_000_000;
 /// How long a condition may take to come true before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Log lines, captured from the daemon's tracing events.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// A daemon running in this thread's `LocalSet`.
 struct Running {

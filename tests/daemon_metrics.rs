@@ -8,20 +8,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 
-use support::{Daemon, PATIENCE, watch};
+use support::{Daemon, PATIENCE, metrics_addr, watch};
 
 const CONFIG: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n\
 [state]\nfile = \"{dir}/state\"\n";
-
-fn metrics_addr(d: &Daemon) -> SocketAddr {
-    let line = d.wait_for_log(|l| l.contains("metrics endpoint ready"));
-    let addr = line
-        .split("metrics=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line}"));
-    addr.parse().unwrap()
-}
 
 /// One raw HTTP exchange: the whole answer as text.
 fn http(addr: SocketAddr, request: &[u8]) -> String {

@@ -3,29 +3,16 @@
 //! subscriber could spoil.
 
 mod greylist_support;
+mod log_support;
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 
 use greylist_support::{MapMacros, engine, ip};
 use greymilter::greylist::settings::Settings;
 use greymilter::milter::decision::{Client, Decider, DeciderFactory};
 use greymilter::policy::{PolicyFactory, Timeouts};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use log_support::Captured;
 
 #[test]
 fn one_decision_log_line_per_recipient() {
@@ -58,7 +45,7 @@ fn one_decision_log_line_per_recipient() {
     hostile.extend_from_slice(b" x=y>");
     d.rcpt(&hostile, &none).now().unwrap();
 
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = String::from_utf8(captured.text().into_bytes()).unwrap();
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("action=")).collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(

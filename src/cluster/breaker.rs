@@ -1,4 +1,5 @@
-//! The circuit breaker and the cluster counters.
+//! The cluster's use of the circuit breaker (`crate::breaker`), and the
+//! cluster counters.
 //!
 //! A dead or frozen Redis must cost each recipient at most one `timeout`,
 //! and after a few failures not even that: [`FAILURES_TO_OPEN`] failures in a
@@ -11,8 +12,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::breaker::{self, Failure, Policy};
+
 pub const FAILURES_TO_OPEN: u32 = 3;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
+
+const POLICY: Policy = Policy {
+    trip_after: FAILURES_TO_OPEN,
+    first_pause: OPEN_FOR,
+    max_pause: OPEN_FOR,
+};
 
 /// Whether a recipient may ask Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +39,6 @@ pub enum CallResult {
     Ok,
     Timeout,
     Error,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Closed {
-        failures: u32,
-    },
-    /// Local until `until`; then the next call is the probe.
-    Open {
-        until: Instant,
-    },
-    /// A probe is in flight; everything else stays local.
-    Probing,
 }
 
 /// Counters for the report (since start).
@@ -67,7 +63,7 @@ pub struct ClusterCounters {
 
 #[derive(Debug)]
 pub struct Breaker {
-    state: State,
+    core: breaker::Breaker,
     /// When the current outage began (breaker opened).
     outage_since: Option<Instant>,
     counters: ClusterCounters,
@@ -76,7 +72,7 @@ pub struct Breaker {
 impl Default for Breaker {
     fn default() -> Self {
         Breaker {
-            state: State::Closed { failures: 0 },
+            core: breaker::Breaker::new(POLICY),
             outage_since: None,
             counters: ClusterCounters::default(),
         }
@@ -86,13 +82,10 @@ impl Default for Breaker {
 impl Breaker {
     /// Whether a call may be made now.
     pub fn allow(&mut self, now: Instant) -> Allow {
-        match self.state {
-            State::Closed { .. } => Allow::Call,
-            State::Open { until } if now >= until => {
-                self.state = State::Probing;
-                Allow::Probe
-            }
-            State::Open { .. } | State::Probing => {
+        match self.core.allow(now) {
+            breaker::Allow::Call => Allow::Call,
+            breaker::Allow::Probe => Allow::Probe,
+            breaker::Allow::Skip => {
                 self.counters.fallbacks += 1;
                 Allow::Local
             }
@@ -117,6 +110,7 @@ impl Breaker {
         match result {
             CallResult::Ok => {
                 self.counters.round_trips += 1;
+                self.core.success();
                 if let Some(since) = self.outage_since.take() {
                     let lasted = now.saturating_duration_since(since);
                     self.counters.local_mode += lasted;
@@ -125,48 +119,32 @@ impl Breaker {
                         lasted.as_millis()
                     );
                 }
-                self.state = State::Closed { failures: 0 };
                 return;
             }
             CallResult::Timeout => self.counters.timeouts += 1,
             CallResult::Error => self.counters.errors += 1,
         }
         self.counters.fallbacks += 1;
-        match self.state {
-            State::Closed { failures } if failures + 1 < FAILURES_TO_OPEN => {
-                self.state = State::Closed {
-                    failures: failures + 1,
-                };
-            }
-            State::Closed { .. } => {
-                self.counters.breaker_openings += 1;
-                self.outage_since = Some(now);
-                warn!(
-                    "redis failed {FAILURES_TO_OPEN} calls in a row ({}): deciding locally, \
-                     probing every {} s",
-                    match result {
-                        CallResult::Timeout => "last one timed out",
-                        _ => "last one an error",
-                    },
-                    OPEN_FOR.as_secs()
-                );
-                self.state = State::Open {
-                    until: now + OPEN_FOR,
-                };
-            }
-            // A failed probe, or a late failure of a call made before the
-            // breaker opened: stay open quietly.
-            State::Probing | State::Open { .. } => {
-                self.state = State::Open {
-                    until: now + OPEN_FOR,
-                };
-            }
+        // A failed probe, or a late failure of a call made before the
+        // breaker opened, keeps it open quietly.
+        if self.core.failure(now) == Failure::Opened {
+            self.counters.breaker_openings += 1;
+            self.outage_since = Some(now);
+            warn!(
+                "redis failed {FAILURES_TO_OPEN} calls in a row ({}): deciding locally, \
+                 probing every {} s",
+                match result {
+                    CallResult::Timeout => "last one timed out",
+                    _ => "last one an error",
+                },
+                OPEN_FOR.as_secs()
+            );
         }
     }
 
     /// Whether the breaker is closed (shared decisions).
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed { .. })
+        self.core.is_closed()
     }
 
     /// The counters, with the current outage counted up to `now`.

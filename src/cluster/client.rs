@@ -252,6 +252,36 @@ impl Cluster {
         result
     }
 
+    /// A connection for an administrator's command (`admin.rs`): the
+    /// primary found and the secret checked as for a decision, but past
+    /// the breaker: a command is rare and its caller waits for an answer.
+    /// The caller bounds the time.
+    pub(super) async fn admin_connection(&self) -> Result<ConnectionManager, String> {
+        if self.inner.borrow().verified == Verified::Mismatch {
+            return Err("redis holds the fingerprint of another hashing secret".to_string());
+        }
+        if self.conn.borrow().is_none() {
+            self.rediscover(self.timeout).await;
+        }
+        if self.inner.borrow().verified == Verified::NotYet {
+            match self.check_fingerprint().await {
+                Ok(()) => {}
+                Err(Check::Mismatch(theirs)) => {
+                    return Err(format!(
+                        "redis holds the fingerprint {theirs} of another hashing secret"
+                    ));
+                }
+                Err(Check::Failed(e)) => return Err(e),
+            }
+        }
+        self.connection()
+    }
+
+    /// The bound of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Counts a recipient answered from the local cache.
     pub fn note_cached(&self) {
         self.inner.borrow_mut().breaker.note_cached();

@@ -4,11 +4,13 @@
 //! plain keys and times and gets plain outcomes back.
 //!
 //! * [`script`]: the Lua decision script, key names, the reply.
+//! * [`admin`]: an administrator's check, allow, forget and flush on Redis.
 //! * [`client`]: the connection, the bounded call, the secret check.
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
 
+pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod script;

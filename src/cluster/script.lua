@@ -5,7 +5,9 @@
 --       hint (the node's own first_seen of the tuple, 0 = none), hint_white (1 = the node
 --       has it whitelisted). The hint is used only when Redis has no tuple: what a node
 --       learnt while Redis was down or after Redis lost data is merged, not forgotten.
--- Tuple value: an integer, first_seen while pending, -first_seen once whitelisted.
+-- Tuple value: an integer, first_seen while pending, -first_seen once whitelisted, or
+-- 'x': forgotten by an administrator (`admin.rs`): absent, and no node's hint may bring
+-- it back before the tombstone expires (when any node's hint would have expired too).
 -- Network value: "passes,last_counted,last_use" (last_use 0 = not whitelisted yet).
 -- Expiry is absolute (EXAT from the node's `now`), so a call that reaches Redis late
 -- (after a freeze) still expires where it should.
@@ -55,7 +57,8 @@ end
 
 local t = nil
 local v = read(KEYS[1], 1)
-if v then
+local forgotten = v == 'x'
+if v and not forgotten then
   t = tonumber(v)
   if t == nil or t == 0 or t ~= math.floor(t) or math.abs(t) > 4294967295 then
     junk = junk + 1
@@ -64,7 +67,7 @@ if v then
 end
 
 local absent = t == nil
-if absent and hint > 0 and hint <= now then
+if absent and not forgotten and hint > 0 and hint <= now then
   if hint_white then t = -hint else t = hint end
 end
 

@@ -105,6 +105,22 @@ impl Allows {
         }
     }
 
+    /// Replaces every allowance with the shared ones (`member until`, as
+    /// Redis holds them: `network CIDR` / `sender-domain DOMAIN`); unusable
+    /// members are skipped and counted.
+    pub fn replace(&mut self, shared: &[(String, u64)], now: u64) -> usize {
+        self.entries.clear();
+        let mut bad = 0;
+        for (member, until) in shared.iter().take(MAX_ALLOWS) {
+            match parse_line(&format!("{member} {until}")) {
+                Some((a, until)) if until > now => self.put(a, until),
+                Some(_) => {}
+                None => bad += 1,
+            }
+        }
+        bad
+    }
+
     /// Removes an allowance; true if there was one.
     pub fn remove(&mut self, allow: &Allow) -> bool {
         let before = self.entries.len();

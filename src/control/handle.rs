@@ -97,7 +97,7 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
                 recipient: tuple.to.as_bytes(),
                 authenticated: *authenticated,
             });
-            Reply::ok(describe(&x, engine, allows))
+            Reply::ok(describe(&x, engine, !allows.is_empty()))
         }
         Command::AllowTuple { tuple, duration } => {
             let Tuple { client, from, to } = tuple;
@@ -187,7 +187,8 @@ fn edit_allows(
     }
 }
 
-fn describe(x: &Explanation, engine: &Engine, allows: &Allows) -> String {
+/// The `check` answer; `runtime` says whether runtime allowances exist.
+pub fn describe(x: &Explanation, engine: &Engine, runtime: bool) -> String {
     let d = &x.decision;
     let mut out = String::new();
     let mut reason = String::new();
@@ -207,10 +208,10 @@ fn describe(x: &Explanation, engine: &Engine, allows: &Allows) -> String {
                 ListAction::Greylist { delay: None } => "greylist".to_string(),
                 ListAction::Greylist { delay: Some(d) } => format!("greylist {}s", d.as_secs()),
             };
-            let runtime = if allows.is_empty() {
-                ""
-            } else {
+            let runtime = if runtime {
                 " (static or runtime allowance)"
+            } else {
+                ""
             };
             let _ = writeln!(out, "list: {} {action}{runtime}", list.as_str());
         }

@@ -4,6 +4,7 @@
 //! * [`server`]: the socket, peer credentials, limits; commands go to the
 //!   main loop through a channel.
 //! * [`handle`]: executes a command against the engine and the allowances.
+//! * [`shared`]: the Redis half of a command at a cluster node.
 //! * [`allows`]: runtime network / sender-domain allowances and their file.
 //! * [`client`]: the CLI side.
 
@@ -13,3 +14,4 @@ pub mod client;
 pub mod handle;
 pub mod protocol;
 pub mod server;
+pub mod shared;

@@ -41,7 +41,7 @@ use crate::milter::server::{Limits, serve};
 use crate::policy::{PolicyFactory, Timeouts};
 
 mod admin;
-pub use admin::{AdminSockets, bind_admin};
+pub use admin::{AdminSockets, SYNC_PERIOD, bind_admin};
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -267,6 +267,10 @@ impl Daemon {
             });
             (l, task)
         });
+        let (sync_tx, mut sync_rx) = tokio::sync::mpsc::channel::<admin::SharedSync>(2);
+        let watcher = self.factory.cluster().cloned().map(|c| {
+            tokio::task::spawn_local(admin::watch_shared(c, self.engine.clone(), sync_tx))
+        });
         // The listener was bound and the state restored before this.
         notify.ready();
 
@@ -299,6 +303,7 @@ impl Daemon {
                 Some(scrape) = metrics_rx.recv() => {
                     let _ = scrape.send(self.metrics_text());
                 }
+                Some(sync) = sync_rx.recv() => self.on_shared_sync(sync),
                 Some(request) = control_rx.recv() => {
                     if self.on_control(request, &notify) {
                         checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
@@ -311,7 +316,7 @@ impl Daemon {
         };
         events.close();
         notify.stopping();
-        if let Some(task) = metrics {
+        for task in [metrics, watcher].into_iter().flatten() {
             task.abort();
         }
         if let Some((l, task)) = control {

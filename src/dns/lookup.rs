@@ -21,14 +21,22 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{MessageAuthenticator, Parameters};
 use tracing::warn;
 
-use super::breaker::Breaker;
 use super::zones::Zone;
 use super::{DnsSettings, rdns};
+use crate::breaker::{Allow, Breaker, Failure, Policy};
 use crate::greylist::facts::{ClientFacts, SpfFacts, SpfResult};
 use crate::ratelimit::LogLimiter;
 
 static FAIL_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
 static BREAKER_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+
+/// After three failed lookup sets the resolver is left alone for 5 s, and
+/// twice as long after each failed probe, up to 5 minutes.
+const BREAKER: Policy = Policy {
+    trip_after: 3,
+    first_pause: Duration::from_secs(5),
+    max_pause: Duration::from_secs(300),
+};
 
 /// Longest domain kept from an SPF check.
 const MAX_DOMAIN: usize = 253;
@@ -81,7 +89,7 @@ impl Dns {
         Dns {
             auth,
             settings,
-            breaker: RefCell::new(Breaker::default()),
+            breaker: RefCell::new(Breaker::new(BREAKER)),
         }
     }
 
@@ -100,14 +108,14 @@ impl Dns {
     }
 
     fn may_query(&self) -> bool {
-        self.auth.is_some() && self.breaker.borrow_mut().allow(Instant::now())
+        self.auth.is_some() && self.breaker.borrow_mut().allow(Instant::now()) != Allow::Skip
     }
 
     fn record(&self, failed: bool) {
         let mut b = self.breaker.borrow_mut();
         if !failed {
             b.success();
-        } else if b.failure(Instant::now())
+        } else if b.failure(Instant::now()) != Failure::Counted
             && let Some(held) = BREAKER_LOG.allow()
         {
             warn!(

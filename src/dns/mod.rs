@@ -1,12 +1,12 @@
 //! DNS for decisions (issue 12): one resolver on the daemon's
 //! single-threaded runtime, the allow/block zone checks of a client, the
-//! dynamic-name heuristic, SPF, and a breaker for a dead resolver.
+//! dynamic-name heuristic, SPF, and a breaker for a dead resolver
+//! (`crate::breaker`).
 //!
 //! * [`lookup`]: [`Dns`], the resolver and the two lookup sets (client at
 //!   CONNECT, SPF at MAIL), each bounded by `[dns] timeout`.
 //! * [`zones`]: DNSWL/DNSBL query names and answer codes.
 //! * [`rdns`]: does a verified client name look dynamic?
-//! * [`breaker`]: stop asking a resolver that keeps failing.
 //! * [`transaction`]: the lookups of one milter connection, started early,
 //!   awaited at RCPT.
 //! * [`spf_walk`]: `greymilter spf-walk`, the networks SPF records
@@ -16,7 +16,6 @@
 //! and the engine (`crate::greylist`, plain data only) decides as without
 //! DNS.
 
-pub mod breaker;
 pub mod lookup;
 pub mod rdns;
 pub mod spf_walk;

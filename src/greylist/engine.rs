@@ -45,7 +45,7 @@ use super::table::{Outcome, Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explanation, MAX_FORGET_NETWORKS};
+pub use admin::{Explanation, MAX_FORGET_NETWORKS, SharedView};
 mod dns;
 mod shared;
 pub use shared::{SharedOutcome, SharedQuery, SharedStep};
@@ -209,6 +209,9 @@ pub struct Engine {
     recipient_buf: Vec<u8>,
     /// RCPT decisions by action and reason (for the metrics).
     decisions: std::collections::HashMap<(Action, Reason), u64>,
+    /// Cluster: whitelisted tuples last confirmed at or before this second
+    /// are asked about again (an administrator changed the shared state).
+    shared_fresh_after: u32,
 }
 
 /// A recipient the tuple table (or the shared store) must decide.
@@ -260,6 +263,7 @@ impl Engine {
             sender_buf: Vec::new(),
             recipient_buf: Vec::new(),
             decisions: std::collections::HashMap::new(),
+            shared_fresh_after: 0,
         }
     }
 

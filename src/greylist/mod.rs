@@ -31,6 +31,7 @@ pub mod stats;
 pub mod table;
 
 pub use engine::{
-    Action, Decision, Engine, Explanation, HeaderField, Reason, Request, RestoreSummary, TupleInfo,
+    Action, Decision, Engine, Explanation, HeaderField, Reason, Request, RestoreSummary,
+    SharedView, TupleInfo,
 };
 pub use state::StateError;

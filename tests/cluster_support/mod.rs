@@ -16,18 +16,6 @@ use nix::unistd::Pid;
 /// Bound for redis-server to start listening; tests return as soon as it does.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `Threads:` of `/proc/<which>/status` (`which`: a pid or `self`).
-pub fn threads(which: &str) -> u32 {
-    std::fs::read_to_string(format!("/proc/{which}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 pub fn redis_present() -> bool {
     let found = Command::new("redis-server")
         .arg("--version")

@@ -168,15 +168,3 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
-
-/// Threads of this process, from /proc/self/status.
-pub fn threads() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}

@@ -225,6 +225,39 @@ impl Query {
     }
 }
 
+/// `greymilter ARGS` with the daemon's configuration: (status, stdout, stderr).
+pub fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&d.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The address of `[metrics] listen`, from the daemon's log.
+pub fn metrics_addr(d: &Daemon) -> std::net::SocketAddr {
+    let line = d.wait_for_log(|l| l.contains("metrics endpoint ready"));
+    line.split("metrics=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
+/// [`cli`] that must succeed; its stdout.
+pub fn cli_ok(d: &Daemon, args: &[&str]) -> String {
+    let (status, out, err) = cli(d, args);
+    assert_eq!(status, 0, "{args:?}: {out}{err}");
+    out
+}
+
 /// Runs `greymilter query` against `socket` as the MTA would, for one
 /// client, sender and one or more recipients.
 pub fn query(socket: &str, client: &str, from: &str, to: &[&str], extra: &[&str]) -> Query {

@@ -2,13 +2,78 @@
 //! binding them at start-up, answering commands and scrapes in the main
 //! loop, expiring runtime allowances.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
 use super::Daemon;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
+use crate::control::shared;
 use crate::daemon::notify::Notifier;
 use crate::daemon::privileges::Identity;
+use crate::greylist::Engine;
+use crate::ratelimit::LogLimiter;
+
+/// How often a cluster node asks whether an administrator changed the
+/// shared state (one GET).
+pub const SYNC_PERIOD: Duration = Duration::from_secs(1);
+
+static SYNC_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+
+/// The shared allowances after an administrator's change somewhere.
+pub struct SharedSync {
+    pub epoch: i64,
+    pub allows: Vec<(String, u64)>,
+}
+
+fn sync_failed(e: &str) {
+    if let Some(n) = SYNC_LOG.allow() {
+        tracing::warn!("shared allowances not refreshed: {e} ({n} more not logged)");
+    }
+}
+
+/// Polls the epoch; on a change, fetches the allowances for the main loop.
+pub async fn watch_shared(
+    cluster: Cluster,
+    engine: Rc<RefCell<Engine>>,
+    to: mpsc::Sender<SharedSync>,
+) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(SYNC_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let epoch = match cluster.epoch().await {
+            Ok(Some(e)) if seen != Some(e) => e,
+            Ok(_) => continue,
+            Err(e) => {
+                sync_failed(&e);
+                continue;
+            }
+        };
+        let now = engine.borrow().now();
+        match cluster
+            .allowances(now, crate::control::allows::MAX_ALLOWS)
+            .await
+        {
+            Ok(allows) => {
+                if to.send(SharedSync { epoch, allows }).await.is_err() {
+                    return;
+                }
+                seen = Some(epoch);
+            }
+            Err(e) => {
+                sync_failed(&e);
+            }
+        }
+    }
+}
 
 /// What `bind_admin` bound.
 pub struct AdminSockets {
@@ -69,6 +134,12 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
+        if let Some(cluster) = self.factory.cluster().cloned()
+            && !matches!(request.command, Command::Stats | Command::Reload)
+        {
+            self.on_shared_control(cluster, request);
+            return false;
+        }
         let mut interval_changed = false;
         let reply = match &request.command {
             Command::Stats => Reply::ok(self.report()),
@@ -101,6 +172,66 @@ impl Daemon {
         };
         let _ = request.reply.send(reply);
         interval_changed
+    }
+
+    /// A command at a cluster node: this node's part now, Redis' part in
+    /// a task of its own (the loop never waits for Redis).
+    fn on_shared_control(&mut self, cluster: Cluster, request: ControlRequest) {
+        let ControlRequest {
+            command,
+            uid,
+            reply,
+        } = request;
+        if let Command::Check { .. } = command {
+            let engine = Rc::clone(&self.engine);
+            let runtime = !self.allows.is_empty();
+            tokio::task::spawn_local(async move {
+                let answer = shared::check(&cluster, &engine, &command, runtime).await;
+                let _ = reply.send(answer);
+            });
+            return;
+        }
+        let base = self.config.settings();
+        let local = handle::execute(
+            &command,
+            Context {
+                engine: &mut self.engine.borrow_mut(),
+                allows: &mut self.allows,
+                base: &base,
+                uid,
+            },
+        );
+        let plan = shared::plan(&command, &self.engine.borrow());
+        tokio::task::spawn_local(async move {
+            let answer = match plan {
+                Some(plan) => shared::edit(&cluster, plan, local, &command.to_line(), uid).await,
+                None => local,
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Another node (or this one) changed the shared state: its
+    /// allowances replace ours, and cached whitelisted tuples are asked
+    /// about again (one may have been forgotten).
+    pub(super) fn on_shared_sync(&mut self, sync: SharedSync) {
+        let now = self.engine.borrow().now();
+        self.engine.borrow_mut().distrust_cache();
+        let bad = self.allows.replace(&sync.allows, now);
+        if bad > 0 {
+            tracing::warn!("shared allowances: {bad} unusable member(s) skipped");
+        }
+        self.engine
+            .borrow_mut()
+            .set_settings(self.allows.apply(self.config.settings()));
+        if let Err(e) = self.allows.save() {
+            tracing::error!("{e}");
+        }
+        tracing::info!(
+            epoch = sync.epoch,
+            allowances = self.allows.len(),
+            "shared state changed by an administrator: allowances reloaded, cache distrusted"
+        );
     }
 
     /// Drops expired runtime allowances (looked for once a second).

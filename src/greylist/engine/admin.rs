@@ -29,6 +29,13 @@ pub struct Explanation {
     pub auto_whitelisted: bool,
 }
 
+/// The shared store's record of a recipient, for [`Engine::explain_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedView {
+    pub tuple: Option<TupleInfo>,
+    pub auto_whitelisted: bool,
+}
+
 impl Engine {
     /// The network and tuple key of a recipient, with buffers of our own so
     /// `explain` can take `&self`.
@@ -40,9 +47,26 @@ impl Engine {
         (net, self.secret.tuple_key(&net, &s, &r))
     }
 
+    /// The key a recipient's tuple has (the shared store's too).
+    pub fn tuple_key_of(&self, addr: IpAddr, sender: &[u8], recipient: &[u8]) -> TupleKey {
+        self.key_of(addr, sender, recipient).1
+    }
+
+    /// The net keys (as the shared store names them) of the client
+    /// networks `net` covers; bounded like [`Engine::forget_network`].
+    pub fn net_keys_of(&self, net: IpNet) -> Result<HashSet<u64>, String> {
+        Ok(self.net_keys(net)?.iter().map(NetKey::as_u64).collect())
+    }
+
     /// What [`Engine::decide_rcpt`] would answer now, in the same order,
     /// changing nothing (no counter, no tuple, no refresh).
     pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        self.explain_with(req, None)
+    }
+
+    /// [`Engine::explain`] with the tuple and the auto-whitelist as the
+    /// shared store holds them (a cluster node's `check`).
+    pub fn explain_with(&self, req: &Request<'_>, shared: Option<SharedView>) -> Explanation {
         let mut out = Explanation {
             decision: Decision::of(Action::Accept, Reason::Local),
             list: None,
@@ -65,6 +89,10 @@ impl Engine {
             && self
                 .awl
                 .is_whitelisted(net_key, now32, self.timing.lifetime);
+        if let Some(v) = shared {
+            out.tuple = v.tuple;
+            out.auto_whitelisted = self.settings.auto_whitelist_after > 0 && v.auto_whitelisted;
+        }
         if req.authenticated && self.settings.skip_authenticated {
             out.decision = Decision::of(Action::Accept, Reason::Authenticated);
             return out;

@@ -68,6 +68,12 @@ impl Engine {
         }
     }
 
+    /// An administrator changed the shared state (a `forget` at any
+    /// node): every whitelisted tuple is asked about once more.
+    pub fn distrust_cache(&mut self) {
+        self.shared_fresh_after = secs32(self.clock.now());
+    }
+
     /// RCPT in cluster mode, first step.
     pub fn rcpt_shared(&mut self, req: &Request<'_>) -> SharedStep {
         let q = match self.classify_rcpt(req) {
@@ -84,6 +90,7 @@ impl Engine {
         let local = self.table.get(&key);
         if let Some((t, true)) = local
             && now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
+            && t.last > self.shared_fresh_after
         {
             return SharedStep::Cached(Decision::of(Action::Pass, Reason::Whitelisted));
         }
@@ -242,5 +249,11 @@ mod tests {
         clock.advance(1);
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Ask(_)));
         assert_eq!(e.stats().deferred, 1);
+        // Confirmed again, then distrusted: asked again at once.
+        let q = ask(&mut e, &r);
+        e.apply_shared(&q, SharedOutcome::Whitelisted, false);
+        assert!(matches!(e.rcpt_shared(&r), SharedStep::Cached(_)));
+        e.distrust_cache();
+        assert!(matches!(e.rcpt_shared(&r), SharedStep::Ask(_)));
     }
 }
