@@ -31,7 +31,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 if [ "${TINY:-0}" = 1 ]; then
     STATES=${STATES:-0 1k 5k} ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-1s} CONNECTIONS=${CONNECTIONS:-4}
-    POOL=${POOL:-20} WARMUP=${WARMUP:-0s} PREP_WAIT=${PREP_WAIT:-1500ms}
+    POOL=${POOL:-20} WARMUP=${WARMUP:-0s} PREP_WAIT=${PREP_WAIT:-1500ms} SHAPES=${SHAPES:-persistent}
 fi
 STATES=${STATES:-0 200k 1M}
 ROUNDS=${ROUNDS:-3}
