@@ -98,6 +98,18 @@ grep -q '^checkpoint-full/persistent .* errors=0 ' "$TMP/milter-bench/results.tx
 [ "$(grep -c ' errors=0 ' "$TMP/milter-bench/results.txt")" = "$(grep -c ' errors=' "$TMP/milter-bench/results.txt")" ] \
     || fail "milter-bench.sh: protocol errors"
 
+echo "== anchor-bench.sh (greymilter, no-op milter and milter-greylist interleaved, tiny)"
+if [ -n "${ANCHOR_TARBALL:-}" ] || [ -f ../shared/anchors/milter-greylist-4.6.2.tar.gz ] \
+    || [ -f /work/shared/anchors/milter-greylist-4.6.2.tar.gz ]; then
+    TINY=1 OUT="$TMP/anchor-bench" benches/anchor-bench.sh >"$TMP/anchor-bench.out" 2>&1 \
+        || fail "anchor-bench.sh failed: $(tail -5 "$TMP/anchor-bench.out")"
+    tail -14 "$TMP/anchor-bench.out"
+elif [ -n "${CI:-}" ]; then
+    fail "anchor-bench.sh: no milter-greylist tarball (set ANCHOR_TARBALL)"
+else
+    echo "== anchor-bench.sh: skipped (no milter-greylist tarball; set ANCHOR_TARBALL)"
+fi
+
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
     port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
