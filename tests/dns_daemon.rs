@@ -9,42 +9,14 @@ mod dns_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dns_support::{Misbehaviour, PROVIDER_POOL as POOL, authoritative, ip, misbehaving};
+use dns_support::{PROVIDER_POOL as POOL, Servers, ip};
 use greymilter::milter::client::{ConnectAddr, Response};
 use nix::sys::signal::Signal;
 use support::Daemon;
 use support::healthy::{Client, REPLY_TIMEOUT, is_greylisted, negotiated};
 use support::watch::Report;
-
-/// Runs the DNS servers on a runtime of their own until the test ends.
-struct Servers {
-    good: SocketAddr,
-    silent: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn servers() -> Servers {
-    let (tx, rx) = mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = dns_support::runtime();
-        rt.block_on(async move {
-            let good = authoritative().await;
-            let silent = misbehaving(Misbehaviour::Silent).await;
-            tx.send((good.addr, silent.addr)).unwrap();
-            let _ = stopped.await;
-        });
-    });
-    let (good, silent) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    Servers {
-        good,
-        silent,
-        _stop: stop,
-    }
-}
 
 fn config(server: SocketAddr, timeout: &str) -> String {
     format!(
@@ -85,7 +57,7 @@ fn report(d: &Daemon) -> Report {
 
 #[test]
 fn provider_pool_passes_after_one_deferral_in_key_mode() {
-    let s = servers();
+    let s = Servers::start();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in(dir.path(), &config(s.good, "2s"));
     let addr = d.milter_addr();
@@ -132,7 +104,7 @@ fn provider_pool_passes_after_one_deferral_in_key_mode() {
 
 #[test]
 fn a_dead_resolver_decides_within_the_budget_and_never_rejects() {
-    let s = servers();
+    let s = Servers::start();
     let dir = tempfile::tempdir().unwrap();
     let budget = Duration::from_millis(500);
     let d = Daemon::start_in(dir.path(), &config(s.silent, "500ms"));

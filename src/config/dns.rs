@@ -199,6 +199,12 @@ mod tests {
                 "shorter than [milter] decision_timeout",
                 (4, 1),
             ),
+            (
+                "[greylist]\nspf = \"key\"\n[dns]\ntimeout = \"4s\"\n[cluster]\n\
+                 redis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\ntimeout = \"1s\"\n",
+                "plus [cluster] timeout",
+                (4, 1),
+            ),
         ];
         for (text, needle, pos) in cases {
             let e = Config::parse(text, "t.toml")

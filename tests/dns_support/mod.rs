@@ -180,3 +180,33 @@ pub fn threads() -> usize {
         .parse()
         .unwrap()
 }
+
+/// A good and a silent DNS server on a runtime of their own (a thread of
+/// the test process) until the test drops this.
+pub struct Servers {
+    pub good: SocketAddr,
+    pub silent: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Servers {
+    pub fn start() -> Servers {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            rt.block_on(async move {
+                let good = authoritative().await;
+                let silent = misbehaving(Misbehaviour::Silent).await;
+                tx.send((good.addr, silent.addr)).unwrap();
+                let _ = stopped.await;
+            });
+        });
+        let (good, silent) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Servers {
+            good,
+            silent,
+            _stop: stop,
+        }
+    }
+}
