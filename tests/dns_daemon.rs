@@ -135,3 +135,48 @@ fn a_dead_resolver_decides_within_the_budget_and_never_rejects() {
     assert!(r.num("DNS-Timeouts") >= 1, "{}", r.text);
     assert_eq!(r.num("Decision-Timeouts"), 0, "{}", r.text);
 }
+
+/// `[dns]` and `spf` changed by SIGHUP apply to the next transaction of a
+/// session already open, not only to sessions that start after it.
+#[test]
+fn a_reload_swaps_the_dns_checks_for_open_sessions() {
+    let s = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), "[greylist]\ndelay = \"2s\"\n");
+    let addr = d.milter_addr();
+    rt().block_on(async {
+        let mut c: Client = negotiated(addr).await;
+        let r = c
+            .connect("out.provider.test", &ConnectAddr::Ip(ip(POOL[0]), 25))
+            .await
+            .unwrap();
+        assert_eq!(r, Response::Continue);
+        let from = "<bounce-9@provider.test>";
+        assert_eq!(c.mail(&[from]).await.unwrap(), Response::Continue);
+        let r = c.rcpt(&["<user@our.example>"]).await.unwrap();
+        assert!(is_greylisted(&r), "{r:?}");
+        assert!(!d.log_text().contains("spf="));
+
+        let text = format!(
+            "[milter]\nlisten = \"inet:{}@127.0.0.1\"\n{}",
+            addr.port(),
+            config(s.good, "2s")
+        )
+        .replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&d.config, text).unwrap();
+        let mark = d.log_len();
+        d.signal(Signal::SIGHUP);
+        d.wait_for_log_after(mark, |l| {
+            l.contains("configuration reloaded") || l.contains("reload failed")
+        });
+        assert!(d.log_text().contains("configuration reloaded"));
+
+        c.abort().await.unwrap();
+        assert_eq!(c.mail(&[from]).await.unwrap(), Response::Continue);
+        let r = c.rcpt(&["<user@our.example>"]).await.unwrap();
+        assert!(is_greylisted(&r), "{r:?}");
+        c.quit().await.ok();
+    });
+    let line = d.wait_for_log(|l| l.contains("spf=pass"));
+    assert!(line.contains("from=<bounce-9@provider.test>"), "{line}");
+}

@@ -18,6 +18,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::LocalBoxFuture;
 use tracing::warn;
 
+use super::factory::CurrentDns;
 use super::log::{self, strip_brackets};
 use super::shared::{self, Settled, SharedAnswer, Source, Step};
 use crate::cluster::Cluster;
@@ -66,7 +67,7 @@ pub struct PolicyDecider {
     /// the first time after waiting.
     header_delay: Cell<Option<u64>>,
     /// `None`: no DNS checks configured.
-    dns: Option<Rc<Dns>>,
+    dns: CurrentDns,
     lookups: Lookups,
     /// The recipient (and queue id) whose decision waits for DNS.
     waiting: Option<(Vec<u8>, Vec<u8>)>,
@@ -108,7 +109,7 @@ impl PolicyDecider {
             conn_id,
             envelope: Envelope::default(),
             header_delay: Cell::new(None),
-            dns: None,
+            dns: CurrentDns::default(),
             lookups: Lookups::default(),
             waiting: None,
         }
@@ -116,7 +117,7 @@ impl PolicyDecider {
 
     /// With DNS checks: lookups start at CONNECT and MAIL (inside the
     /// daemon's `LocalSet`) and RCPT may wait for them.
-    pub fn with_dns(mut self, dns: Option<Rc<Dns>>) -> PolicyDecider {
+    pub fn with_dns(mut self, dns: CurrentDns) -> PolicyDecider {
         self.dns = dns;
         self
     }
@@ -198,6 +199,11 @@ impl PolicyDecider {
         Decided::Wait(settle.map(PolicyAnswer::Shared).boxed_local())
     }
 
+    /// The DNS checks in force now (a reload may have swapped them).
+    fn current_dns(&self) -> Option<Rc<Dns>> {
+        self.dns.try_borrow().ok().and_then(|d| d.clone())
+    }
+
     pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
         self.cluster = cluster;
         self
@@ -260,9 +266,9 @@ impl Decider for PolicyDecider {
             engine.check_connect(self.envelope.client_addr, &self.envelope.client_name)
         else {
             drop(engine);
-            if let Some(dns) = &self.dns {
+            if let Some(dns) = self.current_dns() {
                 let e = &self.envelope;
-                self.lookups.connect(dns, e.client_addr, &e.client_name);
+                self.lookups.connect(&dns, e.client_addr, &e.client_name);
             }
             return Verdict::Continue;
         };
@@ -285,14 +291,14 @@ impl Decider for PolicyDecider {
         match accepted {
             Some(reason) => self.accepted(reason, macros),
             None => {
-                if let Some(dns) = &self.dns {
+                if let Some(dns) = self.current_dns() {
                     // The HELO name comes from the `s` macro: the milter
                     // does not ask for the HELO event. Without it, a null
                     // sender simply gets no SPF result.
                     let helo = macros.get("s").unwrap_or_default();
                     let helo = helo.get(..MAX_KEPT).unwrap_or(helo);
                     let e = &self.envelope;
-                    self.lookups.mail(dns, e.client_addr, helo, &e.sender);
+                    self.lookups.mail(&dns, e.client_addr, helo, &e.sender);
                 }
                 Verdict::Continue
             }
