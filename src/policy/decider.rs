@@ -66,7 +66,8 @@ pub struct PolicyDecider {
     /// Longest delay of a recipient of this transaction that passed for
     /// the first time after waiting.
     header_delay: Cell<Option<u64>>,
-    /// `None`: no DNS checks configured.
+    /// The factory's DNS checks in force (`None` inside: none configured),
+    /// read at each CONNECT and MAIL.
     dns: CurrentDns,
     lookups: Lookups,
     /// The recipient (and queue id) whose decision waits for DNS.
