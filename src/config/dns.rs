@@ -24,7 +24,8 @@ pub struct DnsConfig {
     /// Budget of one lookup set (the client's zones, or one SPF check):
     /// past it the recipient is decided without that information.
     pub timeout: Seconds,
-    /// Records the resolver's TTL-honouring cache holds.
+    /// Records the resolver's TTL-honouring cache holds (and, apart,
+    /// parsed SPF records); 0: no cache.
     pub cache_size: usize,
 }
 
