@@ -110,6 +110,15 @@ else
     echo "== anchor-bench.sh: skipped (no milter-greylist tarball; set ANCHOR_TARBALL)"
 fi
 
+echo "== dns-milter-bench.sh (spf off / key warm / key cold through the milter, tiny)"
+ROUNDS=1 DURATION=1s CONNECTIONS=4 DOMAINS=20 POOL=20 SHAPES=persistent \
+    OUT="$TMP/dns-bench" benches/dns-milter-bench.sh >"$TMP/dns-bench.out" 2>&1 \
+    || fail "dns-milter-bench.sh failed: $(tail -5 "$TMP/dns-bench.out")"
+tail -4 "$TMP/dns-bench.out"
+[ "$(grep -c ' errors=0 ' "$TMP/dns-bench/results.txt")" = 6 ] \
+    || fail "dns-milter-bench.sh: a run is missing or had protocol errors"
+grep -q 'spf=pass' "$TMP/dns-bench/key-warm.log" || fail "dns-milter-bench.sh: no SPF pass in the warm run"
+
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
     port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }

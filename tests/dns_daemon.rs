@@ -9,42 +9,14 @@ mod dns_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dns_support::{Misbehaviour, PROVIDER_POOL as POOL, authoritative, ip, misbehaving};
+use dns_support::{PROVIDER_POOL as POOL, Servers, ip};
 use greymilter::milter::client::{ConnectAddr, Response};
 use nix::sys::signal::Signal;
 use support::Daemon;
 use support::healthy::{Client, REPLY_TIMEOUT, is_greylisted, negotiated};
 use support::watch::Report;
-
-/// Runs the DNS servers on a runtime of their own until the test ends.
-struct Servers {
-    good: SocketAddr,
-    silent: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn servers() -> Servers {
-    let (tx, rx) = mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = dns_support::runtime();
-        rt.block_on(async move {
-            let good = authoritative().await;
-            let silent = misbehaving(Misbehaviour::Silent).await;
-            tx.send((good.addr, silent.addr)).unwrap();
-            let _ = stopped.await;
-        });
-    });
-    let (good, silent) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    Servers {
-        good,
-        silent,
-        _stop: stop,
-    }
-}
 
 fn config(server: SocketAddr, timeout: &str) -> String {
     format!(
@@ -85,7 +57,7 @@ fn report(d: &Daemon) -> Report {
 
 #[test]
 fn provider_pool_passes_after_one_deferral_in_key_mode() {
-    let s = servers();
+    let s = Servers::start();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in(dir.path(), &config(s.good, "2s"));
     let addr = d.milter_addr();
@@ -132,7 +104,7 @@ fn provider_pool_passes_after_one_deferral_in_key_mode() {
 
 #[test]
 fn a_dead_resolver_decides_within_the_budget_and_never_rejects() {
-    let s = servers();
+    let s = Servers::start();
     let dir = tempfile::tempdir().unwrap();
     let budget = Duration::from_millis(500);
     let d = Daemon::start_in(dir.path(), &config(s.silent, "500ms"));
@@ -162,4 +134,49 @@ fn a_dead_resolver_decides_within_the_budget_and_never_rejects() {
     let r = report(&d);
     assert!(r.num("DNS-Timeouts") >= 1, "{}", r.text);
     assert_eq!(r.num("Decision-Timeouts"), 0, "{}", r.text);
+}
+
+/// `[dns]` and `spf` changed by SIGHUP apply to the next transaction of a
+/// session already open, not only to sessions that start after it.
+#[test]
+fn a_reload_swaps_the_dns_checks_for_open_sessions() {
+    let s = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), "[greylist]\ndelay = \"2s\"\n");
+    let addr = d.milter_addr();
+    rt().block_on(async {
+        let mut c: Client = negotiated(addr).await;
+        let r = c
+            .connect("out.provider.test", &ConnectAddr::Ip(ip(POOL[0]), 25))
+            .await
+            .unwrap();
+        assert_eq!(r, Response::Continue);
+        let from = "<bounce-9@provider.test>";
+        assert_eq!(c.mail(&[from]).await.unwrap(), Response::Continue);
+        let r = c.rcpt(&["<user@our.example>"]).await.unwrap();
+        assert!(is_greylisted(&r), "{r:?}");
+        assert!(!d.log_text().contains("spf="));
+
+        let text = format!(
+            "[milter]\nlisten = \"inet:{}@127.0.0.1\"\n{}",
+            addr.port(),
+            config(s.good, "2s")
+        )
+        .replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(&d.config, text).unwrap();
+        let mark = d.log_len();
+        d.signal(Signal::SIGHUP);
+        d.wait_for_log_after(mark, |l| {
+            l.contains("configuration reloaded") || l.contains("reload failed")
+        });
+        assert!(d.log_text().contains("configuration reloaded"));
+
+        c.abort().await.unwrap();
+        assert_eq!(c.mail(&[from]).await.unwrap(), Response::Continue);
+        let r = c.rcpt(&["<user@our.example>"]).await.unwrap();
+        assert!(is_greylisted(&r), "{r:?}");
+        c.quit().await.ok();
+    });
+    let line = d.wait_for_log(|l| l.contains("spf=pass"));
+    assert!(line.contains("from=<bounce-9@provider.test>"), "{line}");
 }

@@ -100,6 +100,11 @@ struct Args {
     /// Client /24 (and /64) networks addresses are drawn from.
     #[arg(long, default_value_t = 65_536)]
     networks: u64,
+    /// Senders of this many SPF domains `d<k>.bench`, each from a network
+    /// its SPF record authorises (serve them with the `spf_zone_server`
+    /// example). 0: no SPF domains.
+    #[arg(long, default_value_t = 0)]
+    spf_domains: u64,
     /// Seed of the random streams [default: from the clock].
     #[arg(long)]
     seed: Option<u64>,
@@ -158,6 +163,7 @@ async fn run(args: Args, spec: ListenSpec, seed: u64) -> Result<(), String> {
         networks: args.networks,
         pass_domain: args.pass_domain.clone(),
         list_domain: args.list_domain.clone(),
+        spf_domains: args.spf_domains,
     };
     let mut planner = Planner::new(shape, seed & 0xffff_ffff);
     let size = |c| if args.mix.share(c) > 0 { args.pool } else { 0 };

@@ -128,6 +128,26 @@ pub struct Shape {
     pub networks: u64,
     pub pass_domain: String,
     pub list_domain: String,
+    /// 0: senders and clients as `workload` draws them. Else senders of
+    /// `d<k>.bench` (k below this) from a network `d<k>.bench`'s SPF record
+    /// authorises (the zone of `examples/spf_zone_server.rs`).
+    pub spf_domains: u64,
+}
+
+/// A client in one of the two /24s `d<k>.bench` authorises.
+fn spf_client(rng: &mut Rng, k: u64) -> IpAddr {
+    let first = if rng.chance(50) { 10 } else { 11 };
+    let host = rng.range(1, 254) as u8;
+    IpAddr::from([first, (k >> 8) as u8, (k & 0xff) as u8, host])
+}
+
+/// Replaces the domain of a `<local@domain>` sender (the null sender stays).
+fn set_sender_domain(sender: &mut String, domain: &str) {
+    if let Some(at) = sender.rfind('@') {
+        sender.truncate(at + 1);
+        sender.push_str(domain);
+        sender.push('>');
+    }
 }
 
 /// Builds connection plans; `unique` numbers make `new` tuples new.
@@ -147,7 +167,12 @@ impl Planner {
     }
 
     pub fn plan(&mut self, rng: &mut Rng, category: Category) -> ConnPlan {
-        let addr = workload::client_addr(rng, self.shape.networks);
+        let spf_domain =
+            (self.shape.spf_domains > 0).then(|| rng.next_u64() % self.shape.spf_domains);
+        let addr = match spf_domain {
+            Some(k) => spf_client(rng, k),
+            None => workload::client_addr(rng, self.shape.networks),
+        };
         let mut name = String::new();
         workload::client_name(rng, &mut name, addr);
         let mut txns = Vec::with_capacity(self.shape.txns);
@@ -161,6 +186,9 @@ impl Planner {
                 Category::List => None,
             };
             workload::sender(rng, &mut t.sender, unique);
+            if let Some(k) = spf_domain {
+                set_sender_domain(&mut t.sender, &format!("d{k}.bench"));
+            }
             for _ in 0..self.shape.rcpts {
                 let mut r = String::new();
                 let domain = match category {

@@ -24,7 +24,8 @@ pub struct DnsConfig {
     /// Budget of one lookup set (the client's zones, or one SPF check):
     /// past it the recipient is decided without that information.
     pub timeout: Seconds,
-    /// Records the resolver's TTL-honouring cache holds.
+    /// Records the resolver's TTL-honouring cache holds (and, apart,
+    /// parsed SPF records); 0: no cache.
     pub cache_size: usize,
 }
 
@@ -197,6 +198,12 @@ mod tests {
             (
                 "[greylist]\nspf = \"key\"\n[dns]\ntimeout = \"6s\"\n",
                 "shorter than [milter] decision_timeout",
+                (4, 1),
+            ),
+            (
+                "[greylist]\nspf = \"key\"\n[dns]\ntimeout = \"4s\"\n[cluster]\n\
+                 redis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\ntimeout = \"1s\"\n",
+                "plus [cluster] timeout",
                 (4, 1),
             ),
         ];

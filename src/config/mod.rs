@@ -328,6 +328,19 @@ impl Config {
                 ),
             ));
         }
+        // A cluster node asks Redis after the lookups, in the same wait.
+        if let Some(cluster) = &self.cluster
+            && self.dns_settings().wanted()
+            && self.dns.timeout.0 + cluster.timeout.0 >= self.milter.decision_timeout.0
+        {
+            return Err((
+                "timeout",
+                format!(
+                    "[dns] timeout ({}) plus [cluster] timeout ({}) must be shorter than [milter] decision_timeout ({}): a recipient may wait for both in turn",
+                    self.dns.timeout, cluster.timeout, self.milter.decision_timeout
+                ),
+            ));
+        }
         if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
             return Err((
                 "decision_timeout",

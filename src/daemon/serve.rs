@@ -209,9 +209,11 @@ impl Daemon {
     /// (a saved state carries the secret it was written with).
     pub fn with_cluster(mut self, cluster: Cluster, secret: Secret) -> Daemon {
         self.engine.borrow_mut().set_secret(secret);
-        self.factory = Rc::new(
-            PolicyFactory::new(self.engine.clone(), timeouts(&self.config)).with_cluster(cluster),
-        );
+        let factory =
+            PolicyFactory::new(self.engine.clone(), timeouts(&self.config)).with_cluster(cluster);
+        // The DNS checks apply on a cluster node too (before the Redis call).
+        factory.set_dns(self.factory.dns());
+        self.factory = Rc::new(factory);
         self
     }
 

@@ -6,7 +6,9 @@
 //! config or resolv.conf), and `mail-auth` (MIT/Apache-2.0) for the SPF
 //! evaluation (RFC 7208 lookup limits, macros, include/redirect), which
 //! queries through the same resolver. The resolver's own cache (bounded by
-//! `cache_size` records, TTLs honoured) serves repeated lookups.
+//! `cache_size` records, TTLs honoured) serves repeated lookups; parsed SPF
+//! records are kept apart ([`TxtCache`], same bound) so a warm check does
+//! not parse them again.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -21,6 +23,7 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{MessageAuthenticator, Parameters};
 use tracing::warn;
 
+use super::spf_cache::TxtCache;
 use super::zones::Zone;
 use super::{DnsSettings, rdns};
 use crate::breaker::{Allow, Breaker, Failure, Policy};
@@ -66,6 +69,8 @@ pub struct Dns {
     auth: Option<MessageAuthenticator>,
     settings: DnsSettings,
     breaker: RefCell<Breaker>,
+    /// Parsed SPF records (bounded by `cache_size` too).
+    spf_records: TxtCache,
 }
 
 enum Answer {
@@ -88,6 +93,7 @@ impl Dns {
         };
         Dns {
             auth,
+            spf_records: TxtCache::new(settings.cache_size),
             settings,
             breaker: RefCell::new(Breaker::new(BREAKER)),
         }
@@ -218,7 +224,7 @@ impl Dns {
         } else {
             SpfParameters::verify_mail_from(addr, &helo, "unknown", &sender)
         };
-        let check = auth.check_host(Parameters::new(params));
+        let check = auth.check_host(Parameters::new(params).with_txt_cache(&self.spf_records));
         let result = match tokio::time::timeout(self.settings.timeout, check).await {
             Err(_) => {
                 log_failure(&domain, "SPF check timed out");

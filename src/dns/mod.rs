@@ -11,6 +11,7 @@
 //!   awaited at RCPT.
 //! * [`spf_walk`]: `greymilter spf-walk`, the networks SPF records
 //!   authorise, for list files.
+//! * [`spf_cache`]: parsed SPF records, kept for their TTL.
 //!
 //! Everything here fails open: a failed or slow lookup is "no information"
 //! and the engine (`crate::greylist`, plain data only) decides as without
@@ -18,6 +19,7 @@
 
 pub mod lookup;
 pub mod rdns;
+pub mod spf_cache;
 pub mod spf_walk;
 pub mod transaction;
 pub mod zones;

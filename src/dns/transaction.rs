@@ -4,6 +4,7 @@
 //! the MTA talks; RCPT reads them when done or waits for them. Each set
 //! ends within `[dns] timeout` of its start, so a RCPT never waits longer.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -13,7 +14,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
 
 use super::{Dns, Outcome};
-use crate::greylist::facts::{ClientFacts, DnsFacts, SpfFacts};
+use crate::greylist::facts::{ClientFacts, DnsFacts, DnsView, SpfFacts};
 
 type Pending<T> = Shared<LocalBoxFuture<'static, Outcome<T>>>;
 
@@ -31,6 +32,29 @@ impl Found {
             spf: self.spf.as_ref().and_then(|o| o.facts.clone()),
         }
     }
+
+    pub fn view(&self) -> Seen<'_> {
+        Seen {
+            client: self.client.as_ref(),
+            spf: self.spf.as_ref(),
+        }
+    }
+}
+
+/// [`Found`] borrowed from lookups that are done (nothing copied).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub client: Option<&'a Outcome<ClientFacts>>,
+    pub spf: Option<&'a Outcome<SpfFacts>>,
+}
+
+impl<'a> Seen<'a> {
+    pub fn facts(&self) -> DnsView<'a> {
+        DnsView {
+            client: self.client.and_then(|o| o.facts),
+            spf: self.spf.and_then(|o| o.facts.as_ref()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,8 +62,8 @@ pub struct Lookups {
     client: Option<Pending<ClientFacts>>,
     spf: Option<Pending<SpfFacts>>,
     /// Failures already handed to the statistics, per set.
-    client_counted: bool,
-    spf_counted: bool,
+    client_counted: Cell<bool>,
+    spf_counted: Cell<bool>,
 }
 
 fn start<T: Clone + 'static>(fut: impl Future<Output = Outcome<T>> + 'static) -> Pending<T> {
@@ -73,7 +97,7 @@ impl Lookups {
 
     pub fn end_transaction(&mut self) {
         self.spf = None;
-        self.spf_counted = false;
+        self.spf_counted.set(false);
     }
 
     /// Whether any set was started.
@@ -81,17 +105,18 @@ impl Lookups {
         self.client.is_some() || self.spf.is_some()
     }
 
-    /// What is known now, if every started set is done.
-    pub fn ready(&self) -> Option<Found> {
+    /// What is known now, if every started set is done (borrowed: no
+    /// copy on the path where RCPT does not wait).
+    pub fn peek(&self) -> Option<Seen<'_>> {
         let client = match &self.client {
-            Some(p) => Some(p.peek()?.clone()),
+            Some(p) => Some(p.peek()?),
             None => None,
         };
         let spf = match &self.spf {
-            Some(p) => Some(p.peek()?.clone()),
+            Some(p) => Some(p.peek()?),
             None => None,
         };
-        Some(Found { client, spf })
+        Some(Seen { client, spf })
     }
 
     /// Waits for every started set (each bounded by its own budget).
@@ -116,19 +141,17 @@ impl Lookups {
         })
     }
 
-    /// The failures of `found` not counted yet: (timeouts, errors).
-    pub fn uncounted_failures(&mut self, found: &Found) -> (u64, u64) {
+    /// The failures of `seen` not counted yet: (timeouts, errors).
+    pub fn uncounted_failures(&self, seen: Seen<'_>) -> (u64, u64) {
         let mut sum = (0, 0);
-        if let Some(c) = &found.client
-            && !self.client_counted
+        if let Some(c) = seen.client
+            && !self.client_counted.replace(true)
         {
-            self.client_counted = true;
             sum = (c.timeouts, c.errors);
         }
-        if let Some(s) = &found.spf
-            && !self.spf_counted
+        if let Some(s) = seen.spf
+            && !self.spf_counted.replace(true)
         {
-            self.spf_counted = true;
             sum = (sum.0 + s.timeouts, sum.1 + s.errors);
         }
         sum

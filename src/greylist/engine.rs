@@ -35,7 +35,7 @@ use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
 use super::envelope_address::{base_form, sender_form};
-use super::facts::DnsFacts;
+use super::facts::{DnsFacts, DnsView};
 use super::key::{Network, Secret, TupleKey};
 use super::lists::{ListName, Lists};
 use super::settings::{ListAction, Mode, Settings};
@@ -350,7 +350,7 @@ impl Engine {
     /// RCPT with what DNS found: the static lists first, then the DNS
     /// facts (see `engine/dns.rs`), then the table.
     /// (Counted by `decide_rcpt_with` in `counts.rs`.)
-    fn decide_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
+    fn decide_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Decision {
         match self.classify_rcpt(req) {
             Ok(decision) => decision,
             Err(q) if q.forced => self.decide_by_table(q.addr, q.delay, true, None),

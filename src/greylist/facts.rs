@@ -104,9 +104,34 @@ pub struct DnsFacts {
 impl DnsFacts {
     /// The SPF domain when SPF passed.
     pub fn spf_pass_domain(&self) -> Option<&str> {
+        self.view().spf_pass_domain()
+    }
+
+    pub fn view(&self) -> DnsView<'_> {
+        DnsView {
+            client: self.client,
+            spf: self.spf.as_ref(),
+        }
+    }
+}
+
+/// [`DnsFacts`] borrowed: what a decision reads from lookups that are
+/// done, without copying the SPF domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsView<'a> {
+    pub client: Option<ClientFacts>,
+    pub spf: Option<&'a SpfFacts>,
+}
+
+impl<'a> DnsView<'a> {
+    /// The SPF domain when SPF passed.
+    pub fn spf_pass_domain(&self) -> Option<&'a str> {
         self.spf
-            .as_ref()
             .filter(|s| s.result == SpfResult::Pass && !s.domain.is_empty())
             .map(|s| s.domain.as_str())
+    }
+
+    pub fn spf_result(&self) -> Option<SpfResult> {
+        self.spf.map(|s| s.result)
     }
 }

@@ -9,7 +9,7 @@
 //! cover every recipient. If the engine is busy (a re-entrant call, which
 //! the single-threaded daemon never makes), the decider fails open.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -18,11 +18,12 @@ use futures_util::FutureExt as _;
 use futures_util::future::LocalBoxFuture;
 use tracing::warn;
 
+use super::factory::CurrentDns;
 use super::log::{self, strip_brackets};
-use super::shared::{self, SharedAnswer, Source, Step};
+use super::shared::{self, Settled, SharedAnswer, Source, Step};
 use crate::cluster::Cluster;
 use crate::dns::Dns;
-use crate::dns::transaction::{Found, Lookups};
+use crate::dns::transaction::{Found, Lookups, Seen};
 use crate::greylist::settings::Mode;
 use crate::greylist::{Action, Decision, Engine, Reason, Request};
 use crate::milter::decision::{Client, Decided, Decider, Header, Macros, Verdict};
@@ -48,7 +49,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    fn request<'a>(&'a self, recipient: &'a [u8]) -> Request<'a> {
+    pub(super) fn request<'a>(&'a self, recipient: &'a [u8]) -> Request<'a> {
         Request {
             client_addr: self.client_addr,
             client_name: &self.client_name,
@@ -66,16 +67,17 @@ pub struct PolicyDecider {
     envelope: Envelope,
     /// Longest delay of a recipient of this transaction that passed for
     /// the first time after waiting.
-    header_delay: Option<u64>,
-    /// `None`: no DNS checks configured.
-    dns: Option<Rc<Dns>>,
+    header_delay: Cell<Option<u64>>,
+    /// The factory's DNS checks in force (`None` inside: none configured),
+    /// read at each CONNECT and MAIL.
+    dns: CurrentDns,
     lookups: Lookups,
     /// The recipient (and queue id) whose decision waits for DNS.
     waiting: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What a waiting recipient gets back: the DNS lookups of its
-/// transaction, or the cluster's answer.
+/// transaction (a lone node), or how a cluster node settled it.
 pub enum PolicyAnswer {
     Dns(Found),
     Shared(SharedAnswer),
@@ -109,8 +111,8 @@ impl PolicyDecider {
             cluster: None,
             conn_id,
             envelope: Envelope::default(),
-            header_delay: None,
-            dns: None,
+            header_delay: Cell::new(None),
+            dns: CurrentDns::default(),
             lookups: Lookups::default(),
             waiting: None,
         }
@@ -118,36 +120,91 @@ impl PolicyDecider {
 
     /// With DNS checks: lookups start at CONNECT and MAIL (inside the
     /// daemon's `LocalSet`) and RCPT may wait for them.
-    pub fn with_dns(mut self, dns: Option<Rc<Dns>>) -> PolicyDecider {
+    pub fn with_dns(mut self, dns: CurrentDns) -> PolicyDecider {
         self.dns = dns;
         self
     }
 
-    /// Decides one recipient with what DNS found, logs it.
-    fn decide(&mut self, recipient: &[u8], qid: &[u8], found: &Found) -> Verdict {
+    /// Decides one recipient whose DNS lookups are done (or not needed),
+    /// logs it; a cluster node may have to ask Redis first. Copies nothing
+    /// unless Redis is asked.
+    fn decide_seen(
+        &self,
+        recipient: &[u8],
+        macros: &dyn Macros,
+        seen: Seen<'_>,
+    ) -> Decided<LocalBoxFuture<'static, PolicyAnswer>> {
         let engine = Rc::clone(&self.engine);
         let Ok(mut engine) = engine.try_borrow_mut() else {
-            return busy();
+            return Decided::Now(busy());
         };
-        let (timeouts, errors) = self.lookups.uncounted_failures(found);
+        let (timeouts, errors) = self.lookups.uncounted_failures(seen);
         if timeouts + errors > 0 {
             engine.note_dns_failures(timeouts, errors);
         }
-        let facts = found.facts();
-        let d = engine.decide_rcpt_with(&self.envelope.request(recipient), &facts);
+        let facts = seen.facts();
+        let req = self.envelope.request(recipient);
+        let (d, src) = match &self.cluster {
+            None => (engine.decide_rcpt_seen(&req, facts), None),
+            Some(cluster) => match shared::start(&mut engine, cluster, &req, facts) {
+                Step::Now(d, src) => (d, Some(src)),
+                Step::Wait(call) => {
+                    let recipient = recipient.to_vec();
+                    let qid = macros.get("i").map(<[u8]>::to_vec);
+                    let spf = facts.spf_result();
+                    let answer = call.map(move |settled| {
+                        PolicyAnswer::Shared(SharedAnswer {
+                            settled,
+                            recipient,
+                            qid,
+                            found: None,
+                            spf,
+                        })
+                    });
+                    return Decided::Wait(answer.boxed_local());
+                }
+            },
+        };
         let verdict = self.conclude(&engine, &d, recipient);
         drop(engine);
-        let spf = facts.spf.as_ref().map(|f| f.result);
         log::decision(
             self.conn_id,
             &self.envelope,
             &d,
             Some(recipient),
-            self.local_src(),
-            &Qid(qid),
-            spf,
+            src,
+            macros,
+            facts.spf_result(),
         );
-        verdict
+        Decided::Now(verdict)
+    }
+
+    /// A recipient whose DNS lookups are still running waits for them (a
+    /// cluster node then takes its Redis step in the same wait).
+    fn wait_for_dns(
+        &mut self,
+        recipient: &[u8],
+        qid: &[u8],
+    ) -> Decided<LocalBoxFuture<'static, PolicyAnswer>> {
+        let lookups = self.lookups.wait();
+        let Some(cluster) = &self.cluster else {
+            self.waiting = Some((recipient.to_vec(), qid.to_vec()));
+            return Decided::Wait(lookups.map(PolicyAnswer::Dns).boxed_local());
+        };
+        let settle = shared::after_dns(
+            Rc::clone(&self.engine),
+            cluster.clone(),
+            self.envelope.clone(),
+            recipient.to_vec(),
+            Some(qid.to_vec()).filter(|q| !q.is_empty()),
+            lookups,
+        );
+        Decided::Wait(settle.map(PolicyAnswer::Shared).boxed_local())
+    }
+
+    /// The DNS checks in force now (a reload may have swapped them).
+    fn current_dns(&self) -> Option<Rc<Dns>> {
+        self.dns.try_borrow().ok().and_then(|d| d.clone())
     }
 
     pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
@@ -175,7 +232,7 @@ impl PolicyDecider {
     }
 
     /// The verdict for a decided recipient, and the bookkeeping it needs.
-    fn conclude(&mut self, engine: &Engine, d: &Decision, recipient: &[u8]) -> Verdict {
+    fn conclude(&self, engine: &Engine, d: &Decision, recipient: &[u8]) -> Verdict {
         let verdict = match d.action {
             Action::Pass | Action::Accept | Action::WouldGreylist => Verdict::Continue,
             Action::Greylist => {
@@ -190,7 +247,8 @@ impl PolicyDecider {
         // A learning engine delayed nobody: no header claims it did.
         let learning = engine.settings().mode == Mode::Learn;
         if d.reason == Reason::Retried && d.delay > 0 && !learning {
-            self.header_delay = Some(self.header_delay.unwrap_or(0).max(d.delay));
+            let longest = self.header_delay.get().unwrap_or(0).max(d.delay);
+            self.header_delay.set(Some(longest));
         }
         verdict
     }
@@ -211,9 +269,9 @@ impl Decider for PolicyDecider {
             engine.check_connect(self.envelope.client_addr, &self.envelope.client_name)
         else {
             drop(engine);
-            if let Some(dns) = &self.dns {
+            if let Some(dns) = self.current_dns() {
                 let e = &self.envelope;
-                self.lookups.connect(dns, e.client_addr, &e.client_name);
+                self.lookups.connect(&dns, e.client_addr, &e.client_name);
             }
             return Verdict::Continue;
         };
@@ -240,7 +298,7 @@ impl Decider for PolicyDecider {
         match accepted {
             Some(reason) => self.accepted(reason, macros),
             None => {
-                if let Some(dns) = &self.dns {
+                if let Some(dns) = self.current_dns() {
                     // The HELO event (asked for without a reply when SPF
                     // is on), else Sendmail's `s` macro. Without either, a
                     // null sender simply gets no SPF result.
@@ -249,7 +307,7 @@ impl Decider for PolicyDecider {
                         Some(s) if e.helo.is_empty() => s.get(..MAX_KEPT).unwrap_or(s),
                         _ => &e.helo,
                     };
-                    self.lookups.mail(dns, e.client_addr, helo, &e.sender);
+                    self.lookups.mail(&dns, e.client_addr, helo, &e.sender);
                 }
                 Verdict::Continue
             }
@@ -258,52 +316,26 @@ impl Decider for PolicyDecider {
 
     fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<Self::Wait> {
         let recipient = recipient.get(..MAX_KEPT).unwrap_or(recipient);
-        if self.cluster.is_none() {
-            // DNS checks (not yet on a cluster node: its shared table is
-            // keyed by network).
-            let qid = macros.get("i").unwrap_or_default();
-            let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
-            let found = match self.lookups.ready() {
-                Some(found) => found,
-                None => {
-                    self.waiting = Some((recipient.to_vec(), qid.to_vec()));
-                    return Decided::Wait(self.lookups.wait().map(PolicyAnswer::Dns).boxed_local());
-                }
-            };
-            return Decided::Now(self.decide(recipient, qid, &found));
+        match self.lookups.peek() {
+            Some(seen) => self.decide_seen(recipient, macros, seen),
+            None => {
+                let qid = macros.get("i").unwrap_or_default();
+                let qid = qid.get(..MAX_KEPT).unwrap_or(qid);
+                self.wait_for_dns(recipient, qid)
+            }
         }
-        let engine = Rc::clone(&self.engine);
-        let Ok(mut engine) = engine.try_borrow_mut() else {
-            return Decided::Now(busy());
-        };
-        let req = self.envelope.request(recipient);
-        let (d, src) = match &self.cluster {
-            None => (engine.decide_rcpt(&req), None),
-            Some(cluster) => match shared::start(&mut engine, cluster, &req, macros) {
-                Step::Now(d, src) => (d, Some(src)),
-                Step::Wait(w) => return Decided::Wait(w.map(PolicyAnswer::Shared).boxed_local()),
-            },
-        };
-        let verdict = self.conclude(&engine, &d, recipient);
-        drop(engine);
-        log::decision(
-            self.conn_id,
-            &self.envelope,
-            &d,
-            Some(recipient),
-            src,
-            macros,
-            None,
-        );
-        Decided::Now(verdict)
     }
 
     fn rcpt_answered(&mut self, answer: PolicyAnswer) -> Verdict {
         let answer = match answer {
             PolicyAnswer::Dns(found) => {
-                return match self.waiting.take() {
-                    Some((recipient, qid)) => self.decide(&recipient, &qid, &found),
-                    None => Verdict::Continue,
+                let Some((recipient, qid)) = self.waiting.take() else {
+                    return Verdict::Continue;
+                };
+                // A lone node (the only one answering `Dns`) never waits twice.
+                return match self.decide_seen(&recipient, &Qid(&qid), found.view()) {
+                    Decided::Now(verdict) => verdict,
+                    Decided::Wait(_) => Verdict::Continue,
                 };
             }
             PolicyAnswer::Shared(answer) => answer,
@@ -312,7 +344,17 @@ impl Decider for PolicyDecider {
         let Ok(mut engine) = engine.try_borrow_mut() else {
             return busy();
         };
-        let (d, src) = shared::finish(&mut engine, &answer);
+        if let Some(seen) = answer.found.as_ref().map(Found::view) {
+            let (timeouts, errors) = self.lookups.uncounted_failures(seen);
+            if timeouts + errors > 0 {
+                engine.note_dns_failures(timeouts, errors);
+            }
+        }
+        let (d, src) = match &answer.settled {
+            Settled::Asked { query, reply } => shared::finish(&mut engine, query, reply.as_ref()),
+            Settled::Decided(d, src) => (*d, *src),
+            Settled::Busy => return busy(),
+        };
         let verdict = self.conclude(&engine, &d, &answer.recipient);
         drop(engine);
         log::decision(
@@ -322,7 +364,7 @@ impl Decider for PolicyDecider {
             Some(&answer.recipient),
             Some(src),
             &answer,
-            None,
+            answer.spf,
         );
         verdict
     }
@@ -347,7 +389,7 @@ impl Decider for PolicyDecider {
     fn end_transaction(&mut self) {
         self.envelope.sender.clear();
         self.envelope.authenticated = false;
-        self.header_delay = None;
+        self.header_delay.set(None);
         self.waiting = None;
         self.lookups.end_transaction();
     }

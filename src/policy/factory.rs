@@ -82,9 +82,13 @@ pub struct PolicyFactory {
     cluster: Option<Cluster>,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
-    /// DNS checks for the sessions that start from now on.
-    dns: RefCell<Option<Rc<Dns>>>,
+    /// The DNS checks in force, shared with every decider: a reload
+    /// swaps them for the next CONNECT or MAIL of every session.
+    dns: CurrentDns,
 }
+
+/// `None`: no DNS checks.
+pub type CurrentDns = Rc<RefCell<Option<Rc<Dns>>>>;
 
 impl PolicyFactory {
     pub fn new(engine: Rc<RefCell<Engine>>, timeouts: Timeouts) -> Self {
@@ -93,11 +97,12 @@ impl PolicyFactory {
             cluster: None,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
-            dns: RefCell::new(None),
+            dns: Rc::new(RefCell::new(None)),
         }
     }
 
-    /// `None`: no DNS checks. Sessions in progress keep what they had.
+    /// `None`: no DNS checks. Sessions in progress take them at their
+    /// next CONNECT or MAIL (lookups already started finish as they were).
     pub fn set_dns(&self, dns: Option<Rc<Dns>>) {
         *self.dns.borrow_mut() = dns;
     }
@@ -131,7 +136,7 @@ impl DeciderFactory for PolicyFactory {
     fn new_decider(&self, conn_id: u64) -> PolicyDecider {
         PolicyDecider::new(Rc::clone(&self.engine), conn_id)
             .with_cluster(self.cluster.clone())
-            .with_dns(self.dns())
+            .with_dns(Rc::clone(&self.dns))
     }
 
     fn options(&self) -> SessionOptions {

@@ -32,6 +32,7 @@ pub const PROVIDER_POOL: [&str; 6] = [
 
 pub const ZONE: &str = include_str!("test.zone");
 pub const REVERSE_ZONE: &str = include_str!("reverse.zone");
+const TEST_ZONES: [(&str, &str); 2] = [(ZONE, "test."), (REVERSE_ZONE, "2.0.192.in-addr.arpa.")];
 
 /// Keeps the server's tasks alive; dropping it stops the server.
 pub struct DnsServer {
@@ -40,9 +41,10 @@ pub struct DnsServer {
     _task: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn catalog() -> Catalog {
+/// `(zone text, origin)` pairs.
+fn catalog(zones: &[(&str, &str)]) -> Catalog {
     let mut catalog = Catalog::new();
-    for (text, origin) in [(ZONE, "test."), (REVERSE_ZONE, "2.0.192.in-addr.arpa.")] {
+    for &(text, origin) in zones {
         let origin = Name::from_ascii(origin).unwrap();
         let (name, records) = Parser::new(text, None, Some(origin)).parse().unwrap();
         let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
@@ -71,9 +73,14 @@ async fn bind_pair() -> (UdpSocket, TcpListener) {
 
 /// The authoritative server for `test.` and `2.0.192.in-addr.arpa.`.
 pub async fn authoritative() -> DnsServer {
+    serving(&TEST_ZONES).await
+}
+
+/// An authoritative server for `(zone text, origin)` pairs.
+pub async fn serving(zones: &[(&str, &str)]) -> DnsServer {
     let (udp, tcp) = bind_pair().await;
     let addr = udp.local_addr().unwrap();
-    let mut server = Server::new(catalog());
+    let mut server = Server::new(catalog(zones));
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 65_535);
     DnsServer {
@@ -99,7 +106,7 @@ pub async fn misbehaving(kind: Misbehaviour) -> DnsServer {
     let (udp, tcp) = bind_pair().await;
     let addr = udp.local_addr().unwrap();
     let server = (kind == Misbehaviour::Truncating).then(|| {
-        let mut s = Server::new(catalog());
+        let mut s = Server::new(catalog(&TEST_ZONES));
         s.register_listener(tcp, Duration::from_secs(5), 65_535);
         s
     });
@@ -167,4 +174,34 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A good and a silent DNS server on a runtime of their own (a thread of
+/// the test process) until the test drops this.
+pub struct Servers {
+    pub good: SocketAddr,
+    pub silent: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Servers {
+    pub fn start() -> Servers {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            rt.block_on(async move {
+                let good = authoritative().await;
+                let silent = misbehaving(Misbehaviour::Silent).await;
+                tx.send((good.addr, silent.addr)).unwrap();
+                let _ = stopped.await;
+            });
+        });
+        let (good, silent) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Servers {
+            good,
+            silent,
+            _stop: stop,
+        }
+    }
 }

@@ -29,6 +29,10 @@ pub struct GreymilterConfig {
     pub senders: Vec<(String, String)>,
     pub recipients: Vec<(String, String)>,
     pub checkpoint_interval: String,
+    /// More `[greylist]` keys, as TOML lines (e.g. `spf = "key"`).
+    pub greylist_extra: String,
+    /// More tables, as TOML text appended to the file (e.g. `[dns]`).
+    pub extra: String,
 }
 
 impl GreymilterConfig {
@@ -43,6 +47,8 @@ impl GreymilterConfig {
             senders: vec![("spammer@bad.test".into(), "reject".into())],
             recipients: vec![("postmaster@example.test".into(), "accept".into())],
             checkpoint_interval: "1s".to_string(),
+            greylist_extra: String::new(),
+            extra: String::new(),
         }
     }
 
@@ -53,6 +59,18 @@ impl GreymilterConfig {
 
     pub fn client(mut self, key: &str, action: &str) -> GreymilterConfig {
         self.clients.push((key.to_string(), action.to_string()));
+        self
+    }
+
+    /// Adds `[greylist]` keys (TOML lines).
+    pub fn greylist(mut self, lines: &str) -> GreymilterConfig {
+        self.greylist_extra.push_str(lines);
+        self
+    }
+
+    /// Appends TOML tables other than those this config writes.
+    pub fn extra(mut self, toml: &str) -> GreymilterConfig {
+        self.extra.push_str(toml);
         self
     }
 
@@ -75,10 +93,10 @@ impl GreymilterConfig {
             toml,
             "[milter]\nlisten = \"inet:{port}@127.0.0.1\"\n\n\
              [greylist]\ndelay = {delay:?}\nretry_window = {window:?}\n\
-             auto_whitelist_after = {awl}\nheader = {header}\n\n\
+             auto_whitelist_after = {awl}\nheader = {header}\n{greylist_extra}\n\
              [lists]\nclients = {clients}\nsenders = {senders}\nrecipients = {recipients}\n\n\
              [state]\nfile = {state:?}\ncheckpoint_interval = {interval:?}\n\n\
-             [log]\nlevel = \"debug\"\n",
+             [log]\nlevel = \"debug\"\n\n{extra}",
             delay = self.delay,
             window = self.retry_window,
             awl = self.auto_whitelist_after,
@@ -88,6 +106,8 @@ impl GreymilterConfig {
             recipients = table(&self.recipients),
             state = state_file.display().to_string(),
             interval = self.checkpoint_interval,
+            greylist_extra = self.greylist_extra,
+            extra = self.extra,
         );
         toml
     }

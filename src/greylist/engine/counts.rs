@@ -1,7 +1,7 @@
 //! Decisions counted by action and reason, for the metrics. A handful of
 //! (action, reason) pairs exist, so the map stays tiny.
 
-use super::{Decision, DnsFacts, Engine, Request};
+use super::{Decision, DnsFacts, DnsView, Engine, Request};
 
 impl Engine {
     /// RCPT: decides one recipient, in the documented order, without DNS.
@@ -12,6 +12,11 @@ impl Engine {
     /// RCPT with what DNS found: the static lists first, then the DNS
     /// facts (see `engine/dns.rs`), then the table.
     pub fn decide_rcpt_with(&mut self, req: &Request<'_>, facts: &DnsFacts) -> Decision {
+        self.decide_rcpt_seen(req, facts.view())
+    }
+
+    /// [`Engine::decide_rcpt_with`] with the facts borrowed.
+    pub fn decide_rcpt_seen(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Decision {
         let d = self.decide_with(req, facts);
         let n = self.decisions.entry((d.action, d.reason)).or_insert(0);
         *n = n.saturating_add(1);

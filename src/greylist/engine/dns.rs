@@ -15,20 +15,48 @@
 use std::net::IpAddr;
 
 use super::{Action, Decision, Engine, Reason, secs};
-use crate::greylist::facts::{DnsFacts, SpfMode};
+use crate::greylist::facts::{DnsView, SpfMode};
+
+/// What the DNS steps leave to the table (the local one or the shared
+/// store): the delay, whether the auto-whitelist is skipped, and the SPF
+/// domain that replaces the client network in the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DnsStep<'f> {
+    Decided(Decision),
+    Table {
+        delay: u32,
+        forced: bool,
+        domain: Option<&'f str>,
+    },
+}
 
 impl Engine {
-    pub(super) fn decide_unlisted(&mut self, addr: IpAddr, facts: &DnsFacts) -> Decision {
+    pub(super) fn decide_unlisted(&mut self, addr: IpAddr, facts: DnsView<'_>) -> Decision {
+        match self.dns_step(facts) {
+            DnsStep::Decided(d) => d,
+            DnsStep::Table {
+                delay,
+                forced,
+                domain,
+            } => self.decide_by_table(addr, delay, forced, domain),
+        }
+    }
+
+    /// Steps 1 to 4 (counted here), and what step 5 needs.
+    pub(super) fn dns_step<'f>(&mut self, facts: DnsView<'f>) -> DnsStep<'f> {
         let policy = &self.settings.dns;
         let client = facts.client.unwrap_or_default();
         if client.allow_listed {
             self.counters.dns.dnswl_passed += 1;
-            return Decision::of(Action::Pass, Reason::Dnswl);
+            return DnsStep::Decided(Decision::of(Action::Pass, Reason::Dnswl));
         }
         if client.block_listed {
             self.counters.dns.dnsbl_listed += 1;
-            let delay = secs(policy.block_delay);
-            return self.decide_by_table(addr, delay, true, None);
+            return DnsStep::Table {
+                delay: secs(policy.block_delay),
+                forced: true,
+                domain: None,
+            };
         }
         let spf_domain = match policy.spf {
             SpfMode::Off => None,
@@ -36,18 +64,18 @@ impl Engine {
         };
         if policy.spf == SpfMode::Skip && spf_domain.is_some() {
             self.counters.dns.spf_skipped += 1;
-            return Decision::of(Action::Pass, Reason::Spf);
+            return DnsStep::Decided(Decision::of(Action::Pass, Reason::Spf));
         }
         if policy.selective && facts.client.is_some_and(|c| !c.suspicious_name) {
-            return Decision::of(Action::Pass, Reason::Selective);
+            return DnsStep::Decided(Decision::of(Action::Pass, Reason::Selective));
         }
-        let delay = self.timing.delay;
-        match spf_domain {
-            Some(domain) => {
-                self.counters.dns.spf_keyed += 1;
-                self.decide_by_table(addr, delay, false, Some(domain))
-            }
-            None => self.decide_by_table(addr, delay, false, None),
+        if spf_domain.is_some() {
+            self.counters.dns.spf_keyed += 1;
+        }
+        DnsStep::Table {
+            delay: self.timing.delay,
+            forced: false,
+            domain: spf_domain,
         }
     }
 

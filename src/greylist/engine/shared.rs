@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use tracing::info;
 
-use super::{Action, Decision, Engine, Reason, Request};
+use super::dns::DnsStep;
+use super::{Action, Decision, Engine, Reason, Request, TableQuery};
+use crate::greylist::facts::DnsView;
 use crate::greylist::key::{Network, Secret, TupleKey};
 use crate::greylist::table::secs32;
 
@@ -74,14 +76,37 @@ impl Engine {
         self.shared_fresh_after = secs32(self.clock.now());
     }
 
-    /// RCPT in cluster mode, first step.
+    /// RCPT in cluster mode, first step, without DNS.
     pub fn rcpt_shared(&mut self, req: &Request<'_>) -> SharedStep {
-        let q = match self.classify_rcpt(req) {
+        self.rcpt_shared_with(req, DnsView::default())
+    }
+
+    /// RCPT in cluster mode, first step: the lists, then the DNS steps as
+    /// on a lone node (`engine/dns.rs`), then the local cache; the shared
+    /// key follows the SPF domain as the local one does.
+    pub fn rcpt_shared_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> SharedStep {
+        let (addr, delay, forced, domain) = match self.classify_rcpt(req) {
             Ok(d) => return SharedStep::Decided(d),
-            Err(q) => q,
+            Err(q) if q.forced => (q.addr, q.delay, true, None),
+            Err(q) => match self.dns_step(facts) {
+                DnsStep::Decided(d) => return SharedStep::Decided(d),
+                DnsStep::Table {
+                    delay,
+                    forced,
+                    domain,
+                } => (q.addr, delay, forced, domain),
+            },
+        };
+        let q = TableQuery {
+            addr,
+            delay,
+            forced,
         };
         let s = &self.settings;
-        let net = Network::of(q.addr, s.ipv4_prefix, s.ipv6_prefix);
+        let net = match domain {
+            Some(d) => Network::of_domain(d),
+            None => Network::of(q.addr, s.ipv4_prefix, s.ipv6_prefix),
+        };
         let key = self
             .secret
             .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
@@ -255,5 +280,45 @@ mod tests {
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Cached(_)));
         e.distrust_cache();
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Ask(_)));
+    }
+
+    #[test]
+    fn dns_steps_come_before_the_store_and_spf_keys_by_domain() {
+        use crate::greylist::facts::{ClientFacts, DnsFacts, SpfFacts, SpfMode, SpfResult};
+        let mut settings = Settings::default();
+        settings.dns.spf = SpfMode::Key;
+        let mut e = Engine::new(settings, Box::new(ManualClock::new(1_000_000)));
+        let listed = DnsFacts {
+            client: Some(ClientFacts {
+                allow_listed: true,
+                ..ClientFacts::default()
+            }),
+            spf: None,
+        };
+        let r = req(b"<a@provider.test>", b"<b@example.net>");
+        assert!(matches!(
+            e.rcpt_shared_with(&r, listed.view()),
+            SharedStep::Decided(d) if d.reason == Reason::Dnswl
+        ));
+        let pass = DnsFacts {
+            client: None,
+            spf: Some(SpfFacts {
+                result: SpfResult::Pass,
+                domain: "provider.test".into(),
+            }),
+        };
+        let keyed =
+            |e: &mut Engine, r: &Request<'_>, f: &DnsFacts| match e.rcpt_shared_with(r, f.view()) {
+                SharedStep::Ask(q) => q.key,
+                other => panic!("{other:?}"),
+            };
+        let other_net = Request {
+            client_addr: Some(IpAddr::from([198, 51, 100, 2])),
+            ..r
+        };
+        let by_domain = keyed(&mut e, &r, &pass);
+        assert_eq!(by_domain, keyed(&mut e, &other_net, &pass));
+        assert_ne!(by_domain, keyed(&mut e, &r, &DnsFacts::default()));
+        assert_eq!(e.dns_counters().spf_keyed, 2);
     }
 }
