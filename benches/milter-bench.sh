@@ -135,7 +135,8 @@ if [ "$TUPLES" != 0 ]; then
     "$BIN/examples/state_bench" --tuples "$TUPLES" --out "$OUT/state" --keep --no-fork | tee -a "$RESULTS" >&2
     start_greymilter full "$OUT/state"
     FULL_PID=$GM_PID FULL_SPEC=$GM_SPEC
-    restored=$(grep -m1 'restored state' "$OUT/full.log" | sed 's/.*ms=\([0-9]*\).*/\1/')
+    # Logged at info only: with LOG_LEVEL=warn there is no such line.
+    restored=$(grep -m1 'restored state' "$OUT/full.log" | sed 's/.*ms=\([0-9]*\).*/\1/' || true)
     echo "daemon restore: ${restored:-? (logged at info)} ms; RSS $(awk '/VmRSS/ { print $2 }' "/proc/$FULL_PID/status") KiB" | tee -a "$RESULTS"
 fi
 

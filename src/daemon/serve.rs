@@ -405,14 +405,16 @@ impl Daemon {
     /// SIGUSR1: the report to the log and, if configured, to the stats file.
     fn write_stats(&mut self) {
         let report = self.report();
-        for line in report.lines() {
-            tracing::info!(target: "greymilter::stats", "{line}");
-        }
+        // The file first: whoever sees the report in the log (a script, a
+        // test) may read the file at once.
         if let Some(path) = &self.config.stats.file {
             // A report is not worth an fsync; the rename keeps it whole.
             if let Err(e) = write_atomically(path, false, |w| w.write_all(report.as_bytes())) {
                 tracing::error!("cannot write the statistics report: {e}");
             }
+        }
+        for line in report.lines() {
+            tracing::info!(target: "greymilter::stats", "{line}");
         }
     }
 
