@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up: [`codec`] (framing, commands, responses), [`negotiate`],
 //! [`macros`] and [`client_address`] (pieces of a conversation), [`session`] (the
-//! I/O-free state machine), [`connection`] (its async driver), [`listener`] and [`server`] (sockets,
+//! I/O-free state machine; `session/envelope.rs` rebuilds a skipped CONNECT and
+//! MAIL from RCPT macros, `session/replies.rs` turns verdicts into packets), [`connection`] (its async driver), [`listener`] and [`server`] (sockets,
 //! limits, shutdown), and [`client`] (the MTA side, for tests and tools).
 //! Nothing here knows about greylisting: [`decision`] is the only seam.
 

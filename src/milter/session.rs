@@ -17,23 +17,21 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::client_address::{client_ip, client_ip_text};
-use super::codec::{
-    Command, Family, Frame, MacroPairs, cmd, encode_addheader, encode_empty, encode_replycode,
-    resp, split_frame,
-};
-use super::decision::{Client, Decided, Decider, Header, Macros, SessionOptions, Verdict};
+use super::client_address::client_ip;
+use super::codec::{Command, Family, Frame, MacroPairs, cmd, encode_empty, resp, split_frame};
+use super::decision::{Client, Decided, Decider, SessionOptions, Verdict};
 use super::macros::{MAX_STAGE_BYTES, MacroStore, Stored};
 use super::negotiate::{Agreement, Wanted, negotiate};
 use crate::ratelimit::LogLimiter;
-use crate::reply::Reply;
+
+mod envelope;
+mod replies;
+
+use envelope::refusal;
 
 /// One warn line per interval for protocol violations, across all sessions:
 /// a hostile peer must not be able to flood the log.
 static VIOLATIONS: LogLimiter = LogLimiter::new(Duration::from_secs(10));
-
-/// The longest header line we hand to the MTA (RFC 5322 line limit).
-const MAX_HEADER_LINE: usize = 998;
 
 /// Where the conversation is (docs/milter.md, "Conversation").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,90 +493,6 @@ impl<D: Decider> SessionCore<D> {
         self.client_known && !self.connection_decided
     }
 
-    /// The first RCPT of a transaction when CONNECT and MAIL are skipped:
-    /// the decider hears both now, built from the RCPT macros the way the
-    /// events would have carried them, and their verdicts apply as for
-    /// events without a reply.
-    fn envelope_from_macros(&mut self) {
-        let macros = self.macros.view(cmd::RCPT);
-        let client_addr = macros.get("client_addr");
-        if !self.client_known {
-            let addr = client_addr.and_then(client_ip_text);
-            if addr.is_none() {
-                self.violation_warn(format_args!(
-                    "no usable {{client_addr}} macro at RCPT (has the MTA's macro list been trimmed?): not greylisted"
-                ));
-            }
-            // Postfix's "unknown" is the bracketed address in SMFIC_CONNECT.
-            self.envelope.clear();
-            match macros.get("client_name") {
-                Some(name) if !name.is_empty() && name != b"unknown" => {
-                    self.envelope.extend_from_slice(name);
-                }
-                _ => {
-                    self.envelope.push(b'[');
-                    self.envelope
-                        .extend_from_slice(client_addr.unwrap_or_default());
-                    self.envelope.push(b']');
-                }
-            }
-            let client = Client {
-                hostname: &self.envelope,
-                addr,
-                port: 0,
-            };
-            let verdict = self.decider.connect(&client, &macros);
-            self.client_known = true;
-            self.connection_decided = verdict != Verdict::Continue;
-            self.connection_refusal = refusal(verdict);
-        }
-        self.state = State::Mail;
-        if !self.consults_decider() {
-            self.message_accepted = true;
-            return;
-        }
-        let Some(sender) = macros.get("mail_addr") else {
-            self.violation_warn(format_args!(
-                "no {{mail_addr}} macro at RCPT (has the MTA's macro list been trimmed?): not greylisted"
-            ));
-            self.message_accepted = true;
-            return;
-        };
-        // As the MAIL argument would have been: `<a@b>`, `<>`.
-        self.envelope.clear();
-        self.envelope.push(b'<');
-        self.envelope.extend_from_slice(sender);
-        self.envelope.push(b'>');
-        let verdict = self.decider.mail(&self.envelope, &macros);
-        self.decider_txn = true;
-        self.mail_unanswered(verdict);
-    }
-
-    /// A MAIL verdict the MTA did not wait for: the transaction stays open
-    /// and a refusal is given at each RCPT.
-    fn mail_unanswered(&mut self, verdict: Verdict) {
-        match verdict {
-            Verdict::Continue => {}
-            Verdict::Accept => self.message_accepted = true,
-            Verdict::Tempfail(_) | Verdict::Reject(_) => {
-                self.end_transaction();
-                self.message_refusal = Some(verdict);
-            }
-        }
-    }
-
-    /// A CONNECT or MAIL refusal the MTA did not wait for, inside a
-    /// transaction.
-    fn refusal_for_rcpt(&self) -> Option<Verdict> {
-        if self.state != State::Mail {
-            return None;
-        }
-        self.connection_refusal
-            .as_ref()
-            .or(self.message_refusal.as_ref())
-            .cloned()
-    }
-
     fn end_transaction(&mut self) {
         if self.decider_txn {
             self.decider_txn = false;
@@ -600,80 +514,6 @@ impl<D: Decider> SessionCore<D> {
         self.connection_refusal = None;
         self.client_known = false;
         self.connection_decided = false;
-    }
-
-    fn reply_continue(&self, agreement: Agreement, code: u8, out: &mut Vec<u8>) {
-        if agreement.owes_reply(code) {
-            encode_empty(out, resp::CONTINUE);
-        }
-    }
-
-    fn reply_verdict(&self, agreement: Agreement, code: u8, verdict: Verdict, out: &mut Vec<u8>) {
-        if !agreement.owes_reply(code) {
-            return;
-        }
-        match verdict {
-            Verdict::Continue => encode_empty(out, resp::CONTINUE),
-            // ACCEPT anywhere else would end filtering for the whole message.
-            Verdict::Accept if code == cmd::CONNECT || code == cmd::MAIL => {
-                encode_empty(out, resp::ACCEPT)
-            }
-            Verdict::Accept => encode_empty(out, resp::CONTINUE),
-            Verdict::Tempfail(reply) if reply.class() == 4 => encode_replycode(out, &reply),
-            Verdict::Reject(reply) if reply.class() == 5 => encode_replycode(out, &reply),
-            Verdict::Tempfail(reply) => {
-                self.class_mismatch(&reply, 4);
-                encode_empty(out, resp::TEMPFAIL);
-            }
-            Verdict::Reject(reply) => {
-                self.class_mismatch(&reply, 5);
-                encode_empty(out, resp::REJECT);
-            }
-        }
-    }
-
-    fn class_mismatch(&self, reply: &Reply, class: u8) {
-        if let Some(suppressed) = VIOLATIONS.allow() {
-            warn!(
-                conn = self.conn_id,
-                peer = %self.peer,
-                suppressed,
-                "reply {:?} does not match a {class}xx verdict: sent the bare code instead",
-                reply.as_str()
-            );
-        }
-    }
-
-    fn add_header(&self, agreement: Agreement, header: &Header, out: &mut Vec<u8>) {
-        if !agreement.may_add_headers() {
-            self.debug(format_args!(
-                "header {:?} not added: SMFIF_ADDHDRS not negotiated",
-                header.name
-            ));
-            return;
-        }
-        let name_ok = !header.name.is_empty()
-            && header
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b':');
-        let value_ok = header
-            .value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-        if !name_ok || !value_ok || header.name.len() + 2 + header.value.len() > MAX_HEADER_LINE {
-            if let Some(suppressed) = VIOLATIONS.allow() {
-                warn!(
-                    conn = self.conn_id,
-                    peer = %self.peer,
-                    suppressed,
-                    "header {:?} not added: invalid name or value",
-                    header.name
-                );
-            }
-            return;
-        }
-        encode_addheader(out, header.name.as_bytes(), header.value.as_bytes());
     }
 
     pub(super) fn debug(&self, what: fmt::Arguments<'_>) {
@@ -698,14 +538,6 @@ impl<D: Decider> SessionCore<D> {
         if let Some(suppressed) = VIOLATIONS.allow() {
             warn!(conn = self.conn_id, peer = %self.peer, suppressed, "{what}");
         }
-    }
-}
-
-/// A CONNECT or MAIL verdict that must still reach the recipients.
-fn refusal(verdict: Verdict) -> Option<Verdict> {
-    match verdict {
-        Verdict::Tempfail(_) | Verdict::Reject(_) => Some(verdict),
-        Verdict::Continue | Verdict::Accept => None,
     }
 }
 
