@@ -51,20 +51,10 @@ if [ -z "$ANCHOR_TARBALL" ]; then
     done
 fi
 ANCHOR_DIR=${ANCHOR_DIR:-/var/tmp/greymilter-anchor}
-OUT=${OUT:-$(mktemp -d /var/tmp/gm-anchor-bench.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS=$OUT/results.txt
-: >"$RESULTS"
-
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+bench_init anchor-bench
 fail() { echo "anchor-bench: $*" >&2; exit 1; }
-port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
-field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 # 200k -> 200000, 1M -> 1000000.
 count() {

@@ -24,27 +24,9 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 # per-txn: one (Postfix with one message per SMTP connection).
 SHAPES=${SHAPES:-persistent per-txn}
 PRIO=${PRIO:-}
-OUT=${OUT:-$(mktemp -d /var/tmp/gm-dns-bench.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS=$OUT/results.txt
-: >"$RESULTS"
-
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
-field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
-wait_line() {  # FILE REGEX [SECONDS]
-    for _ in $(seq $(( ${3:-10} * 10 ))); do
-        grep -m1 -E "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "dns-milter-bench: no '$2' in $1" >&2; tail -5 "$1" >&2; exit 1
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+bench_init dns-bench
 shape_args() {
     case $1 in
         persistent) echo "--txns 20 --rcpts 1 --pool $POOL" ;;

@@ -25,27 +25,9 @@ SOCKET=${SOCKET:-inet}           # inet (loopback TCP) or unix
 PRIO=${PRIO:-}
 CHECKPOINT_RUN=${CHECKPOINT_RUN:-10s}   # the checkpoint run, and when in it SIGUSR2 is sent
 CHECKPOINT_AT=${CHECKPOINT_AT:-5s}
-OUT=${OUT:-$(mktemp -d /var/tmp/gm-milter-bench.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS=$OUT/results.txt
-: >"$RESULTS"
-
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
-field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
-wait_line() {  # FILE REGEX [SECONDS]
-    for _ in $(seq $(( ${3:-10} * 10 ))); do
-        grep -m1 -E "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "milter-bench: no '$2' in $1" >&2; tail -5 "$1" >&2; exit 1
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+bench_init milter-bench
 
 # A listening address for milter NAME.
 spec_for() {
