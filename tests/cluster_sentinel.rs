@@ -19,6 +19,23 @@ fn a_node_follows_a_sentinel_failover() {
     let mut primary = Redis::start(&[]);
     let port = primary.port.to_string();
     let replica = Redis::start(&["--replicaof", "127.0.0.1", &port]);
+    // The replica's first full sync must be over, or WAIT below can time
+    // out on a loaded machine.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.conn())
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
     // Every sentinel must know the replica before the primary dies.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -53,7 +70,7 @@ fn a_node_follows_a_sentinel_failover() {
         // Replicated before the primary dies.
         let acked: i64 = redis::cmd("WAIT")
             .arg(1)
-            .arg(5000)
+            .arg(PATIENCE.as_millis() as u64)
             .query(&mut primary.conn())
             .unwrap();
         assert_eq!(acked, 1);
