@@ -119,6 +119,19 @@ tail -4 "$TMP/dns-bench.out"
     || fail "dns-milter-bench.sh: a run is missing or had protocol errors"
 grep -q 'spf=pass' "$TMP/dns-bench/key-warm.log" || fail "dns-milter-bench.sh: no SPF pass in the warm run"
 
+echo "== cluster-bench.sh (standalone vs [cluster], Redis killed mid-run, memory per tuple; tiny)"
+DURATION=1s CONNECTIONS=4 TUPLES=2000 OUT="$TMP/cluster-bench" benches/cluster-bench.sh \
+    >"$TMP/cluster-bench.out" 2>&1 || fail "cluster-bench.sh failed: $(tail -5 "$TMP/cluster-bench.out")"
+grep -E '^(standalone|cluster) ' "$TMP/cluster-bench/results.txt"
+[ "$(grep -cE '^(standalone|cluster)[^ ]* RESULT .* errors=0 ' "$TMP/cluster-bench/results.txt")" = 4 ] \
+    || fail "cluster-bench.sh: a run is missing or had protocol errors"
+grep -q 'bytes per pending tuple' "$TMP/cluster-bench/results.txt" || fail "cluster-bench.sh: no memory figure"
+
+echo "== multi_mx: the multi-MX retry experiment (tiny)"
+out=$("$BIN/examples/multi_mx" --messages 20)
+echo "$out" | grep -v '^RESULT'
+[ "$(grep -c '^RESULT scenario=' <<<"$out")" = 10 ] || fail "multi_mx did not run every scenario"
+
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
     port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }

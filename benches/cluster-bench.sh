@@ -4,6 +4,8 @@
 # latency while Redis is killed and restarted mid-run. Needs redis-server and a release build:
 #   cargo build --release --bin greymilter --example milter_load --example cluster_bench
 #   benches/cluster-bench.sh                 # OUT=/var/tmp/gm-cluster DURATION=10s TUPLES=1000000
+# PRIO="chrt -f 10" runs Redis, the daemons and the load generator with that prefix (shielded
+# from other work on a shared machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -25,7 +27,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port)
 start_redis() {
-    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
+    # shellcheck disable=SC2086
+    $PRIO redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
         --maxmemory-policy volatile-ttl >"$OUT/redis.log" 2>&1 &
     REDIS_PID=$!
     echo "$REDIS_PID" >"$OUT/redis.pid"

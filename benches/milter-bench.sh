@@ -177,7 +177,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
 echo "best of $ROUNDS (by RCPT decisions/s):"
 for label in noop/persistent empty/persistent full/persistent noop/per-txn empty/per-txn full/per-txn \
     noop/pass-only empty/pass-only full/pass-only half-empty/persistent half-full/persistent; do
-    line=$(best "$label")
-    [ -n "$line" ] && echo "$line"
+    line=$(best "$label" || true)   # labels of the TUPLES part are absent with TUPLES=0
+    if [ -n "$line" ]; then echo "$line"; fi
 done
 echo "all results: $RESULTS"
