@@ -72,11 +72,32 @@ fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ExitCode> 
     }
 }
 
+/// `[cluster] secret_file` must hold a usable secret: checked by
+/// `check-config` and `run` alike, with the same message and exit status.
+fn check_cluster_secret(config: &Config, path: Option<&Path>) -> Result<(), ExitCode> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(());
+    };
+    match greymilter::cluster::SharedSecret::load(&cluster.secret_file) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            match path {
+                Some(p) => eprintln!("{}", config::ConfigError::at_key(p, "secret_file", e)),
+                None => eprintln!("{e}"),
+            }
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
 fn run(explicit: Option<&Path>) -> ExitCode {
     let (config, path) = match load(explicit) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
+        return code;
+    }
     match daemon::run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -92,15 +113,8 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(cluster) = &config.cluster
-        && let Err(e) = greymilter::cluster::SharedSecret::load(&cluster.secret_file)
-    {
-        eprintln!(
-            "{}: {e}",
-            path.as_deref()
-                .map_or("(defaults)".into(), |p| p.display().to_string())
-        );
-        return ExitCode::from(EXIT_CONFIG);
+    if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
+        return code;
     }
     match &path {
         Some(p) => println!("# {}: OK", p.display()),

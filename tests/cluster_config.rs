@@ -1,5 +1,6 @@
 //! `check-config` with a `[cluster]` section: the secret file is read and
-//! checked too; nothing is resolved or connected.
+//! checked too (by `run` as well, before anything starts); nothing is
+//! resolved or connected.
 
 use std::fs;
 use std::process::Command;
@@ -30,18 +31,31 @@ fn check_config_validates_the_cluster_section_and_its_secret_file() {
     assert!(printed.contains("[cluster]"), "{printed}");
     assert!(printed.contains("timeout = \"80ms\""), "{printed}");
 
+    // A secret too short: `check-config` and `run` say the same, at the
+    // `secret_file` line, with the same exit status; nothing listens.
     fs::write(&key, b"too short").unwrap();
-    let out = Command::new(BIN)
+    let check = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&conf)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("secret_file") && stderr.contains("at least 16"),
-        "{stderr}"
-    );
+    let run = Command::new(BIN)
+        .arg("--config")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    for out in [&check, &run] {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("{}:3:1: cluster secret_file ", conf.display()))
+                && first.contains("at least 16"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
 
     let bad = dir.path().join("bad.toml");
     fs::write(

@@ -270,6 +270,17 @@ fn bad_files_are_refused_with_file_line_column() {
         e,
         "/dev/zero: cannot read list file: not a regular file (a character device)"
     );
+    // Unreadable: a directory at the path (root reads a mode-000 file, so
+    // permissions cannot make one unreadable in CI).
+    fs::create_dir(d.join("a-directory")).unwrap();
+    let e = refused("[lists.files]\naccept_clients = [\"a-directory\"]\n", &[]);
+    assert_eq!(
+        e,
+        at(
+            "a-directory",
+            ": cannot read list file: not a regular file (a directory)"
+        )
+    );
     let e = refused(
         "[lists.files]\naccept_clients = [\"big\"]\nmax_file_bytes = 10\n",
         &[("big", "192.0.2.1\n#\n")],

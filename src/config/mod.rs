@@ -251,6 +251,25 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// An error about the value of `key` in the file at `path` that only
+    /// shows after loading (what a named file holds): placed at the line
+    /// that assigns `key`, or at the whole file if that line is not found.
+    pub fn at_key(path: &Path, key: &str, message: String) -> ConfigError {
+        let at = crate::files::read_regular(path, MAX_CONFIG_BYTES)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| find_key(&text, key));
+        let (line, column) = at.unwrap_or((0, 0));
+        ConfigError {
+            file: path.display().to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a configuration file: a regular file (not a
     /// FIFO or a device, which would stall or never end) of at most

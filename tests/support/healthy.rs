@@ -83,6 +83,8 @@ pub struct Outcome {
     pub passes: u64,
     /// One line per session that went wrong: what was expected, what came.
     pub failures: Vec<String>,
+    /// The longest wait for a RCPT reply.
+    pub slowest_rcpt: Duration,
 }
 
 impl Outcome {
@@ -98,6 +100,15 @@ impl Outcome {
         );
         assert!(self.sessions > 0, "no healthy session completed");
         assert!(self.passes > 0, "no healthy retry passed");
+    }
+
+    /// Panics if a RCPT reply took longer than `bound`.
+    pub fn assert_rcpt_answered_within(&self, bound: Duration) {
+        assert!(
+            self.slowest_rcpt <= bound,
+            "a RCPT reply took {:?}, more than {bound:?}",
+            self.slowest_rcpt
+        );
     }
 }
 
@@ -128,6 +139,7 @@ impl Healthy {
                 all.sessions += o.sessions;
                 all.passes += o.passes;
                 all.failures.extend(o.failures);
+                all.slowest_rcpt = all.slowest_rcpt.max(o.slowest_rcpt);
                 all
             })
         });
@@ -193,7 +205,8 @@ async fn run_lane(addr: SocketAddr, plan: Plan, lane: u16, stop: &AtomicBool) ->
         n = n.wrapping_add(1);
         let fresh = format!("<r{n}@healthy.example>");
         let net = retry.as_ref().map_or(n, |w| w.net);
-        match session(addr, network(lane, net), retry.as_ref(), &fresh).await {
+        let slowest = &mut out.slowest_rcpt;
+        match session(addr, network(lane, net), retry.as_ref(), &fresh, slowest).await {
             Ok(answered) => {
                 out.sessions += 1;
                 if retry.is_some() {
@@ -239,6 +252,7 @@ async fn session(
     client: IpAddr,
     retry: Option<&Waiting>,
     fresh: &str,
+    slowest_rcpt: &mut Duration,
 ) -> Result<Instant, String> {
     let mut c = ClientBuilder::new()
         .timeout(REPLY_TIMEOUT)
@@ -260,16 +274,22 @@ async fn session(
         c.mail(&["<probe@healthy.example>"]).await,
         is_continue,
     )?;
+    let mut timed_rcpt = async |rcpt: &str| {
+        let asked = Instant::now();
+        let reply = c.rcpt(&[rcpt]).await;
+        *slowest_rcpt = (*slowest_rcpt).max(asked.elapsed());
+        reply
+    };
     if let Some(w) = retry {
         expect(
             "RCPT (retry after the delay)",
-            c.rcpt(&[&w.rcpt]).await,
+            timed_rcpt(&w.rcpt).await,
             is_continue,
         )?;
     }
-    expect("RCPT (new tuple)", c.rcpt(&[fresh]).await, is_greylisted)?;
+    expect("RCPT (new tuple)", timed_rcpt(fresh).await, is_greylisted)?;
     let answered = Instant::now();
-    expect("RCPT (early retry)", c.rcpt(&[fresh]).await, is_greylisted)?;
+    expect("RCPT (early retry)", timed_rcpt(fresh).await, is_greylisted)?;
     match c.eom().await {
         Ok(r) if r.last == Response::Continue => {}
         other => return Err(format!("EOM: {other:?}")),
