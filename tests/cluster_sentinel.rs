@@ -1,8 +1,11 @@
 //! A Sentinel failover: one primary, one replica, three sentinels on
-//! loopback; the primary is killed and the node follows the new one.
+//! loopback; the primary is killed and the node follows the new one: the
+//! cluster client alone, then two real daemons with a healthy MTA beside.
 
 mod cluster_support;
+mod support;
 
+use std::fs;
 use std::time::{Duration, Instant};
 
 use cluster_support::{
@@ -10,13 +13,13 @@ use cluster_support::{
 };
 use greymilter::cluster::{Args, Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
+use support::Daemon;
+use support::healthy::{Healthy, Plan};
 
-#[test]
-fn a_node_follows_a_sentinel_failover() {
-    if !redis_present() {
-        return;
-    }
-    let mut primary = Redis::start(&[]);
+/// A primary, its replica (synced) and three sentinels that know both;
+/// the `redis+sentinel://` URL for them.
+fn sentinel_set() -> (Redis, Redis, Vec<Sentinel>, String) {
+    let primary = Redis::start(&[]);
     let port = primary.port.to_string();
     let replica = Redis::start(&["--replicaof", "127.0.0.1", &port]);
     // The replica's first full sync must be over, or WAIT below can time
@@ -58,6 +61,26 @@ fn a_node_follows_a_sentinel_failover() {
             .collect::<Vec<_>>()
             .join(",")
     );
+    (primary, replica, sentinels, url)
+}
+
+/// Replicated to the replica before the primary dies.
+fn replicated(primary: &Redis) {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(PATIENCE.as_millis() as u64)
+        .query(&mut primary.conn())
+        .unwrap();
+    assert_eq!(acked, 1);
+}
+
+#[test]
+fn a_node_follows_a_sentinel_failover() {
+    if !redis_present() {
+        return;
+    }
+    let (mut primary, replica, _sentinels, url) = sentinel_set();
+
     run(async {
         let node = Cluster::connect(&options(url, Duration::from_millis(500)))
             .await
@@ -67,13 +90,7 @@ fn a_node_follows_a_sentinel_failover() {
         let key = TupleKey([7, 7]);
         let first = node.decide(&key, args).unwrap().await.map(|r| r.outcome);
         assert_eq!(first, Some(Outcome::New { remaining: 300 }));
-        // Replicated before the primary dies.
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(PATIENCE.as_millis() as u64)
-            .query(&mut primary.conn())
-            .unwrap();
-        assert_eq!(acked, 1);
+        replicated(&primary);
         primary.kill();
         let deadline = Instant::now() + PATIENCE * 3;
         let again = loop {
@@ -107,4 +124,77 @@ fn a_node_follows_a_sentinel_failover() {
         let role: redis::Value = redis::cmd("ROLE").query(&mut replica.conn()).unwrap();
         assert!(format!("{role:?}").contains("master"), "{role:?}");
     });
+}
+
+/// `[cluster] timeout` of the daemons, and what a loaded machine may add
+/// to a reply's time (as in cluster_daemon.rs).
+const TIMEOUT: Duration = Duration::from_millis(50);
+const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
+
+/// Two daemons on the sentinels' URL. A tuple first tried at A before the
+/// primary dies passes its retry at B after the failover, decided in Redis
+/// (the promoted replica has it); a healthy MTA at A is served throughout,
+/// never held past the deadline.
+#[test]
+fn daemons_follow_a_failover_and_keep_deciding() {
+    if !redis_present() {
+        return;
+    }
+    let (mut primary, _replica, _sentinels, url) = sentinel_set();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("cluster.key");
+    fs::write(&key, [1u8; 32]).unwrap();
+    let config = format!(
+        "[greylist]\ndelay = \"2s\"\n[cluster]\nredis = \"{url}\"\nsecret_file = \"{}\"\n\
+         timeout = \"{}ms\"\n",
+        key.display(),
+        TIMEOUT.as_millis()
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start_in(dir_a.path(), &config);
+    let b = Daemon::start_in(dir_b.path(), &config);
+    let healthy = Healthy::start(a.milter_addr(), Plan::beside());
+    a.wait_for_log(|l| l.contains("src=redis"));
+    let rcpt = ["b@example.net"];
+    assert_eq!(a.query("192.0.2.10", "a@example.org", &rcpt).status, 4);
+    replicated(&primary);
+
+    primary.kill();
+    back_on_redis(&b);
+    // B never saw the tuple: it asks the promoted replica, which has it.
+    let mark = b.log_len();
+    assert_eq!(b.query("192.0.2.10", "a@example.org", &rcpt).status, 0);
+    let log = b.log_text();
+    assert!(
+        log[mark..]
+            .lines()
+            .any(|l| l.contains("reason=retried") && l.contains("src=redis")),
+        "{log}"
+    );
+
+    let outcome = healthy.finish();
+    outcome.assert_all_served(&a.log_text());
+    outcome.assert_rcpt_answered_within(TIMEOUT + SCHEDULING_SLACK);
+}
+
+/// Sends `node` tuples of its own (new each time, so none is answered
+/// from its local table) until one is decided in Redis again: a failover
+/// takes a few seconds, a breaker probe a few more.
+fn back_on_redis(node: &Daemon) {
+    let deadline = Instant::now() + PATIENCE * 3;
+    for n in 1u32.. {
+        let mark = node.log_len();
+        let client = format!("198.51.{}.{}", 100 + n / 250, 1 + n % 250);
+        let q = node.query(&client, &format!("p{n}@example.org"), &["b@example.net"]);
+        assert_eq!(q.status, 4, "{q:?}");
+        if node.log_text()[mark..].contains("src=redis") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never decided in Redis after the failover; log:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
