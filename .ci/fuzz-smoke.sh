@@ -8,6 +8,9 @@
 #   FUZZ_SECONDS   time per target (default 10; 6 targets ≈ 1 minute)
 #   FUZZ_TIMEOUT   seconds one input may take (default 10)
 #   FUZZ_SANITIZER address (default) or none
+#   FUZZ_PROFILE   release (default) or dev: unoptimised, builds in less than
+#                  half the time and runs each input slower; enough for a smoke
+#                  run that replays the corpus (CI uses it)
 #
 # Needs only the stable toolchain: cargo-fuzz passes nightly-only flags, which
 # RUSTC_BOOTSTRAP=1 allows. Installs cargo-fuzz if it is missing. New inputs
@@ -20,6 +23,11 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-10}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
 SANITIZER=${FUZZ_SANITIZER:-address}
+case ${FUZZ_PROFILE:-release} in
+    release) PROFILE=() ;;
+    dev) PROFILE=(--dev) ;;
+    *) echo "fuzz-smoke: FUZZ_PROFILE must be release or dev" >&2; exit 2 ;;
+esac
 TARGETS=(frame_decoder session config state_file address control_line)
 
 export RUSTC_BOOTSTRAP=1
@@ -31,7 +39,7 @@ fi
 
 started=$(date +%s)
 # Debug assertions on: integer overflow on hostile input is a finding too.
-cargo fuzz build --sanitizer "$SANITIZER" --debug-assertions
+cargo fuzz build "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions
 built=$(date +%s)
 echo "fuzz-smoke: build took $((built - started)) s"
 
@@ -42,7 +50,7 @@ failed=()
 for target in "${TARGETS[@]}"; do
     mkdir -p "$work/$target"
     log="$work/$target.log"
-    if cargo fuzz run --sanitizer "$SANITIZER" --debug-assertions "$target" \
+    if cargo fuzz run "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions "$target" \
         "$work/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT" \
         -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
