@@ -18,6 +18,12 @@ impl Engine {
     /// [`Engine::decide_rcpt_with`] with the facts borrowed.
     pub fn decide_rcpt_seen(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Decision {
         let d = self.decide_with(req, facts);
+        self.counted(d)
+    }
+
+    /// Counts a RCPT decision, however it was made (here, or from the
+    /// shared store of a cluster in `engine/shared.rs`).
+    pub(super) fn counted(&mut self, d: Decision) -> Decision {
         let n = self.decisions.entry((d.action, d.reason)).or_insert(0);
         *n = n.saturating_add(1);
         d

@@ -86,10 +86,10 @@ impl Engine {
     /// key follows the SPF domain as the local one does.
     pub fn rcpt_shared_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> SharedStep {
         let (addr, delay, forced, domain) = match self.classify_rcpt(req) {
-            Ok(d) => return SharedStep::Decided(d),
+            Ok(d) => return SharedStep::Decided(self.counted(d)),
             Err(q) if q.forced => (q.addr, q.delay, true, None),
             Err(q) => match self.dns_step(facts) {
-                DnsStep::Decided(d) => return SharedStep::Decided(d),
+                DnsStep::Decided(d) => return SharedStep::Decided(self.counted(d)),
                 DnsStep::Table {
                     delay,
                     forced,
@@ -117,7 +117,8 @@ impl Engine {
             && now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
             && t.last > self.shared_fresh_after
         {
-            return SharedStep::Cached(Decision::of(Action::Pass, Reason::Whitelisted));
+            let d = Decision::of(Action::Pass, Reason::Whitelisted);
+            return SharedStep::Cached(self.counted(d));
         }
         let (local_first_seen, local_white) = match local {
             Some((t, true)) if now32.saturating_sub(t.last) < self.timing.lifetime => {
@@ -210,13 +211,14 @@ impl Engine {
                 q.addr, self.settings.auto_whitelist_after
             );
         }
-        decision
+        self.counted(decision)
     }
 
     /// The store could not be asked or did not answer in time: the local
     /// table decides, as without a cluster.
     pub fn decide_fallback(&mut self, q: &SharedQuery) -> Decision {
-        self.decide_tuple(q.addr, q.key, q.delay, q.forced)
+        let d = self.decide_tuple(q.addr, q.key, q.delay, q.forced);
+        self.counted(d)
     }
 }
 
@@ -280,6 +282,19 @@ mod tests {
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Cached(_)));
         e.distrust_cache();
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Ask(_)));
+        // Every decision is counted for the metrics, however it was made:
+        // from the store, the fallback, the cache; asking is no decision.
+        let counts = e.decision_counts();
+        let count = |action: &str, reason: &str| {
+            counts
+                .iter()
+                .find(|(a, r, _)| a == action && r == reason)
+                .map_or(0, |c| c.2)
+        };
+        assert_eq!(count("greylist", "new"), 1, "{counts:?}");
+        assert_eq!(count("pass", "retried"), 1, "{counts:?}");
+        assert_eq!(count("pass", "whitelisted"), 4, "{counts:?}");
+        assert_eq!(counts.len(), 3, "{counts:?}");
     }
 
     #[test]
