@@ -4,7 +4,8 @@
 # message only; full: CONNECT and MAIL answered too, as greymilter did before issue 15;
 # noreply: CONNECT and MAIL without a reply, greymilter's with DNS checks; noop: CONNECT and MAIL
 # skipped, the envelope in RCPT macros, greymilter's without) and with greymilter, interleaved, best of ROUNDS, tmpfs queue, discard delivery, smtp-source with SESSIONS parallel
-# SMTP sessions. Every message passes greymilter as a whitelisted tuple (the tuple is
+# SMTP sessions. The milters listen on loopback TCP; noop-unix and greymilter-unix are the noop
+# and greymilter scenarios over a Unix socket (a second greymilter with its own table). Every message passes greymilter as a whitelisted tuple (the tuple is
 # whitelisted with `greymilter query` before the timed runs), so each one costs a full
 # CONNECT/MAIL/RCPT/EOM milter conversation and a table look-up. Instance layout and the
 # reason for each main.cf setting: see the comments in tests/e2e/postfix.rs.
@@ -28,7 +29,7 @@ BIN=${BIN:-$ROOT/target/release}
 MSGS=${MSGS:-6000}
 SESSIONS=${SESSIONS:-50}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-"none floor full noreply noop greymilter"}
+SCENARIOS=${SCENARIOS:-"none floor full noreply noop greymilter noop-unix greymilter-unix"}
 SMTP_PORT=${SMTP_PORT:-2625}
 GM_PORT=${GM_PORT:-10040}
 NOOP_PORT=${NOOP_PORT:-10041}
@@ -84,6 +85,22 @@ level = "info"
 CONF
 "$BIN/greymilter" --config "$WORKDIR/greymilter.toml" 2>"$WORKDIR/greymilter.log" </dev/null &
 GM_PID=$!; PIDS+=("$GM_PID")
+# The same over a Unix socket that smtpd (user postfix, not chrooted) may connect to.
+GMU_SOCK=$WORKDIR/greymilter.sock
+cat >"$WORKDIR/greymilter-unix.toml" <<CONF
+[milter]
+listen = "unix:$GMU_SOCK"
+socket_mode = "0666"
+[greylist]
+delay = "1s"
+[log]
+level = "info"
+CONF
+"$BIN/greymilter" --config "$WORKDIR/greymilter-unix.toml" 2>"$WORKDIR/greymilter-unix.log" </dev/null &
+GMU_PID=$!; PIDS+=("$GMU_PID")
+NOOPU_SOCK=$WORKDIR/noop.sock
+"$BIN/examples/noop_milter" "unix:$NOOPU_SOCK" >"$WORKDIR/noop-unix.log" 2>&1 </dev/null &
+NOOPU_PID=$!; PIDS+=("$NOOPU_PID")
 "$BIN/examples/noop_milter" "inet:127.0.0.1:$NOOP_PORT" >"$WORKDIR/noop.log" 2>&1 </dev/null &
 NOOP_PID=$!; PIDS+=("$NOOP_PID")
 "$BIN/examples/noop_milter" "inet:127.0.0.1:$FULL_PORT" full >"$WORKDIR/full.log" 2>&1 </dev/null &
@@ -93,11 +110,18 @@ FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
 "$BIN/examples/noop_milter" "inet:127.0.0.1:$NR_PORT" no-reply >"$WORKDIR/noreply.log" 2>&1 </dev/null &
 NR_PID=$!; PIDS+=("$NR_PID")
 sleep 0.5
+for _ in $(seq 100); do [ -S "$NOOPU_SOCK" ] && [ -S "$GMU_SOCK" ] && break; sleep 0.1; done
+chmod 666 "$NOOPU_SOCK"   # the no-op milter binds with the library's default mode
 # Whitelist the one tuple smtp-source uses: first attempt deferred, retry after the delay passes.
-query=("$BIN/greymilter" query --socket "inet:127.0.0.1:$GM_PORT" --client 127.0.0.1 --from "$FROM" --to "$TO")
-"${query[@]}" >/dev/null && { echo "postfix-overhead: the first attempt was not deferred" >&2; exit 1; } || true
+for socket in "inet:127.0.0.1:$GM_PORT" "unix:$GMU_SOCK"; do
+    query=("$BIN/greymilter" query --socket "$socket" --client 127.0.0.1 --from "$FROM" --to "$TO")
+    "${query[@]}" >/dev/null && { echo "postfix-overhead: the first attempt was not deferred" >&2; exit 1; } || true
+done
 sleep 2
-"${query[@]}" >/dev/null || { echo "postfix-overhead: the tuple did not pass after the delay" >&2; exit 1; }
+for socket in "inet:127.0.0.1:$GM_PORT" "unix:$GMU_SOCK"; do
+    query=("$BIN/greymilter" query --socket "$socket" --client 127.0.0.1 --from "$FROM" --to "$TO")
+    "${query[@]}" >/dev/null || { echo "postfix-overhead: the tuple did not pass after the delay" >&2; exit 1; }
+done
 
 # --- the Postfix instance ----------------------------------------
 QUEUE=$WORKDIR/queue
@@ -200,7 +224,7 @@ queue_drained() {
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-11s %5s %7s %8s %9s %14s %10s %10s %10s\n' scenario round msgs seconds msg/s \
+printf '%-15s %5s %7s %8s %9s %14s %10s %10s %10s\n' scenario round msgs seconds msg/s \
     milter_cpu_s postfix_us source_us milter_us
 declare -A BEST CPU_PF CPU_SRC CPU_MILTER
 for round in $(seq "$ROUNDS"); do
@@ -212,11 +236,14 @@ for round in $(seq "$ROUNDS"); do
             floor) milter="inet:127.0.0.1:$FLOOR_PORT"; pid=$FLOOR_PID ;;
             noreply) milter="inet:127.0.0.1:$NR_PORT"; pid=$NR_PID ;;
             greymilter) milter="inet:127.0.0.1:$GM_PORT"; pid=$GM_PID ;;
+            noop-unix) milter="unix:$NOOPU_SOCK"; pid=$NOOPU_PID ;;
+            greymilter-unix) milter="unix:$GMU_SOCK"; pid=$GMU_PID ;;
             *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
         start_postfix "$milter"
         source_mail 5 20                      # warm-up: spawns smtpd and cleanup processes
-        passes_before=$(grep -c 'action=pass' "$WORKDIR/greymilter.log" || true)
+        gm_log=$WORKDIR/${scenario}.log
+        passes_before=$(grep -c 'action=pass' "$gm_log" 2>/dev/null || true)
         queue_drained
         cpu_before=${pid:+$(cpu_ticks "$pid")}
         pf_before=$(cg_ns "$CG_PF") src_before=$(cg_ns "$CG_SRC")
@@ -230,12 +257,12 @@ for round in $(seq "$ROUNDS"); do
         milter_us=$(awk -v c="${cpu:-0}" -v m="$MSGS" 'BEGIN { printf "%.0f", c * 1e6 / m }')
         CPU_PF[$scenario]+="$pf_us " CPU_SRC[$scenario]+="$src_us " CPU_MILTER[$scenario]+="$milter_us "
         stop_postfix
-        if [ "$scenario" = greymilter ]; then
-            passes=$(( $(grep -c 'action=pass' "$WORKDIR/greymilter.log") - passes_before ))
+        if [ "$scenario" = greymilter ] || [ "$scenario" = greymilter-unix ]; then
+            passes=$(( $(grep -c 'action=pass' "$gm_log") - passes_before ))
             [ "$passes" -ge "$MSGS" ] || { echo "greymilter passed $passes of $MSGS" >&2; exit 1; }
         fi
         rate=$(awk -v m="$MSGS" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", m / (e - s) }')
-        printf '%-11s %5s %7s %8.2f %9s %14s %10s %10s %10s\n' "$scenario" "$round" "$MSGS" \
+        printf '%-15s %5s %7s %8.2f %9s %14s %10s %10s %10s\n' "$scenario" "$round" "$MSGS" \
             "$(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')" "$rate" "${cpu:--}" \
             "$pf_us" "$src_us" "$milter_us"
         if [ -z "${BEST[$scenario]:-}" ] || [ "$rate" -gt "${BEST[$scenario]}" ]; then BEST[$scenario]=$rate; fi
