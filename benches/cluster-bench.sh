@@ -5,7 +5,8 @@
 #   cargo build --release --bin greymilter --example milter_load --example cluster_bench
 #   benches/cluster-bench.sh                 # OUT=/var/tmp/gm-cluster DURATION=10s TUPLES=1000000
 # PRIO="chrt -f 10" runs Redis, the daemons and the load generator with that prefix (shielded
-# from other work on a shared machine).
+# from other work on a shared machine). REDIS_VIA=unix points the cluster node at Redis' Unix
+# socket instead of loopback TCP (a Redis on the same host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -14,6 +15,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 TUPLES=${TUPLES:-1000000}
 PRIO=${PRIO:-}
+REDIS_VIA=${REDIS_VIA:-tcp}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
 : >"$RESULTS"
@@ -29,6 +31,7 @@ RPORT=$(free_port)
 start_redis() {
     # shellcheck disable=SC2086
     $PRIO redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
+        --unixsocket "$OUT/redis.sock" --unixsocketperm 700 \
         --maxmemory-policy volatile-ttl >"$OUT/redis.log" 2>&1 &
     REDIS_PID=$!
     echo "$REDIS_PID" >"$OUT/redis.pid"
@@ -75,8 +78,14 @@ load() {
 redis_cpu() { awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"; }
 
 echo "machine: $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
+case $REDIS_VIA in
+    tcp) REDIS_URL="redis://127.0.0.1:$RPORT/0" ;;
+    unix) REDIS_URL="unix:$OUT/redis.sock" ;;
+    *) echo "cluster-bench: REDIS_VIA must be tcp or unix" >&2; exit 2 ;;
+esac
+echo "redis via $REDIS_VIA: $REDIS_URL" | tee -a "$RESULTS"
 CLUSTER="[cluster]
-redis = \"redis://127.0.0.1:$RPORT/0\"
+redis = \"$REDIS_URL\"
 secret_file = \"$OUT/cluster.key\"
 timeout = \"50ms\""
 
