@@ -3,31 +3,26 @@
 # (same config otherwise), 64 connections, default mix; Redis memory per tuple; the worst RCPT
 # latency while Redis is killed and restarted mid-run. Needs redis-server and a release build:
 #   cargo build --release --bin greymilter --example milter_load --example cluster_bench
-#   benches/cluster-bench.sh                 # OUT=/var/tmp/gm-cluster DURATION=10s TUPLES=1000000
+#   benches/cluster-bench.sh                 # DURATION=10s TUPLES=1000000; OUT: a new /var/tmp dir
 # PRIO="chrt -f 10" runs Redis, the daemons and the load generator with that prefix (shielded
 # from other work on a shared machine). REDIS_VIA=unix points the cluster node at Redis' Unix
 # socket instead of loopback TCP (a Redis on the same host).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
 BIN=target/release
-OUT=${OUT:-/var/tmp/gm-cluster}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 TUPLES=${TUPLES:-1000000}
 PRIO=${PRIO:-}
 REDIS_VIA=${REDIS_VIA:-tcp}
-mkdir -p "$OUT"
-RESULTS=$OUT/results.txt
-: >"$RESULTS"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    [ -f "$OUT/redis.pid" ] && kill -9 "$(cat "$OUT/redis.pid")" 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+bench_init cluster-bench
+# Redis is restarted mid-run: its current pid is in redis.pid, not in PIDS.
+trap 'bench_cleanup; [ -f "$OUT/redis.pid" ] && kill -9 "$(cat "$OUT/redis.pid")" 2>/dev/null || true' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port)
+RPORT=$(port)
 start_redis() {
     # shellcheck disable=SC2086
     $PRIO redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
@@ -43,7 +38,7 @@ head -c 32 /dev/urandom >"$OUT/cluster.key"
 
 # start NAME EXTRA: a daemon on a free port; sets GM_PID GM_SPEC.
 start() {
-    local name=$1 extra=$2 port; port=$(free_port)
+    local name=$1 extra=$2 port; port=$(port)
     cat >"$OUT/$name.toml" <<CONF
 [milter]
 listen = "inet:$port@127.0.0.1"

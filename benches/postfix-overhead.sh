@@ -75,29 +75,27 @@ in_cgroup() {  # $1 cgroup (may be empty), then the command
 }
 
 # --- the milters ----------------------------------------------------------------------------
-cat >"$WORKDIR/greymilter.toml" <<CONF
+# start_greymilter NAME LISTEN [MILTER_LINES]: a greymilter with a 1 s delay; sets STARTED.
+start_greymilter() {
+    cat >"$WORKDIR/$1.toml" <<CONF
 [milter]
-listen = "inet:127.0.0.1:$GM_PORT"
+listen = "$2"
+${3:-}
 [greylist]
 delay = "1s"
 [log]
 level = "info"
 CONF
-"$BIN/greymilter" --config "$WORKDIR/greymilter.toml" 2>"$WORKDIR/greymilter.log" </dev/null &
-GM_PID=$!; PIDS+=("$GM_PID")
+    "$BIN/greymilter" --config "$WORKDIR/$1.toml" 2>"$WORKDIR/$1.log" </dev/null &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+start_greymilter greymilter "inet:127.0.0.1:$GM_PORT"
+GM_PID=$STARTED
 # The same over a Unix socket that smtpd (user postfix, not chrooted) may connect to.
 GMU_SOCK=$WORKDIR/greymilter.sock
-cat >"$WORKDIR/greymilter-unix.toml" <<CONF
-[milter]
-listen = "unix:$GMU_SOCK"
-socket_mode = "0666"
-[greylist]
-delay = "1s"
-[log]
-level = "info"
-CONF
-"$BIN/greymilter" --config "$WORKDIR/greymilter-unix.toml" 2>"$WORKDIR/greymilter-unix.log" </dev/null &
-GMU_PID=$!; PIDS+=("$GMU_PID")
+start_greymilter greymilter-unix "unix:$GMU_SOCK" 'socket_mode = "0666"'
+GMU_PID=$STARTED
 NOOPU_SOCK=$WORKDIR/noop.sock
 "$BIN/examples/noop_milter" "unix:$NOOPU_SOCK" >"$WORKDIR/noop-unix.log" 2>&1 </dev/null &
 NOOPU_PID=$!; PIDS+=("$NOOPU_PID")
