@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_support::{Redis, redis_present};
+use cluster_support::{FAULT_TIMEOUT, Redis, SCHEDULING_SLACK, redis_present};
 use support::healthy::{Healthy, Plan};
 use support::{BIN, Daemon, PATIENCE, watch};
 
@@ -28,23 +28,17 @@ fn cluster_config(r: &Redis, key: &Path, timeout: &str, extra: &str) -> String {
     )
 }
 
-/// `[cluster] timeout` of the fault tests.
-const TIMEOUT: Duration = Duration::from_millis(50);
 /// How long each fault lasts at least while the healthy client runs: far
 /// longer than any bound a reply is held to.
 const FAULT_HOLD: Duration = Duration::from_secs(3);
-/// What a loaded CI machine may add to a reply's time: the decision is
-/// bounded by TIMEOUT; the exact worst case (7-13 ms with Redis killed) is
-/// measured by benches/cluster-bench.sh, not here.
-const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
 
-/// The configuration of the fault tests: [`TIMEOUT`], the healthy
+/// The configuration of the fault tests: [`FAULT_TIMEOUT`], the healthy
 /// client's 2 s delay, then `extra`.
 fn fault_config(r: &Redis, keys: &Path, extra: &str) -> String {
     cluster_config(
         r,
         &key_file(keys, 1),
-        &format!("{}ms", TIMEOUT.as_millis()),
+        &format!("{}ms", FAULT_TIMEOUT.as_millis()),
         &format!("[greylist]\ndelay = \"2s\"\n{extra}"),
     )
 }
@@ -53,7 +47,7 @@ fn fault_config(r: &Redis, keys: &Path, extra: &str) -> String {
 fn assert_healthy_served(healthy: Healthy, node: &Daemon) {
     let outcome = healthy.finish();
     outcome.assert_all_served(&node.log_text());
-    outcome.assert_rcpt_answered_within(TIMEOUT + SCHEDULING_SLACK);
+    outcome.assert_rcpt_answered_within(FAULT_TIMEOUT + SCHEDULING_SLACK);
 }
 
 /// Keeps a fault in place until `until`.

@@ -9,7 +9,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use cluster_support::{
-    PATIENCE, Redis, Sentinel, options, plain_args, redis_present, run, unix_now,
+    FAULT_TIMEOUT, PATIENCE, Redis, SCHEDULING_SLACK, Sentinel, options, plain_args, redis_present,
+    run, unix_now,
 };
 use greymilter::cluster::{Args, Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
@@ -126,11 +127,6 @@ fn a_node_follows_a_sentinel_failover() {
     });
 }
 
-/// `[cluster] timeout` of the daemons, and what a loaded machine may add
-/// to a reply's time (as in cluster_daemon.rs).
-const TIMEOUT: Duration = Duration::from_millis(50);
-const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
-
 /// Two daemons on the sentinels' URL. A tuple first tried at A before the
 /// primary dies passes its retry at B after the failover, decided in Redis
 /// (the promoted replica has it); a healthy MTA at A is served throughout,
@@ -148,7 +144,7 @@ fn daemons_follow_a_failover_and_keep_deciding() {
         "[greylist]\ndelay = \"2s\"\n[cluster]\nredis = \"{url}\"\nsecret_file = \"{}\"\n\
          timeout = \"{}ms\"\n",
         key.display(),
-        TIMEOUT.as_millis()
+        FAULT_TIMEOUT.as_millis()
     );
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Daemon::start_in(dir_a.path(), &config);
@@ -174,7 +170,7 @@ fn daemons_follow_a_failover_and_keep_deciding() {
 
     let outcome = healthy.finish();
     outcome.assert_all_served(&a.log_text());
-    outcome.assert_rcpt_answered_within(TIMEOUT + SCHEDULING_SLACK);
+    outcome.assert_rcpt_answered_within(FAULT_TIMEOUT + SCHEDULING_SLACK);
 }
 
 /// Sends `node` tuples of its own (new each time, so none is answered

@@ -16,6 +16,13 @@ use nix::unistd::Pid;
 /// Bound for redis-server to start listening; tests return as soon as it does.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// `[cluster] timeout` of the daemons in the fault and failover tests.
+pub const FAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// What a loaded CI machine may add to a reply's time in those tests: the
+/// decision is bounded by FAULT_TIMEOUT; the exact worst case (7-13 ms with
+/// Redis killed) is measured by benches/cluster-bench.sh, not here.
+pub const SCHEDULING_SLACK: Duration = Duration::from_secs(1);
+
 pub fn redis_present() -> bool {
     let found = Command::new("redis-server")
         .arg("--version")
