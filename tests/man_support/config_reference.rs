@@ -195,7 +195,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "lists",
-        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The lists are consulted in the order below and the first list with a matching entry decides (docs/decisions.md). The same lists can come from files: `[lists.files]`.",
+        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The first list with a matching entry decides, in the order given in docs/decisions.md. The same lists can come from files: `[lists.files]`.",
         keys: &[
             key(
                 "clients",
