@@ -210,20 +210,48 @@ fn a_dead_resolver_is_skipped_and_a_healthy_one_beside_it_serves() {
 #[test]
 fn no_resolver_configuration_means_no_information_at_once() {
     rt().block_on(async {
-        // A resolver with no usable nameserver list is built as "no DNS".
-        let dns = Rc::new(Dns::new(DnsSettings {
-            spf: true,
-            block_zones: vec!["bl.test".parse().unwrap()],
-            servers: Vec::new(),
-            ..DnsSettings::default()
-        }));
-        // Whatever /etc/resolv.conf says here, nothing may take longer than
-        // the budget and nothing is a listing.
-        let t = Instant::now();
-        let c = Rc::clone(&dns)
-            .client(ip("192.0.2.20"), b"mail.example.com".to_vec())
-            .await;
-        assert!(!c.facts.unwrap().block_listed);
-        assert!(t.elapsed() < dns.settings().timeout + SLACK);
+        // An empty `servers` list reads resolv.conf; one that names no
+        // nameserver (and one that does not exist) leaves DNS without a
+        // resolver, whatever the host's own /etc/resolv.conf says.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("resolv.conf");
+        std::fs::write(&empty, "search example.com\noptions ndots:1\n").unwrap();
+        let missing = dir.path().join("absent.conf");
+        for path in [&empty, &missing] {
+            let dns = Rc::new(Dns::with_resolv_conf(
+                DnsSettings {
+                    spf: true,
+                    block_zones: vec!["bl.test".parse().unwrap()],
+                    servers: Vec::new(),
+                    ..DnsSettings::default()
+                },
+                path,
+            ));
+            assert!(!dns.resolves(), "{} gave a resolver", path.display());
+            // No information, no query sent: nothing counted as a timeout
+            // or an error.
+            let c = Rc::clone(&dns)
+                .client(ip("192.0.2.20"), b"mail.example.com".to_vec())
+                .await;
+            assert_eq!((c.timeouts, c.errors), (0, 0));
+            assert!(!c.facts.unwrap().block_listed);
+            let s = Rc::clone(&dns)
+                .spf(ip("192.0.2.20"), "h".into(), "a@provider.test".into())
+                .await;
+            assert_eq!((s.facts, s.timeouts, s.errors), (None, 0, 0));
+        }
+        // The same settings with a resolv.conf naming a nameserver do build
+        // a resolver: the path above is the missing configuration, not the
+        // settings.
+        let named = dir.path().join("named.conf");
+        std::fs::write(&named, "nameserver 127.0.0.1\n").unwrap();
+        let dns = Dns::with_resolv_conf(
+            DnsSettings {
+                servers: Vec::new(),
+                ..DnsSettings::default()
+            },
+            &named,
+        );
+        assert!(dns.resolves());
     });
 }
