@@ -121,6 +121,47 @@ fn sighup_adding_an_accept_entry_takes_effect_and_keeps_the_table() {
     assert!(line.contains("action=pass reason=whitelisted"), "{line}");
 }
 
+/// The idle timeout a reload sets is the one new connections get: a peer
+/// that sends one byte and falls silent is closed after the reloaded 1 s,
+/// not the 10 minutes the daemon started with.
+#[test]
+fn sighup_applies_a_new_idle_timeout_to_new_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(
+        dir.path(),
+        "[milter]\nlisten = \"inet:0@127.0.0.1\"\nidle_timeout = \"10m\"\n",
+    );
+    let text = fs::read_to_string(&d.config).unwrap();
+    fs::write(
+        &d.config,
+        text.replace("idle_timeout = \"10m\"", "idle_timeout = \"1s\""),
+    )
+    .unwrap();
+    let mark = d.log_len();
+    d.signal(Signal::SIGHUP);
+    d.wait_for_log_after(mark, |l| l.contains("configuration reloaded"));
+
+    let mut conn = std::net::TcpStream::connect(d.milter_addr()).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(&[0]).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = conn.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < PATIENCE,
+        "not closed by the reloaded idle timeout"
+    );
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_the_running_one() {
     let dir = tempfile::tempdir().unwrap();
