@@ -502,20 +502,6 @@ fn what_a_node_learnt_while_redis_was_away_is_merged_not_forgotten() {
 /// The administrator's calls (`cluster::admin`): a forgotten or flushed
 /// tuple refuses a node's hint, flush keeps whitelisted tuples, `peek`
 /// changes nothing, allowances are shared with an epoch.
-/// Every key in Redis with its serialized value and absolute expiry.
-fn redis_contents(r: &Redis) -> Vec<(String, Vec<u8>, i64)> {
-    let mut conn = r.conn();
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    keys.sort();
-    keys.into_iter()
-        .map(|k| {
-            let value: Vec<u8> = redis::cmd("DUMP").arg(&k).query(&mut conn).unwrap();
-            let expiry: i64 = redis::cmd("EXPIRETIME").arg(&k).query(&mut conn).unwrap();
-            (k, value, expiry)
-        })
-        .collect()
-}
-
 #[test]
 fn admin_calls_tombstone_flush_peek_and_share_allowances() {
     if !redis_present() {
@@ -543,7 +529,7 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
 
         // peek reads both states and changes nothing: every key, its
         // value and its expiry are the same after the peeks.
-        let stored = redis_contents(&r);
+        let stored = r.snapshot();
         let peeked = node.peek(&pending).await.unwrap();
         assert!(
             matches!(
@@ -554,7 +540,7 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
             "{peeked:?}"
         );
         let before = node.peek(&white).await.unwrap();
-        assert_eq!(redis_contents(&r), stored);
+        assert_eq!(r.snapshot(), stored);
         assert_eq!(
             before.tuple,
             Some((

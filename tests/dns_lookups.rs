@@ -13,9 +13,11 @@ use greymilter::dns::{Dns, DnsSettings};
 use greymilter::greylist::facts::{ClientFacts, SpfResult};
 
 const BUDGET: Duration = Duration::from_millis(400);
-/// Slack for a loaded 2-core CI machine on top of the budget; a lookup
-/// that waited for the resolver's own retries would exceed it by seconds.
-const SLACK: Duration = Duration::from_secs(2);
+// On top of the budget; a lookup that waited for the resolver's own
+// retries would exceed it by seconds.
+#[path = "support/slack.rs"]
+mod slack;
+use slack::SCHEDULING_SLACK;
 
 fn rt() -> tokio::runtime::Runtime {
     dns_support::runtime()
@@ -149,7 +151,7 @@ fn failing_servers_give_no_information_within_the_budget() {
                 .spf(ip("192.0.2.1"), "h".into(), "a@provider.test".into())
                 .await;
             let took = t.elapsed();
-            assert!(took < 2 * BUDGET + SLACK, "{kind:?}: {took:?}");
+            assert!(took < 2 * BUDGET + SCHEDULING_SLACK, "{kind:?}: {took:?}");
             let f = c.facts.unwrap();
             assert!(!f.block_listed && !f.allow_listed, "{kind:?}: {f:?}");
             assert!(f.suspicious_name);
@@ -203,7 +205,7 @@ fn a_dead_resolver_is_skipped_and_a_healthy_one_beside_it_serves() {
             .client(ip("192.0.2.20"), b"mail.example.com".to_vec())
             .await;
         assert_eq!((c.timeouts, c.errors), (0, 0));
-        assert!(t.elapsed() < BUDGET, "{:?}", t.elapsed());
+        assert!(t.elapsed() < BUDGET + SCHEDULING_SLACK, "{:?}", t.elapsed());
     });
 }
 
