@@ -15,7 +15,7 @@ use greymilter::greylist::settings::Settings;
 use greymilter::milter::codec::{Command, StrArray};
 use greymilter::milter::decision::SessionOptions;
 use greymilter::milter::session::{Flow, SessionCore};
-use greymilter::policy::decider::PolicyDecider;
+use greymilter::pipeline::{MilterDecider, Pipeline};
 
 struct Counting;
 
@@ -54,7 +54,7 @@ fn a_recipient_costs_no_allocation_with_the_log_off() {
     let delay = settings.delay.as_secs();
     let engine = Rc::new(RefCell::new(Engine::new(settings, Box::new(clock.clone()))));
     let mut core = SessionCore::new(
-        PolicyDecider::new(Rc::clone(&engine), 1),
+        MilterDecider::new(&Pipeline::new(Rc::clone(&engine)), 1),
         &SessionOptions::default(),
         1,
         "test",

@@ -139,7 +139,7 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
-        if let Some(cluster) = self.factory.cluster().cloned()
+        if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
             self.on_shared_control(cluster, request);
