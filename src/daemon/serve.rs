@@ -137,6 +137,7 @@ impl Daemon {
             identity,
             clock,
         } = setup;
+        super::announce::configuration(&config);
         // Before the table's first allocation.
         crate::memory::set_huge_pages(config.state.huge_pages);
         let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
@@ -396,6 +397,7 @@ impl Daemon {
         crate::memory::set_huge_pages(new.state.huge_pages);
         let interval_changed =
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;
+        super::announce::configuration(&new);
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         Ok(interval_changed)
