@@ -196,7 +196,7 @@ load() {
         --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
         --prep-wait "$PREP_WAIT" "$@" 2>>"$OUT/load.stderr") || fail "$label: milter_load failed"
     touch "$OUT/load.done"
-    wait "$sampler" || true
+    wait "$sampler"
     threads=$(cat "$OUT/threads")
     echo "$out" >>"$OUT/load.out"
     line=$(grep '^RESULT' <<<"$out")

@@ -19,7 +19,8 @@ REDIS_VIA=${REDIS_VIA:-tcp}
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 bench_init cluster-bench
-# Redis is restarted mid-run: its current pid is in redis.pid, not in PIDS.
+# Redis is restarted mid-run: its current pid is in redis.pid, not in PIDS (at exit it may be
+# gone already, hence `|| true`).
 trap 'bench_cleanup; [ -f "$OUT/redis.pid" ] && kill -9 "$(cat "$OUT/redis.pid")" 2>/dev/null || true' EXIT
 
 RPORT=$(port)

@@ -13,6 +13,8 @@ bench_init() {
     trap bench_cleanup EXIT
 }
 
+# At exit, after success or failure: processes may have ended already, and their exit
+# statuses are not what the run is judged by (hence `|| true`).
 bench_cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
