@@ -149,8 +149,8 @@ const CASES: &[Case] = &[
     case("invalid domain", tail("[lists.recipient_domains]\n\"exa mple.com\" = \"accept\""), Some(("exa mple", "\"exa")), "not a domain"),
     case("zero max_connections", milter("max_connections = 0"), Some(("max_connections", "0")), "positive"),
     case("socket_mode not octal", milter("socket_mode = \"0999\""), Some(("socket_mode", "\"0999\"")), "octal"),
-    case("invalid log level", tail("[log]\nlevel = \"loud[\""), Some(("loud", "\"loud[\"")), "invalid log level"),
-    case("wrong type", greylist("header = \"yes\""), Some(("header", "\"yes\"")), "invalid type"),
+    case("invalid log level", tail("[log]\nlevel = \"loud[\""), Some(("loud", "\"loud[\"")), "unknown log level"),
+    case("wrong type", greylist("header = \"yes\""), Some(("header", "\"yes\"")), "expected true or false"),
 ];
 
 /// A conversation that shows which configuration runs: the old one, or

@@ -13,13 +13,13 @@ use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::{ListAction, ListSpec, Settings};
 use greymilter::milter::decision::{Client, Decider, DeciderFactory, SessionSummary, Verdict};
-use greymilter::policy::{PolicyFactory, Timeouts};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
 
-fn factory(settings: Settings) -> (PolicyFactory, Rc<RefCell<Engine>>, ManualClock) {
+fn factory(settings: Settings) -> (MilterFactory, Rc<RefCell<Engine>>, ManualClock) {
     let (e, clock) = engine(settings);
     let e = Rc::new(RefCell::new(e));
     (
-        PolicyFactory::new(Rc::clone(&e), Timeouts::default()),
+        MilterFactory::new(Pipeline::new(Rc::clone(&e)), Timeouts::default()),
         e,
         clock,
     )

@@ -16,7 +16,7 @@ use greymilter::greylist::settings::Settings;
 use greymilter::milter::codec::{Command, StrArray};
 use greymilter::milter::decision::SessionOptions;
 use greymilter::milter::session::{Flow, SessionCore};
-use greymilter::policy::decider::PolicyDecider;
+use greymilter::pipeline::{MilterDecider, Pipeline};
 
 struct Counting;
 
@@ -62,7 +62,7 @@ fn whitelisted_recipients_cost_no_allocation_and_greylisted_ones_a_bounded_few()
     let delay = settings.delay.as_secs();
     let engine = Rc::new(RefCell::new(Engine::new(settings, Box::new(clock.clone()))));
     let mut core = SessionCore::new(
-        PolicyDecider::new(Rc::clone(&engine), 1),
+        MilterDecider::new(&Pipeline::new(Rc::clone(&engine)), 1),
         &SessionOptions::default(),
         1,
         "test",
