@@ -32,6 +32,6 @@ pub mod table;
 
 pub use engine::{
     Action, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason, Request,
-    RestoreSummary, SharedView, TableOutcome, TableQuery, TupleInfo, Via,
+    RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
 };
 pub use state::StateError;

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::Daemon;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::control::check;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
@@ -134,6 +135,17 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
+        if let Command::Check { .. } = request.command {
+            // DNS (and Redis) may be asked: in a task of its own, so the
+            // loop never waits.
+            let pipeline = self.factory.pipeline().clone();
+            let runtime = !self.allows.is_empty();
+            tokio::task::spawn_local(async move {
+                let answer = check::check(&pipeline, &request.command, runtime).await;
+                let _ = request.reply.send(answer);
+            });
+            return false;
+        }
         if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
@@ -182,15 +194,6 @@ impl Daemon {
             uid,
             reply,
         } = request;
-        if let Command::Check { .. } = command {
-            let engine = Rc::clone(&self.engine);
-            let runtime = !self.allows.is_empty();
-            tokio::task::spawn_local(async move {
-                let answer = shared::check(&cluster, &engine, &command, runtime).await;
-                let _ = reply.send(answer);
-            });
-            return;
-        }
         let base = self.config.settings();
         let local = handle::execute(
             &command,
