@@ -19,6 +19,7 @@ use crate::control::shared;
 use crate::daemon::notify::Notifier;
 use crate::daemon::privileges::Identity;
 use crate::greylist::Engine;
+use crate::metrics::render::{CheckpointFigures, Input, render};
 use crate::ratelimit::LogLimiter;
 
 /// How often a cluster node asks whether an administrator changed the
@@ -264,14 +265,19 @@ impl Daemon {
         let engine = self.engine.borrow();
         let counters = self.factory.counters();
         let (sessions, protocol_errors, session_timeouts) = counters.ended();
-        crate::metrics::render::render(&crate::metrics::render::Input {
+        render(&Input {
             snapshot: engine.stats(),
             decisions: engine.decision_counts(),
             sessions,
             protocol_errors,
             session_timeouts,
             decision_timeouts: counters.decisions_expired(),
-            checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
+            checkpoint: self.checkpointer.as_ref().map(|cp| CheckpointFigures {
+                written: cp.stats.written,
+                failed: cp.stats.failed,
+                busy: cp.stats.skipped_busy,
+                last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
+            }),
             allowances: self.allows.len() as u64,
         })
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::pipeline::{Classified, Effect, TableOutcome, TableQuery, Via};
+use super::dns::Effect;
+use super::pipeline::{Classified, TableOutcome, TableQuery, Via};
 use super::{Decision, Engine, Request, TupleInfo};
 use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::facts::DnsView;

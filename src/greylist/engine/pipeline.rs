@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use tracing::info;
 
-use super::dns::DnsStep;
+use super::dns::{DnsStep, Effect};
 use super::{Action, Decision, Engine, Reason, Request, SharedView, TupleInfo, secs};
 use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::facts::DnsView;
@@ -85,13 +85,6 @@ pub enum Via {
     /// The local table, because Redis could not be asked in time.
     Fallback,
     /// Read without changing anything (`check`).
-    Peek,
-}
-
-/// Whether a step records (counters, decisions) or only reads (`check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Effect {
-    Record,
     Peek,
 }
 
