@@ -8,7 +8,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::daemon::checkpoint::CheckpointStats;
 use crate::greylist::stats::Snapshot;
 
 /// Everything one scrape shows.
@@ -21,8 +20,20 @@ pub struct Input {
     pub protocol_errors: u64,
     pub session_timeouts: u64,
     pub decision_timeouts: u64,
-    pub checkpoint: Option<CheckpointStats>,
+    /// `None`: no state file, no checkpoints.
+    pub checkpoint: Option<CheckpointFigures>,
     pub allowances: u64,
+}
+
+/// The checkpointer's figures, as plain data.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckpointFigures {
+    pub written: u64,
+    pub failed: u64,
+    /// Ticks or SIGUSR2s that found a child still writing.
+    pub busy: u64,
+    /// 0 before the first checkpoint.
+    pub last_duration_seconds: f64,
 }
 
 type Labels = Vec<(String, String)>;
@@ -171,11 +182,11 @@ pub fn render(input: &Input) -> String {
             &[
                 (&[("result", "written")], cp.written),
                 (&[("result", "failed")], cp.failed),
-                (&[("result", "busy")], cp.skipped_busy),
+                (&[("result", "busy")], cp.busy),
             ],
         );
         let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        g.set(cp.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+        g.set(cp.last_duration_seconds);
         reg.register(
             "checkpoint_last_duration_seconds",
             "How long the last checkpoint took to write",
