@@ -290,3 +290,32 @@ fn a_failed_start_leaves_no_socket_behind() {
     );
     assert!(err.contains(&warning), "{err}");
 }
+
+/// Item 7: `run` refuses what `check-config` refuses, with the same
+/// file:line:col, and `check-config` no longer says OK for it.
+#[test]
+fn run_and_check_config_refuse_a_missing_user_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("greymilter.toml");
+    std::fs::write(
+        &config,
+        "[milter]\nlisten = \"inet:0@127.0.0.1\"\n[daemon]\nuser = \"nosuchuser-greymilter\"\n",
+    )
+    .unwrap();
+    let want = format!(
+        "{}:4:1: no such user \"nosuchuser-greymilter\": create it (adduser --system nosuchuser-greymilter) or name another\n",
+        config.display()
+    );
+    for verb in ["check-config", "run"] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg(verb)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{verb}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{verb}");
+        assert!(out.stdout.is_empty(), "{verb}: {out:?}");
+    }
+}
