@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod logging;
+pub mod loop_lag;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;

@@ -270,6 +270,7 @@ impl Daemon {
             decision_timeouts: counters.decisions_expired(),
             checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
             allowances: self.allows.len() as u64,
+            loop_lag: Some(self.loop_lag_histogram()),
         })
     }
 }
