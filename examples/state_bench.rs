@@ -28,6 +28,8 @@
 //!    while the child runs (copy-on-write faults), and the child's time.
 //! 4. Drops the engine, reads the file back and restores it into a fresh
 //!    engine, timed; resident bytes per restored tuple.
+//! 5. Times, on that engine, the worst maintenance slice and the control
+//!    socket's walks of the whole table (`forget` of a network, `flush`).
 //!
 //! `--out` defaults to a file in the current directory; keep it on the
 //! disk the daemon's state would be on (fsync times differ on tmpfs).
@@ -233,9 +235,10 @@ fn main() -> Result<(), String> {
         read.as_millis(),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64
     );
+    let walks = admin_walks(&mut fresh);
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
@@ -250,12 +253,40 @@ fn main() -> Result<(), String> {
         f.worst_tick.as_secs_f64() * 1e3,
         f.worst_decide.as_secs_f64() * 1e3,
         f.child.as_millis(),
-        restore.as_millis()
+        restore.as_millis(),
+        walks[0].as_secs_f64() * 1e3,
+        walks[1].as_secs_f64() * 1e3,
+        walks[2].as_secs_f64() * 1e3
     );
     if !args.keep {
         let _ = std::fs::remove_file(&args.out);
     }
     Ok(())
+}
+
+/// Step 5, on the restored engine: the worst of 2,000 maintenance slices
+/// (an expiry pass under way), then the control socket's table walks:
+/// `forget` of a /16 and `flush`.
+fn admin_walks(engine: &mut Engine) -> [Duration; 3] {
+    let mut worst = Duration::ZERO;
+    for _ in 0..2000 {
+        let t = Instant::now();
+        engine.maintain();
+        worst = worst.max(t.elapsed());
+    }
+    let t = Instant::now();
+    let forgot = "10.1.0.0/16".parse().map(|n| engine.forget_network(n));
+    let forget = t.elapsed();
+    let t = Instant::now();
+    let flushed = engine.flush_pending();
+    let flush = t.elapsed();
+    println!(
+        "walks: maintenance slice at worst {:.2} ms; forget 10.1.0.0/16 {:.2} ms ({forgot:?}); flush {:.2} ms ({flushed} pending)",
+        worst.as_secs_f64() * 1e3,
+        forget.as_secs_f64() * 1e3,
+        flush.as_secs_f64() * 1e3
+    );
+    [worst, forget, flush]
 }
 
 struct FillFigures {
