@@ -284,6 +284,7 @@ impl Daemon {
                 last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
             }),
             allowances: self.allows.len() as u64,
+            loop_lag: Some(self.loop_lag_histogram()),
         })
     }
 }
