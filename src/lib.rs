@@ -36,6 +36,7 @@ pub mod memory;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
+pub mod postfix_policy;
 pub mod ratelimit;
 pub mod reply;
 pub mod slots;
