@@ -18,6 +18,7 @@ pub mod cluster;
 mod dns;
 mod list_files;
 mod ops;
+pub mod policy;
 pub mod reload;
 mod values;
 
@@ -54,6 +55,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
     pub dns: DnsConfig,
+    pub policy: policy::PolicyConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
 }
@@ -61,6 +63,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterConfig {
+    /// `false`: no milter socket, Postfix's policy service alone
+    /// (`[policy] listen`).
+    pub enabled: bool,
     pub listen: Listen,
     pub socket_mode: SocketMode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +82,7 @@ pub struct MilterConfig {
 impl Default for MilterConfig {
     fn default() -> Self {
         MilterConfig {
+            enabled: true,
             listen: Listen::loopback_default(),
             socket_mode: SocketMode(0o660),
             socket_group: None,
@@ -328,6 +334,7 @@ impl Config {
     /// Checks between fields that single values cannot see.
     /// On error: the key to point at, and the message.
     fn check_relations(&self) -> Result<(), (&'static str, String)> {
+        policy::check(self)?;
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
             return Err((
