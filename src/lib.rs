@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod dns;
 pub mod files;
 pub mod greylist;
+pub mod import;
 pub mod lists;
 pub mod memory;
 pub mod metrics;
