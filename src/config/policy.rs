@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, Count, Listen, Seconds, SocketMode};
+use super::{Config, Count, KeyAt, Listen, Seconds, SocketMode};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,12 +65,12 @@ pub enum DeferAction {
     Defer,
 }
 
-/// Checks between `[policy]` and `[milter]`: the key to point at, and the
-/// message.
-pub(super) fn check(config: &Config) -> Result<(), (&'static str, String)> {
+/// Checks between `[policy]` and `[milter]`: the keys to point at, and
+/// the message.
+pub(super) fn check(config: &Config) -> Result<(), (&'static [KeyAt], String)> {
     if !config.milter.enabled && config.policy.listen.is_none() {
         return Err((
-            "enabled",
+            &[("milter", "enabled")],
             "[milter] enabled = false leaves nothing to serve: set [policy] listen, or enable the milter".to_string(),
         ));
     }
@@ -78,7 +78,7 @@ pub(super) fn check(config: &Config) -> Result<(), (&'static str, String)> {
         && *policy == config.milter.listen
     {
         return Err((
-            "listen",
+            &[("policy", "listen"), ("milter", "listen")],
             format!(
                 "[policy] listen ({}) is the milter's socket too: give each front end its own, or set [milter] enabled = false",
                 policy.spec
@@ -163,7 +163,7 @@ mod tests {
     fn one_socket_cannot_serve_both_front_ends() {
         let e = parse("[milter]\nlisten = \"inet:10023@127.0.0.1\"\n[policy]\nlisten = \"inet:10023@127.0.0.1\"\n")
             .unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("its own"), "{e}");
     }
 }

@@ -87,8 +87,13 @@ pub fn bind_admin(config: &Config, identity: Option<Identity>) -> Result<AdminSo
     let control = bind_control(config, identity)?;
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            let l = crate::metrics::server::bind(addr)
-                .map_err(|e| format!("metrics listen {addr}: {e}"))?;
+            let l = crate::metrics::server::bind(addr).map_err(|e| {
+                // The start fails: leave no control socket behind.
+                if let Some((control, _)) = &control {
+                    let _ = control.remove_socket_file();
+                }
+                format!("[metrics] listen {addr}: {e}")
+            })?;
             let bound = l
                 .local_addr()
                 .map_or_else(|_| addr.to_string(), |a| a.to_string());
@@ -134,7 +139,7 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
-        if let Some(cluster) = self.factory.cluster().cloned()
+        if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
             self.on_shared_control(cluster, request);
@@ -246,7 +251,7 @@ impl Daemon {
             return;
         }
         for a in &gone {
-            tracing::info!("runtime allowance expired: {a:?}");
+            tracing::info!("runtime allowance expired: {a}");
         }
         self.engine
             .borrow_mut()
