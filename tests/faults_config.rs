@@ -1,4 +1,5 @@
-//! Broken configurations applied by SIGHUP (issue 6, item 4).
+//! Broken configurations applied by SIGHUP keep the running one, and the error names the
+//! file, line and column.
 //!
 //! The daemon runs an "old" configuration: a recipient on the accept list
 //! (`vip@old.example`) and a tempfail reply saying "OLD config". Each broken
