@@ -189,13 +189,22 @@ fn verb_of(words: &[String]) -> (String, Vec<String>) {
     (verb.unwrap_or_else(|| "run".to_string()), rest)
 }
 
-/// The long flags a verb accepts (with the global ones).
-fn flags_of(verb: &str) -> Vec<String> {
+/// The long flags a verb accepts (with the global ones); for a verb with
+/// verbs of its own (`import postgrey`), those of the one `rest` names.
+fn flags_of(verb: &str, rest: &[String]) -> Vec<String> {
     let cmd = definition();
     let mut flags = vec!["--config".to_string(), "--help".to_string()];
-    let sub = cmd
+    let mut sub = cmd
         .find_subcommand(verb)
         .unwrap_or_else(|| panic!("greymilter has no verb {verb:?}"));
+    if let Some(inner) = rest.first().and_then(|w| sub.find_subcommand(w)) {
+        flags.extend(
+            sub.get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(|l| format!("--{l}")),
+        );
+        sub = inner;
+    }
     flags.extend(
         sub.get_arguments()
             .filter_map(|a| a.get_long())
@@ -266,11 +275,11 @@ fn every_documented_command_line_works() {
         if verb.contains('|') {
             // `greymilter check|allow|forget|flush|reload ...`: verbs that exist.
             for v in verb.split('|') {
-                flags_of(v);
+                flags_of(v, &[]);
             }
             continue;
         }
-        let known = flags_of(&verb);
+        let known = flags_of(&verb, &rest);
         let unknown: Vec<String> = long_flags(&rest)
             .into_iter()
             .filter(|f| !known.contains(f))
@@ -333,7 +342,10 @@ fn a_wrong_flag_is_caught() {
     assert_eq!(w.len(), 8);
     let (verb, rest) = verb_of(&w);
     assert_eq!(verb, "check");
-    assert!(!flags_of(&verb).contains(&long_flags(&rest)[1]));
+    assert!(!flags_of(&verb, &rest).contains(&long_flags(&rest)[1]));
+    let w = words("greymilter import postgrey --clients c.dump --dry-run t.dump");
+    let (verb, rest) = verb_of(&w);
+    assert!(flags_of(&verb, &rest).contains(&"--clients".to_string()));
     let w = words("greymilter -c /etc/g.toml spf-walk example.com > out &&");
     assert_eq!(
         verb_of(&w),
