@@ -61,7 +61,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             restart(
                 "enabled",
-                "`false`: no milter socket, for a Postfix that reaches greymilter through `[policy]` alone. At least one of the two front ends must be on.",
+                "`false`: no milter socket, for a Postfix that reaches greymilter through `[policy]` alone (not honoured by this version yet: the milter still listens). At least one of the two front ends must be on.",
             ),
             restart(
                 "listen",
@@ -96,7 +96,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "policy",
-        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter, on the same tables, lists and DNS checks (docs/policy.md says when to pick which). Off until `listen` is set.",
+        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter, on the same tables, lists and DNS checks (docs/policy.md says when to pick which). Off until `listen` is set. This version reads and checks these keys but does not serve the policy socket yet.",
         keys: &[
             restart(
                 "listen",
