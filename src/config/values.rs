@@ -523,7 +523,7 @@ impl<'de> Deserialize<'de> for Entry {
                         "delay" => delay = Some(map.next_value()?),
                         other => {
                             return Err(de::Error::custom(format!(
-                                "unknown field `{other}` in list entry, expected `action` or `delay`"
+                                "unknown key `{other}` in list entry, expected `action` or `delay`"
                             )));
                         }
                     }
