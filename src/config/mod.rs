@@ -19,6 +19,7 @@ mod dns;
 mod list_files;
 mod messages;
 mod ops;
+pub mod policy;
 mod preflight;
 pub mod reload;
 mod values;
@@ -57,6 +58,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
     pub dns: DnsConfig,
+    pub policy: policy::PolicyConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
 }
@@ -64,6 +66,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterConfig {
+    /// `false`: no milter socket, Postfix's policy service alone
+    /// (`[policy] listen`).
+    pub enabled: bool,
     pub listen: Listen,
     pub socket_mode: SocketMode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,7 @@ pub struct MilterConfig {
 impl Default for MilterConfig {
     fn default() -> Self {
         MilterConfig {
+            enabled: true,
             listen: Listen::loopback_default(),
             socket_mode: SocketMode(0o660),
             socket_group: None,
@@ -370,6 +376,7 @@ impl Config {
     /// On error: the keys to point at, the likeliest cause
     /// first, and the message.
     fn check_relations(&self) -> Result<(), (&'static [KeyAt], String)> {
+        policy::check(self)?;
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
             return Err((
