@@ -511,6 +511,21 @@ fn preflight_finds_missing_users_and_groups_and_open_listeners() {
             .message
             .contains("0.0.0.0:10030, reachable from the network")
     );
+    // The milter off: its listen is no listener; the policy service's is.
+    std::fs::write(&config, "[milter]\nenabled = false\nlisten = \"inet:10030@0.0.0.0\"\n[policy]\nlisten = \"inet:10023@0.0.0.0\"\nsocket_group = \"nosuchgroup-gm3\"\n").unwrap();
+    let c = Config::load(&config).unwrap();
+    let found = c.preflight(&config);
+    assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
+    assert_eq!((found.errors[0].line, found.errors[0].column), (6, 1));
+    assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+    assert!(
+        found.warnings[0]
+            .message
+            .contains("the policy service listens on 0.0.0.0:10023"),
+        "{:?}",
+        found.warnings
+    );
+    assert_eq!((found.warnings[0].line, found.warnings[0].column), (5, 1));
     let c = parse("[daemon]\nuser = \"root\"\n").unwrap();
     let found = c.preflight(&config);
     assert!(found.errors.is_empty() && found.warnings.is_empty());
