@@ -471,12 +471,16 @@ fn a_list_file_error_names_the_config_line_then_the_file_line() {
         )),
         "{e}"
     );
-    std::fs::write(&config, "[lists.files]\naccept_clients = [\"clients\"]\n").unwrap();
+    std::fs::write(
+        &config,
+        "[lists.files]\n# accept_clients = [\"clients\"]\naccept_clients = [\"clients\"]\n",
+    )
+    .unwrap();
     let e = Config::load(&config).unwrap_err();
     let list = dir.path().join("clients");
     assert!(
         e.to_string()
-            .starts_with(&format!("{cfg}:2:19: {}:2:7: ", list.display())),
+            .starts_with(&format!("{cfg}:3:19: {}:2:7: ", list.display())),
         "{e}"
     );
 }
