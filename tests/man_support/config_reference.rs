@@ -60,6 +60,10 @@ pub const SECTIONS: &[Section] = &[
         intro: "The milter listener: where Postfix or Sendmail connects.",
         keys: &[
             restart(
+                "enabled",
+                "`false`: no milter socket; Postfix reaches greymilter through `[policy]` alone. At least one of the two front ends must be on.",
+            ),
+            restart(
                 "listen",
                 "Where the MTA connects. Sendmail's spellings `inet:PORT@HOST`, `inet6:PORT@HOST`, `local:/path`, or Postfix's `inet:HOST:PORT`, `unix:/path`. Loopback by default: a milter must never be reachable from the network. A stale Unix socket left by a crash is replaced; a path that is not a socket is never touched.",
             ),
@@ -87,6 +91,38 @@ pub const SECTIONS: &[Section] = &[
             restart(
                 "shutdown_timeout",
                 "On SIGTERM, how long sessions in flight may take to finish.",
+            ),
+        ],
+    },
+    Section {
+        name: "policy",
+        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter: off until `listen` is set. docs/policy.md says when to pick which.",
+        keys: &[
+            restart(
+                "listen",
+                "Where Postfix's smtpd connects, in the spellings of `[milter] listen`. postgrey's port is `inet:10023@127.0.0.1`: a site that ran postgrey changes nothing in main.cf. Must differ from the milter's.",
+            )
+            .like("\"inet:10023@127.0.0.1\""),
+            restart(
+                "socket_mode",
+                "Permissions of a Unix socket, as a quoted octal string, like `[milter] socket_mode`.",
+            ),
+            restart(
+                "socket_group",
+                "Group of a Unix socket (a name). Unset: the daemon's group.",
+            )
+            .like("\"postfix\""),
+            restart(
+                "max_connections",
+                "Concurrent policy connections. Postfix keeps about one per running smtpd process and reuses it across SMTP sessions.",
+            ),
+            key(
+                "idle_timeout",
+                "A connection with no request for this long is closed. Longer than Postfix's `smtpd_policy_service_max_idle` (300 s), so Postfix normally closes first.",
+            ),
+            key(
+                "defer_action",
+                "What a greylisted recipient gets: `\"DEFER_IF_PERMIT\"` (postgrey's default: a later reject rule in Postfix still rejects) or `\"DEFER\"` (defer at once, whatever follows).",
             ),
         ],
     },
