@@ -1,7 +1,7 @@
 //! The reference pages cannot fall behind the daemon: every line of the
 //! statistics report a real daemon prints (plus a cluster node's lines) is
 //! described in docs/statistics.md, in the printed order, and every
-//! `action=` and `reason=` value of the decision log is in
+//! `action=`, `reason=`, `src=`, `spf=` and `proto=` value of the decision log is in
 //! docs/log-reference.md; the README stays a short first read that keeps
 //! the commands CI and newcomers rely on.
 
@@ -96,6 +96,7 @@ fn every_action_and_reason_value_is_in_the_log_reference() {
             .map(|l| format!("list:{l}")),
     );
     wanted.extend(values("src/pipeline/envelope.rs", "Source"));
+    wanted.extend(values("src/pipeline/envelope.rs", "Proto"));
     wanted.extend(values("src/greylist/facts.rs", "SpfResult"));
     let missing: Vec<&String> = wanted
         .iter()

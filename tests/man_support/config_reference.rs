@@ -353,7 +353,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             key(
                 "level",
-                "`error`, `warn`, `info` (one line per decision), `debug`, `trace`, or a tracing filter; the RUST_LOG environment variable overrides it.",
+                "syslog's names `emerg`, `alert`, `crit`, `err`, `warning`, `notice`, `info` (one line per decision), `debug`, or `error`, `warn`, `trace`, `off`, or a tracing filter like `\"info,greymilter::control=debug\"`. `notice` logs as `info`; `crit`, `alert` and `emerg` as `err`. Anything else is refused. The RUST_LOG environment variable overrides it.",
             ),
             restart("format", "`\"text\"` for people, `\"json\"` for log pipelines."),
             restart(
@@ -564,7 +564,7 @@ pub fn man_page() -> String {
     m
 }
 
-const DESCRIPTION: &str = "`greymilter`(8) reads one TOML file, given with `--config` or found at /etc/greymilter/greylist.toml. Every key is optional and has a built-in default (shown after `=` below); a key without a default is off until set. An unknown key is an error, and every error names file:line:column. `greymilter check-config` validates a file and prints the effective configuration.\n\nA reload (SIGHUP or `greymilter reload`) applies every key except those marked restart, which are reported in the log and keep their running value until the next start.\n\nDurations are written `\"90s\"`, `\"5m\"`, `\"24h\"`, `\"36d\"` or as a whole number of seconds.";
+const DESCRIPTION: &str = "`greymilter`(8) reads one TOML file, given with `--config` or found at /etc/greymilter/greylist.toml. Every key is optional and has a built-in default (shown after `=` below); a key without a default is off until set. An unknown key is an error, and every error names file:line:column. `greymilter check-config` validates a file, the list files it names and the users and groups it names, warns about a listener reachable from the network, and prints the effective configuration.\n\nA reload (SIGHUP or `greymilter reload`) applies every key except those marked restart, which are reported in the log and keep their running value until the next start.\n\nDurations are written `\"90s\"`, `\"5m\"`, `\"24h\"`, `\"36d\"` or as a whole number of seconds.";
 
 /// The example of both pages (and run by tests/config_reference.rs).
 pub const EXAMPLE: &str = r#"[milter]
