@@ -523,7 +523,7 @@ impl<'de> Deserialize<'de> for Entry {
                         "delay" => delay = Some(map.next_value()?),
                         other => {
                             return Err(de::Error::custom(format!(
-                                "unknown field `{other}` in list entry, expected `action` or `delay`"
+                                "unknown key `{other}` in list entry, expected `action` or `delay`"
                             )));
                         }
                     }
@@ -556,7 +556,8 @@ impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self.0 {
-            ListAction::Accept => s.serialize_str("accept"),
+            // A runtime allowance is no configuration entry; as an accept.
+            ListAction::Accept | ListAction::Allow => s.serialize_str("accept"),
             ListAction::Reject => s.serialize_str("reject"),
             ListAction::Greylist { delay: None } => s.serialize_str("greylist"),
             ListAction::Greylist { delay: Some(d) } => {

@@ -20,7 +20,7 @@ use crate::pipeline::Pipeline;
 
 /// The `check` answer. Must run inside the daemon's `LocalSet` (the DNS
 /// lookups are spawned there, as for a milter session).
-pub async fn check(pipeline: &Pipeline, command: &Command, runtime_allows: bool) -> Reply {
+pub async fn check(pipeline: &Pipeline, command: &Command) -> Reply {
     let Command::Check {
         tuple,
         name,
@@ -56,7 +56,7 @@ pub async fn check(pipeline: &Pipeline, command: &Command, runtime_allows: bool)
             Explaining::Done(x) => x,
             Explaining::Table(q, list) => engine.explain_table(&q, list, TableView::Local),
         };
-        let mut out = describe(&x, &engine, runtime_allows);
+        let mut out = describe(&x, &engine);
         out.push_str(&dns_lines(found.as_ref(), req.sender));
         return Reply::ok(out);
     };
@@ -92,7 +92,7 @@ pub async fn check(pipeline: &Pipeline, command: &Command, runtime_allows: bool)
             x
         }
     };
-    let mut out = describe(&x, &engine, runtime_allows);
+    let mut out = describe(&x, &engine);
     out.push_str(&dns_lines(found.as_ref(), req.sender));
     let _ = writeln!(out, "source: {source}");
     if let Ok(p) = peek {

@@ -184,8 +184,8 @@ fn edit_allows(
     }
 }
 
-/// The `check` answer; `runtime` says whether runtime allowances exist.
-pub fn describe(x: &Explanation, engine: &Engine, runtime: bool) -> String {
+/// The `check` answer.
+pub fn describe(x: &Explanation, engine: &Engine) -> String {
     let d = &x.decision;
     let mut out = String::new();
     let mut reason = String::new();
@@ -201,16 +201,12 @@ pub fn describe(x: &Explanation, engine: &Engine, runtime: bool) -> String {
         Some((list, action)) => {
             let action = match action {
                 ListAction::Accept => "accept".to_string(),
+                ListAction::Allow => "accept (runtime allowance)".to_string(),
                 ListAction::Reject => "reject".to_string(),
                 ListAction::Greylist { delay: None } => "greylist".to_string(),
                 ListAction::Greylist { delay: Some(d) } => format!("greylist {}s", d.as_secs()),
             };
-            let runtime = if runtime {
-                " (static or runtime allowance)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "list: {} {action}{runtime}", list.as_str());
+            let _ = writeln!(out, "list: {} {action}", list.as_str());
         }
         None => out.push_str("list: none\n"),
     }

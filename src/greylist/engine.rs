@@ -104,7 +104,13 @@ pub enum Reason {
     Whitelisted,
     AutoWhitelisted,
     List(ListName),
+    /// A runtime allowance (`greymilter allow --network`,
+    /// `--sender-domain`): `allow:network`, `allow:sender-domain`.
+    Allowed(ListName),
     Authenticated,
+    /// A loopback client (127.0.0.0/8, ::1): local software, not mail from
+    /// the network. A list entry for it decides instead.
+    Loopback,
     /// No client address: a local or unknown-family connection.
     Local,
     /// The table could not grow (out of memory): passed, fail open.
@@ -120,23 +126,26 @@ pub enum Reason {
 impl Reason {
     /// As in the decision log: `new`, `list:clients`, …
     pub fn write_to(self, out: &mut String) {
-        if let Reason::List(_) = self {
-            out.push_str("list:");
-        }
-        out.push_str(match self {
-            Reason::New => "new",
-            Reason::Early => "early",
-            Reason::Retried => "retried",
-            Reason::Whitelisted => "whitelisted",
-            Reason::AutoWhitelisted => "auto-whitelisted",
-            Reason::List(l) => l.as_str(),
-            Reason::Authenticated => "authenticated",
-            Reason::Local => "local",
-            Reason::Unstored => "unstored",
-            Reason::Dnswl => "dnswl",
-            Reason::Spf => "spf",
-            Reason::Selective => "selective",
-        });
+        let (prefix, name) = match self {
+            Reason::List(l) => ("list:", l.as_str()),
+            Reason::Allowed(ListName::Clients) => ("allow:", "network"),
+            Reason::Allowed(ListName::SenderDomains) => ("allow:", "sender-domain"),
+            Reason::Allowed(l) => ("allow:", l.as_str()),
+            Reason::New => ("", "new"),
+            Reason::Early => ("", "early"),
+            Reason::Retried => ("", "retried"),
+            Reason::Whitelisted => ("", "whitelisted"),
+            Reason::AutoWhitelisted => ("", "auto-whitelisted"),
+            Reason::Authenticated => ("", "authenticated"),
+            Reason::Loopback => ("", "loopback"),
+            Reason::Local => ("", "local"),
+            Reason::Unstored => ("", "unstored"),
+            Reason::Dnswl => ("", "dnswl"),
+            Reason::Spf => ("", "spf"),
+            Reason::Selective => ("", "selective"),
+        };
+        out.push_str(prefix);
+        out.push_str(name);
     }
 }
 

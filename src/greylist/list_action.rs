@@ -13,4 +13,14 @@ pub enum ListAction {
     Reject,
     /// Greylist even if a broader entry accepts, optionally with its own delay.
     Greylist { delay: Option<Duration> },
+    /// An accept given at run time (`greymilter allow --network`,
+    /// `--sender-domain`), logged apart from a configured one.
+    Allow,
+}
+
+impl ListAction {
+    /// No greylisting: a configured accept or a runtime allowance.
+    pub fn accepts(self) -> bool {
+        matches!(self, ListAction::Accept | ListAction::Allow)
+    }
 }

@@ -122,7 +122,7 @@ impl Patterns {
 /// Which of two actions for the same key wins: the more restrictive.
 pub fn rank(a: ListAction) -> u8 {
     match a {
-        ListAction::Accept => 0,
+        ListAction::Accept | ListAction::Allow => 0,
         ListAction::Greylist { .. } => 1,
         ListAction::Reject => 2,
     }

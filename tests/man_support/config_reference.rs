@@ -61,7 +61,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             restart(
                 "enabled",
-                "`false`: no milter socket, for a Postfix that reaches greymilter through `[policy]` alone (not honoured by this version yet: the milter still listens). At least one of the two front ends must be on.",
+                "`false`: no milter socket; Postfix reaches greymilter through `[policy]` alone (not honoured by this version yet: the milter still listens). At least one of the two front ends must be on.",
             ),
             restart(
                 "listen",
@@ -96,21 +96,25 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "policy",
-        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter, on the same tables, lists and DNS checks (docs/policy.md says when to pick which). Off until `listen` is set. This version reads and checks these keys but does not serve the policy socket yet.",
+        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter: off until `listen` is set. docs/policy.md says when to pick which. This version reads and checks these keys but does not serve the policy socket yet.",
         keys: &[
             restart(
                 "listen",
-                "Where Postfix's smtpd connects, in the same spellings as `[milter] listen`. postgrey's port, 10023, lets a site that ran postgrey keep its `check_policy_service inet:127.0.0.1:10023` line.",
+                "Where Postfix's smtpd connects, in the spellings of `[milter] listen`. postgrey's port is `inet:10023@127.0.0.1`: a site that ran postgrey changes nothing in main.cf. Must differ from the milter's.",
             )
             .like("\"inet:10023@127.0.0.1\""),
             restart(
                 "socket_mode",
-                "Permissions of a Unix socket, as for the milter.",
+                "Permissions of a Unix socket, as a quoted octal string, like `[milter] socket_mode`.",
             ),
-            restart("socket_group", "Group of a Unix socket.").like("\"postfix\""),
+            restart(
+                "socket_group",
+                "Group of a Unix socket (a name). Unset: the daemon's group.",
+            )
+            .like("\"postfix\""),
             restart(
                 "max_connections",
-                "Connections served at once; Postfix keeps about one per running smtpd process.",
+                "Concurrent policy connections. Postfix keeps about one per running smtpd process and reuses it across SMTP sessions.",
             ),
             key(
                 "idle_timeout",
@@ -118,7 +122,7 @@ pub const SECTIONS: &[Section] = &[
             ),
             key(
                 "defer_action",
-                "What a greylisted recipient gets: `\"DEFER_IF_PERMIT\"` (postgrey's default: a later reject rule still rejects) or `\"DEFER\"` (defer at once, whatever follows).",
+                "What a greylisted recipient gets: `\"DEFER_IF_PERMIT\"` (postgrey's default: a later reject rule in Postfix still rejects) or `\"DEFER\"` (defer at once, whatever follows).",
             ),
         ],
     },

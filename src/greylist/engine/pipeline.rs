@@ -88,6 +88,16 @@ pub enum Via {
     Peek,
 }
 
+/// The accept a list hit gives: a configured entry or a runtime
+/// allowance, each with its own reason.
+fn accepted((list, action): ListHit) -> Decision {
+    let reason = match action {
+        ListAction::Allow => Reason::Allowed(list),
+        _ => Reason::List(list),
+    };
+    Decision::of(Action::Accept, reason)
+}
+
 impl TableOutcome {
     fn of_table(o: Outcome, delay: u32) -> TableOutcome {
         match o {
@@ -232,12 +242,13 @@ impl Engine {
         };
         // CONNECT: a client accept covers the whole connection.
         let client = self.lists.lookup_client(addr, req.client_name);
-        if let Some((list, ListAction::Accept)) = client {
+        if let Some(hit @ (_, action)) = client
+            && action.accepts()
+        {
             if record {
                 self.counters.accepted_by_list += 1;
             }
-            let d = Decision::of(Action::Accept, Reason::List(list));
-            return (decided(self, d), client);
+            return (decided(self, accepted(hit)), client);
         }
         if stage == Stage::Connect {
             return (None, None);
@@ -262,12 +273,11 @@ impl Engine {
                 return (None, None);
             }
             return match self.lists.lookup_sender(&self.sender_buf) {
-                Some((list, ListAction::Accept)) => {
+                Some(hit @ (_, action)) if action.accepts() => {
                     if record {
                         self.counters.accepted_by_list += 1;
                     }
-                    let d = Decision::of(Action::Accept, Reason::List(list));
-                    (decided(self, d), None)
+                    (decided(self, accepted(hit)), None)
                 }
                 _ => (None, None),
             };
@@ -285,12 +295,11 @@ impl Engine {
             .or_else(|| self.lists.lookup_sender(&self.sender_buf))
             .or_else(|| self.lists.lookup_recipient(&self.recipient_buf));
         let (delay, forced, domain) = match hit {
-            Some((list, ListAction::Accept)) => {
+            Some(h @ (_, ListAction::Accept | ListAction::Allow)) => {
                 if record {
                     self.counters.accepted_by_list += 1;
                 }
-                let d = Decision::of(Action::Accept, Reason::List(list));
-                return (decided(self, d), hit);
+                return (decided(self, accepted(h)), hit);
             }
             Some((list, ListAction::Reject)) => {
                 if record {
@@ -301,6 +310,12 @@ impl Engine {
             }
             Some((_, ListAction::Greylist { delay })) => {
                 (delay.map_or(self.timing.delay, secs), true, None)
+            }
+            // Loopback: local software (webmail, a content filter), not
+            // mail from the network; a list entry above decides instead.
+            None if addr.is_loopback() => {
+                let d = Decision::of(Action::Accept, Reason::Loopback);
+                return (decided(self, d), None);
             }
             None => match self.dns_step(facts, effect) {
                 DnsStep::Decided(d) => return (decided(self, d), None),
