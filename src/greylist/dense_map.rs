@@ -175,6 +175,9 @@ impl Index {
     }
 }
 
+/// Slots per piece of a drained index given back to the kernel at once.
+const RELEASE_CHUNK: usize = if cfg!(test) { 1024 } else { 1 << 16 };
+
 /// The previous index while it is drained into the current one.
 struct Draining {
     index: Index,
@@ -182,9 +185,35 @@ struct Draining {
     start: usize,
     /// ...and has emptied this many slots from there (wrapping).
     done: usize,
+    /// Chunks (counted from slot 0, without wrapping) below this one are
+    /// released or hold `start`.
+    released: usize,
 }
 
 impl Draining {
+    /// Gives the kernel back the pages of chunks the drain has passed, so
+    /// that freeing the index at the end unmaps nothing resident: freeing
+    /// 128 MB of 4 KiB pages at once is a pause of tens of ms. A released
+    /// page reads as zeros, which is what a drained slot holds (`EMPTY`).
+    fn release_drained(&mut self) {
+        let n = self.index.len();
+        if n < 2 * RELEASE_CHUNK {
+            return;
+        }
+        let reached = self.start + self.done;
+        while (self.released + 1) * RELEASE_CHUNK <= reached {
+            let first = self.released * RELEASE_CHUNK;
+            self.released += 1;
+            if first < self.start {
+                continue;
+            }
+            let first = first % n;
+            if let Some(chunk) = self.index.slots.get(first..first + RELEASE_CHUNK) {
+                dont_need(chunk);
+            }
+        }
+    }
+
     /// Whether keys whose home is `home` have all been moved.
     fn passed(&self, home: usize) -> bool {
         home.wrapping_sub(self.start) & self.index.mask < self.done
@@ -351,8 +380,10 @@ impl<K: MapKey, V> DenseMap<K, V> {
             return true;
         }
         let start = old.slots.iter().position(|&s| s == EMPTY).unwrap_or(0) + 1;
+        let start = start & old.mask;
         self.old = Some(Draining {
-            start: start & old.mask,
+            released: start.div_ceil(RELEASE_CHUNK),
+            start,
             index: old,
             done: 0,
         });
@@ -381,6 +412,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
                 self.index.put(s);
             }
         }
+        o.release_drained();
         if o.done >= n {
             self.old = None;
         }
@@ -477,6 +509,25 @@ impl<K: MapKey, V> DenseMap<K, V> {
             } else {
                 self.swap_remove_index(i);
             }
+        }
+    }
+}
+
+/// `MADV_DONTNEED` on the whole pages inside `slots`.
+fn dont_need(slots: &[u64]) {
+    const PAGE: usize = 4096;
+    let from = (slots.as_ptr() as usize).next_multiple_of(PAGE);
+    let to = (slots.as_ptr() as usize + std::mem::size_of_val(slots)) / PAGE * PAGE;
+    if to > from {
+        // SAFETY: the range lies inside `slots`, memory this map owns and
+        // no one else reads; afterwards it reads as zeros (`EMPTY`), which
+        // every slot in it already holds. A failure changes nothing.
+        unsafe {
+            nix::libc::madvise(
+                from as *mut nix::libc::c_void,
+                to - from,
+                nix::libc::MADV_DONTNEED,
+            );
         }
     }
 }
