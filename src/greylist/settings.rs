@@ -59,6 +59,8 @@ pub struct Settings {
     /// 0 = off.
     pub auto_whitelist_after: u32,
     pub skip_authenticated: bool,
+    /// Never greylist loopback clients (local software re-injecting mail).
+    pub skip_loopback: bool,
     pub max_tuples: usize,
     pub reply: ReplyTemplate,
     pub reject_reply: ReplyTemplate,
@@ -83,6 +85,7 @@ impl Default for Settings {
             normalize_sender: true,
             auto_whitelist_after: 5,
             skip_authenticated: true,
+            skip_loopback: true,
             max_tuples: 10_000_000,
             reply: ReplyTemplate::default_reply(),
             reject_reply: ReplyTemplate::default_reject_reply(),

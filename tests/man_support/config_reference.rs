@@ -167,6 +167,10 @@ pub const SECTIONS: &[Section] = &[
                 "Never greylist SASL-authenticated sessions (`{auth_authen}` set): they are your own users.",
             ),
             key(
+                "skip_loopback",
+                "Never greylist loopback clients (127.0.0.0/8, ::1): local webmail, a content filter re-injecting mail, and a Postfix client that has no IP (Postfix names it 127.0.0.1). A list entry for the address decides before this rule; `false` greylists them like any client.",
+            ),
+            key(
                 "max_tuples",
                 "Capacity of the tuple table. When it is full, the oldest waiting tuples are evicted first (counted in `Evicted`); the table is never wiped.",
             ),

@@ -313,7 +313,7 @@ impl Engine {
             }
             // Loopback: local software (webmail, a content filter), not
             // mail from the network; a list entry above decides instead.
-            None if addr.is_loopback() => {
+            None if addr.is_loopback() && self.settings.skip_loopback => {
                 let d = Decision::of(Action::Accept, Reason::Loopback);
                 return (decided(self, d), None);
             }
