@@ -198,18 +198,21 @@ fn verb_of(words: &[String]) -> (String, Vec<String>) {
     (verb.unwrap_or_else(|| "run".to_string()), rest)
 }
 
-/// The long flags a verb accepts (with the global ones).
+/// The long flags a verb accepts (with the global ones, and those of its
+/// own subcommands: `import postgrey --clients`).
 fn flags_of(verb: &str) -> Vec<String> {
     let cmd = definition();
     let mut flags = vec!["--config".to_string(), "--help".to_string()];
     let sub = cmd
         .find_subcommand(verb)
         .unwrap_or_else(|| panic!("greymilter has no verb {verb:?}"));
-    flags.extend(
-        sub.get_arguments()
-            .filter_map(|a| a.get_long())
-            .map(|l| format!("--{l}")),
-    );
+    for c in std::iter::once(sub).chain(sub.get_subcommands()) {
+        flags.extend(
+            c.get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(|l| format!("--{l}")),
+        );
+    }
     flags
 }
 
