@@ -219,3 +219,84 @@ fn bad_requests_close_their_connection_only() {
     let a = next.rcpt("198.51.100.77", "a@example.org", "b@example.net", "h2");
     assert!(a.starts_with("action=DEFER_IF_PERMIT"), "{a}");
 }
+
+/// Hostile peers on the policy port, each beside a healthy client that must
+/// keep being answered: one byte at a time (a slow request is still a
+/// request), a flood of requests from a peer that never reads its answers
+/// (cut off after idle_timeout, its buffer bounded), and many connections
+/// past `max_connections` (they wait; the healthy one already in is served).
+#[test]
+fn hostile_peers_beside_a_healthy_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "idle_timeout = \"3s\"\nmax_connections = 8");
+    let mut healthy = Client::connect(&d);
+    let served = |c: &mut Client, n: u32| {
+        let a = c.rcpt(
+            &format!("198.51.100.{n}"),
+            "h@example.org",
+            "h@example.net",
+            &format!("h{n}"),
+        );
+        // Answered (deferred, or passed once the 1 s delay is over).
+        assert!(
+            a.starts_with("action=DEFER_IF_PERMIT")
+                || a.starts_with("action=PREPEND")
+                || a == "action=DUNNO",
+            "{a}"
+        );
+    };
+
+    // Byte by byte.
+    let mut slow = Client::connect(&d);
+    let req = b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.5\nsender=s@example.org\nrecipient=r@example.net\n\n";
+    for (i, b) in req.iter().enumerate() {
+        slow.0.write_all(&[*b]).unwrap();
+        if i % 40 == 0 {
+            served(&mut healthy, 1);
+        }
+    }
+    assert!(slow.answer().starts_with("action=DEFER_IF_PERMIT"));
+
+    // A flood without reading: the server stops reading it while its
+    // answers back up, then closes it after idle_timeout.
+    let mut flood = Client::connect(&d);
+    flood.0.set_nonblocking(true).unwrap();
+    let one = b"request=smtpd_access_policy\nprotocol_state=DATA\n\n";
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while started.elapsed() < Duration::from_secs(1) {
+        match flood.0.write(one) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 0);
+    served(&mut healthy, 2);
+    flood.0.set_nonblocking(false).unwrap();
+    // Drain what it answered, then see it closed.
+    flood.0.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut sink = [0u8; 65536];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match flood.0.read(&mut sink) {
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the flood is never cut off: {e}"),
+            Ok(_) => assert!(Instant::now() < deadline, "the flood is never cut off"),
+        }
+    }
+
+    // (The healthy client idled as long as the flood was: a new one.)
+    let mut healthy = Client::connect(&d);
+    served(&mut healthy, 5);
+    // Connections past max_connections wait in the backlog; the healthy
+    // client (already in) is answered meanwhile.
+    let mut crowd: Vec<Client> = (0..12).map(|_| Client::connect(&d)).collect();
+    served(&mut healthy, 3);
+    drop(crowd.drain(..));
+    let mut later = Client::connect(&d);
+    served(&mut later, 4);
+}
