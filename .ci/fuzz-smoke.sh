@@ -30,6 +30,13 @@ case ${FUZZ_PROFILE:-release} in
 esac
 TARGETS=(frame_decoder session config state_file address control_line postfix_request)
 
+source .ci/lib.sh
+ci_need_cargo fuzz-smoke
+
+# The corpus replay on the stable compiler (fuzz/tests/corpus.rs, its own workspace), the
+# way developers run it without cargo-fuzz: kept compiling and passing.
+cargo test --manifest-path fuzz/Cargo.toml --test corpus --quiet
+
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -116,6 +116,16 @@ fn run(explicit: Option<&Path>) -> ExitCode {
     if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
         return code;
     }
+    // The same refusals as check-config, with the same file:line:col.
+    if let Some(p) = &path {
+        let errors = config.preflight(p).errors;
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        if !errors.is_empty() {
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     match daemon::run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -152,6 +152,9 @@ fn policy_requests_go_through_the_pipeline_with_the_milter_off() {
     let a = c.rcpt("192.0.2.7", "alice@example.org", "bob@example.net", "m4");
     assert_eq!(a, "action=DUNNO");
 
+    // Still one thread (the fork rule of docs/architecture.md).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(status.contains("\nThreads:\t1\n"), "{status}");
     let log = d.log_text();
     assert!(
         log.contains("action=greylist") && log.contains("proto=policy"),

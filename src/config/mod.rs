@@ -525,9 +525,22 @@ fn find_key_in(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
 /// Position of the first quoted string `value` (`"value"` or `'value'`),
 /// for errors about what a named file holds.
 fn find_string_value(text: &str, value: &str) -> Option<(usize, usize)> {
+    // Not in a comment (an example line commented out above the real one).
+    let in_comment = |offset: usize| {
+        let line_start = text
+            .get(..offset)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        text.get(line_start..offset)
+            .is_some_and(|before| before.contains('#'))
+    };
     [format!("\"{value}\""), format!("'{value}'")]
         .iter()
-        .filter_map(|quoted| text.find(quoted.as_str()))
+        .filter_map(|quoted| {
+            text.match_indices(quoted.as_str())
+                .map(|(offset, _)| offset)
+                .find(|offset| !in_comment(*offset))
+        })
         .min()
         .map(|offset| line_column(text, offset))
 }

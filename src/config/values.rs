@@ -41,7 +41,10 @@ impl fmt::Display for Seconds {
             .find(|(u, _)| s.is_multiple_of(*u))
             .map_or((s, "s"), |&(u, name)| (s / u, name));
         if self.0.subsec_nanos() != 0 {
-            write!(f, "{}", humantime::format_duration(self.0))
+            // Durations are written to the millisecond at most; whole
+            // milliseconds read back whatever the length (humantime would
+            // write months and years, which `parse_duration` refuses).
+            write!(f, "{}ms", self.0.as_millis())
         } else {
             write!(f, "{n}{unit}")
         }
@@ -520,7 +523,7 @@ impl<'de> Deserialize<'de> for Entry {
                         "delay" => delay = Some(map.next_value()?),
                         other => {
                             return Err(de::Error::custom(format!(
-                                "unknown field `{other}` in list entry, expected `action` or `delay`"
+                                "unknown key `{other}` in list entry, expected `action` or `delay`"
                             )));
                         }
                     }

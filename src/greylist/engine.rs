@@ -34,18 +34,17 @@ use tracing::warn;
 use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
-use super::envelope_address::sender_form;
 use super::facts::DnsFacts;
 use super::key::Secret;
 use super::lists::{ListName, Lists};
-use super::settings::{ListAction, Settings};
+use super::settings::Settings;
 use super::state::{self, StateError};
 use super::stats::{Counters, DnsCounters, Interval, Snapshot};
 use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView};
+pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView, TableView};
 mod dns;
 mod pipeline;
 mod shared;
@@ -292,53 +291,6 @@ impl Engine {
 
     pub fn auto_whitelist(&self) -> &AutoWhitelist {
         &self.awl
-    }
-
-    /// CONNECT: `Some(reason)` when the whole connection is accepted.
-    pub fn check_connect(&mut self, addr: Option<IpAddr>, name: &[u8]) -> Option<Reason> {
-        let Some(addr) = addr else {
-            return Some(Reason::Local);
-        };
-        match self.lists.lookup_client(addr, name) {
-            Some((list, ListAction::Accept)) => {
-                self.counters.accepted_by_list += 1;
-                Some(Reason::List(list))
-            }
-            _ => None,
-        }
-    }
-
-    /// MAIL: `Some(reason)` when the message is accepted for every
-    /// recipient (see the module docs for the rule).
-    pub fn check_mail(
-        &mut self,
-        addr: Option<IpAddr>,
-        name: &[u8],
-        sender: &[u8],
-        authenticated: bool,
-    ) -> Option<Reason> {
-        let Some(addr) = addr else {
-            return Some(Reason::Local);
-        };
-        if authenticated && self.settings.skip_authenticated {
-            self.counters.authenticated += 1;
-            return Some(Reason::Authenticated);
-        }
-        if let Some((list, action)) = self.lists.lookup_client(addr, name) {
-            if action != ListAction::Accept {
-                return None;
-            }
-            self.counters.accepted_by_list += 1;
-            return Some(Reason::List(list));
-        }
-        sender_form(sender, self.settings.normalize_sender, &mut self.sender_buf);
-        match self.lists.lookup_sender(&self.sender_buf) {
-            Some((list, ListAction::Accept)) => {
-                self.counters.accepted_by_list += 1;
-                Some(Reason::List(list))
-            }
-            _ => None,
-        }
     }
 
     /// The X-Greylist header for a message whose recipient waited

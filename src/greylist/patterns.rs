@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::settings::ListAction;
+use super::list_action::ListAction;
 
 /// Compiled size allowed for one expression. Real entries compile to a few
 /// KiB; `(\w{100}){100}` would need hundreds of MiB.

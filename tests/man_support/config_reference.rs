@@ -195,7 +195,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "lists",
-        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The lists are consulted in the order below and the first list with a matching entry decides (docs/decisions.md). The same lists can come from files: `[lists.files]`.",
+        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The first list with a matching entry decides, in the order given in docs/decisions.md. The same lists can come from files: `[lists.files]`.",
         keys: &[
             key(
                 "clients",
@@ -473,6 +473,9 @@ fn push_roff_line(out: &mut String, line: &str) {
     out.push('\n');
 }
 
+/// Longest default shown on the tag line of greylist.toml(5).
+const MAX_TAG_DEFAULT: usize = 40;
+
 /// A default or example value in roff.
 fn roff_value(v: &str) -> String {
     v.replace('\\', "\\e").replace('-', "\\-")
@@ -482,6 +485,7 @@ pub fn man_page() -> String {
     let mut m = String::new();
     m.push_str(
         ".TH GREYLIST.TOML 5 \"\" \"greymilter\" \"File Formats Manual\"\n\
+         .ad l\n\
          .SH NAME\n\
          greylist.toml \\- configuration of the greymilter greylisting milter\n\
          .SH SYNOPSIS\n\
@@ -494,9 +498,11 @@ pub fn man_page() -> String {
         m.push_str(&roff(section.intro));
         for key in section.keys {
             let default = display_default(section, key);
+            // A long default would wrap inside the tag: it goes below.
+            let long = default.len() > MAX_TAG_DEFAULT;
             m.push_str(".TP\n");
             m.push_str(&format!("\\fB{}\\fR", roff_value(key.name)));
-            if !default.is_empty() {
+            if !default.is_empty() && !long {
                 m.push_str(&format!(" = {}", roff_value(&default)));
             }
             if !key.reload {
@@ -504,6 +510,9 @@ pub fn man_page() -> String {
             }
             m.push('\n');
             m.push_str(&roff(key.text));
+            if long {
+                m.push_str(&format!("Default: \\fB{}\\fR\n", roff_value(&default)));
+            }
             if let Some(example) = key.example {
                 m.push_str(&format!(
                     "For example: \\fB{} = {}\\fR\n",
