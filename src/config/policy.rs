@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Config, Count, KeyAt, Listen, Seconds, SocketMode};
+use crate::milter::listener::ListenSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,8 +75,11 @@ pub(super) fn check(config: &Config) -> Result<(), (&'static [KeyAt], String)> {
             "[milter] enabled = false leaves nothing to serve: set [policy] listen, or enable the milter".to_string(),
         ));
     }
+    // Port 0 is a free port of the kernel's choosing: never the same.
+    let any_port = |l: &Listen| matches!(l.spec, ListenSpec::Tcp(a) if a.port() == 0);
     if let (true, Some(policy)) = (config.milter.enabled, &config.policy.listen)
         && *policy == config.milter.listen
+        && !any_port(policy)
     {
         return Err((
             &[("policy", "listen"), ("milter", "listen")],
@@ -92,7 +96,6 @@ pub(super) fn check(config: &Config) -> Result<(), (&'static [KeyAt], String)> {
 mod tests {
     use super::*;
     use crate::config::ConfigError;
-    use crate::milter::listener::ListenSpec;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.toml")
@@ -165,5 +168,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.message.contains("its own"), "{e}");
+        // Two free ports of the kernel's choosing (tests) are two sockets.
+        parse("[milter]\nlisten = \"inet:0@127.0.0.1\"\n[policy]\nlisten = \"inet:0@127.0.0.1\"\n")
+            .unwrap();
     }
 }

@@ -36,11 +36,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             tracing::warn!("{warning}");
         }
     }
-    let spec = config.milter.listen.spec.clone();
+    // `[milter] enabled = false`: the policy service alone.
+    let spec = config
+        .milter
+        .enabled
+        .then(|| config.milter.listen.spec.clone());
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {
         mode: config.milter.socket_mode.0,
-        group: socket_group(&config)?,
+        group: socket_group(config.milter.socket_group.as_deref())?,
+    };
+    let policy_spec = config.policy.listen.as_ref().map(|l| l.spec.clone());
+    let policy_unix = UnixSocketOptions {
+        mode: config.policy.socket_mode.0,
+        group: socket_group(config.policy.socket_group.as_deref())?,
     };
 
     // Read before privileges are dropped: the key may be readable by root only.
@@ -63,11 +72,32 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
             None => None,
         };
-        let listener = Listener::bind(&spec, &unix).map_err(|e| e.to_string())?;
-        tracing::info!(listen = %listener.local_addr(), "listening");
+        let listener = match &spec {
+            Some(spec) => {
+                let l = Listener::bind(spec, &unix).map_err(|e| e.to_string())?;
+                tracing::info!(listen = %l.local_addr(), "listening");
+                Some(l)
+            }
+            None => None,
+        };
         // A start that fails past this point leaves no socket file behind.
+        let cleanup = |listeners: &[&Option<Listener>]| {
+            for l in listeners.iter().copied().flatten() {
+                let _ = l.remove_socket_file();
+            }
+        };
+        let policy = match &policy_spec {
+            Some(spec) => {
+                let l = Listener::bind(spec, &policy_unix)
+                    .map_err(|e| format!("[policy] {e}"))
+                    .inspect_err(|_| cleanup(&[&listener]))?;
+                tracing::info!(listen = %l.local_addr(), "policy service listening");
+                Some(l)
+            }
+            None => None,
+        };
         let admin = bind_admin(&config, identity).inspect_err(|_| {
-            let _ = listener.remove_socket_file();
+            cleanup(&[&listener, &policy]);
         })?;
         let setup = Setup {
             config_path,
@@ -76,7 +106,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             clock: Box::new(SystemClock),
         };
         let started = Daemon::start(config, setup).inspect_err(|_| {
-            let _ = listener.remove_socket_file();
+            cleanup(&[&listener, &policy]);
             if let Some((control, _)) = &admin.control {
                 let _ = control.remove_socket_file();
             }
@@ -84,6 +114,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         let mut daemon = started.with_admin(admin);
         if let Some((c, secret)) = cluster {
             daemon = daemon.with_cluster(c, secret);
+        }
+        if let Some(policy) = policy {
+            daemon = daemon.with_policy(policy);
         }
         daemon.serve(listener, signals).await;
         Ok(())
@@ -116,8 +149,8 @@ fn identity(config: &Config) -> Result<Option<Identity>, String> {
     Ok(identity)
 }
 
-fn socket_group(config: &Config) -> Result<Option<nix::unistd::Gid>, String> {
-    let Some(name) = &config.milter.socket_group else {
+fn socket_group(name: Option<&str>) -> Result<Option<nix::unistd::Gid>, String> {
+    let Some(name) = name else {
         return Ok(None);
     };
     let group = nix::unistd::Group::from_name(name)

@@ -9,7 +9,7 @@
 //! sessions and this loop; borrows never cross an `.await`, so no borrow is
 //! active when the loop forks a checkpoint.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -38,8 +38,10 @@ use crate::greylist::key::Secret;
 use crate::greylist::stats::push_line;
 use crate::metrics::server::Scrape;
 use crate::milter::listener::Listener;
-use crate::milter::server::{Limits, serve};
+use crate::milter::server::{Limits, serve, serve_sessions};
 use crate::pipeline::{MilterFactory, Pipeline, Timeouts};
+use crate::postfix_policy::connection::Options as PolicyOptions;
+use crate::postfix_policy::server::PolicySessions;
 
 mod admin;
 pub use admin::{AdminSockets, SYNC_PERIOD, bind_admin};
@@ -128,6 +130,19 @@ pub struct Daemon {
     admin: Option<AdminSockets>,
     /// How late the loop wakes up (its ticker runs while serving).
     loop_lag: Rc<RefCell<LoopLag>>,
+    /// Postfix's policy service (`[policy] listen`), bound by the caller.
+    policy: Option<Listener>,
+    /// What new policy connections get (a reload changes it).
+    policy_options: Rc<Cell<PolicyOptions>>,
+}
+
+/// The policy connections' options in `config`.
+pub fn policy_options(config: &Config) -> PolicyOptions {
+    PolicyOptions {
+        idle_timeout: config.policy.idle_timeout.0,
+        decision_timeout: config.milter.decision_timeout.0,
+        defer_action: config.policy.defer_action,
+    }
 }
 
 impl Daemon {
@@ -188,6 +203,7 @@ impl Daemon {
         let pipeline = Pipeline::new(engine.clone());
         pipeline.set_dns(dns_of(&config));
         let factory = Rc::new(MilterFactory::new(pipeline, timeouts(&config)));
+        let policy_options = Rc::new(Cell::new(policy_options(&config)));
         Ok(Daemon {
             config,
             config_path,
@@ -200,6 +216,8 @@ impl Daemon {
             allows_checked: now,
             admin: None,
             loop_lag: Rc::default(),
+            policy: None,
+            policy_options,
         })
     }
 
@@ -207,6 +225,13 @@ impl Daemon {
     /// `bind_admin`, before privileges were dropped).
     pub fn with_admin(mut self, admin: AdminSockets) -> Daemon {
         self.admin = Some(admin);
+        self
+    }
+
+    /// Serves Postfix's policy service on `listener` too (bound by the
+    /// caller, like the milter's).
+    pub fn with_policy(mut self, listener: Listener) -> Daemon {
+        self.policy = Some(listener);
         self
     }
 
@@ -221,28 +246,62 @@ impl Daemon {
         self
     }
 
-    /// Serves milter connections on `listener` and handles `events` until
+    /// Serves milter connections on `listener` (none: `[milter] enabled =
+    /// false`) and policy connections on the listener of
+    /// [`Daemon::with_policy`], and handles `events` until
     /// [`Event::Shutdown`] (or the end of `events`), then drains the
-    /// sessions, writes the final checkpoint and removes the socket file
+    /// sessions, writes the final checkpoint and removes the socket files
     /// and the pidfile. Must run inside a `LocalSet`.
-    pub async fn serve(mut self, listener: Listener, mut events: impl Events) {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    pub async fn serve(mut self, listener: impl Into<Option<Listener>>, mut events: impl Events) {
+        let listener: Option<Listener> = listener.into();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
         let limits = Limits {
             max_connections: self.config.milter.max_connections.0,
         };
         let drain = self.config.milter.shutdown_timeout.0;
         let factory = self.factory.clone();
-        let mut server = tokio::task::spawn_local(async move {
-            let summary = serve(
-                &listener,
-                factory,
-                limits,
-                async { _ = stop_rx.await },
-                drain,
-            )
-            .await;
-            (listener, summary)
-        });
+        let milter = {
+            let stop = stopped(stop_rx.clone());
+            async move {
+                match listener {
+                    Some(listener) => {
+                        serve(&listener, factory, limits, stop, drain).await;
+                        Some(listener)
+                    }
+                    None => {
+                        stop.await;
+                        None
+                    }
+                }
+            }
+        };
+        let policy_limits = Limits {
+            max_connections: self.config.policy.max_connections.0,
+        };
+        let sessions = PolicySessions {
+            pipeline: self.factory.pipeline().clone(),
+            options: Rc::clone(&self.policy_options),
+        };
+        let policy_listener = self.policy.take();
+        let policy = {
+            let stop = stopped(stop_rx.clone());
+            async move {
+                match policy_listener {
+                    Some(listener) => {
+                        serve_sessions(&listener, &sessions, policy_limits, stop, drain).await;
+                        Some(listener)
+                    }
+                    None => {
+                        stop.await;
+                        None
+                    }
+                }
+            }
+        };
+        let mut server = tokio::task::spawn_local(async move { tokio::join!(milter, policy) });
         let mut checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
         checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         checkpoint_tick.reset();
@@ -333,30 +392,32 @@ impl Daemon {
                 tracing::warn!(error = %e, "cannot remove the control socket");
             }
         }
-        let listener = match stopped_early {
-            Some(Ok((listener, _))) => {
+        let listeners = match stopped_early {
+            Some(Ok(listeners)) => {
                 tracing::error!("the listener stopped unexpectedly; shutting down");
-                Some(listener)
+                listeners
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the listener task failed; shutting down");
-                None
+                (None, None)
             }
             None => {
                 tracing::info!("shutting down: no new connections, waiting for sessions in flight");
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 match server.await {
-                    Ok((listener, _)) => Some(listener),
+                    Ok(listeners) => listeners,
                     Err(e) => {
                         tracing::error!(error = %e, "the listener task failed");
-                        None
+                        (None, None)
                     }
                 }
             }
         };
         self.final_checkpoint();
-        if let Some(Err(e)) = listener.map(|l| l.remove_socket_file()) {
-            tracing::warn!(error = %e, "cannot remove the Unix socket");
+        for listener in [listeners.0, listeners.1].into_iter().flatten() {
+            if let Err(e) = listener.remove_socket_file() {
+                tracing::warn!(error = %e, "cannot remove the Unix socket");
+            }
         }
         if let Some(pf) = &self.pidfile {
             pf.remove();
@@ -393,6 +454,7 @@ impl Daemon {
             .borrow_mut()
             .set_settings(self.allows.apply(new.settings()));
         self.factory.set_timeouts(timeouts(&new));
+        self.policy_options.set(policy_options(&new));
         if new.dns_settings() != self.config.dns_settings() {
             self.factory.pipeline().set_dns(dns_of(&new));
         }

@@ -1,5 +1,7 @@
-//! The accept loop: one local task per milter connection, a cap on
-//! concurrent sessions, graceful shutdown.
+//! The accept loop: one local task per connection, a cap on concurrent
+//! sessions, graceful shutdown. The milter's sessions and Postfix's policy
+//! connections (`crate::postfix_policy::server`) both run under it, through
+//! [`Sessions`].
 //!
 //! Runs on a current_thread runtime inside a `LocalSet`: deciders are
 //! `!Send` (they share the engine through `Rc<RefCell<…>>`).
@@ -74,6 +76,39 @@ impl Accepting {
     }
 }
 
+/// What runs one accepted connection: a protocol's session driver.
+pub trait Sessions {
+    /// The protocol, in log lines (`milter`, `policy`).
+    const NAME: &'static str;
+    /// Starts serving `stream` in `sessions`; the session ends soon after
+    /// `stop` completes (shutdown).
+    fn spawn<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+        &self,
+        sessions: &mut JoinSet<()>,
+        conn_id: u64,
+        stream: S,
+        peer: String,
+        stop: impl Future<Output = ()> + 'static,
+    );
+}
+
+/// The milter's sessions, made by a [`DeciderFactory`].
+struct MilterSessions<F>(Rc<F>);
+
+impl<F: DeciderFactory + 'static> Sessions for MilterSessions<F> {
+    const NAME: &'static str = "milter";
+    fn spawn<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+        &self,
+        sessions: &mut JoinSet<()>,
+        conn_id: u64,
+        stream: S,
+        peer: String,
+        stop: impl Future<Output = ()> + 'static,
+    ) {
+        spawn_session(sessions, &self.0, conn_id, stream, peer, stop);
+    }
+}
+
 /// Serves milter connections from `listener` until `shutdown` completes.
 /// Then it stops accepting, lets each session finish the command in flight
 /// (idle sessions close at once), waits up to `drain_timeout` and returns;
@@ -83,6 +118,24 @@ impl Accepting {
 pub async fn serve<F: DeciderFactory + 'static>(
     listener: &Listener,
     factory: Rc<F>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) -> ServeSummary {
+    serve_sessions(
+        listener,
+        &MilterSessions(factory),
+        limits,
+        shutdown,
+        drain_timeout,
+    )
+    .await
+}
+
+/// [`serve`] for any protocol's [`Sessions`].
+pub async fn serve_sessions<H: Sessions>(
+    listener: &Listener,
+    handler: &H,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -107,7 +160,7 @@ pub async fn serve<F: DeciderFactory + 'static>(
     let max = limits.max_connections.max(1);
     loop {
         while let Some(done) = sessions.try_join_next() {
-            report_panic(done);
+            report_panic(done, H::NAME);
         }
         if sessions.len() >= max {
             summary.limit_reached += 1;
@@ -115,12 +168,13 @@ pub async fn serve<F: DeciderFactory + 'static>(
                 warn!(
                     sessions = sessions.len(),
                     suppressed,
-                    "max_connections reached: new milter connections wait until a session ends"
+                    "max_connections reached: new {} connections wait until a session ends",
+                    H::NAME
                 );
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                done = sessions.join_next() => if let Some(done) = done { report_panic(done) },
+                done = sessions.join_next() => if let Some(done) = done { report_panic(done, H::NAME) },
             }
             continue;
         }
@@ -135,10 +189,10 @@ pub async fn serve<F: DeciderFactory + 'static>(
                 let stop = stop_signal(stop_rx.clone());
                 match conn {
                     Conn::Tcp(stream, peer) => {
-                        spawn_session(&mut sessions, &factory, next_id, stream, peer, stop)
+                        handler.spawn(&mut sessions, next_id, stream, peer, stop)
                     }
                     Conn::Unix(stream, peer) => {
-                        spawn_session(&mut sessions, &factory, next_id, stream, peer, stop)
+                        handler.spawn(&mut sessions, next_id, stream, peer, stop)
                     }
                 }
             }
@@ -156,7 +210,7 @@ pub async fn serve<F: DeciderFactory + 'static>(
     drop(accepting);
     let _ = stop_tx.send(true);
     while let Some(done) = sessions.try_join_next() {
-        report_panic(done);
+        report_panic(done, H::NAME);
     }
     let in_flight = sessions.len();
     if in_flight > 0 {
@@ -167,7 +221,7 @@ pub async fn serve<F: DeciderFactory + 'static>(
     }
     let drain = async {
         while let Some(done) = sessions.join_next().await {
-            report_panic(done);
+            report_panic(done, H::NAME);
             summary.drained += 1;
         }
     };
@@ -227,10 +281,10 @@ fn spawn_session<F, S>(
     });
 }
 
-fn report_panic(done: Result<(), tokio::task::JoinError>) {
+fn report_panic(done: Result<(), tokio::task::JoinError>, name: &str) {
     if let Err(e) = done
         && e.is_panic()
     {
-        error!("a milter session panicked: {e}");
+        error!("a {name} session panicked: {e}");
     }
 }

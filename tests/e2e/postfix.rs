@@ -25,11 +25,26 @@ pub const LOG_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct PostfixOptions {
     /// The `smtpd_milters` value; `None` means no milter at all (gotcha 1).
     pub milters: Option<String>,
+    /// A policy service in `smtpd_recipient_restrictions`, after
+    /// `reject_unauth_destination` as postgrey's docs place it:
+    /// `check_policy_service { inet:127.0.0.1:PORT, default_action=DUNNO }`.
+    pub policy: Option<String>,
 }
 
 impl PostfixOptions {
     pub fn without_milter() -> PostfixOptions {
-        PostfixOptions { milters: None }
+        PostfixOptions::default()
+    }
+
+    /// No milter; `check_policy_service` on `inet:127.0.0.1:PORT`, failing
+    /// open (`default_action=DUNNO`, Postfix 3.0 and later).
+    pub fn policy(port: u16) -> PostfixOptions {
+        PostfixOptions {
+            milters: None,
+            policy: Some(format!(
+                "check_policy_service {{ inet:127.0.0.1:{port}, timeout=10s, default_action=DUNNO }}"
+            )),
+        }
     }
 
     /// `smtpd_milters = <spec>`, e.g. `inet:127.0.0.1:10030` or a `{ …, default_action=accept }`
@@ -37,6 +52,7 @@ impl PostfixOptions {
     pub fn milter(spec: &str) -> PostfixOptions {
         PostfixOptions {
             milters: Some(spec.to_string()),
+            policy: None,
         }
     }
 }
@@ -234,6 +250,11 @@ impl PostfixInstance {
         let etc = self.work.join("etc");
         let dir = self.work.path().display().to_string();
         let milters = options.milters.as_deref().unwrap_or("");
+        let recipient_restrictions = options
+            .policy
+            .as_deref()
+            .map(|p| format!("reject_unauth_destination, {p}"))
+            .unwrap_or_default();
         let protocols = if self.ipv6 { "ipv4, ipv6" } else { "ipv4" };
         let main_cf = format!(
             "\
@@ -283,7 +304,7 @@ virtual_minimum_uid = 100
 virtual_transport = virtual
 default_transport = discard:
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
+smtpd_recipient_restrictions = {recipient_restrictions}
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_milters = {milters}
 non_smtpd_milters =

@@ -61,7 +61,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             restart(
                 "enabled",
-                "`false`: no milter socket; Postfix reaches greymilter through `[policy]` alone (not honoured by this version yet: the milter still listens). At least one of the two front ends must be on.",
+                "`false`: no milter socket; Postfix reaches greymilter through `[policy]` alone. At least one of the two front ends must be on.",
             ),
             restart(
                 "listen",
@@ -96,7 +96,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "policy",
-        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter: off until `listen` is set. docs/policy.md says when to pick which. This version reads and checks these keys but does not serve the policy socket yet.",
+        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter: off until `listen` is set. docs/policy.md says when to pick which.",
         keys: &[
             restart(
                 "listen",

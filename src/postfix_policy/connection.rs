@@ -1,0 +1,233 @@
+//! One Postfix policy connection: requests in, answers out, until Postfix
+//! closes it, it idles past `idle_timeout`, it sends something that is not
+//! a policy request, or the daemon shuts down.
+//!
+//! Each request at `protocol_state=RCPT` goes through the recipient
+//! pipeline: `connect`, `helo` and `mail` once per message (Postfix's
+//! `instance` attribute is the same for every recipient of one message, so
+//! DNS lookups started for the first recipient serve the others), then
+//! `rcpt`, waiting at most the decision timeout (then `DUNNO`: fail open).
+//! Every other state gets `DUNNO`. The `X-Greylist` header is prepended
+//! once per message, like postgrey does.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use super::answer::{self, Answer};
+use super::request::{self, Request};
+use crate::config::policy::DeferAction;
+use crate::pipeline::{FrontEnd, Pipeline, Proto, Transaction, Verdict};
+use crate::ratelimit::LogLimiter;
+
+/// The policy protocol as a [`FrontEnd`]: the verdict is kept as is and
+/// said by [`answer_of`], which knows `defer_action`.
+pub struct Policy;
+
+impl FrontEnd for Policy {
+    const PROTO: Proto = Proto::Policy;
+    const HEADER_AT_RCPT: bool = true;
+    type Reply = Verdict;
+
+    fn reply(verdict: Verdict) -> Verdict {
+        verdict
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub idle_timeout: Duration,
+    /// The longest a recipient waits for DNS or Redis.
+    pub decision_timeout: Duration,
+    pub defer_action: DeferAction,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Postfix closed it (between requests).
+    Closed,
+    Idle,
+    /// A request broke a rule of the protocol or a bound.
+    BadRequest,
+    /// Reading or writing failed, or the peer stopped reading answers.
+    Io,
+    Shutdown,
+}
+
+static BAD_REQUEST_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+static IDLE_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+
+const READ_CHUNK: usize = 4096;
+
+/// What the connection remembers about the message being decided.
+#[derive(Default)]
+struct Message {
+    /// Postfix's `instance` of the message `connect`/`mail` were called for.
+    instance: Vec<u8>,
+    /// Decided for every recipient at CONNECT or MAIL.
+    accepted: bool,
+    /// The `instance` whose header was already prepended.
+    header_sent: Vec<u8>,
+    /// `<sender>` and `<recipient>` as the pipeline takes them.
+    sender: Vec<u8>,
+    recipient: Vec<u8>,
+}
+
+/// Serves one connection until it ends; returns why.
+pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    pipeline: &Pipeline,
+    options: &Options,
+    conn_id: u64,
+    peer: &str,
+    stop: impl Future<Output = ()>,
+) -> Ended {
+    tokio::pin!(stop);
+    let mut txn = pipeline.transaction::<Policy>(conn_id);
+    let mut message = Message::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        // Every complete request in the buffer, in order.
+        loop {
+            let (verdict, len) = match request::parse(&buf) {
+                Ok(Some((req, len))) => (decide(&mut txn, &mut message, &req, options).await, len),
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(suppressed) = BAD_REQUEST_LOG.allow() {
+                        warn!(
+                            conn = conn_id,
+                            peer, suppressed, "policy connection closed: {e}"
+                        );
+                    }
+                    return Ended::BadRequest;
+                }
+            };
+            write_answer(&mut out, &verdict, &mut message, options.defer_action);
+            buf.drain(..len);
+        }
+        if !out.is_empty() {
+            // A peer that stops reading its answers is cut off like an idle one.
+            match tokio::time::timeout(options.idle_timeout, stream.write_all(&out)).await {
+                Ok(Ok(())) => out.clear(),
+                _ => return Ended::Io,
+            }
+        }
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let read = tokio::select! {
+            () = &mut stop => return Ended::Shutdown,
+            read = tokio::time::timeout(
+                options.idle_timeout,
+                stream.read(buf.get_mut(start..).unwrap_or_default()),
+            ) => read,
+        };
+        match read {
+            Ok(Ok(0)) => {
+                buf.truncate(start);
+                if !buf.is_empty() {
+                    debug!(
+                        conn = conn_id,
+                        peer, "policy connection closed in a request"
+                    );
+                }
+                return Ended::Closed;
+            }
+            Ok(Ok(n)) => buf.truncate(start + n),
+            Ok(Err(_)) => return Ended::Io,
+            Err(_) => {
+                if let Some(suppressed) = IDLE_LOG.allow() {
+                    warn!(
+                        conn = conn_id,
+                        peer,
+                        suppressed,
+                        "policy connection closed: idle for {}",
+                        humantime::format_duration(options.idle_timeout)
+                    );
+                }
+                return Ended::Idle;
+            }
+        }
+    }
+}
+
+/// The pipeline's verdict for one request.
+async fn decide(
+    txn: &mut Transaction<Policy>,
+    message: &mut Message,
+    req: &Request<'_>,
+    options: &Options,
+) -> Verdict {
+    if !req.protocol_state.eq_ignore_ascii_case("RCPT") {
+        return Verdict::PASS;
+    }
+    let same_message =
+        !req.instance.is_empty() && message.instance.as_slice() == req.instance.as_bytes();
+    if !same_message {
+        message.instance.clear();
+        message.instance.extend_from_slice(req.instance.as_bytes());
+        message.accepted = false;
+        let addr = req.client_address.parse::<IpAddr>().ok();
+        // Postfix says `unknown` for a client without a verified name; the
+        // pipeline's word for that is an empty (or bracketed) name.
+        let name = match req.client_name {
+            "unknown" => "",
+            name => name,
+        };
+        if txn.connect(addr, name.as_bytes()) == Verdict::Accept {
+            message.accepted = true;
+            return Verdict::PASS;
+        }
+        txn.helo(req.helo_name.as_bytes());
+        bracketed(&mut message.sender, req.sender);
+        let authenticated = !req.sasl_username.is_empty();
+        if txn.mail(&message.sender, authenticated, None) == Verdict::Accept {
+            message.accepted = true;
+            return Verdict::PASS;
+        }
+    } else if message.accepted {
+        return Verdict::PASS;
+    }
+    bracketed(&mut message.recipient, req.recipient);
+    let qid = Some(req.queue_id.as_bytes()).filter(|q| !q.is_empty());
+    txn.rcpt_within(&message.recipient, qid, options.decision_timeout)
+        .await
+}
+
+/// `<address>`, as an MTA gives it to a milter (and the log shows it).
+fn bracketed(dst: &mut Vec<u8>, address: &str) {
+    dst.clear();
+    dst.push(b'<');
+    dst.extend_from_slice(address.as_bytes());
+    dst.push(b'>');
+}
+
+fn write_answer(out: &mut Vec<u8>, verdict: &Verdict, message: &mut Message, defer: DeferAction) {
+    let answer = match verdict {
+        Verdict::Pass { header: None } | Verdict::Accept => Answer::Dunno,
+        Verdict::Pass {
+            header: Some(field),
+        } => {
+            // One header per message, whatever its number of recipients.
+            if !message.instance.is_empty() && message.header_sent == message.instance {
+                Answer::Dunno
+            } else {
+                message.header_sent.clone_from(&message.instance);
+                Answer::Prepend {
+                    name: field.name,
+                    value: &field.value,
+                }
+            }
+        }
+        Verdict::Tempfail(reply) => match defer {
+            DeferAction::DeferIfPermit => Answer::DeferIfPermit(reply),
+            DeferAction::Defer => Answer::Defer(reply),
+        },
+        Verdict::Reject(reply) => Answer::Reject(reply),
+    };
+    answer::write(out, &answer);
+}
