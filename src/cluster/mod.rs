@@ -9,13 +9,17 @@
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
+//! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
+//! * [`conn`]: one connection type, plain or TLS.
 
 pub mod admin;
 pub mod breaker;
 pub mod client;
+pub mod conn;
 pub mod script;
 pub mod secret;
 pub mod sentinel;
+pub mod tls;
 
 pub use breaker::ClusterCounters;
 pub use client::{Cluster, Options};

@@ -17,13 +17,82 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]` or
-    /// `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`.
+    /// `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`;
+    /// `rediss://` and `rediss+sentinel://` for TLS.
     pub redis: RedisUrl,
     /// The hashing secret every node shares.
     pub secret_file: PathBuf,
     /// Budget of one Redis call; past it the recipient is decided locally.
     #[serde(default)]
     pub timeout: Timeout,
+    /// TLS: the CA certificates (PEM) that sign Redis' certificate;
+    /// absent: the platform's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: this host's client certificate (PEM), with `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// TLS without certificate checks: tests only, warned about at start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_insecure: bool,
+}
+
+impl ClusterConfig {
+    /// Whether `redis` asks for TLS.
+    pub fn tls(&self) -> bool {
+        crate::cluster::client::wants_tls(&self.redis.0)
+    }
+
+    /// The TLS files and switch, as `cluster::tls` takes them.
+    pub fn tls_files(&self) -> crate::cluster::tls::TlsFiles {
+        crate::cluster::tls::TlsFiles {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            insecure: self.tls_insecure,
+        }
+    }
+
+    /// Checks between the keys: the key to point at, and the message.
+    pub fn check_relations(&self) -> Result<(), (&'static str, String)> {
+        if !self.tls() {
+            let set = [
+                ("ca_file", self.ca_file.is_some()),
+                ("cert_file", self.cert_file.is_some()),
+                ("key_file", self.key_file.is_some()),
+                ("tls_insecure", self.tls_insecure),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                return Err((
+                    key,
+                    format!(
+                        "{key} is a TLS setting, but redis = {:?} does not use TLS: write \
+                         rediss:// (or rediss+sentinel://)",
+                        self.redis.0
+                    ),
+                ));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err((
+                "cert_file",
+                "cert_file needs key_file (the client certificate's private key)".to_string(),
+            )),
+            (None, Some(_)) => Err((
+                "key_file",
+                "key_file needs cert_file (the client certificate)".to_string(),
+            )),
+            _ if self.tls_insecure && self.ca_file.is_some() => Err((
+                "tls_insecure",
+                "tls_insecure = true checks no certificate, so ca_file would be ignored: \
+                 remove tls_insecure"
+                    .to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A Redis URL that parses (nothing is resolved when checking it).
@@ -107,6 +176,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_and_files_parse_and_round_trip() {
+        let c = parse(
+            "[cluster]\nredis = \"rediss://user:pw@redis.example.net:6380/1\"\nsecret_file = \"k\"\n\
+             ca_file = \"/etc/greymilter/redis-ca.pem\"\ncert_file = \"/etc/greymilter/mx1.crt\"\n\
+             key_file = \"/etc/greymilter/mx1.key\"\n",
+        )
+        .unwrap();
+        let cl = c.cluster.clone().unwrap();
+        assert!(cl.tls());
+        assert_eq!(
+            cl.tls_files().ca_file.unwrap().to_str(),
+            Some("/etc/greymilter/redis-ca.pem")
+        );
+        assert!(!cl.tls_insecure);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let s = parse(
+            "[cluster]\nredis = \"rediss+sentinel://127.0.0.1:26379,127.0.0.2:26379/gm/0\"\nsecret_file = \"k\"\ntls_insecure = true\n",
+        )
+        .unwrap();
+        let cl = s.cluster.clone().unwrap();
+        assert!(cl.tls() && cl.tls_insecure);
+        assert!(s.to_toml().contains("tls_insecure = true"));
+        // Plain URLs print no TLS keys.
+        let p =
+            parse("[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\n").unwrap();
+        assert!(!p.to_toml().contains("tls_insecure") && !p.to_toml().contains("ca_file"));
+    }
+
+    #[test]
     fn errors_point_at_the_value() {
         let cases = [
             (
@@ -116,10 +214,10 @@ mod tests {
                 "must be IP:PORT",
             ),
             (
-                "[cluster]\nredis = \"rediss://127.0.0.1:6379\"\nsecret_file = \"k\"\n",
+                "[cluster]\nredis = \"http://127.0.0.1:6379\"\nsecret_file = \"k\"\n",
                 2,
                 9,
-                "only redis://",
+                "only redis[s]://",
             ),
             (
                 "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\ntimeout = \"0ms\"\n",
@@ -150,6 +248,42 @@ mod tests {
                 1,
                 1,
                 "secret_file",
+            ),
+            (
+                "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\nca_file = \"ca.pem\"\n",
+                4,
+                1,
+                "write rediss://",
+            ),
+            (
+                "[cluster]\nredis = \"redis+sentinel://127.0.0.1:26379/gm\"\nsecret_file = \"k\"\ntls_insecure = true\n",
+                4,
+                1,
+                "does not use TLS",
+            ),
+            (
+                "[cluster]\nredis = \"rediss://r.example:6380\"\nsecret_file = \"k\"\ncert_file = \"c.pem\"\n",
+                4,
+                1,
+                "needs key_file",
+            ),
+            (
+                "[cluster]\nredis = \"rediss://r.example:6380\"\nsecret_file = \"k\"\nkey_file = \"c.key\"\n",
+                4,
+                1,
+                "needs cert_file",
+            ),
+            (
+                "[cluster]\nredis = \"rediss://r.example:6380\"\nsecret_file = \"k\"\nca_file = \"ca.pem\"\ntls_insecure = true\n",
+                5,
+                1,
+                "ca_file would be ignored",
+            ),
+            (
+                "[cluster]\nredis = \"rediss://r.example:6380\"\nsecret_file = \"k\"\ntls_insecure = \"yes\"\n",
+                4,
+                16,
+                "invalid type",
             ),
         ];
         for (text, line, column, words) in cases {
