@@ -21,7 +21,11 @@ case "$deb" in /*) ;; *) deb="./$deb" ;; esac
 apt-get install -y "$deb" >/dev/null
 trap 'apt-get purge -y greymilter >/dev/null 2>&1 || true' EXIT
 
-/usr/bin/greymilter check-config --config /etc/greymilter/greylist.toml >/dev/null
+# The packaged configuration reads the list installed beside it.
+checked=$(/usr/bin/greymilter check-config --config /etc/greymilter/greylist.toml)
+grep -q '^# list files: 1 read' <<<"$checked" || { echo "deb-smoke: large-senders not read:"; head -5 <<<"$checked"; exit 1; }
+test -f /etc/greymilter/whitelist_recipients
+test -f /usr/share/doc/greymilter/docs/configuration.md
 /usr/bin/greymilter --version
 getent passwd greymilter >/dev/null
 test "$(stat -c %U:%G:%a /etc/greymilter/greylist.toml)" = "root:greymilter:640"
