@@ -35,7 +35,7 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
     /// TLS without certificate checks: tests only, warned about at start.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub tls_insecure: bool,
 }
 
@@ -198,10 +198,10 @@ mod tests {
         let cl = s.cluster.clone().unwrap();
         assert!(cl.tls() && cl.tls_insecure);
         assert!(s.to_toml().contains("tls_insecure = true"));
-        // Plain URLs print no TLS keys.
+        // Plain URLs print no TLS files.
         let p =
             parse("[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsecret_file = \"k\"\n").unwrap();
-        assert!(!p.to_toml().contains("tls_insecure") && !p.to_toml().contains("ca_file"));
+        assert!(p.to_toml().contains("tls_insecure = false") && !p.to_toml().contains("ca_file"));
     }
 
     #[test]
