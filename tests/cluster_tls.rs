@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use cluster_support::tls::{Ca, TlsRedis, write_pair};
+use cluster_support::tls::{Ca, TlsRedis, TlsSentinel, write_pair};
 use cluster_support::{options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::tls::{TlsFiles, TlsSetup};
 use greymilter::cluster::{Cluster, Outcome};
@@ -226,4 +226,29 @@ fn a_stalled_handshake_is_bounded_by_the_timeout() {
         }
     });
     drop(silent);
+}
+
+/// `rediss+sentinel://`: the sentinel is asked over TLS, the primary it
+/// names is reached over TLS, both certificates checked (they name
+/// 127.0.0.1); with another CA nothing is shared.
+#[test]
+fn a_sentinel_over_tls_leads_to_the_primary_over_tls() {
+    if !redis_present() {
+        return;
+    }
+    let ca = Ca::new("gm test CA");
+    let pair = ca.issue(&["127.0.0.1"], false);
+    let r = TlsRedis::start(&ca, &pair, "no");
+    let s = TlsSentinel::start(&r, &ca, &pair);
+    let dir = tempfile::tempdir().unwrap();
+    let shared = decide_once(s.url(), tls(with_ca(dir.path(), &ca)), 1);
+    assert!(matches!(shared, Some(Outcome::New { .. })), "{shared:?}");
+    let keys = dbsize(&r);
+    assert!(keys > 0);
+    let other = Ca::new("someone else");
+    assert_eq!(
+        decide_once(s.url(), tls(with_ca(dir.path(), &other)), 2),
+        None
+    );
+    assert_eq!(dbsize(&r), keys);
 }

@@ -104,3 +104,87 @@ impl TlsRedis {
         format!("rediss://{host}:{}/0", self.tls_port)
     }
 }
+
+/// A redis-sentinel watching a [`TlsRedis`] over TLS (`tls-replication`),
+/// serving clients on a TLS port (plain port kept for the test).
+pub struct TlsSentinel {
+    pub dir: tempfile::TempDir,
+    pub tls_port: u16,
+    child: std::process::Child,
+}
+
+impl TlsSentinel {
+    pub fn start(master: &TlsRedis, ca: &Ca, server: &(String, String)) -> TlsSentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = ca.write(dir.path(), "ca");
+        let (cert, key) = write_pair(dir.path(), "sentinel", server);
+        let (port, tls_port) = (free_port(), free_port());
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\ntls-port {tls_port}\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor gm 127.0.0.1 {} 1\n",
+                dir.path().display(),
+                cert.display(),
+                key.display(),
+                ca_path.display(),
+                master.tls_port
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let s = TlsSentinel {
+            dir,
+            tls_port,
+            child,
+        };
+        // Ready once it names the primary (asked on its plain port).
+        let deadline = std::time::Instant::now() + super::PATIENCE;
+        loop {
+            let named = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .ok()
+                .and_then(|c| {
+                    c.get_connection_with_timeout(std::time::Duration::from_millis(500))
+                        .ok()
+                })
+                .and_then(|mut c| {
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg("gm")
+                        .query::<Vec<String>>(&mut c)
+                        .ok()
+                });
+            if named.is_some_and(|v| v.len() == 2) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sentinel not ready: {}",
+                std::fs::read_to_string(s.dir.path().join("sentinel.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `rediss+sentinel://127.0.0.1:TLS_PORT/gm/0`.
+    pub fn url(&self) -> String {
+        format!("rediss+sentinel://127.0.0.1:{}/gm/0", self.tls_port)
+    }
+}
+
+impl Drop for TlsSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
