@@ -80,6 +80,8 @@ pub struct Cluster {
     fingerprint: Rc<str>,
     timeout: Duration,
     inner: Rc<RefCell<Inner>>,
+    /// Bumped by each settings check, so that a newer one supersedes.
+    settings_generation: Rc<Cell<u64>>,
 }
 
 /// The scheme of a plain URL with TLS.
@@ -211,6 +213,7 @@ impl Cluster {
                 breaker: Breaker::default(),
                 verified: Verified::NotYet,
             })),
+            settings_generation: Rc::new(Cell::new(0)),
         };
         let check = async {
             if cluster.sentinel.is_some() {
@@ -327,6 +330,15 @@ impl Cluster {
     /// The bound of one call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    pub(super) fn settings_generation(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.settings_generation)
+    }
+
+    /// Records how many settings keys differ from the cluster's.
+    pub(super) fn note_settings_differ(&self, keys: usize) {
+        self.inner.borrow_mut().breaker.note_settings_differ(keys);
     }
 
     /// Counts a recipient answered from the local cache.

@@ -9,6 +9,7 @@
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
+//! * [`settings`]: the cluster's timing settings and the drift warning.
 //! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
 //! * [`conn`]: one connection type, plain or TLS.
 
@@ -19,6 +20,7 @@ pub mod conn;
 pub mod script;
 pub mod secret;
 pub mod sentinel;
+pub mod settings;
 pub mod tls;
 
 pub use breaker::ClusterCounters;

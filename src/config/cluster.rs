@@ -95,6 +95,30 @@ impl ClusterConfig {
     }
 }
 
+/// The `[greylist]` keys every host of a cluster must agree on: sent with
+/// each call or shaping the keys (`crate::cluster::settings`).
+pub const SHARED_KEYS: &[&str] = &[
+    "delay",
+    "retry_window",
+    "whitelist_lifetime",
+    "auto_whitelist_after",
+    "ipv4_prefix",
+    "ipv6_prefix",
+    "normalize_sender",
+    "spf",
+];
+
+/// This host's values of [`SHARED_KEYS`], as TOML writes them.
+pub fn shared_settings(config: &super::Config) -> Vec<(String, String)> {
+    let Ok(toml::Value::Table(t)) = toml::Value::try_from(&config.greylist) else {
+        return Vec::new();
+    };
+    SHARED_KEYS
+        .iter()
+        .filter_map(|k| t.get(*k).map(|v| (k.to_string(), v.to_string())))
+        .collect()
+}
+
 /// A Redis URL that parses (nothing is resolved when checking it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -173,6 +197,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.cluster.unwrap().timeout.0, Duration::from_millis(120));
+    }
+
+    #[test]
+    fn shared_settings_are_the_greylist_keys_as_toml_writes_them() {
+        let c = parse("[greylist]\ndelay = \"10m\"\nipv4_prefix = 32\n").unwrap();
+        let s = super::shared_settings(&c);
+        let keys: Vec<&str> = s.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, super::SHARED_KEYS);
+        assert!(
+            s.contains(&("delay".to_string(), "\"10m\"".to_string())),
+            "{s:?}"
+        );
+        assert!(
+            s.contains(&("ipv4_prefix".to_string(), "32".to_string())),
+            "{s:?}"
+        );
     }
 
     #[test]

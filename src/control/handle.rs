@@ -162,6 +162,9 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
             engine.flush_pending()
         )),
         Command::Stats | Command::Reload => Reply::error("handled by the daemon"),
+        Command::AdoptSettings => {
+            Reply::error("this host has no [cluster] section: there are no shared settings")
+        }
     }
 }
 
