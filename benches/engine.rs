@@ -3,7 +3,7 @@
 //! list-accepted recipient on a table of GREYMILTER_BENCH_TUPLES tuples
 //! (default 1,000,000 under `cargo bench`, a realistic size where look-ups miss the caches),
 //! and the same through the protocol session (`SessionCore` with the
-//! real `PolicyDecider`: MACRO + RCPT packets in, reply packet out).
+//! real `MilterDecider`: MACRO + RCPT packets in, reply packet out).
 //!
 //! `cargo bench --bench engine` (`-- --test` runs each once: the CI smoke).
 
@@ -23,7 +23,7 @@ use greymilter::milter::codec::{
 };
 use greymilter::milter::decision::{DeciderFactory, SessionOptions};
 use greymilter::milter::session::SessionCore;
-use greymilter::policy::{PolicyFactory, Timeouts};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
 
 const LIST_DOMAIN: &str = "list.test";
 
@@ -186,7 +186,7 @@ fn rcpt_bytes(out: &mut Vec<u8>, rcpt: &str) {
 /// here, so no log line), reply encoding.
 fn session_rcpt(c: &mut Criterion) {
     let mut f = fixture();
-    let factory = PolicyFactory::new(f.engine.clone(), Timeouts::default());
+    let factory = MilterFactory::new(Pipeline::new(f.engine.clone()), Timeouts::default());
     let mut g = c.benchmark_group("session_rcpt");
     g.throughput(Throughput::Elements(1));
     for (name, tuple) in [("whitelisted", &f.whitelisted[0]), ("new", &f.early[0])] {

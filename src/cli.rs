@@ -32,8 +32,11 @@ pub enum Command {
     /// through the control socket if one is configured, else by SIGUSR1 to
     /// the pidfile's process and reading the stats file.
     Stats {
+        /// The control socket [default: [control] socket of the configuration].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
         /// How long to wait for the report.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::config::parse_duration)]
         timeout: Duration,
     },
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! greymilter: a greylisting milter for Postfix and Sendmail.
 //!
 //! Data flows one way: socket → [`milter::codec`] → [`milter::session`] →
-//! [`milter::decision`] (the seam) → [`policy`] (the glue) → [`greylist`]
+//! [`milter::decision`] (the seam) → [`pipeline`] (the recipient pipeline) → [`greylist`]
 //! engine → tuple table, and the verdict back. The protocol layer knows
 //! nothing about greylisting; the engine knows nothing about sockets,
 //! milter or tokio; [`daemon`] owns the event loop, signals and checkpoints.
@@ -35,7 +35,7 @@ pub mod lists;
 pub mod memory;
 pub mod metrics;
 pub mod milter;
-pub mod policy;
+pub mod pipeline;
 pub mod ratelimit;
 pub mod reply;
 pub mod slots;

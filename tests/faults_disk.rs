@@ -28,8 +28,7 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// `None` (after saying why) when this process cannot mount.
     fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
+        if !support::require_root("mounting a tmpfs") {
             return None;
         }
         fs::create_dir_all(at).unwrap();

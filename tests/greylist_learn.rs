@@ -8,7 +8,7 @@ use greylist_support::{MapMacros, engine, peek, rcpt};
 use greymilter::greylist::Action;
 use greymilter::greylist::settings::{Mode, Settings};
 use greymilter::milter::decision::{Client, Decider, DeciderFactory, Verdict};
-use greymilter::policy::{PolicyFactory, Timeouts};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
 use proptest::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -63,7 +63,7 @@ proptest! {
 fn learn_answers_continue_logs_would_greylist_and_adds_no_header() {
     let (e, clock) = engine(settings(Mode::Learn));
     let e = Rc::new(RefCell::new(e));
-    let f = PolicyFactory::new(Rc::clone(&e), Timeouts::default());
+    let f = MilterFactory::new(Pipeline::new(Rc::clone(&e)), Timeouts::default());
     let none = MapMacros::default();
     let mut d = f.new_decider(1);
     let client = Client {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use greylist_support::{MapMacros, engine, ip};
 use greymilter::greylist::settings::Settings;
 use greymilter::milter::decision::{Client, Decider, DeciderFactory};
-use greymilter::policy::{PolicyFactory, Timeouts};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
 use log_support::Captured;
 
 #[test]
@@ -26,7 +26,7 @@ fn one_decision_log_line_per_recipient() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (e, clock) = engine(Settings::default());
-    let f = PolicyFactory::new(Rc::new(RefCell::new(e)), Timeouts::default());
+    let f = MilterFactory::new(Pipeline::new(Rc::new(RefCell::new(e))), Timeouts::default());
     let mut d = f.new_decider(7);
     let client = Client {
         hostname: b"mx.sender.example",

@@ -13,13 +13,13 @@ use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::{ListAction, ListSpec, Settings};
 use greymilter::milter::decision::{Client, Decider, DeciderFactory, SessionSummary, Verdict};
-use greymilter::policy::{PolicyFactory, Timeouts};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
 
-fn factory(settings: Settings) -> (PolicyFactory, Rc<RefCell<Engine>>, ManualClock) {
+fn factory(settings: Settings) -> (MilterFactory, Rc<RefCell<Engine>>, ManualClock) {
     let (e, clock) = engine(settings);
     let e = Rc::new(RefCell::new(e));
     (
-        PolicyFactory::new(Rc::clone(&e), Timeouts::default()),
+        MilterFactory::new(Pipeline::new(Rc::clone(&e)), Timeouts::default()),
         e,
         clock,
     )
@@ -176,12 +176,6 @@ fn accepts_happen_only_at_connect_and_mail() {
     let none = MapMacros::default();
     assert!(f.options().add_header);
     assert_eq!(f.options().idle_timeout, Duration::from_secs(600));
-    f.set_timeouts(Timeouts {
-        idle: Duration::from_secs(5),
-        decision: Duration::from_millis(50),
-    });
-    assert_eq!(f.options().idle_timeout, Duration::from_secs(5));
-    assert_eq!(f.options().decision_timeout, Duration::from_millis(50));
 
     let mut d = f.new_decider(1);
     assert_eq!(connect(&mut d, "10.1.2.3", "[10.1.2.3]"), Verdict::Accept);

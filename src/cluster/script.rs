@@ -34,7 +34,7 @@ pub fn keys(key: &TupleKey) -> (String, String) {
 
 /// What the script decided: the engine's type, so the engine needs
 /// nothing from this module.
-pub use crate::greylist::engine::SharedOutcome as Outcome;
+pub use crate::greylist::engine::TableOutcome as Outcome;
 
 /// A decoded reply: the outcome, whether junk was found at the tuple or
 /// network key (treated as absent and overwritten), and whether this pass
@@ -66,12 +66,12 @@ pub struct Args {
 impl Args {
     pub fn of(q: &SharedQuery) -> Args {
         Args {
-            now: crate::greylist::table::secs32(q.now),
-            delay: q.delay,
-            retry_window: q.retry_window,
-            lifetime: q.lifetime,
+            now: crate::greylist::table::secs32(q.query.now),
+            delay: q.query.delay,
+            retry_window: q.timing.retry_window,
+            lifetime: q.timing.lifetime,
             auto_whitelist_after: q.auto_whitelist_after,
-            forced: q.forced,
+            forced: q.query.forced,
             hint: q.local_first_seen,
             hint_white: q.local_white,
         }

@@ -55,37 +55,41 @@ impl ClusterConfig {
         }
     }
 
-    /// Checks between the keys: the key to point at, and the message.
-    pub fn check_relations(&self) -> Result<(), (&'static str, String)> {
+    /// Checks between the keys: the keys to point at, and the message.
+    pub fn check_relations(&self) -> Result<(), (&'static [super::KeyAt], String)> {
+        const CA: &[super::KeyAt] = &[("cluster", "ca_file")];
+        const CERT: &[super::KeyAt] = &[("cluster", "cert_file")];
+        const KEY: &[super::KeyAt] = &[("cluster", "key_file")];
+        const INSECURE: &[super::KeyAt] = &[("cluster", "tls_insecure")];
         if !self.tls() {
             let set = [
-                ("ca_file", self.ca_file.is_some()),
-                ("cert_file", self.cert_file.is_some()),
-                ("key_file", self.key_file.is_some()),
-                ("tls_insecure", self.tls_insecure),
+                (CA, self.ca_file.is_some()),
+                (CERT, self.cert_file.is_some()),
+                (KEY, self.key_file.is_some()),
+                (INSECURE, self.tls_insecure),
             ];
-            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+            if let Some((at, _)) = set.iter().find(|(_, on)| *on) {
                 return Err((
-                    key,
+                    at,
                     format!(
-                        "{key} is a TLS setting, but redis = {:?} does not use TLS: write \
+                        "{} is a TLS setting, but redis = {:?} does not use TLS: write \
                          rediss:// (or rediss+sentinel://)",
-                        self.redis.0
+                        at[0].1, self.redis.0
                     ),
                 ));
             }
         }
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => Err((
-                "cert_file",
+                CERT,
                 "cert_file needs key_file (the client certificate's private key)".to_string(),
             )),
             (None, Some(_)) => Err((
-                "key_file",
+                KEY,
                 "key_file needs cert_file (the client certificate)".to_string(),
             )),
             _ if self.tls_insecure && self.ca_file.is_some() => Err((
-                "tls_insecure",
+                INSECURE,
                 "tls_insecure = true checks no certificate, so ca_file would be ignored: \
                  remove tls_insecure"
                     .to_string(),
@@ -152,9 +156,7 @@ impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let v = s.trim();
-        let t = humantime::parse_duration(v).map_err(|e| {
-            de::Error::custom(format!("invalid duration {v:?} (like \"50ms\"): {e}"))
-        })?;
+        let t = super::parse_duration(v).map_err(de::Error::custom)?;
         if t.is_zero() || t > MAX_TIMEOUT {
             return Err(de::Error::custom(format!(
                 "timeout must be greater than zero and at most {}",
@@ -323,7 +325,7 @@ mod tests {
                 "[cluster]\nredis = \"rediss://r.example:6380\"\nsecret_file = \"k\"\ntls_insecure = \"yes\"\n",
                 4,
                 16,
-                "invalid type",
+                "expected true or false",
             ),
         ];
         for (text, line, column, words) in cases {

@@ -17,8 +17,9 @@ use super::protocol::{Command, Tuple};
 use crate::cluster::Cluster;
 use crate::cluster::admin::{Peek, SharedTuple, Swept};
 use crate::greylist::date::rfc3339;
+use crate::greylist::facts::DnsView;
 use crate::greylist::key::TupleKey;
-use crate::greylist::{Engine, Request, SharedView, TupleInfo};
+use crate::greylist::{Engine, Explaining, Request, SharedView, TupleInfo};
 
 /// How long `flush --pending` and `forget network=` wait for their walk
 /// of Redis' keys before answering (well inside the control socket's
@@ -119,7 +120,10 @@ pub fn plan(command: &Command, engine: &Engine) -> Option<Result<Plan, String>> 
                 member: format!("network {net}"),
                 until: tomb,
             },
-            Err(e) => return Some(Err(e)),
+            // Too wide to walk: still undo what `allow network=` did.
+            Err(_) => Plan::ForgetShared {
+                member: format!("network {net}"),
+            },
         },
         Command::ForgetSenderDomain(d) => Plan::ForgetShared {
             member: format!("sender-domain {d}"),
@@ -313,14 +317,6 @@ pub async fn check(
     else {
         return Reply::error("not a check");
     };
-    let key =
-        engine
-            .borrow()
-            .tuple_key_of(tuple.client, tuple.from.as_bytes(), tuple.to.as_bytes());
-    let peek = tokio::time::timeout(SHARED_DEADLINE, cluster.peek(&key))
-        .await
-        .unwrap_or_else(|_| Err("no answer in time".to_string()));
-    let engine = engine.borrow();
     let req = Request {
         client_addr: Some(tuple.client),
         client_name: name.as_deref().unwrap_or("[unverified]").as_bytes(),
@@ -328,6 +324,20 @@ pub async fn check(
         recipient: tuple.to.as_bytes(),
         authenticated: *authenticated,
     };
+    let started = engine.borrow_mut().explain_start(&req, DnsView::default());
+    let key = match &started {
+        Explaining::Table(q, _) => q.key,
+        // Decided by a rule: the record by client network all the same.
+        Explaining::Done(_) => {
+            engine
+                .borrow()
+                .tuple_key_of(tuple.client, tuple.from.as_bytes(), tuple.to.as_bytes())
+        }
+    };
+    let peek = tokio::time::timeout(SHARED_DEADLINE, cluster.peek(&key))
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".to_string()));
+    let mut engine = engine.borrow_mut();
     let lifetime = engine.settings().whitelist_lifetime.as_secs();
     let (view, source) = match &peek {
         Ok(p) => (
@@ -336,7 +346,17 @@ pub async fn check(
         ),
         Err(e) => (None, format!("local (redis unreachable: {e})")),
     };
-    let x = engine.explain_with(&req, view);
+    let x = match started {
+        Explaining::Table(q, list) => engine.explain_table(&q, list, view),
+        Explaining::Done(mut x) => {
+            if let Some(v) = view {
+                x.tuple = v.tuple;
+                x.auto_whitelisted =
+                    engine.settings().auto_whitelist_after > 0 && v.auto_whitelisted;
+            }
+            x
+        }
+    };
     let mut out = describe(&x, &engine, runtime_allows);
     let _ = writeln!(out, "source: {source}");
     if let Ok(p) = peek {

@@ -1,6 +1,7 @@
 //! The daemon: event loop, signals, checkpoints, privileges, and the
 //! command-line helpers that talk to a running daemon.
 
+mod announce;
 pub mod checkpoint;
 pub mod logging;
 pub mod notify;

@@ -38,7 +38,7 @@ use crate::greylist::stats::push_line;
 use crate::metrics::server::Scrape;
 use crate::milter::listener::Listener;
 use crate::milter::server::{Limits, serve};
-use crate::policy::{PolicyFactory, Timeouts};
+use crate::pipeline::{MilterFactory, Pipeline, Timeouts};
 
 mod admin;
 pub use admin::{AdminSockets, SYNC_PERIOD, bind_admin};
@@ -116,7 +116,7 @@ pub struct Daemon {
     config_path: Option<PathBuf>,
     logging: Option<Logging>,
     engine: Rc<RefCell<Engine>>,
-    factory: Rc<PolicyFactory>,
+    factory: Rc<MilterFactory>,
     checkpointer: Option<Checkpointer>,
     pidfile: Option<Pidfile>,
     /// Runtime allowances (control socket), merged into the engine's lists.
@@ -137,6 +137,7 @@ impl Daemon {
             identity,
             clock,
         } = setup;
+        super::announce::configuration(&config);
         // Before the table's first allocation.
         crate::memory::set_huge_pages(config.state.huge_pages);
         let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
@@ -181,8 +182,9 @@ impl Daemon {
             privileges::drop_to(who).map_err(|e| e.to_string())?;
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
         }
-        let factory = Rc::new(PolicyFactory::new(engine.clone(), timeouts(&config)));
-        factory.set_dns(dns_of(&config));
+        let pipeline = Pipeline::new(engine.clone());
+        pipeline.set_dns(dns_of(&config));
+        let factory = Rc::new(MilterFactory::new(pipeline, timeouts(&config)));
         Ok(Daemon {
             config,
             config_path,
@@ -209,11 +211,9 @@ impl Daemon {
     /// (a saved state carries the secret it was written with).
     pub fn with_cluster(mut self, cluster: Cluster, secret: Secret) -> Daemon {
         self.engine.borrow_mut().set_secret(secret);
-        let factory =
-            PolicyFactory::new(self.engine.clone(), timeouts(&self.config)).with_cluster(cluster);
         // The DNS checks apply on a cluster node too (before the Redis call).
-        factory.set_dns(self.factory.dns());
-        self.factory = Rc::new(factory);
+        let pipeline = self.factory.pipeline().clone().with_cluster(cluster);
+        self.factory = Rc::new(MilterFactory::new(pipeline, self.factory.timeouts()));
         self
     }
 
@@ -271,7 +271,7 @@ impl Daemon {
         });
         let (sync_tx, mut sync_rx) = tokio::sync::mpsc::channel::<admin::SharedSync>(2);
         self.watch_cluster_settings();
-        let watcher = self.factory.cluster().cloned().map(|c| {
+        let watcher = self.factory.pipeline().cluster().cloned().map(|c| {
             tokio::task::spawn_local(admin::watch_shared(c, self.engine.clone(), sync_tx))
         });
         // The listener was bound and the state restored before this.
@@ -389,7 +389,7 @@ impl Daemon {
             .set_settings(self.allows.apply(new.settings()));
         self.factory.set_timeouts(timeouts(&new));
         if new.dns_settings() != self.config.dns_settings() {
-            self.factory.set_dns(dns_of(&new));
+            self.factory.pipeline().set_dns(dns_of(&new));
         }
         if let Some(logging) = &self.logging {
             logging.apply(&new.log);
@@ -398,6 +398,7 @@ impl Daemon {
         crate::memory::set_huge_pages(new.state.huge_pages);
         let interval_changed =
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;
+        super::announce::configuration(&new);
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         self.watch_cluster_settings();
@@ -407,7 +408,7 @@ impl Daemon {
     /// Compares this host's timing settings with the cluster's, in the
     /// background (`cluster::settings`): at start and after each reload.
     fn watch_cluster_settings(&self) {
-        if let Some(cluster) = self.factory.cluster() {
+        if let Some(cluster) = self.factory.pipeline().cluster() {
             let ours = crate::config::cluster::shared_settings(&self.config);
             cluster.watch_settings(crate::cluster::settings::SharedSettings::new(ours));
         }
@@ -450,7 +451,7 @@ impl Daemon {
             "Decision-Timeouts",
             &sessions.decisions_expired(),
         );
-        if let Some(cluster) = self.factory.cluster() {
+        if let Some(cluster) = self.factory.pipeline().cluster() {
             cluster.counters().report(&mut report);
         }
         self.engine.borrow().dns_counters().push_report(&mut report);

@@ -29,27 +29,29 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
-use super::envelope_address::{base_form, sender_form};
-use super::facts::{DnsFacts, DnsView};
-use super::key::{Network, Secret, TupleKey};
+use super::envelope_address::sender_form;
+use super::facts::DnsFacts;
+use super::key::Secret;
 use super::lists::{ListName, Lists};
-use super::settings::{ListAction, Mode, Settings};
+use super::settings::{ListAction, Settings};
 use super::state::{self, StateError};
 use super::stats::{Counters, DnsCounters, Interval, Snapshot};
-use super::table::{Outcome, Table, Timing, secs32};
+use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explanation, MAX_FORGET_NETWORKS, SharedView};
+pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView};
 mod dns;
+mod pipeline;
 mod shared;
 mod snapshot;
-pub use shared::{SharedOutcome, SharedQuery, SharedStep};
+pub use pipeline::{Classified, TableOutcome, TableQuery, Via};
+pub use shared::{SharedQuery, SharedStep};
 
 /// Work units (entries examined) per [`Engine::maintain`] call. Measured
 /// by `examples/engine_memory.rs` with 800k of 1M tuples expiring at once
@@ -215,15 +217,6 @@ pub struct Engine {
     shared_fresh_after: u32,
 }
 
-/// A recipient the tuple table (or the shared store) must decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TableQuery {
-    addr: IpAddr,
-    delay: u32,
-    /// A `greylist` list entry: the auto-whitelist is skipped.
-    forced: bool,
-}
-
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
@@ -346,171 +339,6 @@ impl Engine {
             }
             _ => None,
         }
-    }
-
-    /// RCPT with what DNS found: the static lists first, then the DNS
-    /// facts (see `engine/dns.rs`), then the table.
-    /// (Counted by `decide_rcpt_with` in `counts.rs`.)
-    fn decide_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Decision {
-        match self.classify_rcpt(req) {
-            Ok(decision) => decision,
-            Err(q) if q.forced => self.decide_by_table(q.addr, q.delay, true, None),
-            Err(q) => self.decide_unlisted(q.addr, facts),
-        }
-    }
-
-    /// Everything before the tuple table: `Ok` when a rule decided, `Err`
-    /// when the table must (with the delay and whether a list forced it).
-    /// Leaves the normalised sender and recipient in the buffers.
-    fn classify_rcpt(&mut self, req: &Request<'_>) -> Result<Decision, TableQuery> {
-        self.counters.requests += 1;
-        let Some(addr) = req.client_addr else {
-            return Ok(Decision::of(Action::Accept, Reason::Local));
-        };
-        if req.authenticated && self.settings.skip_authenticated {
-            return Ok(Decision::of(Action::Accept, Reason::Authenticated));
-        }
-        sender_form(
-            req.sender,
-            self.settings.normalize_sender,
-            &mut self.sender_buf,
-        );
-        base_form(req.recipient, &mut self.recipient_buf);
-        let hit = self
-            .lists
-            .lookup_client(addr, req.client_name)
-            .or_else(|| self.lists.lookup_sender(&self.sender_buf))
-            .or_else(|| self.lists.lookup_recipient(&self.recipient_buf));
-        match hit {
-            Some((list, ListAction::Accept)) => {
-                self.counters.accepted_by_list += 1;
-                Ok(Decision::of(Action::Accept, Reason::List(list)))
-            }
-            Some((list, ListAction::Reject)) => {
-                self.counters.rejected_by_list += 1;
-                Ok(Decision::of(Action::Reject, Reason::List(list)))
-            }
-            Some((_, ListAction::Greylist { delay })) => Err(TableQuery {
-                addr,
-                delay: delay.map_or(self.timing.delay, secs),
-                forced: true,
-            }),
-            None => Err(TableQuery {
-                addr,
-                delay: self.timing.delay,
-                forced: false,
-            }),
-        }
-    }
-
-    /// `domain`: key by this SPF-authenticated domain instead of the
-    /// client network.
-    fn decide_by_table(
-        &mut self,
-        addr: IpAddr,
-        delay: u32,
-        forced: bool,
-        domain: Option<&str>,
-    ) -> Decision {
-        let s = &self.settings;
-        let net = match domain {
-            Some(d) => Network::of_domain(d),
-            None => Network::of(addr, s.ipv4_prefix, s.ipv6_prefix),
-        };
-        let key = self
-            .secret
-            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
-        self.decide_tuple(addr, key, delay, forced)
-    }
-
-    /// The table's decision for `key` (whose network half is `addr`'s).
-    fn decide_tuple(&mut self, addr: IpAddr, key: TupleKey, delay: u32, forced: bool) -> Decision {
-        let now = self.clock.now();
-        let now32 = secs32(now);
-        let net_key = key.net();
-        let awl_on = self.settings.auto_whitelist_after > 0;
-        self.generation += 1;
-        if awl_on && !forced && self.awl.check(net_key, now32, self.timing.lifetime) {
-            self.counters.auto_whitelist_passes += 1;
-            return Decision::of(Action::Pass, Reason::AutoWhitelisted);
-        }
-        let decision = match self.table.lookup(key, now, delay, &self.timing) {
-            Outcome::New => Decision {
-                action: Action::Greylist,
-                reason: Reason::New,
-                delay: 0,
-                remaining: u64::from(delay),
-            },
-            Outcome::Early { waited, remaining } => Decision {
-                action: Action::Greylist,
-                reason: Reason::Early,
-                delay: u64::from(waited),
-                remaining: u64::from(remaining),
-            },
-            Outcome::Retried { waited } => Decision {
-                action: Action::Pass,
-                reason: Reason::Retried,
-                delay: u64::from(waited),
-                remaining: 0,
-            },
-            Outcome::Whitelisted => Decision::of(Action::Pass, Reason::Whitelisted),
-            Outcome::Unstored => Decision::of(Action::Pass, Reason::Unstored),
-        };
-        let decision = match decision.action {
-            Action::Greylist if self.settings.mode == Mode::Learn => Decision {
-                action: Action::WouldGreylist,
-                ..decision
-            },
-            _ => decision,
-        };
-        match decision.action {
-            Action::Greylist => self.counters.deferred += 1,
-            Action::WouldGreylist => self.counters.would_greylist += 1,
-            Action::Pass if decision.reason != Reason::Unstored => {
-                let became = self.awl.note_pass(
-                    net_key,
-                    now32,
-                    self.settings.auto_whitelist_after,
-                    self.timing.lifetime,
-                    self.settings.max_tuples,
-                );
-                if became {
-                    info!(
-                        "client network of {addr} (/{}) auto-whitelisted after {} passes",
-                        if addr.is_ipv4() {
-                            self.settings.ipv4_prefix
-                        } else {
-                            self.settings.ipv6_prefix
-                        },
-                        self.settings.auto_whitelist_after
-                    );
-                }
-            }
-            _ => {}
-        }
-        decision
-    }
-
-    /// The stored state of the tuple a request maps to, without deciding
-    /// or changing anything (for tests and diagnostics).
-    pub fn peek(&mut self, req: &Request<'_>) -> Option<TupleInfo> {
-        let addr = req.client_addr?;
-        sender_form(
-            req.sender,
-            self.settings.normalize_sender,
-            &mut self.sender_buf,
-        );
-        base_form(req.recipient, &mut self.recipient_buf);
-        let net = Network::of(addr, self.settings.ipv4_prefix, self.settings.ipv6_prefix);
-        let key = self
-            .secret
-            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
-        let (t, whitelisted) = self.table.get(&key)?;
-        Some(TupleInfo {
-            first_seen: u64::from(t.first_seen),
-            last: u64::from(t.last),
-            whitelisted,
-        })
     }
 
     /// The X-Greylist header for a message whose recipient waited

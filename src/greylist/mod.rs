@@ -12,8 +12,8 @@
 //! * [`facts`]: what DNS found (SPF, zones), as plain data.
 //! * [`engine`]: all of the above behind [`Engine`].
 //!
-//! Nothing here knows the milter protocol or the async runtime: [`crate::policy`] turns
-//! the engine's decisions into milter verdicts.
+//! Nothing here knows the milter protocol or the async runtime: [`crate::pipeline`] drives
+//! the engine for the front ends.
 
 pub mod awl;
 pub mod clock;
@@ -31,7 +31,7 @@ pub mod stats;
 pub mod table;
 
 pub use engine::{
-    Action, Decision, Engine, Explanation, HeaderField, Reason, Request, RestoreSummary,
-    SharedView, TupleInfo,
+    Action, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason, Request,
+    RestoreSummary, SharedView, TableOutcome, TableQuery, TupleInfo, Via,
 };
 pub use state::StateError;

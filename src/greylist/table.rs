@@ -70,50 +70,15 @@ use crate::ratelimit::LogLimiter;
 
 mod admin;
 mod mirror;
+mod timing;
+
+pub use timing::{Outcome, Timing};
 
 /// First-seen and last-use (white) or last-attempt (pending) times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {
     pub first_seen: u32,
     pub last: u32,
-}
-
-/// The three durations of the timing model, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    pub delay: u32,
-    pub retry_window: u32,
-    pub lifetime: u32,
-}
-
-impl Timing {
-    fn pending_expired(&self, t: &Times, now: u32) -> bool {
-        now.saturating_sub(t.first_seen) >= self.retry_window
-    }
-    fn white_expired(&self, t: &Times, now: u32) -> bool {
-        now.saturating_sub(t.last) >= self.lifetime
-    }
-    fn expired(&self, kind: Kind, t: &Times, now: u32) -> bool {
-        match kind {
-            Kind::Pending => self.pending_expired(t, now),
-            Kind::White => self.white_expired(t, now),
-        }
-    }
-}
-
-/// What the table says about one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// First sighting (or a stale tuple started over): tempfail.
-    New,
-    /// Retry before the delay: tempfail with `remaining` seconds.
-    Early { waited: u32, remaining: u32 },
-    /// Retry inside the window: passes now, whitelisted from now on.
-    Retried { waited: u32 },
-    /// Already whitelisted: passes.
-    Whitelisted,
-    /// Memory could not be reserved: not stored, the caller fails open.
-    Unstored,
 }
 
 /// Inflows and outflows of the table since start (or since a restore).
@@ -277,23 +242,23 @@ impl Table {
                 return Outcome::Unstored;
             };
             let waited = now32.saturating_sub(t.first_seen);
-            if waited >= timing.retry_window {
-                // Stale: expired, and this attempt is a new tuple in place.
-                *t = Times {
-                    first_seen: now32,
-                    last: now32,
-                };
-                self.flows.graylist_expired += 1;
-                self.flows.graylisted += 1;
-                return Outcome::New;
-            }
-            if waited < delay {
-                t.last = now32;
-                return Outcome::Early {
-                    waited,
-                    remaining: delay - waited,
-                };
-            }
+            let waited = match timing.pending_outcome(waited, delay) {
+                Outcome::Retried { waited } => waited,
+                Outcome::Early { waited, remaining } => {
+                    t.last = now32;
+                    return Outcome::Early { waited, remaining };
+                }
+                _ => {
+                    // Stale: expired, and this attempt is a new tuple in place.
+                    *t = Times {
+                        first_seen: now32,
+                        last: now32,
+                    };
+                    self.flows.graylist_expired += 1;
+                    self.flows.graylisted += 1;
+                    return Outcome::New;
+                }
+            };
             let first_seen = t.first_seen;
             if !reserve_for_insert(&mut self.white, self.max) {
                 // Passes anyway (fail open); stays pending for next time.

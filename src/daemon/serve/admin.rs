@@ -89,8 +89,13 @@ pub fn bind_admin(config: &Config, identity: Option<Identity>) -> Result<AdminSo
     let control = bind_control(config, identity)?;
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            let l = crate::metrics::server::bind(addr)
-                .map_err(|e| format!("metrics listen {addr}: {e}"))?;
+            let l = crate::metrics::server::bind(addr).map_err(|e| {
+                // The start fails: leave no control socket behind.
+                if let Some((control, _)) = &control {
+                    let _ = control.remove_socket_file();
+                }
+                format!("[metrics] listen {addr}: {e}")
+            })?;
             let bound = l
                 .local_addr()
                 .map_or_else(|_| addr.to_string(), |a| a.to_string());
@@ -137,12 +142,12 @@ impl Daemon {
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
         if let (Command::AdoptSettings, Some(cluster)) =
-            (&request.command, self.factory.cluster().cloned())
+            (&request.command, self.factory.pipeline().cluster().cloned())
         {
             self.adopt_settings(cluster, request);
             return false;
         }
-        if let Some(cluster) = self.factory.cluster().cloned()
+        if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
             self.on_shared_control(cluster, request);
@@ -279,7 +284,7 @@ impl Daemon {
             return;
         }
         for a in &gone {
-            tracing::info!("runtime allowance expired: {a:?}");
+            tracing::info!("runtime allowance expired: {a}");
         }
         self.engine
             .borrow_mut()
@@ -303,7 +308,7 @@ impl Daemon {
             decision_timeouts: counters.decisions_expired(),
             checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
             allowances: self.allows.len() as u64,
-            cluster: self.factory.cluster().map(Cluster::counters),
+            cluster: self.factory.pipeline().cluster().map(Cluster::counters),
         })
     }
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{Action, Decision, Engine, Reason, Request, TupleInfo};
+use super::pipeline::{Classified, Effect, TableQuery, Via};
+use super::{Decision, Engine, Request, TupleInfo};
 use crate::greylist::envelope_address::{base_form, sender_form};
+use crate::greylist::facts::DnsView;
 use crate::greylist::key::{NetKey, Network, TupleKey};
 use crate::greylist::lists::ListHit;
-use crate::greylist::settings::{ListAction, Mode};
 use crate::greylist::table::secs32;
 
 /// Client networks one `forget` may cover (a /8 of /24s, a /48 of /64s).
@@ -29,7 +30,14 @@ pub struct Explanation {
     pub auto_whitelisted: bool,
 }
 
-/// The shared store's record of a recipient, for [`Engine::explain_with`].
+/// `check` half way: decided by a rule, or the table must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explaining {
+    Done(Explanation),
+    Table(TableQuery, Option<ListHit>),
+}
+
+/// The shared store's record of a recipient, for [`Engine::explain_table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedView {
     pub tuple: Option<TupleInfo>,
@@ -60,116 +68,74 @@ impl Engine {
 
     /// What [`Engine::decide_rcpt`] would answer now, in the same order,
     /// changing nothing (no counter, no tuple, no refresh).
-    pub fn explain(&self, req: &Request<'_>) -> Explanation {
-        self.explain_with(req, None)
+    pub fn explain(&mut self, req: &Request<'_>) -> Explanation {
+        match self.explain_start(req, DnsView::default()) {
+            Explaining::Done(x) => x,
+            Explaining::Table(q, list) => self.explain_table(&q, list, None),
+        }
     }
 
-    /// [`Engine::explain`] with the tuple and the auto-whitelist as the
-    /// shared store holds them (a cluster node's `check`).
-    pub fn explain_with(&self, req: &Request<'_>, shared: Option<SharedView>) -> Explanation {
-        let mut out = Explanation {
-            decision: Decision::of(Action::Accept, Reason::Local),
-            list: None,
-            tuple: None,
-            auto_whitelisted: false,
+    /// `check`, first step: classified with what DNS found, read-only.
+    pub fn explain_start(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Explaining {
+        let (classified, list) = self.classify_as(req, facts, Effect::Peek);
+        let decision = match classified {
+            Classified::Table(q) => return Explaining::Table(q, list),
+            Classified::Decided(d) => d,
         };
-        let Some(addr) = req.client_addr else {
-            return out;
+        // What the table holds all the same, keyed by network.
+        let (tuple, auto_whitelisted) = match req.client_addr {
+            Some(addr) => {
+                let (net, key) = self.key_of(addr, req.sender, req.recipient);
+                let net_key = self.secret.net_key(&net);
+                let awl = self.settings.auto_whitelist_after > 0
+                    && self.awl.is_whitelisted(
+                        net_key,
+                        secs32(self.clock.now()),
+                        self.timing.lifetime,
+                    );
+                (self.tuple_info(&key), awl)
+            }
+            None => (None, false),
         };
-        let (net, key) = self.key_of(addr, req.sender, req.recipient);
-        let now = self.clock.now();
-        let now32 = secs32(now);
-        out.tuple = self.table.get(&key).map(|(t, whitelisted)| TupleInfo {
+        Explaining::Done(Explanation {
+            decision,
+            list,
+            tuple,
+            auto_whitelisted,
+        })
+    }
+
+    /// `check`, second step: the table's answer, from this node's table or
+    /// from `shared` (the store's record of `q.key`), read-only.
+    pub fn explain_table(
+        &mut self,
+        q: &TableQuery,
+        list: Option<ListHit>,
+        shared: Option<SharedView>,
+    ) -> Explanation {
+        let (tuple, awl) = match shared {
+            Some(v) => (v.tuple, v.auto_whitelisted),
+            None => (
+                self.tuple_info(&q.key),
+                self.awl
+                    .is_whitelisted(q.key.net(), secs32(q.now), self.timing.lifetime),
+            ),
+        };
+        let outcome = self.peek_table(q, shared);
+        Explanation {
+            decision: self.settle(q, outcome, Via::Peek),
+            list,
+            tuple,
+            auto_whitelisted: self.settings.auto_whitelist_after > 0 && awl,
+        }
+    }
+
+    fn tuple_info(&self, key: &TupleKey) -> Option<TupleInfo> {
+        self.table.get(key).map(|(t, whitelisted)| TupleInfo {
             first_seen: u64::from(t.first_seen),
             last: u64::from(t.last),
             whitelisted,
-        });
-        let net_key = self.secret.net_key(&net);
-        out.auto_whitelisted = self.settings.auto_whitelist_after > 0
-            && self
-                .awl
-                .is_whitelisted(net_key, now32, self.timing.lifetime);
-        if let Some(v) = shared {
-            out.tuple = v.tuple;
-            out.auto_whitelisted = self.settings.auto_whitelist_after > 0 && v.auto_whitelisted;
-        }
-        if req.authenticated && self.settings.skip_authenticated {
-            out.decision = Decision::of(Action::Accept, Reason::Authenticated);
-            return out;
-        }
-        let (mut s, mut r) = (Vec::new(), Vec::new());
-        sender_form(req.sender, self.settings.normalize_sender, &mut s);
-        base_form(req.recipient, &mut r);
-        out.list = self
-            .lists
-            .lookup_client(addr, req.client_name)
-            .or_else(|| self.lists.lookup_sender(&s))
-            .or_else(|| self.lists.lookup_recipient(&r));
-        let (delay, forced) = match out.list {
-            Some((list, ListAction::Accept)) => {
-                out.decision = Decision::of(Action::Accept, Reason::List(list));
-                return out;
-            }
-            Some((list, ListAction::Reject)) => {
-                out.decision = Decision::of(Action::Reject, Reason::List(list));
-                return out;
-            }
-            Some((_, ListAction::Greylist { delay })) => (
-                delay.map_or(self.timing.delay, |d| {
-                    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-                }),
-                true,
-            ),
-            None => (self.timing.delay, false),
-        };
-        out.decision = if out.auto_whitelisted && !forced {
-            Decision::of(Action::Pass, Reason::AutoWhitelisted)
-        } else {
-            self.table_verdict(out.tuple, now32, delay)
-        };
-        if out.decision.action == Action::Greylist && self.settings.mode == Mode::Learn {
-            out.decision.action = Action::WouldGreylist;
-        }
-        out
-    }
-
-    /// The table's answer for a stored (or absent) tuple, as `lookup` gives it.
-    fn table_verdict(&self, tuple: Option<TupleInfo>, now32: u32, delay: u32) -> Decision {
-        let new = Decision {
-            action: Action::Greylist,
-            reason: Reason::New,
-            delay: 0,
-            remaining: u64::from(delay),
-        };
-        let Some(t) = tuple else {
-            return new;
-        };
-        let (first, last) = (secs32(t.first_seen), secs32(t.last));
-        if t.whitelisted {
-            return if now32.saturating_sub(last) >= self.timing.lifetime {
-                new
-            } else {
-                Decision::of(Action::Pass, Reason::Whitelisted)
-            };
-        }
-        let waited = now32.saturating_sub(first);
-        if waited >= self.timing.retry_window {
-            new
-        } else if waited < delay {
-            Decision {
-                action: Action::Greylist,
-                reason: Reason::Early,
-                delay: u64::from(waited),
-                remaining: u64::from(delay - waited),
-            }
-        } else {
-            Decision {
-                action: Action::Pass,
-                reason: Reason::Retried,
-                delay: u64::from(waited),
-                remaining: 0,
-            }
-        }
+        })
     }
 
     /// Whitelists a tuple for `duration` (the whitelist lifetime if none).

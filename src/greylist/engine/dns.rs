@@ -12,8 +12,7 @@
 //! Missing facts (DNS failed or was not asked) skip their step, so the
 //! recipient is decided as without DNS.
 
-use std::net::IpAddr;
-
+use super::pipeline::Effect;
 use super::{Action, Decision, Engine, Reason, secs};
 use crate::greylist::facts::{DnsView, SpfMode};
 
@@ -31,27 +30,21 @@ pub(super) enum DnsStep<'f> {
 }
 
 impl Engine {
-    pub(super) fn decide_unlisted(&mut self, addr: IpAddr, facts: DnsView<'_>) -> Decision {
-        match self.dns_step(facts) {
-            DnsStep::Decided(d) => d,
-            DnsStep::Table {
-                delay,
-                forced,
-                domain,
-            } => self.decide_by_table(addr, delay, forced, domain),
-        }
-    }
-
     /// Steps 1 to 4 (counted here), and what step 5 needs.
-    pub(super) fn dns_step<'f>(&mut self, facts: DnsView<'f>) -> DnsStep<'f> {
+    pub(super) fn dns_step<'f>(&mut self, facts: DnsView<'f>, effect: Effect) -> DnsStep<'f> {
         let policy = &self.settings.dns;
+        let mut scratch = super::DnsCounters::default();
+        let counters = match effect {
+            Effect::Record => &mut self.counters.dns,
+            Effect::Peek => &mut scratch,
+        };
         let client = facts.client.unwrap_or_default();
         if client.allow_listed {
-            self.counters.dns.dnswl_passed += 1;
+            counters.dnswl_passed += 1;
             return DnsStep::Decided(Decision::of(Action::Pass, Reason::Dnswl));
         }
         if client.block_listed {
-            self.counters.dns.dnsbl_listed += 1;
+            counters.dnsbl_listed += 1;
             return DnsStep::Table {
                 delay: secs(policy.block_delay),
                 forced: true,
@@ -63,14 +56,14 @@ impl Engine {
             SpfMode::Key | SpfMode::Skip => facts.spf_pass_domain(),
         };
         if policy.spf == SpfMode::Skip && spf_domain.is_some() {
-            self.counters.dns.spf_skipped += 1;
+            counters.spf_skipped += 1;
             return DnsStep::Decided(Decision::of(Action::Pass, Reason::Spf));
         }
         if policy.selective && facts.client.is_some_and(|c| !c.suspicious_name) {
             return DnsStep::Decided(Decision::of(Action::Pass, Reason::Selective));
         }
         if spf_domain.is_some() {
-            self.counters.dns.spf_keyed += 1;
+            counters.spf_keyed += 1;
         }
         DnsStep::Table {
             delay: self.timing.delay,

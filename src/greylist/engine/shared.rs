@@ -3,17 +3,13 @@
 //! the shared store recently is answered from the local table; anything
 //! else is one question to the store, whose answer is applied here and
 //! mirrored into the local table, which also decides when the store cannot
-//! be asked ([`Engine::decide_fallback`]).
+//! be asked ([`Engine::decide_locally`]).
 
-use std::net::IpAddr;
-
-use tracing::info;
-
-use super::dns::DnsStep;
-use super::{Action, Decision, Engine, Reason, Request, TableQuery};
+use super::pipeline::{Classified, TableOutcome, TableQuery, Via};
+use super::{Decision, Engine, Request};
 use crate::greylist::facts::DnsView;
-use crate::greylist::key::{Network, Secret, TupleKey};
-use crate::greylist::table::secs32;
+use crate::greylist::key::Secret;
+use crate::greylist::table::{Timing, secs32};
 
 /// A locally whitelisted tuple confirmed by the store less than this long
 /// ago is answered without asking: at most one call per whitelisted tuple
@@ -21,29 +17,13 @@ use crate::greylist::table::secs32;
 /// noticed within it.
 pub const CACHE_FRESH: u32 = 600;
 
-/// What the store decided (the engine's view of the cluster script reply).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedOutcome {
-    New { remaining: u32 },
-    Early { waited: u32, remaining: u32 },
-    Retried { waited: u32 },
-    Whitelisted,
-    AutoWhitelisted,
-}
-
 /// One recipient to ask the store about; owns its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedQuery {
-    pub key: TupleKey,
-    pub addr: IpAddr,
-    pub now: u64,
-    pub delay: u32,
-    pub retry_window: u32,
-    pub lifetime: u32,
+    pub query: TableQuery,
+    pub timing: Timing,
     /// 0 = the auto-whitelist is off.
     pub auto_whitelist_after: u32,
-    /// A `greylist` list entry: the auto-whitelist is skipped.
-    pub forced: bool,
     /// This node's own record of the tuple, unexpired (0: none): merged
     /// into the store when the store has none (after an outage, or after
     /// the store lost data).
@@ -53,7 +33,7 @@ pub struct SharedQuery {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedStep {
-    /// A rule decided (lists, authentication, no address).
+    /// A rule decided (lists, authentication, no address, DNS).
     Decided(Decision),
     /// Answered from the local table's whitelisted tuples.
     Cached(Decision),
@@ -81,44 +61,22 @@ impl Engine {
         self.rcpt_shared_with(req, DnsView::default())
     }
 
-    /// RCPT in cluster mode, first step: the lists, then the DNS steps as
-    /// on a lone node (`engine/dns.rs`), then the local cache; the shared
-    /// key follows the SPF domain as the local one does.
+    /// RCPT in cluster mode, first step: classified as on a lone node,
+    /// then the local cache of whitelisted tuples, else the question for
+    /// the store (whose answer goes to [`Engine::settle`]).
     pub fn rcpt_shared_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> SharedStep {
-        let (addr, delay, forced, domain) = match self.classify_rcpt(req) {
-            Ok(d) => return SharedStep::Decided(self.counted(d)),
-            Err(q) if q.forced => (q.addr, q.delay, true, None),
-            Err(q) => match self.dns_step(facts) {
-                DnsStep::Decided(d) => return SharedStep::Decided(self.counted(d)),
-                DnsStep::Table {
-                    delay,
-                    forced,
-                    domain,
-                } => (q.addr, delay, forced, domain),
-            },
+        let q = match self.classify(req, facts) {
+            Classified::Decided(d) => return SharedStep::Decided(d),
+            Classified::Table(q) => q,
         };
-        let q = TableQuery {
-            addr,
-            delay,
-            forced,
-        };
-        let s = &self.settings;
-        let net = match domain {
-            Some(d) => Network::of_domain(d),
-            None => Network::of(q.addr, s.ipv4_prefix, s.ipv6_prefix),
-        };
-        let key = self
-            .secret
-            .tuple_key(&net, &self.sender_buf, &self.recipient_buf);
-        let now = self.clock.now();
-        let now32 = secs32(now);
-        let local = self.table.get(&key);
+        let now32 = secs32(q.now);
+        let local = self.table.get(&q.key);
         if let Some((t, true)) = local
             && now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
             && t.last > self.shared_fresh_after
         {
-            let d = Decision::of(Action::Pass, Reason::Whitelisted);
-            return SharedStep::Cached(self.counted(d));
+            let d = self.settle(&q, TableOutcome::Whitelisted, Via::Cached);
+            return SharedStep::Cached(d);
         }
         let (local_first_seen, local_white) = match local {
             Some((t, true)) if now32.saturating_sub(t.last) < self.timing.lifetime => {
@@ -130,95 +88,12 @@ impl Engine {
             _ => (0, false),
         };
         SharedStep::Ask(SharedQuery {
-            key,
-            addr: q.addr,
-            now,
-            delay: q.delay,
-            retry_window: self.timing.retry_window,
-            lifetime: self.timing.lifetime,
-            auto_whitelist_after: s.auto_whitelist_after,
-            forced: q.forced,
+            query: q,
+            timing: self.timing,
+            auto_whitelist_after: self.settings.auto_whitelist_after,
             local_first_seen,
             local_white,
         })
-    }
-
-    /// The store's answer to `q`: counted, mirrored, turned into a decision.
-    pub fn apply_shared(
-        &mut self,
-        q: &SharedQuery,
-        outcome: SharedOutcome,
-        network_became_whitelisted: bool,
-    ) -> Decision {
-        self.generation += 1;
-        let (now, timing) = (q.now, self.timing);
-        let decision = match outcome {
-            SharedOutcome::New { remaining } => {
-                self.table.mirror_pending(q.key, now, now, &timing);
-                Decision {
-                    action: Action::Greylist,
-                    reason: Reason::New,
-                    delay: 0,
-                    remaining: u64::from(remaining),
-                }
-            }
-            SharedOutcome::Early { waited, remaining } => {
-                let first = now.saturating_sub(u64::from(waited));
-                self.table.mirror_pending(q.key, first, now, &timing);
-                Decision {
-                    action: Action::Greylist,
-                    reason: Reason::Early,
-                    delay: u64::from(waited),
-                    remaining: u64::from(remaining),
-                }
-            }
-            SharedOutcome::Retried { waited } => {
-                let first = now.saturating_sub(u64::from(waited));
-                self.table.mirror_white(q.key, first, now, &timing);
-                Decision {
-                    action: Action::Pass,
-                    reason: Reason::Retried,
-                    delay: u64::from(waited),
-                    remaining: 0,
-                }
-            }
-            SharedOutcome::Whitelisted => {
-                self.table.mirror_white(q.key, now, now, &timing);
-                Decision::of(Action::Pass, Reason::Whitelisted)
-            }
-            SharedOutcome::AutoWhitelisted => {
-                self.counters.auto_whitelist_passes += 1;
-                Decision::of(Action::Pass, Reason::AutoWhitelisted)
-            }
-        };
-        let decision = match decision.action {
-            Action::Greylist if self.settings.mode == crate::greylist::settings::Mode::Learn => {
-                self.counters.would_greylist += 1;
-                Decision {
-                    action: Action::WouldGreylist,
-                    ..decision
-                }
-            }
-            Action::Greylist => {
-                self.counters.deferred += 1;
-                decision
-            }
-            _ => decision,
-        };
-        if network_became_whitelisted {
-            info!(
-                "client network of {} auto-whitelisted after {} passes (shared)",
-                q.addr, self.settings.auto_whitelist_after
-            );
-        }
-        self.counted(decision)
-    }
-
-    /// The store could not be asked or did not answer in time: the local
-    /// table decides, as without a cluster.
-    pub fn decide_fallback(&mut self, q: &SharedQuery) -> Decision {
-        let d = self.decide_tuple(q.addr, q.key, q.delay, q.forced);
-        self.counted(d)
     }
 }
 
@@ -227,6 +102,8 @@ mod tests {
     use super::*;
     use crate::greylist::clock::ManualClock;
     use crate::greylist::settings::Settings;
+    use crate::greylist::{Action, Reason};
+    use std::net::IpAddr;
 
     fn req<'a>(from: &'a [u8], to: &'a [u8]) -> Request<'a> {
         Request {
@@ -245,6 +122,13 @@ mod tests {
         }
     }
 
+    fn redis(e: &mut Engine, q: &SharedQuery, o: TableOutcome) -> Decision {
+        let via = Via::Redis {
+            network_became_whitelisted: false,
+        };
+        e.settle(&q.query, o, via)
+    }
+
     #[test]
     fn answers_are_mirrored_and_whitelisted_tuples_cached() {
         let clock = ManualClock::new(1_000_000);
@@ -252,8 +136,8 @@ mod tests {
         e.set_secret(Secret { k0: 1, k1: 2 });
         let r = req(b"<a@example.org>", b"<b@example.net>");
         let q = ask(&mut e, &r);
-        assert_eq!(q.now, 1_000_000);
-        let d = e.apply_shared(&q, SharedOutcome::New { remaining: 300 }, false);
+        assert_eq!(q.query.now, 1_000_000);
+        let d = redis(&mut e, &q, TableOutcome::New { remaining: 300 });
         assert_eq!(
             (d.action, d.reason, d.remaining),
             (Action::Greylist, Reason::New, 300)
@@ -263,13 +147,13 @@ mod tests {
         clock.advance(400);
         let q = ask(&mut e, &r);
         let _ = ask(&mut e, &req(b"<x@example.org>", b"<y@example.net>"));
-        let d = e.decide_fallback(&q);
+        let d = e.decide_locally(&q.query, Via::Fallback);
         assert_eq!(
             (d.action, d.reason, d.delay),
             (Action::Pass, Reason::Retried, 400)
         );
         // Confirmed whitelisted by the store: answered locally for a while.
-        let d = e.apply_shared(&q, SharedOutcome::Whitelisted, false);
+        let d = redis(&mut e, &q, TableOutcome::Whitelisted);
         assert_eq!(d.reason, Reason::Whitelisted);
         clock.advance(u64::from(CACHE_FRESH) - 1);
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Cached(_)));
@@ -278,7 +162,7 @@ mod tests {
         assert_eq!(e.stats().deferred, 1);
         // Confirmed again, then distrusted: asked again at once.
         let q = ask(&mut e, &r);
-        e.apply_shared(&q, SharedOutcome::Whitelisted, false);
+        redis(&mut e, &q, TableOutcome::Whitelisted);
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Cached(_)));
         e.distrust_cache();
         assert!(matches!(e.rcpt_shared(&r), SharedStep::Ask(_)));
@@ -324,7 +208,7 @@ mod tests {
         };
         let keyed =
             |e: &mut Engine, r: &Request<'_>, f: &DnsFacts| match e.rcpt_shared_with(r, f.view()) {
-                SharedStep::Ask(q) => q.key,
+                SharedStep::Ask(q) => q.query.key,
                 other => panic!("{other:?}"),
             };
         let other_net = Request {

@@ -1,14 +1,11 @@
-//! [`PolicyFactory`]: makes a [`PolicyDecider`] per milter connection,
+//! [`MilterFactory`]: makes a [`MilterDecider`] per milter connection,
 //! hands the session its options, and counts how sessions ended.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::Cell;
 use std::time::Duration;
 
-use super::decider::PolicyDecider;
-use crate::cluster::Cluster;
-use crate::dns::Dns;
-use crate::greylist::Engine;
+use super::milter::MilterDecider;
+use super::transaction::Pipeline;
 use crate::greylist::stats::push_line;
 use crate::milter::decision::{Conversation, DeciderFactory, SessionOptions, SessionSummary};
 
@@ -77,52 +74,32 @@ impl Default for Timeouts {
     }
 }
 
-pub struct PolicyFactory {
-    engine: Rc<RefCell<Engine>>,
-    cluster: Option<Cluster>,
+pub struct MilterFactory {
+    pipeline: Pipeline,
     timeouts: Cell<Timeouts>,
     counters: SessionCounters,
-    /// The DNS checks in force, shared with every decider: a reload
-    /// swaps them for the next CONNECT or MAIL of every session.
-    dns: CurrentDns,
 }
 
-/// `None`: no DNS checks.
-pub type CurrentDns = Rc<RefCell<Option<Rc<Dns>>>>;
-
-impl PolicyFactory {
-    pub fn new(engine: Rc<RefCell<Engine>>, timeouts: Timeouts) -> Self {
-        PolicyFactory {
-            engine,
-            cluster: None,
+impl MilterFactory {
+    pub fn new(pipeline: Pipeline, timeouts: Timeouts) -> Self {
+        MilterFactory {
+            pipeline,
             timeouts: Cell::new(timeouts),
             counters: SessionCounters::default(),
-            dns: Rc::new(RefCell::new(None)),
         }
     }
 
-    /// `None`: no DNS checks. Sessions in progress take them at their
-    /// next CONNECT or MAIL (lookups already started finish as they were).
-    pub fn set_dns(&self, dns: Option<Rc<Dns>>) {
-        *self.dns.borrow_mut() = dns;
-    }
-
-    pub fn dns(&self) -> Option<Rc<Dns>> {
-        self.dns.borrow().clone()
-    }
-
-    /// Decides through the shared state in Redis (`[cluster]`).
-    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
-        self.cluster = Some(cluster);
-        self
-    }
-
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+    /// The pipeline behind the milter, for the other front ends.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     pub fn set_timeouts(&self, timeouts: Timeouts) {
         self.timeouts.set(timeouts);
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts.get()
     }
 
     pub fn counters(&self) -> &SessionCounters {
@@ -130,22 +107,17 @@ impl PolicyFactory {
     }
 }
 
-impl DeciderFactory for PolicyFactory {
-    type Decider = PolicyDecider;
+impl DeciderFactory for MilterFactory {
+    type Decider = MilterDecider;
 
-    fn new_decider(&self, conn_id: u64) -> PolicyDecider {
-        PolicyDecider::new(Rc::clone(&self.engine), conn_id)
-            .with_cluster(self.cluster.clone())
-            .with_dns(Rc::clone(&self.dns))
+    fn new_decider(&self, conn_id: u64) -> MilterDecider {
+        MilterDecider::new(&self.pipeline, conn_id)
     }
 
     fn options(&self) -> SessionOptions {
-        let add_header = self
-            .engine
-            .try_borrow()
-            .map(|e| e.settings().header)
-            .unwrap_or(false);
+        let add_header = self.pipeline.adds_header();
         let t = self.timeouts.get();
+        let dns = self.pipeline.dns();
         SessionOptions {
             idle_timeout: t.idle,
             add_header,
@@ -154,10 +126,10 @@ impl DeciderFactory for PolicyFactory {
             // verdicts there are accepts, which hold as CONTINUE at RCPT.
             conversation: Conversation::Lean,
             // SPF checks the HELO name for the null sender.
-            helo: self.dns.borrow().as_ref().is_some_and(|d| d.wants_spf()),
+            helo: dns.as_ref().is_some_and(|d| d.wants_spf()),
             // DNS lookups start at CONNECT and MAIL; without them the
             // envelope can wait for RCPT, and the MTA skips both events.
-            envelope_events: self.dns.borrow().is_some(),
+            envelope_events: dns.is_some(),
         }
     }
 

@@ -1,0 +1,94 @@
+//! The decision log: one line at info per RCPT (and per CONNECT/MAIL
+//! accept):
+//! `action=… reason=… client=<name>[<ip>] from=<…> to=<…> delay=<s>
+//! remaining=<s>`, then `src=redis|local|fallback` on a cluster node,
+//! `qid=<i>` when the MTA sent the queue id, `spf=<result>` when SPF was
+//! evaluated for the transaction, and `proto=milter|policy` last.
+//! Addresses are logged as sent, escaped and cut (see
+//! `envelope_address::push_loggable`); a decision made before the sender
+//! or the recipient was known leaves that field out.
+
+use std::fmt::Write as _;
+
+use tracing::{Level, info};
+
+use super::envelope::{Envelope, Proto, Source};
+use crate::greylist::Decision;
+use crate::greylist::envelope_address::push_loggable;
+use crate::greylist::facts::SpfResult;
+
+/// One decision to log.
+pub struct Entry<'a> {
+    pub conn_id: u64,
+    pub envelope: &'a Envelope,
+    pub decision: &'a Decision,
+    /// `None`: decided before the sender was known (CONNECT).
+    pub sender_known: bool,
+    /// `None`: decided before RCPT.
+    pub recipient: Option<&'a [u8]>,
+    /// `None`: a lone node (only a cluster node says where).
+    pub src: Option<Source>,
+    pub qid: Option<&'a [u8]>,
+    pub spf: Option<SpfResult>,
+    pub proto: Proto,
+}
+
+/// Writes the line, if info is enabled (the line is only built then: the
+/// RCPT path allocates nothing for a disabled log).
+pub fn decision(e: &Entry<'_>) {
+    if !tracing::enabled!(Level::INFO) {
+        return;
+    }
+    let d = e.decision;
+    let mut line = String::with_capacity(176);
+    line.push_str("action=");
+    line.push_str(d.action.as_str());
+    line.push_str(" reason=");
+    d.reason.write_to(&mut line);
+    line.push_str(" client=");
+    let name = e.envelope.client_name.as_slice();
+    if name.is_empty() || name.first() == Some(&b'[') {
+        line.push_str("unknown");
+    } else {
+        push_loggable(&mut line, name);
+    }
+    match e.envelope.client_addr {
+        Some(a) => {
+            let _ = write!(line, "[{a}]");
+        }
+        None => line.push_str("[]"),
+    }
+    if e.sender_known {
+        line.push_str(" from=<");
+        push_loggable(&mut line, strip_brackets(&e.envelope.sender));
+        line.push('>');
+    }
+    if let Some(r) = e.recipient {
+        line.push_str(" to=<");
+        push_loggable(&mut line, strip_brackets(r));
+        line.push('>');
+    }
+    let _ = write!(line, " delay={} remaining={}", d.delay, d.remaining);
+    if let Some(src) = e.src {
+        line.push_str(" src=");
+        line.push_str(src.as_str());
+    }
+    if let Some(qid) = e.qid.filter(|q| !q.is_empty()) {
+        line.push_str(" qid=");
+        push_loggable(&mut line, qid);
+    }
+    if let Some(spf) = e.spf {
+        line.push_str(" spf=");
+        line.push_str(spf.as_str());
+    }
+    line.push_str(" proto=");
+    line.push_str(e.proto.as_str());
+    info!(conn = e.conn_id, "{line}");
+}
+
+/// `<a@b>` → `a@b`, as the MTA sent it otherwise.
+pub fn strip_brackets(a: &[u8]) -> &[u8] {
+    let a = a.trim_ascii();
+    let a = a.strip_prefix(b"<").unwrap_or(a);
+    a.strip_suffix(b">").unwrap_or(a)
+}
