@@ -63,18 +63,18 @@ impl ClusterConfig {
         const INSECURE: &[super::KeyAt] = &[("cluster", "tls_insecure")];
         if !self.tls() {
             let set = [
-                (CA, self.ca_file.is_some()),
-                (CERT, self.cert_file.is_some()),
-                (KEY, self.key_file.is_some()),
-                (INSECURE, self.tls_insecure),
+                (CA, "ca_file", self.ca_file.is_some()),
+                (CERT, "cert_file", self.cert_file.is_some()),
+                (KEY, "key_file", self.key_file.is_some()),
+                (INSECURE, "tls_insecure", self.tls_insecure),
             ];
-            if let Some((at, _)) = set.iter().find(|(_, on)| *on) {
+            if let Some((at, name, _)) = set.iter().find(|(_, _, on)| *on) {
                 return Err((
                     at,
                     format!(
                         "{} is a TLS setting, but redis = {:?} does not use TLS: write \
                          rediss:// (or rediss+sentinel://)",
-                        at[0].1, self.redis.0
+                        name, self.redis.0
                     ),
                 ));
             }
