@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use super::breaker::{Allow, Breaker, CallResult, ClusterCounters};
 use super::conn::{self, Conn};
+use super::schema::{self, Schema};
 use super::script::{self, Args, FINGERPRINT_KEY, Reply};
 use super::secret::SharedSecret;
 use super::sentinel::{self, SentinelSpec};
@@ -60,6 +61,8 @@ enum Verified {
     NotYet,
     /// Another secret is in use: stay local for good.
     Mismatch,
+    /// Redis holds a schema this release does not know: stay local.
+    SchemaRefused,
 }
 
 struct Inner {
@@ -230,6 +233,10 @@ impl Cluster {
                     opts.url, cluster.fingerprint
                 ));
             }
+            Ok(Err(Check::Schema(why))) => error!(
+                "redis at {:?} refused: {why}; this host decides locally (Redis-Schema-Bad)",
+                opts.url
+            ),
             Ok(Err(Check::Failed(e))) if e.contains("TLS handshake") => error!(
                 "redis at {:?}: {e}; check [cluster] ca_file and the server's certificate \
                  (name, dates, CA): deciding locally until a handshake succeeds",
@@ -295,11 +302,22 @@ impl Cluster {
             Value::BulkString(b) => Err(Check::Mismatch(String::from_utf8_lossy(b).into_owned())),
             other => Err(Check::Mismatch(format!("{other:?}"))),
         };
-        self.inner.borrow_mut().verified = match result {
-            Ok(()) => Verified::Yes,
-            Err(_) => Verified::Mismatch,
-        };
-        result
+        if let Err(e) = result {
+            self.inner.borrow_mut().verified = Verified::Mismatch;
+            return Err(e);
+        }
+        match schema::check(&mut conn).await.map_err(Check::Failed)? {
+            Schema::Current => {
+                self.inner.borrow_mut().verified = Verified::Yes;
+                Ok(())
+            }
+            Schema::Refused(why) => {
+                let mut inner = self.inner.borrow_mut();
+                inner.verified = Verified::SchemaRefused;
+                inner.breaker.note_schema_refused();
+                Err(Check::Schema(why))
+            }
+        }
     }
 
     /// A connection for an administrator's command (`admin.rs`): the
@@ -307,8 +325,17 @@ impl Cluster {
     /// the breaker: a command is rare and its caller waits for an answer.
     /// The caller bounds the time.
     pub(super) async fn admin_connection(&self) -> Result<Conn, String> {
-        if self.inner.borrow().verified == Verified::Mismatch {
-            return Err("redis holds the fingerprint of another hashing secret".to_string());
+        match self.inner.borrow().verified {
+            Verified::Mismatch => {
+                return Err("redis holds the fingerprint of another hashing secret".to_string());
+            }
+            Verified::SchemaRefused => {
+                return Err(format!(
+                    "redis holds a {} this release does not know (see the log)",
+                    schema::SCHEMA_KEY
+                ));
+            }
+            Verified::Yes | Verified::NotYet => {}
         }
         if self.conn.borrow().is_none() {
             self.rediscover(self.timeout).await;
@@ -321,6 +348,7 @@ impl Cluster {
                         "redis holds the fingerprint {theirs} of another hashing secret"
                     ));
                 }
+                Err(Check::Schema(why)) => return Err(why),
                 Err(Check::Failed(e)) => return Err(e),
             }
         }
@@ -330,6 +358,15 @@ impl Cluster {
     /// The bound of one call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// This host refuses this Redis for good (another secret, a schema it
+    /// does not know).
+    pub(super) fn refused(&self) -> bool {
+        matches!(
+            self.inner.borrow().verified,
+            Verified::Mismatch | Verified::SchemaRefused
+        )
     }
 
     pub(super) fn settings_generation(&self) -> Rc<Cell<u64>> {
@@ -361,7 +398,7 @@ impl Cluster {
     ) -> Option<impl Future<Output = Option<Reply>> + 'static> {
         let probe = {
             let mut inner = self.inner.borrow_mut();
-            if inner.verified == Verified::Mismatch {
+            if matches!(inner.verified, Verified::Mismatch | Verified::SchemaRefused) {
                 inner.breaker.note_fallback();
                 return None;
             }
@@ -426,6 +463,14 @@ impl Cluster {
                     );
                     None
                 }
+                Ok(Err(CallError::Schema(why))) => {
+                    inner.breaker.record(CallResult::Error, now);
+                    error!(
+                        "redis refused: {why}; this node decides locally from now on \
+                         (Redis-Schema-Bad)"
+                    );
+                    None
+                }
                 Err(_) => {
                     inner.breaker.record(CallResult::Timeout, now);
                     None
@@ -440,6 +485,7 @@ impl Cluster {
             match self.check_fingerprint().await {
                 Ok(()) => info!("redis reachable, shared secret matches"),
                 Err(Check::Mismatch(theirs)) => return Err(CallError::Mismatch(theirs)),
+                Err(Check::Schema(why)) => return Err(CallError::Schema(why)),
                 Err(Check::Failed(e)) => {
                     return Err(CallError::Redis(RedisError::from((
                         redis::ErrorKind::Io,
@@ -481,6 +527,8 @@ impl Cluster {
 
 enum Check {
     Mismatch(String),
+    /// The schema check refused this Redis: why.
+    Schema(String),
     Failed(String),
 }
 
@@ -488,4 +536,5 @@ enum CallError {
     Redis(RedisError),
     Reply(String),
     Mismatch(String),
+    Schema(String),
 }

@@ -184,7 +184,7 @@ impl Cluster {
         generation.set(mine);
         let this = self.clone();
         tokio::task::spawn_local(async move {
-            while generation.get() == mine {
+            while generation.get() == mine && !this.refused() {
                 match tokio::time::timeout(START_CHECK, this.compare_settings(&ours)).await {
                     Ok(Ok(d)) if d.is_empty() => {
                         info!("cluster settings match the cluster's ({SETTINGS_KEY})");

@@ -239,6 +239,12 @@ fn cluster(reg: &mut Registry, c: &ClusterCounters) {
     );
     gauge(
         reg,
+        "cluster_schema_refused",
+        "1 while this host refuses Redis for a schema version it does not know",
+        c.schema_refused,
+    );
+    gauge(
+        reg,
         "cluster_settings_differ",
         "Timing settings of this host that differ from the cluster's (last check)",
         c.settings_differ,
