@@ -17,15 +17,6 @@ use std::process::Command;
 
 use support::{BIN, Daemon};
 
-/// Flags in the one spelling of issue 20 that another branch brings to
-/// the CLI. While the binary lacks one, the lines using it are skipped
-/// and listed as a TODO; once it has them, nothing is skipped.
-const COMING: &[(&str, &str)] = &[
-    ("check", "--client-name"),
-    ("check", "--auth"),
-    ("allow", "--force"),
-];
-
 #[derive(Debug)]
 struct Line {
     /// Where it was found, for messages.
@@ -263,7 +254,6 @@ fn every_documented_command_line_works() {
     );
     let dir = tempfile::tempdir().unwrap();
     let d = daemon(dir.path());
-    let mut todo = Vec::new();
     let mut failures = Vec::new();
     let mut ran = 0;
     for line in &lines {
@@ -286,17 +276,10 @@ fn every_documented_command_line_works() {
             .filter(|f| !known.contains(f))
             .collect();
         if !unknown.is_empty() {
-            if unknown
-                .iter()
-                .all(|f| COMING.contains(&(verb.as_str(), f.as_str())))
-            {
-                todo.push(format!("{}: {} (needs {unknown:?})", line.at, line.text));
-            } else {
-                failures.push(format!(
-                    "{}: {}: greymilter {verb} has no {unknown:?}",
-                    line.at, line.text
-                ));
-            }
+            failures.push(format!(
+                "{}: {}: greymilter {verb} has no {unknown:?}",
+                line.at, line.text
+            ));
             continue;
         }
         if !line.concrete {
@@ -334,14 +317,6 @@ fn every_documented_command_line_works() {
                 String::from_utf8_lossy(&out.stdout)
             ));
         }
-    }
-    if !todo.is_empty() {
-        eprintln!(
-            "TODO (issue 20): {} documented line(s) use flags this binary does not have yet \
-             (the one-spelling CLI change); skipped:\n  {}",
-            todo.len(),
-            todo.join("\n  ")
-        );
     }
     assert!(
         failures.is_empty(),

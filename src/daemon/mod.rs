@@ -4,6 +4,7 @@
 mod announce;
 pub mod checkpoint;
 pub mod logging;
+pub mod loop_lag;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;

@@ -3,13 +3,14 @@
 //! checkpointer's): nothing is counted twice, nothing on the hot path.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::ClusterCounters;
-use crate::daemon::checkpoint::CheckpointStats;
 use crate::greylist::stats::Snapshot;
 
 /// Everything one scrape shows.
@@ -22,10 +23,44 @@ pub struct Input {
     pub protocol_errors: u64,
     pub session_timeouts: u64,
     pub decision_timeouts: u64,
-    pub checkpoint: Option<CheckpointStats>,
+    /// `None`: no state file, no checkpoints.
+    pub checkpoint: Option<CheckpointFigures>,
     pub allowances: u64,
     /// A cluster node's Redis counters.
     pub cluster: Option<ClusterCounters>,
+    /// The main loop's lateness (`crate::daemon::loop_lag`).
+    pub loop_lag: Option<HistogramData>,
+}
+
+/// A histogram kept elsewhere, encoded as it stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramData {
+    pub sum: f64,
+    pub count: u64,
+    /// `(upper bound, count in that bucket)`, not cumulative; the last
+    /// bound `f64::INFINITY` (`+Inf`).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for HistogramData {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The checkpointer's figures, as plain data.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckpointFigures {
+    pub written: u64,
+    pub failed: u64,
+    /// Ticks or SIGUSR2s that found a child still writing.
+    pub busy: u64,
+    /// 0 before the first checkpoint.
+    pub last_duration_seconds: f64,
 }
 
 type Labels = Vec<(String, String)>;
@@ -174,11 +209,11 @@ pub fn render(input: &Input) -> String {
             &[
                 (&[("result", "written")], cp.written),
                 (&[("result", "failed")], cp.failed),
-                (&[("result", "busy")], cp.skipped_busy),
+                (&[("result", "busy")], cp.busy),
             ],
         );
         let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        g.set(cp.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+        g.set(cp.last_duration_seconds);
         reg.register(
             "checkpoint_last_duration_seconds",
             "How long the last checkpoint took to write",
@@ -187,6 +222,13 @@ pub fn render(input: &Input) -> String {
     }
     if let Some(c) = &input.cluster {
         cluster(&mut reg, c);
+    }
+    if let Some(lag) = &input.loop_lag {
+        reg.register(
+            "event_loop_lag_seconds",
+            "How late the main loop woke up for its 10 ms ticker",
+            lag.clone(),
+        );
     }
     let mut out = String::with_capacity(4096);
     if encode(&mut out, &reg).is_err() {
@@ -294,6 +336,11 @@ mod tests {
     fn classic_names_counters_with_total_and_drops_eof() {
         let om = render(&Input {
             decisions: vec![("greylist".into(), "new".into(), 3)],
+            loop_lag: Some(HistogramData {
+                sum: 0.5,
+                count: 3,
+                buckets: vec![(0.005, 2), (f64::INFINITY, 1)],
+            }),
             ..Input::default()
         });
         assert!(om.ends_with("# EOF\n"));
@@ -303,5 +350,12 @@ mod tests {
         assert!(c.contains("greymilter_decisions_total{action=\"greylist\",reason=\"new\"} 3\n"));
         assert!(c.contains("# TYPE greymilter_tuples gauge\n"));
         assert!(!c.contains("# EOF"));
+        assert!(c.contains("# TYPE greymilter_event_loop_lag_seconds histogram\n"));
+        assert!(c.contains("greymilter_event_loop_lag_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(
+            c.contains("greymilter_event_loop_lag_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{c}"
+        );
+        assert!(c.contains("greymilter_event_loop_lag_seconds_count 3\n"));
     }
 }

@@ -13,6 +13,7 @@ use crate::cluster::Cluster;
 use crate::cluster::settings::{SharedSettings, adopted_message};
 use crate::config::Config;
 use crate::config::cluster::shared_settings;
+use crate::control::check;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
@@ -20,6 +21,7 @@ use crate::control::shared;
 use crate::daemon::notify::Notifier;
 use crate::daemon::privileges::Identity;
 use crate::greylist::Engine;
+use crate::metrics::render::{CheckpointFigures, Input, render};
 use crate::ratelimit::LogLimiter;
 
 /// How often a cluster node asks whether an administrator changed the
@@ -147,6 +149,16 @@ impl Daemon {
             self.adopt_settings(cluster, request);
             return false;
         }
+        if let Command::Check { .. } = request.command {
+            // DNS (and Redis) may be asked: in a task of its own, so the
+            // loop never waits.
+            let pipeline = self.factory.pipeline().clone();
+            tokio::task::spawn_local(async move {
+                let answer = check::check(&pipeline, &request.command).await;
+                let _ = request.reply.send(answer);
+            });
+            return false;
+        }
         if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
@@ -220,15 +232,6 @@ impl Daemon {
             uid,
             reply,
         } = request;
-        if let Command::Check { .. } = command {
-            let engine = Rc::clone(&self.engine);
-            let runtime = !self.allows.is_empty();
-            tokio::task::spawn_local(async move {
-                let answer = shared::check(&cluster, &engine, &command, runtime).await;
-                let _ = reply.send(answer);
-            });
-            return;
-        }
         let base = self.config.settings();
         let local = handle::execute(
             &command,
@@ -299,16 +302,22 @@ impl Daemon {
         let engine = self.engine.borrow();
         let counters = self.factory.counters();
         let (sessions, protocol_errors, session_timeouts) = counters.ended();
-        crate::metrics::render::render(&crate::metrics::render::Input {
+        render(&Input {
             snapshot: engine.stats(),
             decisions: engine.decision_counts(),
             sessions,
             protocol_errors,
             session_timeouts,
             decision_timeouts: counters.decisions_expired(),
-            checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
+            checkpoint: self.checkpointer.as_ref().map(|cp| CheckpointFigures {
+                written: cp.stats.written,
+                failed: cp.stats.failed,
+                busy: cp.stats.skipped_busy,
+                last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
+            }),
             allowances: self.allows.len() as u64,
             cluster: self.factory.pipeline().cluster().map(Cluster::counters),
+            loop_lag: Some(self.loop_lag_histogram()),
         })
     }
 }
