@@ -6,7 +6,9 @@
 #   benches/cluster-bench.sh                 # DURATION=10s TUPLES=1000000; OUT: a new /var/tmp dir
 # PRIO="chrt -f 10" runs Redis, the daemons and the load generator with that prefix (shielded
 # from other work on a shared machine). REDIS_VIA=unix points the cluster node at Redis' Unix
-# socket instead of loopback TCP (a Redis on the same host).
+# socket instead of loopback TCP (a Redis on the same host). TLS=1 (the default) also starts a
+# node on Redis' TLS port (rediss://, a throw-away CA made with openssl) and loads it at half the
+# standalone peak right after the plain node, in the same run (TLS=0: no TLS node).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -16,6 +18,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 TUPLES=${TUPLES:-1000000}
 PRIO=${PRIO:-}
 REDIS_VIA=${REDIS_VIA:-tcp}
+TLS=${TLS:-1}
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 bench_init cluster-bench
@@ -24,11 +27,26 @@ bench_init cluster-bench
 trap 'bench_cleanup; [ -f "$OUT/redis.pid" ] && kill -9 "$(cat "$OUT/redis.pid")" 2>/dev/null || true' EXIT
 
 RPORT=$(port)
+TPORT=$(port)
+TLS_ARGS=()
+if [ "$TLS" = 1 ]; then
+    # A throw-away CA and a certificate naming 127.0.0.1 (rustls reads subjectAltName only).
+    ossl() { openssl "$@" 2>>"$OUT/openssl.log"; }
+    ossl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 2 \
+        -keyout "$OUT/ca.key" -out "$OUT/ca.crt" -subj "/CN=cluster-bench CA"
+    ossl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+        -keyout "$OUT/redis.key" -out "$OUT/redis.csr" -subj "/CN=127.0.0.1"
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$OUT/redis.ext"
+    ossl x509 -req -in "$OUT/redis.csr" -CA "$OUT/ca.crt" -CAkey "$OUT/ca.key" -CAcreateserial \
+        -days 2 -extfile "$OUT/redis.ext" -out "$OUT/redis.crt"
+    TLS_ARGS=(--tls-port "$TPORT" --tls-cert-file "$OUT/redis.crt" --tls-key-file "$OUT/redis.key"
+        --tls-ca-cert-file "$OUT/ca.crt" --tls-auth-clients no)
+fi
 start_redis() {
     # shellcheck disable=SC2086
     $PRIO redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$OUT" --save "" --appendonly no \
         --unixsocket "$OUT/redis.sock" --unixsocketperm 700 \
-        --maxmemory-policy volatile-ttl >"$OUT/redis.log" 2>&1 &
+        --maxmemory-policy volatile-ttl "${TLS_ARGS[@]}" >"$OUT/redis.log" 2>&1 &
     REDIS_PID=$!
     echo "$REDIS_PID" >"$OUT/redis.pid"
     for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
@@ -80,6 +98,14 @@ start standalone ""
 SA_PID=$GM_PID SA_SPEC=$GM_SPEC
 start cluster "$CLUSTER"
 CL_PID=$GM_PID CL_SPEC=$GM_SPEC
+if [ "$TLS" = 1 ]; then
+    start cluster-tls "[cluster]
+redis = \"rediss://127.0.0.1:$TPORT/0\"
+secret_file = \"$OUT/cluster.key\"
+ca_file = \"$OUT/ca.crt\"
+timeout = \"50ms\""
+    TL_PID=$GM_PID TL_SPEC=$GM_SPEC
+fi
 
 load standalone "$SA_SPEC" "$SA_PID" --txns 20 --rcpts 1 --pool 500
 before=$(redis_cpu)
@@ -90,6 +116,14 @@ rate=$(grep '^cluster ' "$RESULTS" | sed 's/.*rcpt_s=\([0-9.]*\).*/\1/' | cut -d
 sa_rate=$(grep '^standalone ' "$RESULTS" | sed 's/.*rcpt_s=\([0-9.]*\).*/\1/' | cut -d. -f1)
 half=$(( sa_rate / 2 ))
 load "cluster-half-standalone-peak($half/s)" "$CL_SPEC" "$CL_PID" --txns 20 --rcpts 1 --pool 500 --rate "$half"
+if [ "$TLS" = 1 ]; then
+    # TLS against plain, same rate, same Redis, right after: cpu_us_per_rcpt is greymilter's.
+    load "cluster-tls-half-standalone-peak($half/s)" "$TL_SPEC" "$TL_PID" --txns 20 --rcpts 1 \
+        --pool 500 --rate "$half"
+    kill -USR1 "$TL_PID"; sleep 0.5
+    grep -E '^Redis-(Calls|Fallbacks)' "$OUT/cluster-tls.stats" | sed 's/^/tls node: /' |
+        tee -a "$RESULTS" || true
+fi
 redis-cli -p "$RPORT" info stats | grep -E 'total_commands_processed|instantaneous' | tee -a "$RESULTS"
 
 # Redis killed 4 s after the paced run starts (its pool preparation, prep-wait and warm-up

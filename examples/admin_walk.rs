@@ -59,6 +59,7 @@ fn main() {
             secret: SharedSecret::from_bytes(b"admin_walk secret")
                 .unwrap_or_else(|e| panic!("{e}")),
             timeout: Duration::from_secs(1),
+            tls: None,
         };
         let node = Cluster::connect(&opts)
             .await

@@ -64,6 +64,7 @@ fn main() {
             secret: SharedSecret::from_bytes(b"benchmark secret, 32 bytes long.")
                 .unwrap_or_else(|e| panic!("{e}")),
             timeout: Duration::from_millis(timeout_ms),
+            tls: None,
         };
         let node = Cluster::connect(&opts)
             .await

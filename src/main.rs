@@ -90,17 +90,25 @@ fn load_with(
     }
 }
 
-/// `[cluster] secret_file` must hold a usable secret: checked by
+/// `[cluster] secret_file` must hold a usable secret and the TLS files
+/// must load: checked by
 /// `check-config` and `run` alike, with the same message and exit status.
 fn check_cluster_secret(config: &Config, path: Option<&Path>) -> Result<(), ExitCode> {
     let Some(cluster) = &config.cluster else {
         return Ok(());
     };
-    match greymilter::cluster::SharedSecret::load(&cluster.secret_file) {
-        Ok(_) => Ok(()),
-        Err(e) => {
+    let checked = greymilter::cluster::SharedSecret::load(&cluster.secret_file)
+        .map(drop)
+        .map_err(|e| ("secret_file", e))
+        .and_then(|()| match cluster.tls() {
+            true => greymilter::cluster::tls::TlsSetup::load(&cluster.tls_files()).map(drop),
+            false => Ok(()),
+        });
+    match checked {
+        Ok(()) => Ok(()),
+        Err((key, e)) => {
             match path {
-                Some(p) => eprintln!("{}", config::ConfigError::at_key(p, "secret_file", e)),
+                Some(p) => eprintln!("{}", config::ConfigError::at_key(p, key, e)),
                 None => eprintln!("{e}"),
             }
             Err(ExitCode::from(EXIT_CONFIG))

@@ -27,6 +27,7 @@ fn opts(url: &str, timeout: Duration) -> Options {
         url: url.to_string(),
         secret: secret(b"the cluster secret, 32 bytes...."),
         timeout,
+        tls: None,
     }
 }
 

@@ -75,3 +75,37 @@ fn check_config_validates_the_cluster_section_and_its_secret_file() {
         "{stderr}"
     );
 }
+
+/// TLS files are read by `check-config` (and `run`) too; a bad one is
+/// reported at its key's line.
+#[test]
+fn check_config_reads_the_tls_files_and_points_at_the_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    fs::write(&key, [7u8; 32]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    fs::write(&ca, "not a certificate\n").unwrap();
+    let conf = dir.path().join("tls.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[cluster]\nredis = \"rediss://redis.example.net:6380/0\"\nsecret_file = \"{}\"\n\
+             ca_file = \"{}\"\n",
+            key.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:4:1: cluster ca_file ", conf.display()))
+            && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+}

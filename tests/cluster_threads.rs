@@ -7,8 +7,10 @@ mod cluster_support;
 
 use std::time::Duration;
 
+use cluster_support::tls::{Ca, TlsRedis};
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::Cluster;
+use greymilter::cluster::tls::{TlsFiles, TlsSetup};
 use greymilter::daemon::checkpoint::thread_count;
 use greymilter::greylist::key::TupleKey;
 
@@ -18,12 +20,24 @@ fn the_redis_client_starts_no_thread() {
         return;
     }
     let mut r = Redis::start(&[]);
+    let url = format!("redis://localhost:{}/0", r.port);
+    calls_and_a_restart_start_no_thread(&mut r, options(url, Duration::from_millis(500)));
+    // The same over TLS (rustls with ring, our reconnecting connection),
+    // a host name verified against the certificate.
+    let ca = Ca::new("gm test CA");
+    let mut t = TlsRedis::start(&ca, &ca.issue(&["localhost"], false), "no");
+    let files = TlsFiles {
+        ca_file: Some(ca.write(t.files.path(), "trusted")),
+        ..TlsFiles::default()
+    };
+    let mut o = options(t.url("localhost"), Duration::from_millis(500));
+    o.tls = Some(TlsSetup::load(&files).unwrap_or_else(|(k, e)| panic!("{k}: {e}")));
+    calls_and_a_restart_start_no_thread(&mut t.redis, o);
+}
+
+fn calls_and_a_restart_start_no_thread(r: &mut Redis, o: greymilter::cluster::Options) {
     let before = thread_count().unwrap();
     run(async {
-        let o = options(
-            format!("redis://localhost:{}/0", r.port),
-            Duration::from_millis(500),
-        );
         let a = Cluster::connect(&o).await.unwrap();
         let args = plain_args(unix_now(), 1);
         for i in 0..50 {

@@ -124,6 +124,7 @@ async fn start(dir: &Path, text: &str, clock: &ManualClock, redis: Option<&Redis
             url: r.url(),
             secret: SharedSecret::from_bytes(&[7u8; 32]).unwrap(),
             timeout: Duration::from_secs(1),
+            tls: None,
         };
         let cluster = Cluster::connect(&opts).await.unwrap();
         daemon = daemon.with_cluster(cluster, opts.secret.secret);

@@ -24,8 +24,8 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::conn::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::client::Cluster;
 use super::script::keys;
@@ -137,7 +137,7 @@ impl Cluster {
     async fn bounded<T>(
         &self,
         what: &str,
-        f: impl AsyncFnOnce(ConnectionManager) -> Result<T, String>,
+        f: impl AsyncFnOnce(Conn) -> Result<T, String>,
     ) -> Result<T, String> {
         let call = async {
             let conn = self.admin_connection().await?;

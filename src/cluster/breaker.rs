@@ -56,6 +56,10 @@ pub struct ClusterCounters {
     pub breaker_openings: u64,
     /// Junk found at a greymilter key (treated as absent).
     pub junk: u64,
+    /// Settings keys that differ from the cluster's, at the last check.
+    pub settings_differ: u64,
+    /// 1 while this host refuses Redis for its schema version.
+    pub schema_refused: u64,
     /// Time spent with the breaker not closed, finished outages only plus
     /// the current one when read through [`Breaker::counters`].
     pub local_mode: Duration,
@@ -99,6 +103,14 @@ impl Breaker {
     /// A recipient decided locally without asking (the node is disabled).
     pub fn note_fallback(&mut self) {
         self.counters.fallbacks += 1;
+    }
+
+    pub fn note_schema_refused(&mut self) {
+        self.counters.schema_refused = 1;
+    }
+
+    pub fn note_settings_differ(&mut self, keys: usize) {
+        self.counters.settings_differ = keys as u64;
     }
 
     pub fn note_junk(&mut self) {
@@ -161,7 +173,7 @@ impl ClusterCounters {
     /// The report lines, appended after the engine's (`Label  value`).
     pub fn report(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let lines: [(&str, u64); 8] = [
+        let lines: [(&str, u64); 10] = [
             ("Redis-Calls", self.round_trips),
             ("Redis-Cached", self.answered_locally),
             ("Redis-Fallbacks", self.fallbacks),
@@ -170,6 +182,8 @@ impl ClusterCounters {
             ("Redis-Breaker", self.breaker_openings),
             ("Redis-Junk", self.junk),
             ("Redis-Local-Secs", self.local_mode.as_secs()),
+            ("Redis-Drift-Keys", self.settings_differ),
+            ("Redis-Schema-Bad", self.schema_refused),
         ];
         for (label, value) in lines {
             let _ = writeln!(out, "{label:<18} {value}");

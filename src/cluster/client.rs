@@ -1,8 +1,9 @@
 //! The Redis connection, the decision call with its deadline, and the
 //! start-up check of the shared secret.
 //!
-//! One multiplexed connection (redis-rs `ConnectionManager`: it pipelines
-//! concurrent calls on one socket and reconnects after an I/O error) on the
+//! One multiplexed connection (redis-rs `ConnectionManager`, or ours for
+//! TLS, see `tls.rs`: it pipelines concurrent calls on one socket and
+//! reconnects after an I/O error) on the
 //! daemon's current-thread runtime. Every call is bounded by `timeout`; a
 //! call that times out may still run on the server later, which the script
 //! tolerates (times are the node's `now`, expiries absolute).
@@ -11,7 +12,8 @@
 //! stop checkpoints from forking. A host name in the URL is therefore
 //! resolved once, at start, in the calling thread (std's blocking
 //! `getaddrinfo`), and the connection uses the address found; IP literals
-//! and `unix:` sockets need no resolution; sentinels must be IP literals,
+//! and `unix:` sockets need no resolution (with TLS the certificate is still
+//! checked against the host name as written); sentinels must be IP literals,
 //! and the primary they name is an address already. A changed DNS record is seen
 //! after a restart.
 
@@ -21,14 +23,16 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
 use tracing::{error, info, warn};
 
 use super::breaker::{Allow, Breaker, CallResult, ClusterCounters};
+use super::conn::{self, Conn};
+use super::schema::{self, Schema};
 use super::script::{self, Args, FINGERPRINT_KEY, Reply};
 use super::secret::SharedSecret;
 use super::sentinel::{self, SentinelSpec};
+use super::tls::TlsSetup;
 use crate::greylist::key::TupleKey;
 use crate::ratelimit::LogLimiter;
 
@@ -41,10 +45,13 @@ pub const START_CHECK: Duration = Duration::from_secs(2);
 /// What `connect` needs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `redis://[user:password@]host:port[/db]` or `unix:/path[?db=N]`.
+    /// `redis://[user:password@]host:port[/db]` or `unix:/path[?db=N]`
+    /// (`rediss://` with TLS; sentinels as in `sentinel.rs`).
     pub url: String,
     pub secret: SharedSecret,
     pub timeout: Duration,
+    /// Required by a `rediss` URL (built by `TlsSetup::load`).
+    pub tls: Option<TlsSetup>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +61,8 @@ enum Verified {
     NotYet,
     /// Another secret is in use: stay local for good.
     Mismatch,
+    /// Redis holds a schema this release does not know: stay local.
+    SchemaRefused,
 }
 
 struct Inner {
@@ -66,46 +75,73 @@ struct Inner {
 #[derive(Clone)]
 pub struct Cluster {
     /// `None` until the sentinels name a primary.
-    conn: Rc<RefCell<Option<ConnectionManager>>>,
+    conn: Rc<RefCell<Option<Conn>>>,
     sentinel: Option<Rc<SentinelSpec>>,
+    tls: Option<TlsSetup>,
     primary: Rc<Cell<Option<SocketAddr>>>,
     sha: Rc<str>,
     fingerprint: Rc<str>,
     timeout: Duration,
     inner: Rc<RefCell<Inner>>,
+    /// Bumped by each settings check, so that a newer one supersedes.
+    settings_generation: Rc<Cell<u64>>,
+}
+
+/// The scheme of a plain URL with TLS.
+pub const TLS_SCHEME: &str = "rediss://";
+
+/// Whether the URL asks for TLS (`rediss://`, `rediss+sentinel://`).
+pub fn wants_tls(url: &str) -> bool {
+    url.starts_with(TLS_SCHEME) || url.starts_with(sentinel::TLS_SCHEME)
 }
 
 /// Checks the `redis` setting without resolving anything (`check-config`).
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    if url.starts_with(sentinel::SCHEME) {
+    if url.starts_with(sentinel::SCHEME) || url.starts_with(sentinel::TLS_SCHEME) {
         return sentinel::parse(url).map(|s| Target::Sentinel(Rc::new(s)));
     }
-    if !(url.starts_with("redis://") || url.starts_with("unix:")) {
+    // redis-rs parses rediss:// only with its own TLS, which we do not use.
+    let (plain, tls) = match url.strip_prefix(TLS_SCHEME) {
+        Some(rest) => (format!("redis://{rest}"), true),
+        None => (url.to_string(), false),
+    };
+    if !(plain.starts_with("redis://") || plain.starts_with("unix:")) {
         return Err(format!(
-            "{url:?}: only redis://[user:password@]host:port[/db], unix:/path[?db=N] and \
-             redis+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] are supported"
+            "{url:?}: only redis[s]://[user:password@]host:port[/db], unix:/path[?db=N] and \
+             redis[s]+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] are supported"
         ));
     }
-    let info = url
+    let info = plain
+        .as_str()
         .into_connection_info()
         .map_err(|e| format!("{url:?}: {e}"))?;
     match info.addr() {
-        ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_) => Ok(Target::Direct(info)),
-        _ => Err(format!("{url:?}: TLS is not supported")),
+        ConnectionAddr::Tcp(host, _) => {
+            let tls_name = if tls {
+                super::tls::server_name(host).map_err(|e| format!("{url:?}: {e}"))?;
+                Some(host.clone())
+            } else {
+                None
+            };
+            Ok(Target::Direct(info, tls_name))
+        }
+        ConnectionAddr::Unix(_) => Ok(Target::Direct(info, None)),
+        _ => Err(format!("{url:?}: unsupported address")),
     }
 }
 
-/// Where Redis is: one address, or whichever primary the sentinels name.
+/// Where Redis is: one address (with, for TLS, the name its certificate
+/// must carry), or whichever primary the sentinels name.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Direct(ConnectionInfo),
+    Direct(ConnectionInfo, Option<String>),
     Sentinel(Rc<SentinelSpec>),
 }
 
 /// Parses the `redis` setting; a host name is resolved here, once.
 pub fn target(url: &str) -> Result<Target, String> {
-    let info = match parse_url(url)? {
-        Target::Direct(info) => info,
+    let (info, tls_name) = match parse_url(url)? {
+        Target::Direct(info, tls_name) => (info, tls_name),
         sentinel @ Target::Sentinel(_) => return Ok(sentinel),
     };
     let resolved = match info.addr() {
@@ -120,21 +156,11 @@ pub fn target(url: &str) -> Result<Target, String> {
         }
         _ => None,
     };
-    Ok(Target::Direct(match resolved {
+    let info = match resolved {
         Some(addr) => info.set_addr(addr),
         None => info,
-    }))
-}
-
-fn manager(info: ConnectionInfo) -> Result<ConnectionManager, String> {
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(None)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(2);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
+    };
+    Ok(Target::Direct(info, tls_name))
 }
 
 fn call_failure(e: &RedisError) -> CallResult {
@@ -152,17 +178,36 @@ impl Cluster {
     /// unreachable is not: the node starts, decides locally, and checks
     /// before its first shared decision.
     pub async fn connect(opts: &Options) -> Result<Cluster, String> {
+        let tls = match (wants_tls(&opts.url), &opts.tls) {
+            (true, None) => return Err(format!("{:?}: TLS settings missing", opts.url)),
+            (true, Some(setup)) => {
+                if setup.insecure {
+                    warn!(
+                        "[cluster] tls_insecure = true: the certificate of redis at {:?} is NOT \
+                         verified; anyone on the path can read and write the greylist. For tests \
+                         only: remove it and set ca_file",
+                        opts.url
+                    );
+                }
+                Some(setup.clone())
+            }
+            (false, _) => None,
+        };
         let (conn, sentinel) = match target(&opts.url)? {
-            Target::Direct(info) => (
-                Some(manager(info).map_err(|e| format!("{:?}: {e}", opts.url))?),
-                None,
-            ),
+            Target::Direct(info, name) => {
+                let tls_arg = tls.as_ref().zip(name.as_deref());
+                (
+                    Some(conn::open(info, tls_arg).map_err(|e| format!("{:?}: {e}", opts.url))?),
+                    None,
+                )
+            }
             Target::Sentinel(spec) => (None, Some(spec)),
         };
         let hash = redis::Script::new(script::SOURCE).get_hash().to_string();
         let cluster = Cluster {
             conn: Rc::new(RefCell::new(conn)),
             sentinel,
+            tls,
             primary: Rc::new(Cell::new(None)),
             sha: hash.into(),
             fingerprint: opts.secret.fingerprint_hex().into(),
@@ -171,6 +216,7 @@ impl Cluster {
                 breaker: Breaker::default(),
                 verified: Verified::NotYet,
             })),
+            settings_generation: Rc::new(Cell::new(0)),
         };
         let check = async {
             if cluster.sentinel.is_some() {
@@ -187,6 +233,15 @@ impl Cluster {
                     opts.url, cluster.fingerprint
                 ));
             }
+            Ok(Err(Check::Schema(why))) => error!(
+                "redis at {:?} refused: {why}; this host decides locally (Redis-Schema-Bad)",
+                opts.url
+            ),
+            Ok(Err(Check::Failed(e))) if e.contains("TLS handshake") => error!(
+                "redis at {:?}: {e}; check [cluster] ca_file and the server's certificate \
+                 (name, dates, CA): deciding locally until a handshake succeeds",
+                opts.url
+            ),
             Ok(Err(Check::Failed(e))) => warn!(
                 "redis at {:?} unreachable at start ({e}): deciding locally until it answers",
                 opts.url
@@ -201,7 +256,7 @@ impl Cluster {
     }
 
     /// The current connection; `Failed` while no primary is known.
-    fn connection(&self) -> Result<ConnectionManager, String> {
+    fn connection(&self) -> Result<Conn, String> {
         self.conn
             .borrow()
             .clone()
@@ -213,13 +268,15 @@ impl Cluster {
         let Some(spec) = &self.sentinel else {
             return;
         };
-        let Some(addr) = spec.primary(per_sentinel).await else {
+        let Some(addr) = spec.primary(per_sentinel, self.tls.as_ref()).await else {
             return;
         };
         if self.primary.get() == Some(addr) && self.conn.borrow().is_some() {
             return;
         }
-        match spec.info_for(addr).and_then(manager) {
+        let name = addr.ip().to_string();
+        let tls = self.tls.as_ref().map(|t| (t, name.as_str()));
+        match spec.info_for(addr).and_then(|info| conn::open(info, tls)) {
             Ok(m) => {
                 info!("redis primary is {addr} (from the sentinels)");
                 self.primary.set(Some(addr));
@@ -245,20 +302,40 @@ impl Cluster {
             Value::BulkString(b) => Err(Check::Mismatch(String::from_utf8_lossy(b).into_owned())),
             other => Err(Check::Mismatch(format!("{other:?}"))),
         };
-        self.inner.borrow_mut().verified = match result {
-            Ok(()) => Verified::Yes,
-            Err(_) => Verified::Mismatch,
-        };
-        result
+        if let Err(e) = result {
+            self.inner.borrow_mut().verified = Verified::Mismatch;
+            return Err(e);
+        }
+        match schema::check(&mut conn).await.map_err(Check::Failed)? {
+            Schema::Current => {
+                self.inner.borrow_mut().verified = Verified::Yes;
+                Ok(())
+            }
+            Schema::Refused(why) => {
+                let mut inner = self.inner.borrow_mut();
+                inner.verified = Verified::SchemaRefused;
+                inner.breaker.note_schema_refused();
+                Err(Check::Schema(why))
+            }
+        }
     }
 
     /// A connection for an administrator's command (`admin.rs`): the
     /// primary found and the secret checked as for a decision, but past
     /// the breaker: a command is rare and its caller waits for an answer.
     /// The caller bounds the time.
-    pub(super) async fn admin_connection(&self) -> Result<ConnectionManager, String> {
-        if self.inner.borrow().verified == Verified::Mismatch {
-            return Err("redis holds the fingerprint of another hashing secret".to_string());
+    pub(super) async fn admin_connection(&self) -> Result<Conn, String> {
+        match self.inner.borrow().verified {
+            Verified::Mismatch => {
+                return Err("redis holds the fingerprint of another hashing secret".to_string());
+            }
+            Verified::SchemaRefused => {
+                return Err(format!(
+                    "redis holds a {} this release does not know (see the log)",
+                    schema::SCHEMA_KEY
+                ));
+            }
+            Verified::Yes | Verified::NotYet => {}
         }
         if self.conn.borrow().is_none() {
             self.rediscover(self.timeout).await;
@@ -271,6 +348,7 @@ impl Cluster {
                         "redis holds the fingerprint {theirs} of another hashing secret"
                     ));
                 }
+                Err(Check::Schema(why)) => return Err(why),
                 Err(Check::Failed(e)) => return Err(e),
             }
         }
@@ -280,6 +358,24 @@ impl Cluster {
     /// The bound of one call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// This host refuses this Redis for good (another secret, a schema it
+    /// does not know).
+    pub(super) fn refused(&self) -> bool {
+        matches!(
+            self.inner.borrow().verified,
+            Verified::Mismatch | Verified::SchemaRefused
+        )
+    }
+
+    pub(super) fn settings_generation(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.settings_generation)
+    }
+
+    /// Records how many settings keys differ from the cluster's.
+    pub(super) fn note_settings_differ(&self, keys: usize) {
+        self.inner.borrow_mut().breaker.note_settings_differ(keys);
     }
 
     /// Counts a recipient answered from the local cache.
@@ -302,7 +398,7 @@ impl Cluster {
     ) -> Option<impl Future<Output = Option<Reply>> + 'static> {
         let probe = {
             let mut inner = self.inner.borrow_mut();
-            if inner.verified == Verified::Mismatch {
+            if matches!(inner.verified, Verified::Mismatch | Verified::SchemaRefused) {
                 inner.breaker.note_fallback();
                 return None;
             }
@@ -367,6 +463,14 @@ impl Cluster {
                     );
                     None
                 }
+                Ok(Err(CallError::Schema(why))) => {
+                    inner.breaker.record(CallResult::Error, now);
+                    error!(
+                        "redis refused: {why}; this node decides locally from now on \
+                         (Redis-Schema-Bad)"
+                    );
+                    None
+                }
                 Err(_) => {
                     inner.breaker.record(CallResult::Timeout, now);
                     None
@@ -381,6 +485,7 @@ impl Cluster {
             match self.check_fingerprint().await {
                 Ok(()) => info!("redis reachable, shared secret matches"),
                 Err(Check::Mismatch(theirs)) => return Err(CallError::Mismatch(theirs)),
+                Err(Check::Schema(why)) => return Err(CallError::Schema(why)),
                 Err(Check::Failed(e)) => {
                     return Err(CallError::Redis(RedisError::from((
                         redis::ErrorKind::Io,
@@ -422,6 +527,8 @@ impl Cluster {
 
 enum Check {
     Mismatch(String),
+    /// The schema check refused this Redis: why.
+    Schema(String),
     Failed(String),
 }
 
@@ -429,4 +536,5 @@ enum CallError {
     Redis(RedisError),
     Reply(String),
     Mismatch(String),
+    Schema(String),
 }

@@ -7,15 +7,23 @@
 //! * [`admin`]: an administrator's check, allow, forget and flush on Redis.
 //! * [`client`]: the connection, the bounded call, the secret check.
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
+//! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
+//! * [`settings`]: the cluster's timing settings and the drift warning.
+//! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
+//! * [`conn`]: one connection type, plain or TLS.
 
 pub mod admin;
 pub mod breaker;
 pub mod client;
+pub mod conn;
+pub mod schema;
 pub mod script;
 pub mod secret;
 pub mod sentinel;
+pub mod settings;
+pub mod tls;
 
 pub use breaker::ClusterCounters;
 pub use client::{Cluster, Options};

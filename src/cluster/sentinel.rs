@@ -1,6 +1,7 @@
 //! Following a Redis Sentinel failover: `redis+sentinel://` URLs.
 //!
-//! `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`: the
+//! `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`
+//! (`rediss+sentinel://`: TLS to the sentinels and the primary): the
 //! sentinels (IP literals only, so nothing is ever resolved) are asked
 //! `SENTINEL get-master-addr-by-name MASTER` in turn; the credentials and
 //! database apply to the primary. The client asks at start and again before
@@ -13,7 +14,12 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value};
 
+use super::conn;
+use super::tls::TlsSetup;
+
 pub const SCHEME: &str = "redis+sentinel://";
+/// The same with TLS to the sentinels and to the primary.
+pub const TLS_SCHEME: &str = "rediss+sentinel://";
 
 #[derive(Debug, Clone)]
 pub struct SentinelSpec {
@@ -27,6 +33,7 @@ pub struct SentinelSpec {
 pub fn parse(url: &str) -> Result<SentinelSpec, String> {
     let rest = url
         .strip_prefix(SCHEME)
+        .or_else(|| url.strip_prefix(TLS_SCHEME))
         .ok_or_else(|| format!("{url:?}: not a {SCHEME} URL"))?;
     let (creds, rest) = match rest.rsplit_once('@') {
         Some((c, r)) => (Some(c), r),
@@ -77,23 +84,32 @@ impl SentinelSpec {
     }
 
     /// Asks the sentinels in turn for the primary's address, each within
-    /// `per_sentinel`. `None`: no sentinel knew.
-    pub async fn primary(&self, per_sentinel: Duration) -> Option<SocketAddr> {
+    /// `per_sentinel` (over TLS with `tls`: a sentinel's certificate must
+    /// name its IP address). `None`: no sentinel knew.
+    pub async fn primary(
+        &self,
+        per_sentinel: Duration,
+        tls: Option<&TlsSetup>,
+    ) -> Option<SocketAddr> {
         for s in &self.sentinels {
             let ask = async {
-                let client = redis::Client::open(
-                    ConnectionAddr::Tcp(s.ip().to_string(), s.port())
-                        .into_connection_info()
-                        .ok()?,
-                )
-                .ok()?;
-                let mut c = client.get_multiplexed_async_connection().await.ok()?;
-                let v: Value = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&self.master)
-                    .query_async(&mut c)
-                    .await
+                let info = ConnectionAddr::Tcp(s.ip().to_string(), s.port())
+                    .into_connection_info()
                     .ok()?;
+                let mut ask = redis::cmd("SENTINEL");
+                ask.arg("get-master-addr-by-name").arg(&self.master);
+                let v: Value = match tls {
+                    Some(t) => {
+                        let name = s.ip().to_string();
+                        let mut c = conn::open(info, Some((t, name.as_str()))).ok()?;
+                        ask.query_async(&mut c).await.ok()?
+                    }
+                    None => {
+                        let client = redis::Client::open(info).ok()?;
+                        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                        ask.query_async(&mut c).await.ok()?
+                    }
+                };
                 address(&v)
             };
             if let Ok(Some(a)) = tokio::time::timeout(per_sentinel, ask).await {

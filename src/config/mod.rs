@@ -398,6 +398,9 @@ impl Config {
                 ),
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.check_relations()?;
+        }
         // A cluster node asks Redis after the lookups, in the same wait.
         if let Some(cluster) = &self.cluster
             && self.dns_settings().wanted()

@@ -145,6 +145,10 @@ mod tests {
             redis: crate::config::cluster::RedisUrl("redis://127.0.0.1:6379".into()),
             secret_file: "/etc/greymilter/cluster.key".into(),
             timeout: Default::default(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_insecure: false,
         });
         assert_eq!(
             keep_restart_only(&running, &mut changed).len(),

@@ -66,6 +66,23 @@ pub enum ControlCommand {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// The shared state of several MX hosts (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        verb: ClusterVerb,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterVerb {
+    /// Make this host's timing settings (delay, retry_window,
+    /// whitelist_lifetime, auto_whitelist_after, the prefixes,
+    /// normalize_sender, spf) the cluster's: hosts that differ from them
+    /// warn at their next start or reload.
+    AdoptSettings {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +135,10 @@ impl ControlCommand {
             | ControlCommand::Allow { socket, .. }
             | ControlCommand::Forget { socket, .. }
             | ControlCommand::Flush { socket, .. }
-            | ControlCommand::Reload { socket } => socket,
+            | ControlCommand::Reload { socket }
+            | ControlCommand::Cluster {
+                verb: ClusterVerb::AdoptSettings { socket },
+            } => socket,
         }
     }
 
@@ -166,6 +186,9 @@ impl ControlCommand {
             ControlCommand::Forget { what, .. } => format!("forget {}", target(what)),
             ControlCommand::Flush { .. } => "flush pending".to_string(),
             ControlCommand::Reload { .. } => "reload".to_string(),
+            ControlCommand::Cluster {
+                verb: ClusterVerb::AdoptSettings { .. },
+            } => "cluster adopt-settings".to_string(),
         };
         // Through the daemon's own parser: the same checks on both sides.
         super::protocol::parse(line.as_bytes())

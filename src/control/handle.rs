@@ -159,6 +159,9 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
         Command::Check { .. } | Command::Stats | Command::Reload => {
             Reply::error("handled by the daemon")
         }
+        Command::AdoptSettings => {
+            Reply::error("this host has no [cluster] section: there are no shared settings")
+        }
     }
 }
 

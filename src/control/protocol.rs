@@ -74,6 +74,9 @@ pub enum Command {
     FlushPending,
     Stats,
     Reload,
+    /// `cluster adopt-settings`: this host's timing settings become the
+    /// cluster's (`crate::cluster::settings`).
+    AdoptSettings,
 }
 
 /// Parses one command line (a trailing `\n` or `\r\n` is allowed).
@@ -149,6 +152,10 @@ pub fn parse(line: &[u8]) -> Result<Command, String> {
         "flush" => match args.bare.take() {
             Some("pending") => Command::FlushPending,
             _ => return Err("flush: only `flush pending` exists".to_string()),
+        },
+        "cluster" => match args.bare.take() {
+            Some("adopt-settings") => Command::AdoptSettings,
+            _ => return Err("cluster: only `cluster adopt-settings` exists".to_string()),
         },
         "stats" => Command::Stats,
         "reload" => Command::Reload,
@@ -311,6 +318,7 @@ impl Command {
             Command::FlushPending => "flush pending".to_string(),
             Command::Stats => "stats".to_string(),
             Command::Reload => "reload".to_string(),
+            Command::AdoptSettings => "cluster adopt-settings".to_string(),
         }
     }
 
@@ -341,6 +349,7 @@ mod tests {
             "flush pending",
             "stats",
             "reload",
+            "cluster adopt-settings",
         ] {
             let c = parse(line.as_bytes()).unwrap();
             assert_eq!(c.to_line(), line);
@@ -377,6 +386,10 @@ mod tests {
             ),
             ("allow sender-domain=a..b for=1h", "a..b: not a domain"),
             ("flush all", "flush: only `flush pending` exists"),
+            (
+                "cluster forget-settings",
+                "cluster: only `cluster adopt-settings` exists",
+            ),
             ("stats now", "unexpected \"now\""),
             ("stats x=1", "unexpected argument x="),
             ("reload\0", "control characters in the line"),

@@ -10,6 +10,7 @@ use super::logging::Logging;
 use super::privileges::{self, Identity};
 use super::serve::{Daemon, Setup, bind_admin};
 use super::signals::SignalEvents;
+use crate::cluster::tls::TlsSetup;
 use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
 use crate::config::cluster::ClusterConfig;
@@ -52,7 +53,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         group: socket_group(config.policy.socket_group.as_deref())?,
     };
 
-    // Read before privileges are dropped: the key may be readable by root only.
+    // Read before privileges are dropped: the secret and the TLS key may
+    // be readable by root only.
     let cluster_options = config.cluster.as_ref().map(cluster_options).transpose()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -128,6 +130,11 @@ fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
         url: c.redis.0.clone(),
         secret: SharedSecret::load(&c.secret_file)?,
         timeout: c.timeout.0,
+        tls: c
+            .tls()
+            .then(|| TlsSetup::load(&c.tls_files()))
+            .transpose()
+            .map_err(|(_, e)| e)?,
     })
 }
 

@@ -334,6 +334,7 @@ impl Daemon {
         });
         let lag_ticker = tokio::task::spawn_local(loop_lag::watch(self.loop_lag.clone()));
         let (sync_tx, mut sync_rx) = tokio::sync::mpsc::channel::<admin::SharedSync>(2);
+        self.watch_cluster_settings();
         let watcher = self.factory.pipeline().cluster().cloned().map(|c| {
             tokio::task::spawn_local(admin::watch_shared(c, self.engine.clone(), sync_tx))
         });
@@ -468,7 +469,17 @@ impl Daemon {
         super::announce::configuration(&new);
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
+        self.watch_cluster_settings();
         Ok(interval_changed)
+    }
+
+    /// Compares this host's timing settings with the cluster's, in the
+    /// background (`cluster::settings`): at start and after each reload.
+    fn watch_cluster_settings(&self) {
+        if let Some(cluster) = self.factory.pipeline().cluster() {
+            let ours = crate::config::cluster::shared_settings(&self.config);
+            cluster.watch_settings(crate::cluster::settings::SharedSettings::new(ours));
+        }
     }
 
     /// SIGUSR1: the report to the log and, if configured, to the stats file.

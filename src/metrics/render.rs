@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::ClusterCounters;
 use crate::greylist::stats::Snapshot;
 
 /// Everything one scrape shows.
@@ -25,6 +26,8 @@ pub struct Input {
     /// `None`: no state file, no checkpoints.
     pub checkpoint: Option<CheckpointFigures>,
     pub allowances: u64,
+    /// A cluster node's Redis counters.
+    pub cluster: Option<ClusterCounters>,
     /// The main loop's lateness (`crate::daemon::loop_lag`).
     pub loop_lag: Option<HistogramData>,
 }
@@ -217,6 +220,9 @@ pub fn render(input: &Input) -> String {
             g,
         );
     }
+    if let Some(c) = &input.cluster {
+        cluster(&mut reg, c);
+    }
     if let Some(lag) = &input.loop_lag {
         reg.register(
             "event_loop_lag_seconds",
@@ -229,6 +235,62 @@ pub fn render(input: &Input) -> String {
         out.clear();
     }
     out
+}
+
+/// A cluster node's lines: the `Redis-*` lines of the report.
+fn cluster(reg: &mut Registry, c: &ClusterCounters) {
+    counter(
+        reg,
+        "redis_calls",
+        "Calls to Redis that got a reply",
+        c.round_trips,
+    );
+    counter(
+        reg,
+        "redis_cached",
+        "Recipients answered from the local cache of whitelisted tuples",
+        c.answered_locally,
+    );
+    counter(
+        reg,
+        "redis_fallbacks",
+        "Recipients decided locally because Redis could not be asked or did not answer",
+        c.fallbacks,
+    );
+    counters(
+        reg,
+        "redis_failures",
+        "Redis calls that failed, by kind",
+        &[
+            (&[("kind", "timeout")], c.timeouts),
+            (&[("kind", "error")], c.errors),
+        ],
+    );
+    counter(
+        reg,
+        "redis_breaker_openings",
+        "Times the breaker opened",
+        c.breaker_openings,
+    );
+    counter(reg, "redis_junk", "Junk found at a greymilter key", c.junk);
+    counter(
+        reg,
+        "redis_local_seconds",
+        "Seconds spent deciding locally because Redis was down",
+        c.local_mode.as_secs(),
+    );
+    gauge(
+        reg,
+        "cluster_schema_refused",
+        "1 while this host refuses Redis for a schema version it does not know",
+        c.schema_refused,
+    );
+    gauge(
+        reg,
+        "cluster_settings_differ",
+        "Timing settings of this host that differ from the cluster's (last check)",
+        c.settings_differ,
+    );
 }
 
 /// The classic Prometheus text format (0.0.4) of an OpenMetrics text, for

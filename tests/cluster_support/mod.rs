@@ -5,6 +5,8 @@
 //! fail when `CI` is set (`.ci/install-redis.sh` installs it).
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +44,7 @@ pub fn redis_present() -> bool {
     found
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     l.local_addr().unwrap().port()
 }
@@ -299,5 +301,6 @@ pub fn options(url: String, timeout: Duration) -> greymilter::cluster::Options {
         url,
         secret: greymilter::cluster::SharedSecret::from_bytes(b"0123456789abcdef").unwrap(),
         timeout,
+        tls: None,
     }
 }

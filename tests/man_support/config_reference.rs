@@ -403,7 +403,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             restart(
                 "redis",
-                "Required. `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]`, or `redis+sentinel://[user:password@]IP:PORT[,IP:PORT...]/MASTER[/DB]`. A host name is resolved once at start.",
+                "Required. `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]`, or `redis+sentinel://[user:password@]IP:PORT[,IP:PORT...]/MASTER[/DB]`; `rediss://` and `rediss+sentinel://` for TLS (docs/cluster-tls.md). A host name is resolved once at start; with TLS the certificate must name the host as written.",
             )
             .like("\"redis://127.0.0.1:6379/0\""),
             restart(
@@ -414,6 +414,25 @@ pub const SECTIONS: &[Section] = &[
             restart(
                 "timeout",
                 "Budget of one Redis call (milliseconds allowed, at most 5 s); past it, or on any error, the host decides with its own table.",
+            ),
+            restart(
+                "ca_file",
+                "TLS only: the CA certificates (PEM) that sign Redis' certificate (and the sentinels'). Unset: the system's trusted roots. Read at start, before privileges are dropped.",
+            )
+            .like("\"/etc/greymilter/redis-ca.pem\""),
+            restart(
+                "cert_file",
+                "TLS only: this host's client certificate (PEM, the chain after it), for a Redis with `tls-auth-clients yes`. Needs `key_file`.",
+            )
+            .like("\"/etc/greymilter/mx1.crt\""),
+            restart(
+                "key_file",
+                "TLS only: the private key (PEM) of `cert_file`; may be readable by root only.",
+            )
+            .like("\"/etc/greymilter/mx1.key\""),
+            restart(
+                "tls_insecure",
+                "TLS only, for tests: `true` accepts any certificate (no CA, name or date check), warned about at start. Never in production: anyone on the path could read and write the greylist.",
             ),
         ],
     },

@@ -209,6 +209,7 @@ impl Lab {
                 url: redis.url(),
                 secret: SharedSecret::from_bytes(SECRET)?,
                 timeout: self.cluster_timeout,
+                tls: None,
             })
         } else {
             None

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 
 use super::Daemon;
 use crate::cluster::Cluster;
+use crate::cluster::settings::{SharedSettings, adopted_message};
 use crate::config::Config;
+use crate::config::cluster::shared_settings;
 use crate::control::check;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
@@ -141,6 +143,12 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
+        if let (Command::AdoptSettings, Some(cluster)) =
+            (&request.command, self.factory.pipeline().cluster().cloned())
+        {
+            self.adopt_settings(cluster, request);
+            return false;
+        }
         if let Command::Check { .. } = request.command {
             // DNS (and Redis) may be asked: in a task of its own, so the
             // loop never waits.
@@ -189,6 +197,31 @@ impl Daemon {
         };
         let _ = request.reply.send(reply);
         interval_changed
+    }
+
+    /// `cluster adopt-settings`: this host's settings become the cluster's,
+    /// in a task of its own (the loop never waits for Redis).
+    fn adopt_settings(&self, cluster: Cluster, request: ControlRequest) {
+        let ours = SharedSettings::new(shared_settings(&self.config));
+        let uid = request.uid;
+        tokio::task::spawn_local(async move {
+            let answer =
+                match tokio::time::timeout(shared::SHARED_DEADLINE, cluster.adopt_settings(&ours))
+                    .await
+                {
+                    Ok(Ok(changed)) => {
+                        let message = adopted_message(&changed);
+                        tracing::warn!(uid, "control: cluster adopt-settings: {message}");
+                        Reply::ok(message)
+                    }
+                    Ok(Err(e)) => Reply::error(format!("redis: {e}")),
+                    Err(_) => Reply::error(format!(
+                        "redis did not answer within {} s",
+                        shared::SHARED_DEADLINE.as_secs()
+                    )),
+                };
+            let _ = request.reply.send(answer);
+        });
     }
 
     /// A command at a cluster node: this node's part now, Redis' part in
@@ -283,6 +316,7 @@ impl Daemon {
                 last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
             }),
             allowances: self.allows.len() as u64,
+            cluster: self.factory.pipeline().cluster().map(Cluster::counters),
             loop_lag: Some(self.loop_lag_histogram()),
         })
     }
