@@ -6,10 +6,17 @@
 //! cargo run --release --example state_bench -- --tuples 10M [--out FILE]
 //! ```
 //!
-//! 1. Fills an engine through `decide_rcpt` (the real path: addresses
-//!    normalised and hashed) with `--tuples` distinct tuples drawn from the
-//!    address model in BENCHMARKS.md, then retries one in five after the
-//!    delay (whitelisted). Resident memory (VmRSS) before and after.
+//! 1. Fills an engine from empty through `decide_rcpt` (the real path:
+//!    addresses normalised and hashed) with `--tuples` distinct tuples
+//!    drawn from the address model in BENCHMARKS.md, paced at
+//!    `--fill-rate` decisions per second in 1 ms batches on a
+//!    current_thread runtime with a 1 ms ticker running, as in the daemon:
+//!    every decision is timed (`fill_worst_ms`, the worst single one: an
+//!    index growth shows here) and so is the ticker's lateness
+//!    (`fill_lag_max_ms`, which also holds one batch). Then retries one in
+//!    five after the delay (whitelisted), and times `--decide` new-tuple
+//!    decisions on the full table in a tight loop (`decide_per_s`).
+//!    Resident memory (VmRSS) before and after.
 //! 2. Writes the state with `write_atomically` (temp file, fsync, rename:
 //!    what the checkpoint child does) to `--out`, timed in this process.
 //! 3. Mimics the daemon's main loop on a current_thread runtime: a 1 ms
@@ -21,6 +28,8 @@
 //!    while the child runs (copy-on-write faults), and the child's time.
 //! 4. Drops the engine, reads the file back and restores it into a fresh
 //!    engine, timed; resident bytes per restored tuple.
+//! 5. Times, on that engine, the worst maintenance slice and the control
+//!    socket's walks of the whole table (`forget` of a network, `flush`).
 //!
 //! `--out` defaults to a file in the current directory; keep it on the
 //! disk the daemon's state would be on (fsync times differ on tmpfs).
@@ -61,6 +70,13 @@ struct Args {
     /// Keep the state file (to start the daemon on it).
     #[arg(long)]
     keep: bool,
+    /// Decisions per second while filling; 0: as fast as possible (1000
+    /// per batch).
+    #[arg(long, default_value_t = 250_000)]
+    fill_rate: u64,
+    /// New-tuple decisions timed on the full table.
+    #[arg(long, default_value = "1M", value_parser = count)]
+    decide: usize,
     /// New-tuple decisions per second during the fork phase.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -136,8 +152,8 @@ impl Filler {
 
 fn settings(tuples: usize) -> Settings {
     Settings {
-        // Room for the tuples added during the fork phase: no eviction.
-        max_tuples: tuples * 2 + 1_000_000,
+        // Room for the tuples added after the fill: no eviction.
+        max_tuples: tuples * 2 + 3_000_000,
         ..Settings::default()
     }
 }
@@ -151,21 +167,30 @@ fn main() -> Result<(), String> {
     let rss_empty = vm_rss_kib();
     let mut engine = Engine::new(settings(args.tuples), Box::new(clock.clone()));
     let mut filler = Filler::new(args.networks.unwrap_or(args.tuples / 5).max(1) as u64);
-    let started = Instant::now();
-    for i in 0..args.tuples as u64 {
-        filler.decide(&mut engine, i);
-    }
-    let fill = started.elapsed();
+    let filled = fill_phase(&mut engine, &mut filler, args.tuples as u64, args.fill_rate)?;
+    let fill = filled.elapsed;
     clock.advance(301);
     for i in (0..args.tuples as u64).step_by(5) {
         filler.decide(&mut engine, i);
     }
+    // Steady state on the full table (beyond the fork phase's numbers).
+    let started = Instant::now();
+    let first = args.tuples as u64 * 4;
+    for i in first..first + args.decide as u64 {
+        filler.decide(&mut engine, i);
+    }
+    let decide_per_s = args.decide as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "fill: worst single decision {:.2} ms, ticker at worst {:.2} ms late; then {decide_per_s:.0} new-tuple decisions/s on the full table",
+        filled.worst_decide.as_secs_f64() * 1e3,
+        filled.worst_tick.as_secs_f64() * 1e3
+    );
     let rss_full = vm_rss_kib();
     let huge_full = anon_huge_kib();
     let s = engine.stats();
     let per_tuple = |kib: u64| kib as f64 * 1024.0 / s.tuples.max(1) as f64;
     println!(
-        "filled {} tuples ({} whitelisted, {} networks) in {:.1} s = {:.0} new-tuple decisions/s",
+        "filled {} tuples ({} whitelisted, {} networks) in {:.1} s = {:.0} new-tuple decisions/s (paced)",
         s.tuples,
         s.whitelisted,
         s.ips,
@@ -210,26 +235,124 @@ fn main() -> Result<(), String> {
         read.as_millis(),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64
     );
+    let walks = admin_walks(&mut fresh);
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
         per_tuple(rss_full.saturating_sub(rss_empty)),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64,
         args.tuples as f64 / fill.as_secs_f64(),
+        filled.worst_decide.as_secs_f64() * 1e3,
+        filled.worst_tick.as_secs_f64() * 1e3,
+        decide_per_s,
         write.as_millis(),
         f.fork_call.as_secs_f64() * 1e3,
         f.worst_tick.as_secs_f64() * 1e3,
         f.worst_decide.as_secs_f64() * 1e3,
         f.child.as_millis(),
-        restore.as_millis()
+        restore.as_millis(),
+        walks[0].as_secs_f64() * 1e3,
+        walks[1].as_secs_f64() * 1e3,
+        walks[2].as_secs_f64() * 1e3
     );
     if !args.keep {
         let _ = std::fs::remove_file(&args.out);
     }
     Ok(())
+}
+
+/// Step 5, on the restored engine: the worst of 2,000 maintenance slices
+/// (an expiry pass under way), then the control socket's table walks:
+/// `forget` of a /16 and `flush`.
+fn admin_walks(engine: &mut Engine) -> [Duration; 3] {
+    let mut worst = Duration::ZERO;
+    for _ in 0..2000 {
+        let t = Instant::now();
+        engine.maintain();
+        worst = worst.max(t.elapsed());
+    }
+    let t = Instant::now();
+    let forgot = "10.1.0.0/16".parse().map(|n| engine.forget_network(n));
+    let forget = t.elapsed();
+    let t = Instant::now();
+    let flushed = engine.flush_pending();
+    let flush = t.elapsed();
+    println!(
+        "walks: maintenance slice at worst {:.2} ms; forget 10.1.0.0/16 {:.2} ms ({forgot:?}); flush {:.2} ms ({flushed} pending)",
+        worst.as_secs_f64() * 1e3,
+        forget.as_secs_f64() * 1e3,
+        flush.as_secs_f64() * 1e3
+    );
+    [worst, forget, flush]
+}
+
+struct FillFigures {
+    elapsed: Duration,
+    worst_decide: Duration,
+    worst_tick: Duration,
+}
+
+/// Step 1: the fill, paced, with the loop ticker (see the module docs).
+fn fill_phase(
+    engine: &mut Engine,
+    filler: &mut Filler,
+    tuples: u64,
+    rate: u64,
+) -> Result<FillFigures, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let done = Cell::new(false);
+    let worst_tick = Cell::new(Duration::ZERO);
+    let mut worst_decide = Duration::ZERO;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let ticker = async {
+            let mut last = Instant::now();
+            while !done.get() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let late = last.elapsed().saturating_sub(Duration::from_millis(1));
+                worst_tick.set(worst_tick.get().max(late));
+                last = Instant::now();
+            }
+        };
+        let fill = async {
+            let per_batch = if rate == 0 {
+                1000
+            } else {
+                (rate / 1000).max(1)
+            };
+            let mut i = 0;
+            let mut batch = 0u32;
+            while i < tuples {
+                for _ in 0..per_batch.min(tuples - i) {
+                    let t = Instant::now();
+                    filler.decide(engine, i);
+                    worst_decide = worst_decide.max(t.elapsed());
+                    i += 1;
+                }
+                batch += 1;
+                let next = started + Duration::from_millis(u64::from(batch));
+                if rate == 0 || Instant::now() >= next {
+                    // Behind the pace: let the ticker run, go on at once.
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            done.set(true);
+        };
+        tokio::join!(ticker, fill);
+    });
+    Ok(FillFigures {
+        elapsed: started.elapsed(),
+        worst_decide,
+        worst_tick: worst_tick.get(),
+    })
 }
 
 #[derive(Debug, Default)]

@@ -22,7 +22,7 @@
     )
 )]
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -31,11 +31,13 @@ pub mod daemon;
 pub mod dns;
 pub mod files;
 pub mod greylist;
+pub mod import;
 pub mod lists;
 pub mod memory;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod milter;
 pub mod pipeline;
-pub mod ratelimit;
+pub mod postfix_policy;
+pub(crate) mod ratelimit;
 pub mod reply;
-pub mod slots;
+pub(crate) mod slots;

@@ -34,10 +34,14 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config.as_deref()),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Stats { timeout } => stats(cli.config.as_deref(), timeout),
+        Command::Stats { socket, timeout } => stats(cli.config.as_deref(), socket, timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::Import(args) => match load(cli.config.as_deref()) {
+            Ok((config, _)) => ExitCode::from(greymilter::import::cli::run(&args, &config)),
+            Err(code) => code,
+        },
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
-        Command::Control(cmd) => match load(cli.config.as_deref()) {
+        Command::Control(cmd) => match load_for_control(cli.config.as_deref()) {
             Ok((config, _)) => {
                 greymilter::control::cli::run(&cmd, config.control.socket.as_deref())
             }
@@ -59,9 +63,23 @@ fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ExitCode> {
+    load_with(explicit, Config::load)
+}
+
+/// The configuration as the control commands read it: where the daemon's
+/// sockets and files are, without the list files (a broken one must not
+/// keep `greymilter reload` from reaching the daemon).
+fn load_for_control(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ExitCode> {
+    load_with(explicit, Config::load_without_lists)
+}
+
+fn load_with(
+    explicit: Option<&Path>,
+    read: fn(&Path) -> Result<Config, config::ConfigError>,
+) -> Result<(Config, Option<PathBuf>), ExitCode> {
     let path = config_path(explicit);
     match &path {
-        Some(p) => match Config::load(p) {
+        Some(p) => match read(p) {
             Ok(c) => Ok((c, path)),
             Err(e) => {
                 eprintln!("{e}");
@@ -98,6 +116,16 @@ fn run(explicit: Option<&Path>) -> ExitCode {
     if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
         return code;
     }
+    // The same refusals as check-config, with the same file:line:col.
+    if let Some(p) = &path {
+        let errors = config.preflight(p).errors;
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        if !errors.is_empty() {
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     match daemon::run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -115,6 +143,18 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
     };
     if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
         return code;
+    }
+    if let Some(p) = &path {
+        let findings = config.preflight(p);
+        for warning in &findings.warnings {
+            eprintln!("{warning}");
+        }
+        for error in &findings.errors {
+            eprintln!("{error}");
+        }
+        if !findings.errors.is_empty() {
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     match &path {
         Some(p) => println!("# {}: OK", p.display()),
@@ -134,8 +174,12 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
-    let (config, _) = match load(explicit) {
+fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) -> ExitCode {
+    if let Some(socket) = &socket {
+        use greymilter::control::{cli, protocol};
+        return cli::send(socket, &protocol::Command::Stats, timeout);
+    }
+    let (config, _) = match load_for_control(explicit) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -144,7 +188,9 @@ fn stats(explicit: Option<&Path>, timeout: Duration) -> ExitCode {
         return cli::send(socket, &protocol::Command::Stats, timeout);
     }
     let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
-        eprintln!("greymilter stats needs [daemon] pidfile and [stats] file in the configuration");
+        eprintln!(
+            "greymilter: no way to reach the daemon: pass --socket PATH or set [control] socket, or set both [daemon] pidfile and [stats] file"
+        );
         return ExitCode::from(EXIT_CONFIG);
     };
     let pid = match daemon::pidfile::read(pidfile) {
@@ -201,6 +247,23 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // A server with nothing listening is said so at once, rather than as a
+    // timeout after the resolver's full wait.
+    let refused: Vec<String> = config
+        .dns
+        .servers
+        .iter()
+        .map(|s| s.0)
+        .filter(|s| greymilter::dns::spf_walk::refuses_queries(*s, config.dns.timeout.0))
+        .map(|s| s.to_string())
+        .collect();
+    if !refused.is_empty() && refused.len() == config.dns.servers.len() {
+        eprintln!(
+            "greymilter spf-walk: the DNS server(s) {} refused the query: nothing listens there (see [dns] servers)",
+            refused.join(", ")
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    }
     // The resolver is built inside the runtime it spawns its tasks on.
     let walk = runtime.block_on(async {
         let resolver = greymilter::dns::build_resolver(&config.dns_settings())?;

@@ -527,10 +527,20 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
             .unwrap();
         assert_eq!(node.epoch().await.unwrap(), None);
 
-        // peek reads both states and changes nothing.
+        // peek reads both states and changes nothing: every key, its
+        // value and its expiry are the same after the peeks.
+        let stored = r.snapshot();
+        let peeked = node.peek(&pending).await.unwrap();
+        assert!(
+            matches!(
+                peeked.tuple,
+                Some((greymilter::cluster::admin::SharedTuple::Pending { first_seen }, Some(_)))
+                    if first_seen == u64::from(t)
+            ),
+            "{peeked:?}"
+        );
         let before = node.peek(&white).await.unwrap();
-        let again = node.peek(&white).await.unwrap();
-        assert_eq!(before, again);
+        assert_eq!(r.snapshot(), stored);
         assert_eq!(
             before.tuple,
             Some((

@@ -176,6 +176,7 @@ async fn reload_applies_new_settings_and_keeps_restart_only_ones(log: Captured) 
     assert_eq!(value(&report, "Requests"), "2");
     assert_eq!(value(&report, "Sessions"), "2");
     assert_eq!(value(&report, "Decision-Timeouts"), "0");
+    assert!(value(&report, "Loop-Lag-Max").ends_with(" ms"), "{report}");
 
     // A broken file leaves the running configuration whole.
     d.rewrite_config("[greylist]\ndelay = \"10m\"\nretry_window = \"1m\"\n")

@@ -63,6 +63,8 @@ fn decisions_tables_and_sessions_are_exported_on_one_thread() {
         "greymilter_sessions_total 1\n",
         "greymilter_checkpoints_total{result=\"written\"} 0\n",
         "# TYPE greymilter_checkpoint_last_duration_seconds gauge\n",
+        "# TYPE greymilter_event_loop_lag_seconds histogram\n",
+        "greymilter_event_loop_lag_seconds_bucket{le=\"+Inf\"} ",
         "# EOF\n",
     ] {
         assert!(body.contains(want), "{want:?} missing in:\n{body}");

@@ -4,9 +4,13 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use support::{Daemon, PATIENCE};
+
+/// What the daemon sends once it serves (at start and after a reload).
+const READY: &str = "READY=1\nSTATUS=serving";
 
 /// The next datagram, or a panic after PATIENCE.
 fn next(sock: &UnixDatagram) -> String {
@@ -17,14 +21,21 @@ fn next(sock: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Datagrams until one satisfies `want` (watchdog pings interleave).
+/// Datagrams until one satisfies `want` (watchdog pings interleave), or a
+/// panic after PATIENCE in all: the pings alone never end the wait.
 fn until(sock: &UnixDatagram, want: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+    let deadline = Instant::now() + PATIENCE;
     let mut seen = Vec::new();
     loop {
         let m = next(sock);
         if want(&m) {
             return (m, seen);
         }
+        assert!(
+            Instant::now() < deadline,
+            "awaited datagram not seen within {PATIENCE:?}; seen {} others, last {m:?}",
+            seen.len()
+        );
         seen.push(m);
     }
 }
@@ -50,9 +61,8 @@ fn ready_reloading_watchdog_and_stopping() {
     );
 
     // READY comes once, after the listener is bound and the state restored.
-    let (ready, before) = until(&sock, |m| m.contains("READY=1"));
-    assert!(before.is_empty(), "{before:?}");
-    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // The first datagram of all is READY, with the status line.
+    assert_eq!(next(&sock), READY);
     std::net::TcpStream::connect(d.milter_addr()).unwrap();
     assert!(d.log_text().contains("no state file yet"));
 
@@ -73,9 +83,11 @@ fn ready_reloading_watchdog_and_stopping() {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     let now = now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000;
     assert!(usec <= now && now - usec < PATIENCE.as_micros() as u64);
-    let (ready, between) = until(&sock, |m| m.contains("READY=1"));
-    assert!(between.iter().all(|m| m == "WATCHDOG=1"), "{between:?}");
-    assert!(ready.contains("READY=1"));
+    // After RELOADING only watchdog pings, then READY once the new
+    // configuration is in force.
+    let (ready, between) = until(&sock, |m| m != "WATCHDOG=1");
+    assert_eq!(ready, READY, "after RELOADING, before it: {between:?}");
+    assert!(d.log_text().contains("configuration reloaded"));
 
     d.signal(Signal::SIGTERM);
     until(&sock, |m| m == "STOPPING=1");
@@ -90,7 +102,7 @@ fn a_watchdog_for_another_pid_is_not_armed() {
         "",
         &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")],
     );
-    until(&sock, |m| m.contains("READY=1"));
+    assert_eq!(next(&sock), READY);
     // No pings: the next datagram after SIGTERM is STOPPING.
     d.signal(Signal::SIGTERM);
     assert_eq!(next(&sock), "STOPPING=1");

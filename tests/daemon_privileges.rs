@@ -52,8 +52,7 @@ async fn greylist_one(addr: SocketAddr) {
 
 #[test]
 fn drops_to_the_configured_user_and_still_serves_and_checkpoints() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: dropping privileges needs root");
+    if !support::require_root("dropping privileges") {
         return;
     }
     let user = User::from_name("nobody").unwrap().expect("user nobody");

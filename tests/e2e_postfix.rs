@@ -1,4 +1,6 @@
-//! End-to-end: greymilter behind a real, private Postfix 3.7 (issue 5).
+//! End-to-end: greymilter behind a real, private Postfix 3.7: each numbered scenario is a
+//! message as Postfix delivers it (greylisted, retried, passed with its header, lists, XCLIENT
+//! clients, the shipped main.cf snippet, the milter down).
 //! Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails these tests.
 
 #[allow(dead_code, unused_imports)]
@@ -79,7 +81,11 @@ fn harness_xclient_changes_the_client_postfix_sees() {
             line.contains("client=unknown[2001:db8::8]")
         });
     } else {
-        eprintln!("no ::1 on this host: IPv6 XCLIENT not exercised");
+        // Skipped (said so) without::1, a failure under CI.
+        assert!(
+            !e2e::require_ipv6(),
+            "::1 is usable, yet Postfix has no IPv6 listener"
+        );
     }
 }
 
@@ -229,11 +235,17 @@ fn scenario_02_early_retry_is_greylisted_with_less_time() {
         &["alice@example.test"],
     );
     let first = assert_greylisted(envelope.send().rcpt());
-    std::thread::sleep(Duration::from_millis(2100));
-    let early = envelope.send();
-    let second = assert_greylisted(early.rcpt());
+    // Early retries until the announced wait shrinks (times are whole
+    // seconds): each one is greylisted again, none passes early.
+    let second = loop {
+        let second = assert_greylisted(envelope.send().rcpt());
+        if second < first {
+            break second;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
-        second < first && second >= Duration::from_secs(1),
+        second >= Duration::from_secs(1),
         "early retry: announced {first:?} then {second:?}"
     );
     let since = Instant::now();

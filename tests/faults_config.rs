@@ -1,4 +1,5 @@
-//! Broken configurations applied by SIGHUP (issue 6, item 4).
+//! Broken configurations applied by SIGHUP keep the running one, and the error names the
+//! file, line and column.
 //!
 //! The daemon runs an "old" configuration: a recipient on the accept list
 //! (`vip@old.example`) and a tempfail reply saying "OLD config". Each broken
@@ -122,8 +123,8 @@ const fn reply(text: &'static str) -> Text<'static> {
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     case("bad TOML: unterminated string", greylist("header = \"yes"), None, "invalid basic string"),
-    case("bad TOML: no value", greylist("header ="), None, ""),
-    case("bad TOML: unclosed table header", tail("[log"), None, ""),
+    case("bad TOML: no value", greylist("header ="), None, "string values must be quoted"),
+    case("bad TOML: unclosed table header", tail("[log"), None, "unclosed table"),
     case("duplicate key", greylist("delay = \"3s\""), Some(("delay = \"3s\"", "delay")), "duplicate key"),
     case("unknown key", greylist("delai = \"5m\""), Some(("delai", "delai")), "unknown field"),
     case("unknown section", tail("[greylisting]\ndelay = \"5m\""), Some(("[greylisting]", "greylisting")), "unknown field"),
@@ -148,8 +149,8 @@ const CASES: &[Case] = &[
     case("invalid domain", tail("[lists.recipient_domains]\n\"exa mple.com\" = \"accept\""), Some(("exa mple", "\"exa")), "not a domain"),
     case("zero max_connections", milter("max_connections = 0"), Some(("max_connections", "0")), "positive"),
     case("socket_mode not octal", milter("socket_mode = \"0999\""), Some(("socket_mode", "\"0999\"")), "octal"),
-    case("invalid log level", tail("[log]\nlevel = \"loud[\""), Some(("loud", "\"loud[\"")), "invalid log level"),
-    case("wrong type", greylist("header = \"yes\""), Some(("header", "\"yes\"")), "invalid type"),
+    case("invalid log level", tail("[log]\nlevel = \"loud[\""), Some(("loud", "\"loud[\"")), "unknown log level"),
+    case("wrong type", greylist("header = \"yes\""), Some(("header", "\"yes\"")), "expected true or false"),
 ];
 
 /// A conversation that shows which configuration runs: the old one, or
@@ -253,7 +254,6 @@ fn restore_file(path: &Path) {
 
 #[test]
 fn broken_configs_on_sighup_keep_the_old_one_running() {
-    assert!(CASES.len() >= 20);
     let dir = tempfile::tempdir().unwrap();
     let old = Text {
         reply: "451 4.7.1 Greylisted by the OLD config",

@@ -1,4 +1,4 @@
-//! Disk faults under the state directory (issue 6, item 3): read-only,
+//! Disk faults under the state directory: read-only,
 //! deleted after start, full. Each time a checkpoint fails it logs an
 //! error line with the reason and counts in Checkpoint-Failed (SIGUSR1
 //! report); serving goes on (the healthy client beside it gets every reply
@@ -28,8 +28,7 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// `None` (after saying why) when this process cannot mount.
     fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
+        if !support::require_root("mounting a tmpfs") {
             return None;
         }
         fs::create_dir_all(at).unwrap();

@@ -176,12 +176,6 @@ fn accepts_happen_only_at_connect_and_mail() {
     let none = MapMacros::default();
     assert!(f.options().add_header);
     assert_eq!(f.options().idle_timeout, Duration::from_secs(600));
-    f.set_timeouts(Timeouts {
-        idle: Duration::from_secs(5),
-        decision: Duration::from_millis(50),
-    });
-    assert_eq!(f.options().idle_timeout, Duration::from_secs(5));
-    assert_eq!(f.options().decision_timeout, Duration::from_millis(50));
 
     let mut d = f.new_decider(1);
     assert_eq!(connect(&mut d, "10.1.2.3", "[10.1.2.3]"), Verdict::Accept);

@@ -1,4 +1,5 @@
-//! Hostile milter peers against the real binary (issue 6, item 2).
+//! Hostile milter peers against the real binary: bad framing, bad commands, odd
+//! negotiation, slowloris; each gets a bounded reaction and one rate-limited warn line.
 //!
 //! Each test runs its own daemon with the healthy client beside it, sends
 //! one kind of hostile input on ROUNDS connections at once, and checks what
@@ -108,10 +109,12 @@ fn garbage_bytes_close() {
 }
 
 /// Reaction: answer what can be answered, close on what cannot. After a
-/// normal OPTNEG and CONNECT, 50 well-framed packets with random command
-/// bytes and payloads, then EOF. Whatever the daemon sends back must be
-/// well-formed milter replies; it ends every connection (QUIT, protocol
-/// error or our EOF) and logs at most the rate-limited warn lines.
+/// normal OPTNEG and CONNECT, 49 well-framed packets with random command
+/// bytes (never QUIT, which would end the session cleanly) and payloads,
+/// then one with an unknown command byte, then EOF. Whatever the daemon
+/// sends back must be well-formed milter replies; every connection ends in
+/// exactly one protocol error (at the latest on the unknown byte), and the
+/// rate-limited warn line is a session's warning about its peer's input.
 #[test]
 fn random_frames_after_negotiation() {
     let h = Hostile::start("");
@@ -121,11 +124,15 @@ fn random_frames_after_negotiation() {
         let mut c = negotiated(addr).await;
         connect_client(&mut c, i).await;
         let mut frames = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..49 {
             let len = rng.below(100) as usize;
-            let code = rng.next() as u8;
+            let code = match rng.next() as u8 {
+                cmd::QUIT | cmd::QUIT_NC => cmd::ABORT,
+                code => code,
+            };
             frames.extend(packet(code, &rng.bytes(len)));
         }
+        frames.extend(packet(b'Z', b"payload\0"));
         c.write_raw(&frames).await.unwrap();
         let mut rest = eof_and_drain(c).await;
         while !rest.is_empty() {
@@ -135,12 +142,11 @@ fn random_frames_after_negotiation() {
             };
         }
     });
-    h.finish(Expect {
-        warn: Some(""),
-        sessions: ROUNDS as u64,
-        protocol_errors: 0..=ROUNDS as u64,
-        timeouts: 0,
-    });
+    // Which warning comes first depends on the random frames: a closing
+    // protocol error, or one of the violations a session survives.
+    h.finish(Expect::closed(
+        "milter protocol error, closing|macro at RCPT|macro packet|CONNECT with|RCPT without MAIL",
+    ));
 }
 
 /// Reaction: close. An unknown command byte: the daemon cannot tell whether

@@ -5,10 +5,15 @@
 //! addresses* are covered by the scripts, IPv6 listeners by
 //! milter_listener.rs.)
 //!
+//! tests/miltertest/first_attempt.lua, which docs/troubleshooting.md shows
+//! verbatim, runs against the real daemon: with its lean negotiation (no
+//! CONNECT, no MAIL) and with DNS checks on (both events sent).
+//!
 //! When `miltertest` is missing the tests fail if `CI` is set (CI installs
 //! it with apt-get) and are skipped with a message otherwise.
 
 mod milter_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,4 +157,55 @@ fn postfix_sequences() {
     if miltertest_present() {
         run("postfix_sequences.lua", "inet:127.0.0.1:0");
     }
+}
+
+/// The script of docs/troubleshooting.md against the real binary, in both
+/// negotiations greymilter makes; each run must defer the new tuple.
+#[test]
+fn the_documented_script_defers_a_first_attempt_at_the_daemon() {
+    if !miltertest_present() {
+        return;
+    }
+    // A nameserver that never answers: the SPF lookup times out and the
+    // recipient is decided without it.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = format!(
+        "[greylist]\nspf = \"key\"\n[dns]\nservers = [\"{}\"]\ntimeout = \"1s\"\n",
+        silent.local_addr().unwrap()
+    );
+    for (config, lean) in [("", true), (dns.as_str(), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = support::Daemon::start_in(dir.path(), config);
+        let output = Command::new("miltertest")
+            .arg("-D")
+            .arg(format!("sock=inet:{}@127.0.0.1", d.port))
+            .arg("-s")
+            .arg(scripts().join("first_attempt.lua"))
+            .output()
+            .expect("run miltertest");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        assert!(
+            stdout.contains("RCPT TO:<bob@example.net>: deferred (4xx), a new tuple"),
+            "{stdout}"
+        );
+        assert_eq!(stdout.contains("CONNECT skipped"), lean, "{stdout}");
+        assert_eq!(stdout.contains("MAIL skipped"), lean, "{stdout}");
+        d.wait_for_log(|l| {
+            l.contains("action=greylist reason=new")
+                && l.contains("from=<alice@example.org> to=<bob@example.net>")
+        });
+    }
+}
+
+/// docs/troubleshooting.md shows the script as it is in tests/miltertest/.
+#[test]
+fn the_troubleshooting_page_shows_the_tested_script_verbatim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(scripts().join("first_attempt.lua")).unwrap();
+    let page = std::fs::read_to_string(root.join("docs/troubleshooting.md")).unwrap();
+    assert!(
+        page.contains(&format!("```lua\n{script}```\n")),
+        "docs/troubleshooting.md must show tests/miltertest/first_attempt.lua verbatim in a lua block"
+    );
 }

@@ -26,21 +26,7 @@ fn server() -> SocketAddr {
 }
 
 fn walk(domains: &[&str]) -> Output {
-    let addr = server();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("greymilter.toml");
-    std::fs::write(
-        &config,
-        format!("[dns]\nservers = [\"{addr}\"]\ntimeout = \"2s\"\n"),
-    )
-    .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_greymilter"))
-        .arg("--config")
-        .arg(&config)
-        .arg("spf-walk")
-        .args(domains)
-        .output()
-        .unwrap()
+    walk_with(server(), "2s", domains)
 }
 
 /// The non-comment lines of stdout, each checked to be a network that the
@@ -150,7 +136,8 @@ fn loops_limits_and_missing_records_give_nothing_and_exit_2() {
         ("void.test", "more than 2 lookups found nothing"),
         ("nospf.test", "nospf.test has no SPF record"),
         ("perm.test", "nospf.test has no SPF record"),
-        ("nx.walk.test", "nx.walk.test has no SPF record"),
+        // NXDOMAIN is not "no record": the name itself is wrong.
+        ("nx.walk.test", "nx.walk.test does not exist (NXDOMAIN)"),
     ];
     for (domain, why) in cases {
         let out = walk(&[domain]);
@@ -174,26 +161,46 @@ fn a_failed_domain_leaves_the_others_in_the_file() {
     );
 }
 
-#[test]
-fn a_dead_resolver_exits_2() {
-    // A bound UDP socket that never answers.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// `greymilter spf-walk` with `[dns] servers = [server]`.
+fn walk_with(server: SocketAddr, timeout: &str, domains: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("greymilter.toml");
     std::fs::write(
         &config,
-        format!(
-            "[dns]\nservers = [\"{}\"]\ntimeout = \"200ms\"\n",
-            silent.local_addr().unwrap()
-        ),
+        format!("[dns]\nservers = [\"{server}\"]\ntimeout = \"{timeout}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_greymilter"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_greymilter"))
         .arg("--config")
         .arg(&config)
-        .args(["spf-walk", "top.walk.test"])
+        .arg("spf-walk")
+        .args(domains)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_dead_resolver_exits_2() {
+    // A bound UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = walk_with(silent.local_addr().unwrap(), "200ms", &["top.walk.test"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("DNS lookup of top.walk.test TXT failed"));
+}
+
+#[test]
+fn a_refused_dns_port_is_said_so_not_reported_as_a_timeout() {
+    // A port nothing listens on: the kernel answers port unreachable.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = walk_with(port, "2s", &["top.walk.test"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{port} refused the query: nothing listens there")),
+        "{err}"
+    );
+    assert!(!err.contains("timed out"), "{err}");
 }

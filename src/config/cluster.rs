@@ -59,9 +59,7 @@ impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let v = s.trim();
-        let t = humantime::parse_duration(v).map_err(|e| {
-            de::Error::custom(format!("invalid duration {v:?} (like \"50ms\"): {e}"))
-        })?;
+        let t = super::parse_duration(v).map_err(de::Error::custom)?;
         if t.is_zero() || t > MAX_TIMEOUT {
             return Err(de::Error::custom(format!(
                 "timeout must be greater than zero and at most {}",

@@ -159,14 +159,66 @@ impl ListFilesConfig {
         out
     }
 
-    /// Reads every file; on error `self` is unchanged.
-    pub fn load(&mut self, base: Option<&Path>) -> Result<(), ConfigError> {
+    /// Every configured path as written, in the order of [`Self::sources`].
+    fn written_paths(&self) -> Vec<&Path> {
+        let plain = [
+            &self.accept_clients,
+            &self.reject_clients,
+            &self.accept_senders,
+            &self.reject_senders,
+            &self.accept_recipients,
+            &self.reject_recipients,
+        ];
+        let greylist = [
+            &self.greylist_clients,
+            &self.greylist_senders,
+            &self.greylist_recipients,
+        ];
+        plain
+            .into_iter()
+            .flat_map(|files| files.iter().map(|f| f.path.as_path()))
+            .chain(
+                greylist
+                    .into_iter()
+                    .flat_map(|files| files.iter().map(|f| f.path.as_path())),
+            )
+            .collect()
+    }
+
+    /// Reads every file; on error `self` is unchanged. The error is the
+    /// list file's (`file:line:col: message`); with `config` (the
+    /// configuration's name and text) it is placed first at the line of
+    /// the configuration that names the file.
+    pub fn load(
+        &mut self,
+        base: Option<&Path>,
+        config: Option<(&str, &str)>,
+    ) -> Result<(), ConfigError> {
         let limit = u64::try_from(self.max_file_bytes.0).unwrap_or(u64::MAX);
-        let (spec, summary) = lists::load(&self.sources(base), limit).map_err(|e| ConfigError {
-            file: e.file,
-            line: e.line,
-            column: e.column,
-            message: e.message,
+        let sources = self.sources(base);
+        let (spec, summary) = lists::load(&sources, limit).map_err(|e| {
+            let own = ConfigError {
+                file: e.file.clone(),
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            };
+            let Some((name, text)) = config else {
+                return own;
+            };
+            let written = sources
+                .iter()
+                .position(|s| s.path.display().to_string() == e.file)
+                .and_then(|i| self.written_paths().get(i).map(|p| p.display().to_string()));
+            let (line, column) = written
+                .and_then(|w| super::find_string_value(text, &w))
+                .unwrap_or((0, 0));
+            ConfigError {
+                file: name.to_string(),
+                line,
+                column,
+                message: own.to_string(),
+            }
         })?;
         self.loaded = Loaded {
             spec: Arc::new(spec),

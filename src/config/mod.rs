@@ -17,17 +17,21 @@ use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 pub mod cluster;
 mod dns;
 mod list_files;
+mod messages;
 mod ops;
+pub mod policy;
+mod preflight;
 pub mod reload;
-mod values;
+pub(crate) mod values;
 
 pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
 pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};
 pub use ops::{ControlConfig, Facility, LogTarget, MetricsConfig};
+pub use preflight::Findings;
 
 pub use values::{
     Address, ClientName, ClientNet, Count, Domain, Entry, Listen, LogLevel, Prefix, RejectReply,
-    Seconds, SocketMode, TempfailReply,
+    Seconds, SocketMode, TempfailReply, exact_network, parse_duration,
 };
 
 /// Used when `--config` is not given and this file exists.
@@ -54,6 +58,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
     pub dns: DnsConfig,
+    pub policy: policy::PolicyConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
 }
@@ -61,6 +66,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterConfig {
+    /// `false`: no milter socket, Postfix's policy service alone
+    /// (`[policy] listen`).
+    pub enabled: bool,
     pub listen: Listen,
     pub socket_mode: SocketMode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +85,7 @@ pub struct MilterConfig {
 impl Default for MilterConfig {
     fn default() -> Self {
         MilterConfig {
+            enabled: true,
             listen: Listen::loopback_default(),
             socket_mode: SocketMode(0o660),
             socket_group: None,
@@ -225,6 +234,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// A key of a table, `("greylist", "delay")`, where an error points.
+type KeyAt = (&'static str, &'static str);
+
 /// A configuration error with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -256,10 +268,24 @@ impl ConfigError {
     /// shows after loading (what a named file holds): placed at the line
     /// that assigns `key`, or at the whole file if that line is not found.
     pub fn at_key(path: &Path, key: &str, message: String) -> ConfigError {
+        ConfigError::at_found(path, |text| find_key(text, key), message)
+    }
+
+    /// [`ConfigError::at_key`] for a key of the table `[table]`.
+    pub fn at_table_key(path: &Path, table: &str, key: &str, message: String) -> ConfigError {
+        ConfigError::at_found(path, |text| find_key_in(text, table, key), message)
+    }
+
+    /// An error at what `find` finds in the file's text.
+    fn at_found(
+        path: &Path,
+        find: impl FnOnce(&str) -> Option<(usize, usize)>,
+        message: String,
+    ) -> ConfigError {
         let at = crate::files::read_regular(path, MAX_CONFIG_BYTES)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| find_key(&text, key));
+            .and_then(|text| find(&text));
         let (line, column) = at.unwrap_or((0, 0));
         ConfigError {
             file: path.display().to_string(),
@@ -275,6 +301,23 @@ impl Config {
     /// FIFO or a device, which would stall or never end) of at most
     /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (mut config, name, text) = Config::read(path)?;
+        config
+            .lists
+            .files
+            .load(path.parent(), Some((&name, &text)))?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] without reading the list files: what the control
+    /// commands need (where the socket is), so that a broken list file
+    /// still lets the admin reach the daemon and ask it to reload.
+    pub fn load_without_lists(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path).map(|(config, _, _)| config)
+    }
+
+    /// The file read and parsed: the configuration, its name and its text.
+    fn read(path: &Path) -> Result<(Config, String, String), ConfigError> {
         let name = path.display().to_string();
         let bytes =
             crate::files::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
@@ -295,9 +338,8 @@ impl Config {
                 message: "invalid UTF-8".to_string(),
             }
         })?;
-        let mut config = Config::parse(&text, &name)?;
-        config.lists.files.load(path.parent())?;
-        Ok(config)
+        let config = Config::parse(&text, &name)?;
+        Ok((config, name, text))
     }
 
     /// Parses and validates configuration text; `name` is used in errors.
@@ -306,15 +348,20 @@ impl Config {
             let (line, column) = e
                 .span()
                 .map_or((1, 1), |span| line_column(text, span.start));
+            let span_text = e.span().and_then(|span| text.get(span)).unwrap_or_default();
             ConfigError {
                 file: name.to_string(),
                 line,
                 column,
-                message: e.message().to_string(),
+                message: messages::plain(e.message(), span_text),
             }
         })?;
-        config.check_relations().map_err(|(key, message)| {
-            let (line, column) = find_key(text, key).unwrap_or((1, 1));
+        config.check_relations().map_err(|(keys, message)| {
+            // The first of the keys the file sets: the one to change.
+            let (line, column) = keys
+                .iter()
+                .find_map(|(table, key)| find_key_in(text, table, key))
+                .unwrap_or((1, 1));
             ConfigError {
                 file: name.to_string(),
                 line,
@@ -326,12 +373,14 @@ impl Config {
     }
 
     /// Checks between fields that single values cannot see.
-    /// On error: the key to point at, and the message.
-    fn check_relations(&self) -> Result<(), (&'static str, String)> {
+    /// On error: the keys to point at, the likeliest cause
+    /// first, and the message.
+    fn check_relations(&self) -> Result<(), (&'static [KeyAt], String)> {
+        policy::check(self)?;
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
             return Err((
-                "retry_window",
+                &[("greylist", "retry_window"), ("greylist", "delay")],
                 format!(
                     "retry_window ({}) must be longer than delay ({}), or no retry could ever pass",
                     g.retry_window, g.delay
@@ -340,7 +389,7 @@ impl Config {
         }
         if self.dns_settings().wanted() && self.dns.timeout.0 >= self.milter.decision_timeout.0 {
             return Err((
-                "timeout",
+                &[("dns", "timeout"), ("milter", "decision_timeout")],
                 format!(
                     "[dns] timeout ({}) must be shorter than [milter] decision_timeout ({}), or a slow resolver would make every waiting recipient expire",
                     self.dns.timeout, self.milter.decision_timeout
@@ -353,7 +402,11 @@ impl Config {
             && self.dns.timeout.0 + cluster.timeout.0 >= self.milter.decision_timeout.0
         {
             return Err((
-                "timeout",
+                &[
+                    ("dns", "timeout"),
+                    ("cluster", "timeout"),
+                    ("milter", "decision_timeout"),
+                ],
                 format!(
                     "[dns] timeout ({}) plus [cluster] timeout ({}) must be shorter than [milter] decision_timeout ({}): a recipient may wait for both in turn",
                     self.dns.timeout, cluster.timeout, self.milter.decision_timeout
@@ -362,7 +415,7 @@ impl Config {
         }
         if self.milter.decision_timeout.0 > MAX_DECISION_TIMEOUT {
             return Err((
-                "decision_timeout",
+                &[("milter", "decision_timeout")],
                 format!(
                     "decision_timeout ({}) must be at most {}s: the MTA stops waiting for the milter before that (Sendmail after 10 s, Postfix after 30 s)",
                     self.milter.decision_timeout,
@@ -444,6 +497,39 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// Position of the line that assigns `key` in the table `[table]` (or as
+/// `table.key` at the top level), for errors between fields.
+fn find_key_in(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let dotted = format!("{table}.{key}");
+    let mut current = String::new();
+    text.lines().enumerate().find_map(|(i, l)| {
+        let trimmed = l.trim_start();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            let name = header.split(']').next().unwrap_or_default();
+            current = name.trim().trim_matches('[').trim().to_string();
+            return None;
+        }
+        let column = l.len() - trimmed.len() + 1;
+        let assigns = |k: &str| {
+            trimmed
+                .strip_prefix(k)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        ((current == table && assigns(key)) || (current.is_empty() && assigns(&dotted)))
+            .then_some((i + 1, column))
+    })
+}
+
+/// Position of the first quoted string `value` (`"value"` or `'value'`),
+/// for errors about what a named file holds.
+fn find_string_value(text: &str, value: &str) -> Option<(usize, usize)> {
+    [format!("\"{value}\""), format!("'{value}'")]
+        .iter()
+        .filter_map(|quoted| text.find(quoted.as_str()))
+        .min()
+        .map(|offset| line_column(text, offset))
 }
 
 /// Position of the first line that assigns `key`, for errors between fields.

@@ -85,6 +85,21 @@ impl Default for ControlConfig {
 pub struct MetricsConfig {
     /// An address and port (`127.0.0.1:9134`); no host names, which would
     /// need a resolver thread.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "metrics_listen"
+    )]
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[metrics] listen`: an address and port, said so when it is not one.
+fn metrics_listen<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port like \"127.0.0.1:9134\" or \"[::1]:9134\" (no host names)"
+        ))
+    })
 }

@@ -41,7 +41,10 @@ impl fmt::Display for Seconds {
             .find(|(u, _)| s.is_multiple_of(*u))
             .map_or((s, "s"), |&(u, name)| (s / u, name));
         if self.0.subsec_nanos() != 0 {
-            write!(f, "{}", humantime::format_duration(self.0))
+            // Durations are written to the millisecond at most; whole
+            // milliseconds read back whatever the length (humantime would
+            // write months and years, which `parse_duration` refuses).
+            write!(f, "{}ms", self.0.as_millis())
         } else {
             write!(f, "{n}{unit}")
         }
@@ -69,16 +72,47 @@ impl<'de> Deserialize<'de> for Seconds {
                 if v.starts_with('-') {
                     return Err(E::custom("duration must not be negative"));
                 }
-                let d = match v.parse::<u64>() {
-                    Ok(secs) => Duration::from_secs(secs),
-                    Err(_) => humantime::parse_duration(v)
-                        .map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))?,
-                };
-                Seconds::check(d).map_err(E::custom)
+                Seconds::check(parse_duration(v).map_err(E::custom)?).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
     }
+}
+
+/// The units a duration may use. Months and years are not among them: a
+/// greylisting delay is never that long, and `"5M"` is far more likely a
+/// mistyped five minutes than five months (humantime reads it as months).
+const DURATION_UNITS: [&str; 23] = [
+    "ms", "msec", "s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute", "minutes",
+    "h", "hr", "hrs", "hour", "hours", "d", "day", "days", "w", "week", "weeks",
+];
+
+/// A duration as written in the configuration and on the command line:
+/// whole seconds (`"300"`), or numbers with units (`"90s"`, `"5m"`,
+/// `"1h 30m"`, `"36d"`, `"500ms"`). Units are case-sensitive: `"5M"` is
+/// refused with a hint rather than read as months.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    for unit in text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+    {
+        if DURATION_UNITS.contains(&unit) {
+            continue;
+        }
+        if unit.eq_ignore_ascii_case("m") || unit.eq_ignore_ascii_case("min") {
+            return Err(format!(
+                "invalid duration {text:?}: units are lower case: write \"m\" for minutes"
+            ));
+        }
+        return Err(format!(
+            "invalid duration {text:?}: unknown unit {unit:?}; use ms, s, m, h, d or w (like \"90s\", \"5m\", \"36d\")"
+        ));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 impl Serialize for Seconds {
@@ -135,16 +169,14 @@ impl<'de> Deserialize<'de> for SocketMode {
         }
         let mode = match Raw::deserialize(d)? {
             Raw::Text(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
-                de::Error::custom(format!(
-                    "socket_mode must be octal like \"0660\", found {s:?}"
-                ))
+                de::Error::custom(format!("a socket mode is octal like \"0660\", found {s:?}"))
             })?,
             Raw::Number(n) => u32::try_from(n)
-                .map_err(|_| de::Error::custom("socket_mode must not be negative"))?,
+                .map_err(|_| de::Error::custom("a socket mode must not be negative"))?,
         };
         if mode > 0o777 {
             return Err(de::Error::custom(format!(
-                "socket_mode {mode:o} has bits beyond 0777"
+                "socket mode {mode:o} has bits beyond 0777"
             )));
         }
         Ok(SocketMode(mode))
@@ -259,16 +291,80 @@ impl Serialize for RejectReply {
     }
 }
 
-/// A log level or `tracing` filter directive (`"info"`, `"greymilter=debug"`).
+/// A log level: syslog's names (`debug`, `info`, `notice`, `warning`,
+/// `err`, `crit`, `alert`, `emerg`), `tracing`'s (`trace`, `warn`,
+/// `error`, `off`), or `tracing` directives with a target
+/// (`"info,greymilter::control=debug"`). Kept as written; [`LogLevel::directive`]
+/// gives the filter. A bare word that is not a level is refused: `tracing`
+/// would read it as a target name and log nothing at all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct LogLevel(pub String);
 
+/// The levels a directive may name, and what `tracing` calls them. syslog
+/// has more severities than `tracing`: `notice` logs as `info`, `crit`,
+/// `alert` and `emerg` as `error`.
+const LEVEL_NAMES: [(&str, &str); 12] = [
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("notice", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("err", "error"),
+    ("crit", "error"),
+    ("alert", "error"),
+    ("emerg", "error"),
+    ("off", "off"),
+];
+
+impl LogLevel {
+    /// Checks and translates `text` into a `tracing` filter directive.
+    pub fn parse(text: &str) -> Result<String, String> {
+        let level = |word: &str| {
+            LEVEL_NAMES
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(word.trim()))
+                .map(|(_, tracing)| *tracing)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown log level {word:?}: use debug, info, notice, warning, err or crit (or TARGET=LEVEL)"
+                    )
+                })
+        };
+        let mut out = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            match part.rsplit_once('=') {
+                Some((target, word)) => out.push(format!("{}={}", target.trim(), level(word)?)),
+                None => out.push(level(part)?.to_string()),
+            }
+        }
+        if out.is_empty() {
+            return Err(
+                "empty log level: use debug, info, notice, warning, err or crit".to_string(),
+            );
+        }
+        let directive = out.join(",");
+        tracing_subscriber::EnvFilter::try_new(&directive)
+            .map_err(|e| format!("invalid log level {text:?}: {e}"))?;
+        Ok(directive)
+    }
+
+    /// The `tracing` filter directive.
+    pub fn directive(&self) -> String {
+        LogLevel::parse(&self.0).unwrap_or_else(|_| "info".to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        tracing_subscriber::EnvFilter::try_new(&s)
-            .map_err(|e| de::Error::custom(format!("invalid log level {s:?}: {e}")))?;
+        LogLevel::parse(&s).map_err(de::Error::custom)?;
         Ok(LogLevel(s))
     }
 }
@@ -284,7 +380,7 @@ impl<'de> Deserialize<'de> for ClientNet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let net = match s.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
+            Ok(net) => exact_network(net).map_err(de::Error::custom)?,
             Err(_) => s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
                 de::Error::custom(format!(
                     "{s:?} is not an IP address or CIDR network (like 192.0.2.0/24)"
@@ -293,6 +389,24 @@ impl<'de> Deserialize<'de> for ClientNet {
         };
         Ok(ClientNet(net))
     }
+}
+
+/// A network as written, refused when bits past the prefix are set:
+/// `10.0.0.1/8` is more likely a typo for `10.0.0.1/32` than a way to
+/// write `10.0.0.0/8`, so neither is guessed.
+pub fn exact_network(net: IpNet) -> Result<IpNet, String> {
+    if net.trunc() == net {
+        return Ok(net);
+    }
+    let single = match net {
+        IpNet::V4(n) => format!("{}/32", n.addr()),
+        IpNet::V6(n) => format!("{}/128", n.addr()),
+    };
+    Err(format!(
+        "{net} has bits set past the /{} prefix: write {} for the network, or {single} for the one address",
+        net.prefix_len(),
+        net.trunc()
+    ))
 }
 
 impl Serialize for ClientNet {

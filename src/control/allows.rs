@@ -29,6 +29,17 @@ pub enum Allow {
     SenderDomain(String),
 }
 
+/// As the control protocol and `state.allows` name it: `network
+/// 203.0.113.0/24`, `sender-domain example.org`.
+impl std::fmt::Display for Allow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allow::Network(n) => write!(f, "network {n}"),
+            Allow::SenderDomain(d) => write!(f, "sender-domain {d}"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Allows {
     entries: Vec<(Allow, u64)>,

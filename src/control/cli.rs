@@ -19,11 +19,15 @@ pub enum ControlCommand {
     Check {
         #[command(flatten)]
         tuple: TupleArgs,
-        /// The client's host name as the MTA would send it.
-        #[arg(long)]
-        name: Option<String>,
-        /// The client authenticated (SMTP AUTH).
-        #[arg(long)]
+        /// The client's verified host name as the MTA would send it
+        /// [default: an unverified client].
+        #[arg(long, value_name = "NAME", alias = "name")]
+        client_name: Option<String>,
+        /// The client authenticated (SMTP AUTH) as this user.
+        #[arg(long, value_name = "USER")]
+        auth: Option<String>,
+        /// Old spelling of --auth, kept for scripts.
+        #[arg(long, hide = true)]
         authenticated: bool,
         #[command(flatten)]
         socket: SocketArgs,
@@ -33,8 +37,11 @@ pub enum ControlCommand {
         #[command(flatten)]
         what: Target,
         /// How long [tuple: the whitelist lifetime; required otherwise].
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_name = "DURATION", value_parser = crate::config::parse_duration)]
         duration: Option<Duration>,
+        /// Allow a network wider than /8 (IPv4) or /32 (IPv6).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -64,13 +71,13 @@ pub enum ControlCommand {
 #[derive(Debug, Args)]
 pub struct TupleArgs {
     /// Client IP address.
-    #[arg(long)]
+    #[arg(long, value_name = "IP")]
     pub client: IpAddr,
-    /// Envelope sender (`<>` for bounces).
-    #[arg(long)]
+    /// Envelope sender ("<>" or "" for the null sender).
+    #[arg(long, value_name = "ADDR")]
     pub from: String,
     /// Envelope recipient.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub to: String,
 }
 
@@ -78,19 +85,19 @@ pub struct TupleArgs {
 #[group(required = true, multiple = true)]
 pub struct Target {
     /// A tuple: client IP (with --from and --to).
-    #[arg(long, requires_all = ["from", "to"], conflicts_with_all = ["network", "sender_domain"])]
+    #[arg(long, value_name = "IP", requires_all = ["from", "to"], conflicts_with_all = ["network", "sender_domain"])]
     pub client: Option<IpAddr>,
-    /// The tuple's envelope sender (`<>` for bounces).
-    #[arg(long, requires = "client")]
+    /// The tuple's envelope sender ("<>" or "" for the null sender).
+    #[arg(long, value_name = "ADDR", requires = "client")]
     pub from: Option<String>,
     /// The tuple's envelope recipient.
-    #[arg(long, requires = "client")]
+    #[arg(long, value_name = "ADDR", requires = "client")]
     pub to: Option<String>,
     /// A client network (CIDR or address).
-    #[arg(long, conflicts_with = "sender_domain")]
+    #[arg(long, value_name = "CIDR", conflicts_with = "sender_domain")]
     pub network: Option<IpNet>,
     /// A sender domain.
-    #[arg(long)]
+    #[arg(long, value_name = "DOMAIN")]
     pub sender_domain: Option<String>,
 }
 
@@ -100,7 +107,7 @@ pub struct SocketArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// How long to wait for the answer.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -120,22 +127,41 @@ impl ControlCommand {
         let line = match self {
             ControlCommand::Check {
                 tuple,
-                name,
+                client_name,
+                auth,
                 authenticated,
                 ..
             } => Command::Check {
                 tuple: Tuple {
                     client: tuple.client,
-                    from: tuple.from.clone(),
+                    from: sender(&tuple.from),
                     to: tuple.to.clone(),
                 },
-                name: name.clone(),
-                authenticated: *authenticated,
+                name: client_name.clone(),
+                authenticated: auth.is_some() || *authenticated,
             }
             .to_line(),
-            ControlCommand::Allow { what, duration, .. } => {
-                let d = duration.map(|d| format!(" for={}s", d.as_secs().max(1)));
-                format!("allow {}{}", target(what), d.unwrap_or_default())
+            ControlCommand::Allow {
+                what,
+                duration,
+                force,
+                ..
+            } => {
+                if duration.is_none() && what.client.is_none() {
+                    return Err(
+                        "--for is required with --network and --sender-domain (how long, like --for 1d)"
+                            .to_string(),
+                    );
+                }
+                let d = match duration {
+                    Some(d) if d.as_secs() == 0 => {
+                        return Err("--for must be at least 1s".to_string());
+                    }
+                    Some(d) => format!(" for={}s", d.as_secs()),
+                    None => String::new(),
+                };
+                let force = if *force { " force=yes" } else { "" };
+                format!("allow {}{d}{force}", target(what))
             }
             ControlCommand::Forget { what, .. } => format!("forget {}", target(what)),
             ControlCommand::Flush { .. } => "flush pending".to_string(),
@@ -150,12 +176,22 @@ fn target(t: &Target) -> String {
     match (&t.client, &t.network, &t.sender_domain) {
         (Some(c), _, _) => format!(
             "client={c} from={} to={}",
-            t.from.as_deref().unwrap_or_default(),
+            sender(t.from.as_deref().unwrap_or_default()),
             t.to.as_deref().unwrap_or_default()
         ),
         (None, Some(n), _) => format!("network={n}"),
         (None, None, Some(d)) => format!("sender-domain={d}"),
         (None, None, None) => String::new(),
+    }
+}
+
+/// The null sender is `<>` on the control protocol; on the command line
+/// `--from ""` means it too.
+fn sender(from: &str) -> String {
+    if from.trim().is_empty() {
+        "<>".to_string()
+    } else {
+        from.to_string()
     }
 }
 
@@ -172,7 +208,7 @@ pub fn run(cmd: &ControlCommand, configured: Option<&Path>) -> ExitCode {
     };
     let args = cmd.socket();
     let Some(socket) = args.socket.as_deref().or(configured) else {
-        eprintln!("greymilter: no control socket: set [control] socket or pass --socket");
+        eprintln!("greymilter: no control socket: pass --socket PATH or set [control] socket");
         return ExitCode::from(2);
     };
     send(socket, &command, args.timeout)

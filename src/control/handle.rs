@@ -117,13 +117,22 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
             }
         }
         Command::ForgetNetwork(net) => {
-            let (tuples, records) = match engine.forget_network(*net) {
-                Ok(n) => n,
+            // Too wide to walk its tuples, a network can still lose the
+            // allowance `allow` gave it: forget always undoes allow.
+            let text = match engine.forget_network(*net) {
+                Ok((tuples, records)) => format!(
+                    "{tuples} tuple(s) and {records} auto-whitelist record(s) of {net} forgotten"
+                ),
+                Err(e)
+                    if allows
+                        .entries()
+                        .iter()
+                        .any(|(a, _)| *a == Allow::Network(*net)) =>
+                {
+                    format!("tuples not forgotten: {e}")
+                }
                 Err(e) => return Reply::error(e),
             };
-            let text = format!(
-                "{tuples} tuple(s) and {records} auto-whitelist record(s) of {net} forgotten"
-            );
             if allows.remove(&Allow::Network(*net)) {
                 edit_allows(
                     engine,

@@ -5,7 +5,7 @@
 //! ```text
 //! check  client=IP from=ADDR to=ADDR [name=HOST] [auth=yes]
 //! allow  client=IP from=ADDR to=ADDR [for=DURATION]      (a tuple)
-//! allow  network=CIDR for=DURATION
+//! allow  network=CIDR for=DURATION [force=yes]        (force: wider than /8 or /32)
 //! allow  sender-domain=DOMAIN for=DURATION
 //! forget client=IP from=ADDR to=ADDR
 //! forget network=CIDR
@@ -28,6 +28,19 @@ use ipnet::IpNet;
 pub const MAX_LINE: usize = 1024;
 /// Longest allowance: ten years.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
+/// The shortest prefixes `allow network=` takes without `force=yes`: a
+/// wider allowance (`0.0.0.0/0`) would turn greylisting off for a large
+/// part of the Internet, which is far more often a typo than a wish.
+pub const MIN_ALLOW_PREFIX_V4: u8 = 8;
+pub const MIN_ALLOW_PREFIX_V6: u8 = 32;
+
+/// Whether allowing `net` needs `force=yes`.
+pub fn needs_force(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(n) => n.prefix_len() < MIN_ALLOW_PREFIX_V4,
+        IpNet::V6(n) => n.prefix_len() < MIN_ALLOW_PREFIX_V6,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuple {
@@ -93,14 +106,29 @@ pub fn parse(line: &[u8]) -> Result<Command, String> {
         },
         "allow" => {
             if let Some(net) = args.take("network") {
+                let net = network(net)?;
+                let force = match args.take("force") {
+                    None | Some("no") => false,
+                    Some("yes") => true,
+                    Some(other) => return Err(format!("force={}: expected yes or no", cut(other))),
+                };
+                if needs_force(&net) && !force {
+                    return Err(format!(
+                        "{net} is wider than /{MIN_ALLOW_PREFIX_V4} (IPv4) or /{MIN_ALLOW_PREFIX_V6} (IPv6): it would stop greylisting for that much of the Internet; add force=yes (--force) if that is meant"
+                    ));
+                }
                 Command::AllowNetwork {
-                    net: network(net)?,
-                    duration: args.duration()?.ok_or("allow network= needs for=")?,
+                    net,
+                    duration: args
+                        .duration()?
+                        .ok_or("allow network= needs for= (how long, like for=1d)")?,
                 }
             } else if let Some(domain) = args.take("sender-domain") {
                 Command::AllowSenderDomain {
                     domain: sender_domain(domain)?,
-                    duration: args.duration()?.ok_or("allow sender-domain= needs for=")?,
+                    duration: args
+                        .duration()?
+                        .ok_or("allow sender-domain= needs for= (how long, like for=1d)")?,
                 }
             } else {
                 Command::AllowTuple {
@@ -165,11 +193,17 @@ impl<'a> Args<'a> {
         let client = client
             .parse()
             .map_err(|_| format!("client={}: not an IP address", cut(client)))?;
-        let from = value(self.take("from").ok_or("from= missing")?)?;
-        let to = value(self.take("to").ok_or("to= missing")?)?;
+        // `from=` and `from=<>` both name the null sender, as on the
+        // command line; it is carried as `<>`.
+        let from = match self.take("from").ok_or("from= missing")? {
+            "" => "<>".to_string(),
+            v => value(v)?,
+        };
+        let to = self.take("to").ok_or("to= missing")?;
         if to.is_empty() || to == "<>" {
             return Err("to= must name a recipient".to_string());
         }
+        let to = value(to)?;
         Ok(Tuple { client, from, to })
     }
 
@@ -177,7 +211,8 @@ impl<'a> Args<'a> {
         let Some(d) = self.take("for") else {
             return Ok(None);
         };
-        let parsed = humantime::parse_duration(d).map_err(|e| format!("for={}: {e}", cut(d)))?;
+        let parsed =
+            crate::config::parse_duration(d).map_err(|e| format!("for={}: {e}", cut(d)))?;
         if parsed.is_zero() || parsed > MAX_DURATION {
             return Err(format!("for={}: between 1s and 10 years", cut(d)));
         }
@@ -205,10 +240,13 @@ fn value(v: &str) -> Result<String, String> {
 }
 
 fn network(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{}: not an IP address or CIDR network", cut(s)))
+    match s.parse::<IpNet>() {
+        Ok(net) => crate::config::exact_network(net),
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("{}: not an IP address or CIDR network", cut(s))),
+    }
 }
 
 fn sender_domain(s: &str) -> Result<String, String> {
@@ -258,6 +296,9 @@ impl Command {
                 Some(d) => format!("allow {} {}", tuple(t), dur(d)),
                 None => format!("allow {}", tuple(t)),
             },
+            Command::AllowNetwork { net, duration } if needs_force(net) => {
+                format!("allow network={net} {} force=yes", dur(duration))
+            }
             Command::AllowNetwork { net, duration } => {
                 format!("allow network={net} {}", dur(duration))
             }
@@ -290,6 +331,9 @@ mod tests {
             "allow client=2001:db8::1 from=<> to=b@example.net for=3600s",
             "allow client=192.0.2.1 from=a@x to=b@y",
             "allow network=192.0.2.0/24 for=86400s",
+            "allow network=0.0.0.0/0 for=60s force=yes",
+            "allow network=::/0 for=60s force=yes",
+            "allow network=10.0.0.0/8 for=60s",
             "allow sender-domain=example.org for=60s",
             "forget client=192.0.2.1 from=a@x to=b@y",
             "forget network=2001:db8::/48",
@@ -307,7 +351,26 @@ mod tests {
             ("frobnicate", "unknown command \"frobnicate\""),
             ("check client=x from=a to=b", "client=x: not an IP address"),
             ("check client=192.0.2.1 to=b", "from= missing"),
-            ("allow network=192.0.2.0/24", "allow network= needs for="),
+            (
+                "check client=192.0.2.1 from= to=",
+                "to= must name a recipient",
+            ),
+            (
+                "allow network=192.0.2.0/24",
+                "allow network= needs for= (how long, like for=1d)",
+            ),
+            (
+                "allow network=0.0.0.0/0 for=1h",
+                "0.0.0.0/0 is wider than /8 (IPv4) or /32 (IPv6): it would stop greylisting for that much of the Internet; add force=yes (--force) if that is meant",
+            ),
+            (
+                "allow network=2001:db8::/31 for=1h force=no",
+                "2001:db8::/31 is wider than /8 (IPv4) or /32 (IPv6): it would stop greylisting for that much of the Internet; add force=yes (--force) if that is meant",
+            ),
+            (
+                "forget network=10.0.0.1/8",
+                "10.0.0.1/8 has bits set past the /8 prefix: write 10.0.0.0/8 for the network, or 10.0.0.1/32 for the one address",
+            ),
             (
                 "allow network=192.0.2.0/24 for=0s",
                 "for=0s: between 1s and 10 years",
@@ -322,6 +385,10 @@ mod tests {
         }
         let long = format!("stats {}", "x".repeat(MAX_LINE));
         assert!(parse(long.as_bytes()).is_err());
+        assert_eq!(
+            parse(b"forget client=192.0.2.1 from= to=b@y").unwrap(),
+            parse(b"forget client=192.0.2.1 from=<> to=b@y").unwrap()
+        );
         assert_eq!(
             parse(b"allow sender-domain=@Example.ORG for=1d").unwrap(),
             Command::AllowSenderDomain {

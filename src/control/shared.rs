@@ -119,7 +119,10 @@ pub fn plan(command: &Command, engine: &Engine) -> Option<Result<Plan, String>> 
                 member: format!("network {net}"),
                 until: tomb,
             },
-            Err(e) => return Some(Err(e)),
+            // Too wide to walk: still undo what `allow network=` did.
+            Err(_) => Plan::ForgetShared {
+                member: format!("network {net}"),
+            },
         },
         Command::ForgetSenderDomain(d) => Plan::ForgetShared {
             member: format!("sender-domain {d}"),

@@ -313,15 +313,18 @@ mod tests {
 
     #[test]
     fn refuses_to_fork_while_other_threads_exist() {
-        // The test harness runs tests on threads, which is exactly the case
-        // the guard exists for. (Real forks are tested against the binary.)
+        // A second thread, alive until the checks are done (the harness may
+        // run this test on the main thread alone). Real forks are tested
+        // against the binary.
         let dir = tempfile::tempdir().unwrap();
-        let handle = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || wait.recv());
         let mut cp = Checkpointer::new(dir.path().join("state"));
         assert_eq!(cp.start(1, false, |w| w.write_all(b"x")), Start::Failed);
         assert_eq!(cp.stats.failed, 1);
         assert_eq!(cp.child_pid(), None);
         assert!(!dir.path().join("state").exists());
-        handle.join().unwrap();
+        drop(done);
+        handle.join().unwrap().unwrap_err();
     }
 }

@@ -26,7 +26,7 @@ impl Logging {
     pub fn init(config: &LogConfig) -> Logging {
         let env = std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty());
         let from_env = env.is_some();
-        let directive = env.unwrap_or_else(|| config.level.0.clone());
+        let directive = env.unwrap_or_else(|| config.level.directive());
         let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
         let (filter, handle) = reload::Layer::new(filter);
         let syslog = config.target == LogTarget::Syslog;
@@ -71,7 +71,7 @@ impl Logging {
         if self.from_env {
             return;
         }
-        match EnvFilter::try_new(&config.level.0) {
+        match EnvFilter::try_new(config.level.directive()) {
             Ok(filter) => {
                 if let Err(e) = self.filter.reload(filter) {
                     tracing::error!(error = %e, "cannot change the log level");

@@ -1,8 +1,10 @@
 //! The daemon: event loop, signals, checkpoints, privileges, and the
 //! command-line helpers that talk to a running daemon.
 
+mod announce;
 pub mod checkpoint;
 pub mod logging;
+pub mod loop_lag;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;

@@ -104,10 +104,23 @@ fn monotonic_usec() -> u64 {
 mod tests {
     use super::*;
 
+    /// The value systemd reads is in microseconds and follows real time:
+    /// across a measured span of at least 20 ms it moves by that span (a
+    /// constant, or milliseconds or nanoseconds, fail here).
     #[test]
-    fn monotonic_clock_moves_forward() {
+    fn monotonic_clock_counts_microseconds() {
+        let span = Duration::from_millis(20);
+        let outer = std::time::Instant::now();
         let a = monotonic_usec();
+        let inner = std::time::Instant::now();
+        std::thread::sleep(span);
+        let inner = inner.elapsed();
         let b = monotonic_usec();
-        assert!(a > 0 && b >= a);
+        let outer = outer.elapsed();
+        let moved = b.checked_sub(a).expect("went backwards");
+        assert!(
+            moved >= inner.as_micros() as u64 && moved <= outer.as_micros() as u64 + 1,
+            "moved {moved} us while {inner:?}..{outer:?} passed"
+        );
     }
 }

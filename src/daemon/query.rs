@@ -32,17 +32,17 @@ pub struct QueryArgs {
     /// The client's verified host name [default: "[IP]", an unverified client]
     #[arg(long, value_name = "NAME")]
     pub client_name: Option<String>,
-    /// Envelope sender ("" for the null sender).
+    /// Envelope sender ("<>" or "" for the null sender).
     #[arg(long, value_name = "ADDR")]
     pub from: String,
     /// Envelope recipient; repeat for several.
     #[arg(long, value_name = "ADDR", required = true)]
     pub to: Vec<String>,
     /// SASL login of the session ({auth_authen}).
-    #[arg(long, value_name = "LOGIN")]
+    #[arg(long, value_name = "USER")]
     pub auth: Option<String>,
     /// How long to wait for each answer.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -110,7 +110,7 @@ pub async fn query(spec: &ListenSpec, args: &QueryArgs, out: &mut String) -> std
             .macros(b'M', &[("{auth_authen}", login), ("{auth_type}", "PLAIN")])
             .await?;
     }
-    let sender = format!("<{}>", args.from);
+    let sender = envelope(&args.from);
     let mail = milter.mail(&[&sender]).await?;
     push_line(out, &format!("MAIL FROM:{sender}"), &mail);
     if let Some(done) = verdict_ends(&mail, &mut worst) {
@@ -119,7 +119,7 @@ pub async fn query(spec: &ListenSpec, args: &QueryArgs, out: &mut String) -> std
     }
     let mut passed = 0;
     for to in &args.to {
-        let recipient = format!("<{to}>");
+        let recipient = envelope(to);
         let rcpt = milter.rcpt(&[&recipient]).await?;
         push_line(out, &format!("RCPT TO:{recipient}"), &rcpt);
         if matches!(rcpt, Response::Continue | Response::Accept) {
@@ -137,6 +137,17 @@ pub async fn query(spec: &ListenSpec, args: &QueryArgs, out: &mut String) -> std
     milter.abort().await?;
     milter.quit().await?;
     Ok(worst)
+}
+
+/// An address as MAIL FROM and RCPT TO carry it: in angle brackets, which
+/// the caller may have written already (`<>` is the null sender, as is "").
+fn envelope(address: &str) -> String {
+    let bare = address.trim();
+    let bare = bare
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(bare);
+    format!("<{bare}>")
 }
 
 /// At CONNECT and MAIL: Accept ends the conversation with every recipient

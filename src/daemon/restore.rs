@@ -39,7 +39,7 @@ pub fn restore(engine: &mut Engine, path: &Path) -> bool {
                 whitelisted = summary.whitelisted,
                 auto_whitelisted = summary.auto_whitelist_records,
                 evicted = summary.evicted,
-                written_at = summary.written_at,
+                written_at = %rfc3339(summary.written_at),
                 "restored state"
             );
             true

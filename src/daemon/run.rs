@@ -28,6 +28,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             "greymilter starting with built-in defaults (no configuration file)"
         ),
     }
+    // What check-config warns about (listeners reachable from the
+    // network), in the log too: an admin may never have run it.
+    if let Some(p) = &config_path {
+        for mut warning in config.preflight(p).warnings {
+            warning.message = warning.message.replacen("warning: ", "", 1);
+            tracing::warn!("{warning}");
+        }
+    }
     let spec = config.milter.listen.spec.clone();
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {
@@ -55,17 +63,25 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             Some(o) => Some((Cluster::connect(&o).await?, o.secret.secret)),
             None => None,
         };
-        let listener =
-            Listener::bind(&spec, &unix).map_err(|e| format!("cannot listen on {spec}: {e}"))?;
+        let listener = Listener::bind(&spec, &unix).map_err(|e| e.to_string())?;
         tracing::info!(listen = %listener.local_addr(), "listening");
-        let admin = bind_admin(&config, identity)?;
+        // A start that fails past this point leaves no socket file behind.
+        let admin = bind_admin(&config, identity).inspect_err(|_| {
+            let _ = listener.remove_socket_file();
+        })?;
         let setup = Setup {
             config_path,
             logging: Some(logging),
             identity,
             clock: Box::new(SystemClock),
         };
-        let mut daemon = Daemon::start(config, setup)?.with_admin(admin);
+        let started = Daemon::start(config, setup).inspect_err(|_| {
+            let _ = listener.remove_socket_file();
+            if let Some((control, _)) = &admin.control {
+                let _ = control.remove_socket_file();
+            }
+        })?;
+        let mut daemon = started.with_admin(admin);
         if let Some((c, secret)) = cluster {
             daemon = daemon.with_cluster(c, secret);
         }

@@ -20,6 +20,7 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use super::checkpoint::{Checkpointer, Outcome, Start};
 use super::logging::Logging;
+use super::loop_lag::{self, LoopLag};
 use super::notify::Notifier;
 use super::pidfile::Pidfile;
 use super::privileges::{self, Identity};
@@ -125,6 +126,8 @@ pub struct Daemon {
     allows_checked: u64,
     /// The control socket and metrics listener, bound by the caller.
     admin: Option<AdminSockets>,
+    /// How late the loop wakes up (its ticker runs while serving).
+    loop_lag: Rc<RefCell<LoopLag>>,
 }
 
 impl Daemon {
@@ -137,6 +140,7 @@ impl Daemon {
             identity,
             clock,
         } = setup;
+        super::announce::configuration(&config);
         // Before the table's first allocation.
         crate::memory::set_huge_pages(config.state.huge_pages);
         let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
@@ -195,6 +199,7 @@ impl Daemon {
             allows,
             allows_checked: now,
             admin: None,
+            loop_lag: Rc::default(),
         })
     }
 
@@ -268,6 +273,7 @@ impl Daemon {
             });
             (l, task)
         });
+        let lag_ticker = tokio::task::spawn_local(loop_lag::watch(self.loop_lag.clone()));
         let (sync_tx, mut sync_rx) = tokio::sync::mpsc::channel::<admin::SharedSync>(2);
         let watcher = self.factory.pipeline().cluster().cloned().map(|c| {
             tokio::task::spawn_local(admin::watch_shared(c, self.engine.clone(), sync_tx))
@@ -320,6 +326,7 @@ impl Daemon {
         for task in [metrics, watcher].into_iter().flatten() {
             task.abort();
         }
+        lag_ticker.abort();
         if let Some((l, task)) = control {
             task.abort();
             if let Err(e) = l.remove_socket_file() {
@@ -396,6 +403,7 @@ impl Daemon {
         crate::memory::set_huge_pages(new.state.huge_pages);
         let interval_changed =
             new.state.checkpoint_interval != self.config.state.checkpoint_interval;
+        super::announce::configuration(&new);
         self.config = new;
         tracing::info!(config = %path.display(), "configuration reloaded");
         Ok(interval_changed)
@@ -443,7 +451,21 @@ impl Daemon {
         }
         self.engine.borrow().dns_counters().push_report(&mut report);
         self.engine.borrow().stats().push_later(&mut report);
+        push_line(
+            &mut report,
+            "Loop-Lag-Max",
+            &self.loop_lag.borrow().report_value(),
+        );
         report
+    }
+
+    fn loop_lag_histogram(&self) -> crate::metrics::render::HistogramData {
+        let lag = self.loop_lag.borrow();
+        crate::metrics::render::HistogramData {
+            sum: lag.sum_seconds(),
+            count: lag.count(),
+            buckets: lag.buckets(),
+        }
     }
 
     /// Timer tick (`force = false`: only if something changed) or SIGUSR2.

@@ -10,14 +10,16 @@
 //! cannot take right now is counted and the count reported in the next
 //! line that goes through, so a stalled syslog never stalls the milter.
 //! When the socket is missing (no syslog daemon, a restart in progress)
-//! the line goes to stderr instead, so nothing is lost silently.
+//! the line goes to stderr instead, with its level, so nothing is lost;
+//! the first such line is preceded by one saying why, and the first line
+//! that reaches syslog again says so.
 
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -38,6 +40,8 @@ struct Inner {
     path: PathBuf,
     facility: u8,
     dropped: AtomicU64,
+    /// Lines go to stderr (the socket is unusable).
+    on_stderr: AtomicBool,
 }
 
 impl Syslog {
@@ -52,6 +56,7 @@ impl Syslog {
                 path,
                 facility,
                 dropped: AtomicU64::new(0),
+                on_stderr: AtomicBool::new(false),
             }),
         }
     }
@@ -63,6 +68,16 @@ fn severity(level: &Level) -> u8 {
         Level::WARN => 4,
         Level::INFO => 6,
         _ => 7,
+    }
+}
+
+/// The level a stderr line carries, as the text format writes it.
+fn level_word(severity: u8) -> &'static str {
+    match severity {
+        0..=3 => "ERROR",
+        4 => "WARN",
+        5 | 6 => "INFO",
+        _ => "DEBUG",
     }
 }
 
@@ -90,6 +105,7 @@ impl Syslog {
             header: buf.len(),
             buf,
             sent: Cell::new(false),
+            severity,
         }
     }
 }
@@ -100,6 +116,7 @@ pub struct SyslogLine {
     buf: Vec<u8>,
     header: usize,
     sent: Cell<bool>,
+    severity: u8,
 }
 
 impl Write for SyslogLine {
@@ -139,14 +156,33 @@ impl Drop for SyslogLine {
             None => Err(io::Error::from(io::ErrorKind::NotConnected)),
         };
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                if inner.on_stderr.swap(false, Ordering::Relaxed) {
+                    let mut err = io::stderr().lock();
+                    let _ = writeln!(
+                        err,
+                        "INFO syslog socket {} usable again: logging there",
+                        inner.path.display()
+                    );
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 inner.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
             }
-            Err(_) => {
-                // No syslog to talk to: stderr, without the PRI.
-                let body = self.buf.get(self.header..).unwrap_or_default();
+            Err(e) => {
+                // No syslog to talk to: stderr, the level in words since
+                // the PRI is not written there.
                 let mut err = io::stderr().lock();
+                if !inner.on_stderr.swap(true, Ordering::Relaxed) {
+                    let _ = writeln!(
+                        err,
+                        "WARN cannot log to the syslog socket {}: {e}; logging to stderr until it is back",
+                        inner.path.display()
+                    );
+                }
+                let body = self.buf.get(self.header..).unwrap_or_default();
+                let _ = err.write_all(level_word(self.severity).as_bytes());
+                let _ = err.write_all(b" ");
                 let _ = err.write_all(body);
                 let _ = err.write_all(b"\n");
             }

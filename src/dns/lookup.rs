@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,14 @@ impl Dns {
     /// Never fails: without a usable configuration DNS gives no
     /// information (logged once).
     pub fn new(settings: DnsSettings) -> Dns {
-        let auth = match build_resolver(&settings) {
+        Dns::with_resolv_conf(settings, Path::new(RESOLV_CONF))
+    }
+
+    /// As [`Dns::new`], with `resolv_conf` read in place of
+    /// /etc/resolv.conf when `settings.servers` is empty (tests reach the
+    /// "no resolver" path this way on any host).
+    pub fn with_resolv_conf(settings: DnsSettings, resolv_conf: &Path) -> Dns {
+        let auth = match build_resolver_from(&settings, resolv_conf) {
             Ok(r) => Some(MessageAuthenticator(r)),
             Err(e) => {
                 warn!("DNS checks disabled: {e}");
@@ -97,6 +105,12 @@ impl Dns {
             settings,
             breaker: RefCell::new(Breaker::new(BREAKER)),
         }
+    }
+
+    /// False when no usable resolver configuration was found: every
+    /// lookup then answers "no information" at once.
+    pub fn resolves(&self) -> bool {
+        self.auth.is_some()
     }
 
     pub fn settings(&self) -> &DnsSettings {
@@ -278,12 +292,20 @@ fn log_failure(name: &str, what: &str) {
     }
 }
 
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
 /// A resolver on the caller's runtime, with the nameservers of `s` (or
 /// /etc/resolv.conf), its timeout and cache size, one attempt per query.
 pub fn build_resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
+    build_resolver_from(s, Path::new(RESOLV_CONF))
+}
+
+fn build_resolver_from(s: &DnsSettings, resolv_conf: &Path) -> Result<TokioResolver, String> {
     let config = if s.servers.is_empty() {
-        let (config, _) = system_conf::read_system_conf()
-            .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;
+        let where_ = resolv_conf.display();
+        let text = std::fs::read(resolv_conf).map_err(|e| format!("cannot read {where_}: {e}"))?;
+        let (config, _) = system_conf::parse_resolv_conf(text)
+            .map_err(|e| format!("no usable nameserver in {where_}: {e}"))?;
         // Only the nameservers: our names are absolute, no search list.
         ResolverConfig::from_name_servers(config.name_servers().to_vec())
     } else {

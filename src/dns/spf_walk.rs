@@ -324,7 +324,10 @@ impl State<'_> {
     /// The one SPF record of `domain`.
     async fn fetch(&mut self, domain: &str) -> Result<Spf, String> {
         let mut records = Vec::new();
-        for data in self.query(domain, RecordType::TXT).await? {
+        let Some(answers) = self.query_nx(domain, RecordType::TXT).await? else {
+            return Err(format!("{domain} does not exist (NXDOMAIN)"));
+        };
+        for data in answers {
             if let RData::TXT(txt) = data {
                 let text: Vec<u8> = txt
                     .txt_data
@@ -346,14 +349,46 @@ impl State<'_> {
 
     /// The answers of one query; empty for NXDOMAIN or no records.
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, String> {
+        Ok(self.query_nx(name, rtype).await?.unwrap_or_default())
+    }
+
+    /// The answers of one query; `None` for NXDOMAIN, empty for no records.
+    async fn query_nx(&self, name: &str, rtype: RecordType) -> Result<Option<Vec<RData>>, String> {
         let fqdn = Name::from_ascii(format!("{name}."))
             .map_err(|e| format!("{name:?} is not a domain name: {e}"))?;
         match self.resolver.lookup(fqdn, rtype).await {
-            Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
-            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Ok(lookup) => Ok(Some(
+                lookup.answers().iter().map(|r| r.data.clone()).collect(),
+            )),
+            Err(e) if e.is_nx_domain() => Ok(None),
+            Err(e) if e.is_no_records_found() => Ok(Some(Vec::new())),
             Err(e) => Err(format!("DNS lookup of {name} {rtype} failed: {e}")),
         }
     }
+}
+
+/// Whether a DNS server refuses UDP queries outright (ICMP port
+/// unreachable: nothing listens there), found within `wait`. The resolver
+/// would only report a timeout, after waiting its whole timeout per
+/// transport; `spf-walk` asks this first so it can say what is wrong.
+pub fn refuses_queries(server: std::net::SocketAddr, wait: std::time::Duration) -> bool {
+    // A query for the root's NS records, recursion desired.
+    const QUERY: [u8; 17] = [
+        0x47, 0x4d, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
+    ];
+    let local: std::net::SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(local) else {
+        return false;
+    };
+    let mut buf = [0u8; 512];
+    socket.connect(server).is_ok()
+        && socket.set_read_timeout(Some(wait)).is_ok()
+        && socket.send(&QUERY).is_ok()
+        && matches!(socket.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// `v=spf1` alone or followed by a space (RFC 7208 4.5).

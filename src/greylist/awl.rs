@@ -12,9 +12,8 @@
 //! counted while the cap is reached). Expiry is a sweep in bounded slices
 //! like the table's, plus a check on every look-up.
 
-use indexmap::IndexMap;
-
-use super::key::{NetKey, PassThroughState};
+use super::dense_map::DenseMap;
+use super::key::NetKey;
 
 /// Passes of one network closer together than this count once.
 pub const COUNT_INTERVAL: u32 = 3600;
@@ -42,7 +41,7 @@ impl AwlRecord {
 
 #[derive(Debug, Default)]
 pub struct AutoWhitelist {
-    map: IndexMap<NetKey, AwlRecord, PassThroughState>,
+    map: DenseMap<NetKey, AwlRecord>,
     cursor: usize,
     /// Records with `last_use != 0` (a gauge).
     whitelisted: usize,
@@ -52,8 +51,10 @@ impl AutoWhitelist {
     pub fn from_records(
         records: impl ExactSizeIterator<Item = (NetKey, AwlRecord)>,
     ) -> Result<AutoWhitelist, NetKey> {
-        let mut a = AutoWhitelist::default();
-        a.map.reserve_exact(records.len());
+        let mut a = AutoWhitelist {
+            map: DenseMap::with_capacity(records.len()),
+            ..AutoWhitelist::default()
+        };
         for (k, r) in records {
             if a.map.insert(k, r).is_some() {
                 return Err(k);
@@ -139,7 +140,9 @@ impl AutoWhitelist {
         if !self.map.contains_key(&net) && self.map.len() >= cap {
             return false;
         }
-        let r = self.map.entry(net).or_default();
+        let Some(r) = self.map.get_or_insert_with(net, AwlRecord::default) else {
+            return false;
+        };
         if r.passes > 0 && now.saturating_sub(r.last_counted) < COUNT_INTERVAL {
             return false;
         }

@@ -16,18 +16,20 @@
 //! 10 million tuples from a single network), and the effect of one would be
 //! a recipient not greylisted. The key is secret and random, so an attacker
 //! cannot aim at a collision nor flood one hash bucket; since the key is
-//! already uniform, the maps hash it with a pass-through [`PassThrough`].
+//! already uniform, the maps use it as its own hash ([`MapKey`]).
 //! The secret is saved in the state file so keys survive a restart.
 //!
 //! Changing `ipv4_prefix`/`ipv6_prefix` changes every network hash: old
 //! tuples stay in the table and expire normally, but no longer match, so
 //! clients are greylisted once more after such a change.
 
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::io::Read as _;
 use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
+
+use super::dense_map::MapKey;
 
 /// Per-installation hashing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,33 +184,23 @@ impl NetKey {
     }
 }
 
+impl MapKey for TupleKey {
+    fn hash64(&self) -> u64 {
+        self.0[1]
+    }
+}
+
+impl MapKey for NetKey {
+    fn hash64(&self) -> u64 {
+        self.as_u64()
+    }
+}
+
 impl Hash for NetKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.as_u64());
     }
 }
-
-/// Hasher for keys that are already keyed-hash outputs: returns the last
-/// `u64` written. Other writes are folded in (FNV-style) so the type stays
-/// correct if used with other keys, just not fast.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-pub type PassThroughState = BuildHasherDefault<PassThrough>;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@
 pub mod awl;
 pub mod clock;
 pub mod date;
+pub mod dense_map;
 pub mod engine;
 pub mod envelope_address;
 pub mod facts;

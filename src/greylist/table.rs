@@ -2,30 +2,22 @@
 //!
 //! # Representation and memory
 //!
-//! Two `IndexMap<TupleKey, Times>`s, `pending` and `white`, hashed with the
-//! pass-through hasher (keys are keyed hashes already, see `key.rs`). One
-//! bucket of an `IndexMap` is its stored hash (8 bytes) + key (16) + value
-//! (`Times`, two `u32`: 8) = **32 bytes** in the entries vector, plus
-//! **9 bytes** per slot of the index table (a `usize` and a control byte),
-//! whose slot count is a power of two kept at most 7/8 full: 10.3 to 20.6
-//! bytes per tuple depending on where the table is between two doublings.
-//! `IndexMap` would grow its entries vector to match the index table (up to
-//! 2× slack); we reserve it ourselves in steps of 1/8 (`reserve_for_insert`),
-//! so entries cost 32 to 36 bytes. The per-network tuple counts are a
-//! `HashMap<NetKey, u32>` of 12-byte buckets + 1 control byte (15 to 30 bytes
-//! per *network*, usually far fewer networks than tuples). Expected total:
-//! **~43 to ~57 bytes per tuple** plus the network map; at 10M tuples about
-//! 0.45 to 0.6 GB.
+//! Two [`DenseMap<TupleKey, Times>`](DenseMap)s, `pending` and `white`:
+//! entries in one dense vector of 24 bytes each (key 16, `Times` 8; no
+//! stored hash, the key is a keyed hash already, see `key.rs`), grown in
+//! steps of 1/8 (24 to 27 bytes per tuple), and an index of 8-byte slots
+//! kept at most 3/4 full (11 to 21 bytes per tuple). The per-network tuple
+//! counts are a `DenseMap<NetKey, u32>` (12-byte entries + slots, per
+//! *network*, usually far fewer than tuples). Expected: **~35 to ~50
+//! bytes per tuple** plus the network map.
 //!
-//! Measured with `cargo run --release --example engine_memory` (VmRSS
+//! Measured with `cargo run --release --example state_bench` (VmRSS
 //! before and after filling through `decide_rcpt`, one tuple in five
-//! whitelisted): **70 bytes/tuple at 1M tuples from 200k networks**, 61 at
-//! 900k (1M is just past an index doubling, the worst point of the growth
-//! cycle), 94 at 1M in the worst case of one network per tuple.
+//! whitelisted, one network per five tuples): see BENCHMARKS.md.
 //!
-//! The index table still grows by doubling, and a doubling rehashes every
-//! entry at once (tens of ms near 10M tuples, a handful of times in the
-//! life of a process that fills up). Expiry and eviction never do.
+//! No operation rehashes the table: an index that must grow is drained
+//! into its double by the following inserts, a bounded number of slots
+//! each (see `dense_map.rs`). Expiry and eviction work in bounded windows.
 //!
 //! # Timing model (times are unix seconds as `u32`: good until 2106)
 //!
@@ -40,7 +32,7 @@
 //!
 //! # Expiry and eviction
 //!
-//! Removing from the middle of an `IndexMap` in O(1) (`swap_remove`) moves
+//! Removing from the middle of a `DenseMap` in O(1) (`swap_remove`) moves
 //! its last entry into the hole, so insertion order does not survive and a
 //! front-to-back "oldest first" scan is not available. Instead:
 //!
@@ -59,16 +51,17 @@
 //!   exact; "oldest" is exact within a window (and so for tables of at most
 //!   [`EVICT_WINDOW`] entries), approximate beyond. The table is never wiped.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use indexmap::IndexMap;
 use tracing::warn;
 
-use super::key::{NetKey, PassThroughState, TupleKey};
+use super::dense_map::DenseMap;
+use super::key::{NetKey, TupleKey};
 use crate::ratelimit::LogLimiter;
 
 mod admin;
+#[cfg(test)]
+mod growth_tests;
 mod mirror;
 mod timing;
 
@@ -108,7 +101,7 @@ pub const EVICT_WINDOW: usize = 64;
 
 static EVICT_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
 
-type Map = IndexMap<TupleKey, Times, PassThroughState>;
+type Map = DenseMap<TupleKey, Times>;
 
 #[derive(Debug, Default)]
 struct Sweep {
@@ -123,7 +116,7 @@ pub struct Table {
     pending: Map,
     white: Map,
     /// Tuples per client network (pending + white).
-    networks: HashMap<NetKey, u32, PassThroughState>,
+    networks: DenseMap<NetKey, u32>,
     max: usize,
     flows: Flows,
     sweep: Sweep,
@@ -161,8 +154,8 @@ impl Table {
         timing: &Timing,
     ) -> Result<Table, TupleKey> {
         let mut t = Table::new(max);
-        t.pending.reserve_exact(pending.len());
-        t.white.reserve_exact(white.len());
+        t.pending = Map::with_capacity(pending.len());
+        t.white = Map::with_capacity(white.len());
         for (k, v) in pending {
             if t.pending.insert(k, v).is_some() {
                 return Err(k);
@@ -443,14 +436,16 @@ impl Table {
     }
 
     fn net_inc(&mut self, net: NetKey) {
-        *self.networks.entry(net).or_insert(0) += 1;
+        if let Some(c) = self.networks.get_or_insert_with(net, || 0) {
+            *c += 1;
+        }
     }
 
     fn net_dec(&mut self, net: NetKey) {
         if let Some(c) = self.networks.get_mut(&net) {
             *c = c.saturating_sub(1);
             if *c == 0 {
-                self.networks.remove(&net);
+                self.networks.swap_remove(&net);
             }
         }
     }
@@ -461,17 +456,9 @@ pub fn secs32(now: u64) -> u32 {
     u32::try_from(now).unwrap_or(u32::MAX)
 }
 
-/// Makes room for one more entry, growing the entries vector by 1/8 (at
-/// least 1024, never beyond `limit`) instead of letting it double.
+/// Makes room for one more entry (see [`DenseMap::try_reserve_one`]).
 fn reserve_for_insert(map: &mut Map, limit: usize) -> bool {
-    if map.len() < map.capacity() {
-        return true;
-    }
-    let step = (map.len() / 8)
-        .max(1024)
-        .min(limit.saturating_sub(map.len()))
-        .max(1);
-    map.try_reserve_exact(step).is_ok() || map.try_reserve_exact(1).is_ok()
+    map.try_reserve_one(limit)
 }
 
 /// Examines up to [`EVICT_WINDOW`] entries from `*cursor` (wrapping) and

@@ -146,11 +146,7 @@ fn action(word: &str, col: usize, delay: Option<(usize, &str)>) -> Result<ListAc
 }
 
 fn parse_delay(d: &str) -> Result<Duration, String> {
-    let delay = match d.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(d)
-            .map_err(|e| format!("invalid delay {d:?}: {e} (like 90s, 10m, 1h)"))?,
-    };
+    let delay = crate::config::values::parse_duration(d)?;
     if delay.is_zero() || delay.as_secs() > u64::from(u32::MAX) {
         return Err(format!(
             "delay must be between 1 second and {} seconds",
@@ -182,7 +178,10 @@ fn client_item(entry: &str, col: usize) -> Result<Item, LineError> {
     }
     if entry.contains('/') {
         return match entry.parse::<IpNet>() {
-            Ok(net) => Ok(Item::Net(net.trunc())),
+            Ok(net) => match crate::config::values::exact_network(net) {
+                Ok(net) => Ok(Item::Net(net)),
+                Err(e) => err(col, e),
+            },
             Err(_) => err(
                 col,
                 format!("{entry:?} is not a CIDR network (like 192.0.2.0/24 or 2001:db8::/32)"),
@@ -394,7 +393,10 @@ mod tests {
         assert_eq!(item(c, "195.235.39"), net("195.235.39.0/24"));
         assert_eq!(item(c, "10"), net("10.0.0.0/8"));
         assert_eq!(item(c, "192.0.2.1"), net("192.0.2.1/32"));
-        assert_eq!(item(c, " 192.0.2.77/24 # host bits"), net("192.0.2.0/24"));
+        assert_eq!(item(c, " 192.0.2.0/24 # a network"), net("192.0.2.0/24"));
+        // Bits past the prefix are a typo to fix, not a network to guess.
+        let e = parse_line(c, "192.0.2.77/24").unwrap_err();
+        assert!(e.message.contains("write 192.0.2.0/24"), "{e:?}");
         assert_eq!(item(c, "2001:db8::1"), net("2001:db8::1/128"));
         assert_eq!(item(c, "2001:db8:1234"), net("2001:db8:1234::/48"));
         assert_eq!(item(c, "2001:db8::/32"), net("2001:db8::/32"));

@@ -3,6 +3,8 @@
 //! checkpointer's): nothing is counted twice, nothing on the hot path.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +25,28 @@ pub struct Input {
     /// `None`: no state file, no checkpoints.
     pub checkpoint: Option<CheckpointFigures>,
     pub allowances: u64,
+    /// The main loop's lateness (`crate::daemon::loop_lag`).
+    pub loop_lag: Option<HistogramData>,
+}
+
+/// A histogram kept elsewhere, encoded as it stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramData {
+    pub sum: f64,
+    pub count: u64,
+    /// `(upper bound, count in that bucket)`, not cumulative; the last
+    /// bound `f64::INFINITY` (`+Inf`).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for HistogramData {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// The checkpointer's figures, as plain data.
@@ -193,6 +217,13 @@ pub fn render(input: &Input) -> String {
             g,
         );
     }
+    if let Some(lag) = &input.loop_lag {
+        reg.register(
+            "event_loop_lag_seconds",
+            "How late the main loop woke up for its 10 ms ticker",
+            lag.clone(),
+        );
+    }
     let mut out = String::with_capacity(4096);
     if encode(&mut out, &reg).is_err() {
         out.clear();
@@ -243,6 +274,11 @@ mod tests {
     fn classic_names_counters_with_total_and_drops_eof() {
         let om = render(&Input {
             decisions: vec![("greylist".into(), "new".into(), 3)],
+            loop_lag: Some(HistogramData {
+                sum: 0.5,
+                count: 3,
+                buckets: vec![(0.005, 2), (f64::INFINITY, 1)],
+            }),
             ..Input::default()
         });
         assert!(om.ends_with("# EOF\n"));
@@ -252,5 +288,12 @@ mod tests {
         assert!(c.contains("greymilter_decisions_total{action=\"greylist\",reason=\"new\"} 3\n"));
         assert!(c.contains("# TYPE greymilter_tuples gauge\n"));
         assert!(!c.contains("# EOF"));
+        assert!(c.contains("# TYPE greymilter_event_loop_lag_seconds histogram\n"));
+        assert!(c.contains("greymilter_event_loop_lag_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(
+            c.contains("greymilter_event_loop_lag_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{c}"
+        );
+        assert!(c.contains("greymilter_event_loop_lag_seconds_count 3\n"));
     }
 }

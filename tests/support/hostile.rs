@@ -34,8 +34,9 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// What a hostile input must cause.
 #[derive(Debug, Clone)]
 pub struct Expect {
-    /// Text of the one warn line the input must produce, or `None`: the
-    /// input is legal (if odd) and produces no warn line at all.
+    /// Text of the one warn line the input must produce (alternatives
+    /// separated by `|`, none of them empty), or `None`: the input is legal
+    /// (if odd) and produces no warn line at all.
     pub warn: Option<&'static str>,
     /// Hostile sessions (all of them end before the checks).
     pub sessions: u64,
@@ -166,12 +167,16 @@ impl Hostile {
                 warns.join("\n")
             ),
             Some(text) => {
+                assert!(
+                    text.split('|').all(|t| !t.is_empty()),
+                    "an empty warn text matches any line: {text:?}"
+                );
                 let allowed =
                     1 + (self.started.elapsed().as_secs() / WARN_INTERVAL.as_secs()) as usize;
                 assert!(
                     !warns.is_empty()
                         && warns.len() <= allowed
-                        && warns.iter().all(|l| l.contains(text)),
+                        && warns.iter().all(|l| text.split('|').any(|t| l.contains(t))),
                     "expected 1 (at most {allowed}) warn line with {text:?} for {} hostile sessions, got:\n{}",
                     expect.sessions,
                     warns.join("\n")

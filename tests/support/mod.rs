@@ -17,6 +17,19 @@ use nix::unistd::Pid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_greymilter");
 
+/// True if this process is root; without root a test that needs it is
+/// skipped with a line saying so, except under `CI`, where it fails.
+pub fn require_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} needs root, and CI must run the tests as root");
+    }
+    eprintln!("skipped: {what} needs root");
+    false
+}
+
 /// Generous bound for anything the daemon does on its own; tests poll and
 /// return as soon as the condition holds.
 pub const PATIENCE: Duration = Duration::from_secs(20);

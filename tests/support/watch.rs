@@ -48,7 +48,7 @@ pub const CHECKPOINT_LABELS: [&str; 4] = [
 ];
 
 /// The lines added since the first release, always last.
-pub const LATER_LABELS: [&str; 10] = [
+pub const LATER_LABELS: [&str; 11] = [
     "Decision-Timeouts",
     "SPF-Keyed",
     "SPF-Skipped",
@@ -59,6 +59,7 @@ pub const LATER_LABELS: [&str; 10] = [
     "Would-Greylist",
     "Allowed",
     "Forgotten",
+    "Loop-Lag-Max",
 ];
 
 /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`) or as a count (`Threads`).

@@ -89,8 +89,13 @@ pub fn bind_admin(config: &Config, identity: Option<Identity>) -> Result<AdminSo
     let control = bind_control(config, identity)?;
     let metrics = match config.metrics.listen {
         Some(addr) => {
-            let l = crate::metrics::server::bind(addr)
-                .map_err(|e| format!("metrics listen {addr}: {e}"))?;
+            let l = crate::metrics::server::bind(addr).map_err(|e| {
+                // The start fails: leave no control socket behind.
+                if let Some((control, _)) = &control {
+                    let _ = control.remove_socket_file();
+                }
+                format!("[metrics] listen {addr}: {e}")
+            })?;
             let bound = l
                 .local_addr()
                 .map_or_else(|_| addr.to_string(), |a| a.to_string());
@@ -249,7 +254,7 @@ impl Daemon {
             return;
         }
         for a in &gone {
-            tracing::info!("runtime allowance expired: {a:?}");
+            tracing::info!("runtime allowance expired: {a}");
         }
         self.engine
             .borrow_mut()
@@ -278,6 +283,7 @@ impl Daemon {
                 last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
             }),
             allowances: self.allows.len() as u64,
+            loop_lag: Some(self.loop_lag_histogram()),
         })
     }
 }

@@ -56,7 +56,7 @@ impl Table {
         self.pending.retain(|k, _| !nets.contains(&k.net()));
         self.white.retain(|k, _| !nets.contains(&k.net()));
         for n in nets {
-            self.networks.remove(n);
+            self.networks.swap_remove(n);
         }
         let removed = (before - self.len()) as u64;
         self.flows.forgotten += removed;

@@ -1,0 +1,489 @@
+//! [`DenseMap`]: the map behind the tuple table, the per-network counts and
+//! the auto-whitelist. The subset of `IndexMap` they use (entries in one
+//! dense vector, `swap_remove` moves the last entry into the hole, positions
+//! usable as cursors), with an index that never rehashes all at once.
+//!
+//! # Why not `IndexMap` (issue 24)
+//!
+//! A hash table that doubles rehashes every entry in the call that crosses
+//! the threshold: 0.3 s at 3.3M tuples, 0.6–0.8 s at 6.7M, during which the
+//! single-threaded daemon serves nobody. Two designs keep every operation
+//! bounded: a table split into many fixed sub-tables (each doubling costs
+//! 1/n), or one table migrated incrementally into its double (Redis's
+//! dict). We chose the second: a split table would cut the big arrays into
+//! blocks below the allocator's huge-page threshold (`crate::memory`), and
+//! the checkpoint fork would again copy page tables for every 4 KiB page
+//! (10–15 ms at 10M tuples instead of ~4). Here the entries stay one vector
+//! (grown in steps with `mremap`) and each index is one block.
+//!
+//! # Representation
+//!
+//! * `entries`: `Vec<(K, V)>`, the order `iter` and positions follow. No
+//!   stored hash: keys are keyed hashes already ([`MapKey::hash64`]).
+//! * the index: open addressing with linear probing, one `u64` per slot:
+//!   the low 32 bits of the key's hash in the high half (a filter before
+//!   the key compare, and enough to re-home a slot without reading the
+//!   entry), the entry's position + 1 in the low half; 0 is an empty slot.
+//!   Kept at most 3/4 full: 1.33 to 2.67 slots (11 to 21 bytes) per entry.
+//!   Deletion shifts the run back (no tombstones).
+//!
+//! # Incremental growth
+//!
+//! When an insert would fill the index beyond 3/4, a new index of twice the
+//! slots is allocated zeroed (fresh pages from the kernel: nothing is
+//! written up front) and becomes the index inserts go to; the old one is
+//! kept for look-ups and drained by every later insert, at least
+//! [`MIGRATE_STEP`] slots at a time, in slot order. A look-up searches the
+//! new index, then the old one. The next growth is due after 3/4 of the old
+//! slot count more inserts, by which time the drain (1/32 of that) is long
+//! done.
+//!
+//! Linear probing makes the drain subtle: a key may sit several slots past
+//! its home, so clearing slots in order could cut the probe path of a key
+//! not yet moved. So the drain starts just after an empty slot and only
+//! stops just after an empty slot (whole probe runs move together); a key
+//! whose home the drain has passed is then known to be moved, and a key
+//! whose home it has not passed is still on an intact run. Removals from
+//! the old index leave a tombstone, not a backward shift, for the same
+//! reason; the old index takes no inserts.
+
+use std::alloc::Layout;
+
+/// A key that is already a uniform hash (a keyed SipHash output).
+pub trait MapKey: Copy + Eq {
+    fn hash64(&self) -> u64;
+}
+
+/// Old-index slots drained per insert while a growth is under way (at
+/// least: a probe run is finished once started).
+pub const MIGRATE_STEP: usize = 32;
+/// Most entries a map holds: positions are stored in 32 bits.
+pub const MAX_ENTRIES: usize = (1 << 31) - 1;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = u64::MAX;
+
+fn pack(hash: u64, pos: usize) -> u64 {
+    (hash << 32) | (pos as u64 + 1)
+}
+fn hash32(slot: u64) -> u32 {
+    (slot >> 32) as u32
+}
+fn entry_of(slot: u64) -> usize {
+    (slot as u32) as usize - 1
+}
+
+struct Index {
+    slots: Box<[u64]>,
+    mask: usize,
+}
+
+impl Index {
+    fn none() -> Index {
+        Index {
+            slots: Box::new([]),
+            mask: 0,
+        }
+    }
+
+    /// `n` (a power of two) empty slots, or `None` if memory is short.
+    fn with_slots(n: usize) -> Option<Index> {
+        let layout = Layout::array::<u64>(n).ok()?;
+        if layout.size() == 0 {
+            return Some(Index::none());
+        }
+        // SAFETY: the layout has a non-zero size. Zeroed memory is a valid
+        // `[u64]`; the box is freed with the same layout (`Layout::array`).
+        let slots = unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<u64>();
+            if p.is_null() {
+                return None;
+            }
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+        };
+        Some(Index { slots, mask: n - 1 })
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Positions are masked, so always in range.
+    fn at(&self, i: usize) -> u64 {
+        self.slots.get(i).copied().unwrap_or(EMPTY)
+    }
+
+    fn set(&mut self, i: usize, slot: u64) {
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = slot;
+        }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        hash as u32 as usize & self.mask
+    }
+
+    /// The slot of the entry `is_it` accepts among those whose hash has the
+    /// low 32 bits of `hash`, probing from `from`.
+    fn find(&self, hash: u64, from: usize, mut is_it: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut at = from;
+        loop {
+            let s = self.at(at);
+            if s == EMPTY {
+                return None;
+            }
+            if s != TOMB && hash32(s) == hash as u32 && is_it(entry_of(s)) {
+                return Some(at);
+            }
+            at = (at + 1) & self.mask;
+            if at == from {
+                return None;
+            }
+        }
+    }
+
+    /// Stores `slot` in the first empty slot of its run (the index has one).
+    fn put(&mut self, slot: u64) {
+        let mut at = self.home(u64::from(hash32(slot)));
+        while self.at(at) != EMPTY {
+            at = (at + 1) & self.mask;
+        }
+        self.set(at, slot);
+    }
+
+    /// Empties slot `at`, shifting the rest of its run back so that every
+    /// key stays reachable from its home without tombstones.
+    fn erase(&mut self, mut at: usize) {
+        let mut next = (at + 1) & self.mask;
+        loop {
+            let s = self.at(next);
+            if s == EMPTY {
+                break;
+            }
+            let home = self.home(u64::from(hash32(s)));
+            // `s` may move to `at` unless its home lies cyclically in (at, next].
+            if next.wrapping_sub(home) & self.mask >= next.wrapping_sub(at) & self.mask {
+                self.set(at, s);
+                at = next;
+            }
+            next = (next + 1) & self.mask;
+        }
+        self.set(at, EMPTY);
+    }
+}
+
+/// The previous index while it is drained into the current one.
+struct Draining {
+    index: Index,
+    /// The drain began at this slot (just after an empty one)...
+    start: usize,
+    /// ...and has emptied this many slots from there (wrapping).
+    done: usize,
+}
+
+impl Draining {
+    /// Whether keys whose home is `home` have all been moved.
+    fn passed(&self, home: usize) -> bool {
+        home.wrapping_sub(self.start) & self.index.mask < self.done
+    }
+
+    fn find(&self, hash: u64, is_it: impl FnMut(usize) -> bool) -> Option<usize> {
+        let home = self.index.home(hash);
+        if self.passed(home) {
+            return None;
+        }
+        self.index.find(hash, home, is_it)
+    }
+}
+
+/// Which index holds a found slot.
+#[derive(Clone, Copy)]
+enum Where {
+    Current(usize),
+    Old(usize),
+}
+
+pub struct DenseMap<K, V> {
+    entries: Vec<(K, V)>,
+    index: Index,
+    old: Option<Draining>,
+}
+
+impl<K, V> Default for DenseMap<K, V> {
+    fn default() -> Self {
+        DenseMap {
+            entries: Vec::new(),
+            index: Index::none(),
+            old: None,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for DenseMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenseMap")
+            .field("len", &self.entries.len())
+            .field("slots", &self.index.len())
+            .field("growing", &self.old.is_some())
+            .finish()
+    }
+}
+
+/// Slots for `n` entries at most 3/4 full (a power of two, at least 8).
+fn slots_for(n: usize) -> usize {
+    (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(8)
+}
+
+impl<K: MapKey, V> DenseMap<K, V> {
+    /// Room for `n` entries without growing (a restore).
+    pub fn with_capacity(n: usize) -> Self {
+        let n = n.min(MAX_ENTRIES);
+        DenseMap {
+            entries: Vec::with_capacity(n),
+            index: Index::with_slots(slots_for(n))
+                .unwrap_or_else(|| std::alloc::handle_alloc_error(slots_layout(n))),
+            old: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Entries the vector holds without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+    /// Whether a growth of the index is being drained.
+    pub fn growing(&self) -> bool {
+        self.old.is_some()
+    }
+
+    fn locate(&self, key: &K) -> Option<Where> {
+        let hash = key.hash64();
+        let is_it = |i: usize| self.entries.get(i).is_some_and(|(k, _)| k == key);
+        if let Some(at) = self.index.find(hash, self.index.home(hash), is_it) {
+            return Some(Where::Current(at));
+        }
+        self.old
+            .as_ref()
+            .and_then(|o| o.find(hash, is_it))
+            .map(Where::Old)
+    }
+
+    fn slot(&self, at: Where) -> u64 {
+        match (at, &self.old) {
+            (Where::Current(i), _) => self.index.at(i),
+            (Where::Old(i), Some(o)) => o.index.at(i),
+            (Where::Old(_), None) => EMPTY,
+        }
+    }
+
+    pub fn get_index_of(&self, key: &K) -> Option<usize> {
+        self.locate(key).map(|at| entry_of(self.slot(at)))
+    }
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.locate(key).is_some()
+    }
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let i = self.get_index_of(key)?;
+        self.entries.get(i).map(|(_, v)| v)
+    }
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let i = self.get_index_of(key)?;
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+    pub fn get_index(&self, i: usize) -> Option<(&K, &V)> {
+        self.entries.get(i).map(|(k, v)| (k, v))
+    }
+    pub fn get_index_mut(&mut self, i: usize) -> Option<(&K, &mut V)> {
+        self.entries.get_mut(i).map(|(k, v)| (&*k, v))
+    }
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// Room for one more entry: the vector grown by 1/8 of its length (at
+    /// least 16, never beyond `limit`) instead of doubled, and the index
+    /// grown if due. False if memory could not be had; nothing is lost.
+    pub fn try_reserve_one(&mut self, limit: usize) -> bool {
+        if self.entries.len() >= MAX_ENTRIES {
+            return false;
+        }
+        if self.entries.len() == self.entries.capacity() {
+            let len = self.entries.len();
+            let step = (len / 8).max(16).min(limit.saturating_sub(len)).max(1);
+            if self.entries.try_reserve_exact(step).is_err()
+                && self.entries.try_reserve_exact(1).is_err()
+            {
+                return false;
+            }
+        }
+        self.room_in_index()
+    }
+
+    /// Starts a growth if one more entry would fill the index beyond 3/4.
+    fn room_in_index(&mut self) -> bool {
+        if (self.entries.len() + 1) * 4 <= self.index.len() * 3 {
+            return true;
+        }
+        // A drain outruns the next growth (see the module docs); finish
+        // one anyway rather than ever hold two.
+        while self.old.is_some() {
+            self.drain(usize::MAX);
+        }
+        let Some(new) =
+            Index::with_slots(slots_for(self.entries.len() + 1).max(self.index.len() * 2))
+        else {
+            // Still correct while one slot is empty, only slower.
+            return self.entries.len() + 1 < self.index.len();
+        };
+        let old = std::mem::replace(&mut self.index, new);
+        if self.entries.is_empty() || old.slots.is_empty() {
+            return true;
+        }
+        let start = old.slots.iter().position(|&s| s == EMPTY).unwrap_or(0) + 1;
+        self.old = Some(Draining {
+            start: start & old.mask,
+            index: old,
+            done: 0,
+        });
+        true
+    }
+
+    /// Moves at least `min` slots of the old index (whole runs) into the
+    /// current one; drops the old index when it is empty.
+    fn drain(&mut self, min: usize) {
+        let Some(o) = &mut self.old else {
+            return;
+        };
+        let n = o.index.len();
+        let mut moved = 0;
+        while o.done < n {
+            let at = (o.start + o.done) & o.index.mask;
+            let s = o.index.at(at);
+            o.index.set(at, EMPTY);
+            o.done += 1;
+            moved += 1;
+            if s == EMPTY {
+                if moved >= min {
+                    break;
+                }
+            } else if s != TOMB {
+                self.index.put(s);
+            }
+        }
+        if o.done >= n {
+            self.old = None;
+        }
+    }
+
+    /// Inserts or replaces; returns the value replaced. Call
+    /// [`DenseMap::try_reserve_one`] first where memory failure must not
+    /// abort (as `Vec::push` would).
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(i) = self.get_index_of(&key) {
+            return self
+                .entries
+                .get_mut(i)
+                .map(|(_, v)| std::mem::replace(v, value));
+        }
+        if !self.room_in_index() {
+            std::alloc::handle_alloc_error(slots_layout(self.entries.len() * 2));
+        }
+        self.drain(MIGRATE_STEP);
+        let pos = self.entries.len();
+        self.entries.push((key, value));
+        self.index.put(pack(key.hash64(), pos));
+        None
+    }
+
+    /// The value of `key`, inserted with `make` if absent (`None` only if
+    /// the map is at [`MAX_ENTRIES`]).
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> Option<&mut V> {
+        let i = match self.get_index_of(&key) {
+            Some(i) => i,
+            None if self.entries.len() < MAX_ENTRIES => {
+                self.insert(key, make());
+                self.entries.len() - 1
+            }
+            None => return None,
+        };
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+
+    /// Removes the entry at position `i`; the last entry takes its place.
+    pub fn swap_remove_index(&mut self, i: usize) -> Option<(K, V)> {
+        let key = self.entries.get(i)?.0;
+        let at = self.locate(&key)?;
+        self.clear_slot(at);
+        let last = self.entries.len() - 1;
+        if i != last
+            && let Some(&(moved, _)) = self.entries.get(last)
+        {
+            let hash = moved.hash64();
+            let is_last = |e: usize| e == last;
+            let at = match self.index.find(hash, self.index.home(hash), is_last) {
+                Some(at) => Some(Where::Current(at)),
+                None => self
+                    .old
+                    .as_ref()
+                    .and_then(|o| o.find(hash, is_last))
+                    .map(Where::Old),
+            };
+            match at {
+                Some(Where::Current(a)) => self.index.set(a, pack(hash, i)),
+                Some(Where::Old(a)) => {
+                    if let Some(o) = &mut self.old {
+                        o.index.set(a, pack(hash, i));
+                    }
+                }
+                None => {}
+            }
+        }
+        Some(self.entries.swap_remove(i))
+    }
+
+    fn clear_slot(&mut self, at: Where) {
+        match at {
+            Where::Current(a) => self.index.erase(a),
+            Where::Old(a) => {
+                if let Some(o) = &mut self.old {
+                    o.index.set(a, TOMB);
+                }
+            }
+        }
+    }
+
+    pub fn swap_remove(&mut self, key: &K) -> Option<V> {
+        let i = self.get_index_of(key)?;
+        self.swap_remove_index(i).map(|(_, v)| v)
+    }
+
+    /// Keeps the entries `keep` accepts (order as `swap_remove` leaves it).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut i = 0;
+        while let Some((k, v)) = self.entries.get_mut(i) {
+            if keep(k, v) {
+                i += 1;
+            } else {
+                self.swap_remove_index(i);
+            }
+        }
+    }
+}
+
+fn slots_layout(n: usize) -> Layout {
+    Layout::array::<u64>(slots_for(n)).unwrap_or(Layout::new::<u64>())
+}
+
+#[cfg(test)]
+mod tests;
