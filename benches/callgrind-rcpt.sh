@@ -6,6 +6,8 @@
 #
 #   cargo build --release --bin greymilter --examples
 #   benches/callgrind-rcpt.sh [BINDIR] [PORT]      # default target/release, a free port
+#   EXTRA_CONF=$'[cluster]\nredis = "redis://127.0.0.1:6379/0"\nsecret_file = "/path/key"' \
+#       benches/callgrind-rcpt.sh                   # appended to the config: a cluster node
 #
 # Compare two builds by running it on each, interleaved. Loopback only.
 set -euo pipefail
@@ -26,6 +28,7 @@ delay = "1h"
 recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
 [log]
 level = "warn"
+${EXTRA_CONF:-}
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" "$BIN/greymilter" --config "$OUT/c.toml" 2>"$OUT/valgrind.log" &
 VG=$!

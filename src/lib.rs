@@ -22,7 +22,7 @@
     )
 )]
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -34,10 +34,10 @@ pub mod greylist;
 pub mod import;
 pub mod lists;
 pub mod memory;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod postfix_policy;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod reply;
-pub mod slots;
+pub(crate) mod slots;

@@ -22,7 +22,7 @@ mod ops;
 pub mod policy;
 mod preflight;
 pub mod reload;
-mod values;
+pub(crate) mod values;
 
 pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};
 pub use list_files::{FileEntry, FileRef, GreylistFileRef, ListFilesConfig, Loaded};

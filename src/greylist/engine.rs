@@ -126,26 +126,34 @@ pub enum Reason {
 impl Reason {
     /// As in the decision log: `new`, `list:clients`, …
     pub fn write_to(self, out: &mut String) {
-        let (prefix, name) = match self {
-            Reason::List(l) => ("list:", l.as_str()),
-            Reason::Allowed(ListName::Clients) => ("allow:", "network"),
-            Reason::Allowed(ListName::SenderDomains) => ("allow:", "sender-domain"),
-            Reason::Allowed(l) => ("allow:", l.as_str()),
-            Reason::New => ("", "new"),
-            Reason::Early => ("", "early"),
-            Reason::Retried => ("", "retried"),
-            Reason::Whitelisted => ("", "whitelisted"),
-            Reason::AutoWhitelisted => ("", "auto-whitelisted"),
-            Reason::Authenticated => ("", "authenticated"),
-            Reason::Loopback => ("", "loopback"),
-            Reason::Local => ("", "local"),
-            Reason::Unstored => ("", "unstored"),
-            Reason::Dnswl => ("", "dnswl"),
-            Reason::Spf => ("", "spf"),
-            Reason::Selective => ("", "selective"),
+        let list = match self {
+            Reason::List(l) => Some(("list:", l.as_str())),
+            Reason::Allowed(ListName::Clients) => Some(("allow:", "network")),
+            Reason::Allowed(ListName::SenderDomains) => Some(("allow:", "sender-domain")),
+            Reason::Allowed(l) => Some(("allow:", l.as_str())),
+            _ => None,
         };
-        out.push_str(prefix);
-        out.push_str(name);
+        if let Some((prefix, name)) = list {
+            out.push_str(prefix);
+            out.push_str(name);
+            return;
+        }
+        out.push_str(match self {
+            Reason::New => "new",
+            Reason::Early => "early",
+            Reason::Retried => "retried",
+            Reason::Whitelisted => "whitelisted",
+            Reason::AutoWhitelisted => "auto-whitelisted",
+            Reason::Authenticated => "authenticated",
+            Reason::Loopback => "loopback",
+            Reason::Local => "local",
+            Reason::Unstored => "unstored",
+            Reason::Dnswl => "dnswl",
+            Reason::Spf => "spf",
+            Reason::Selective => "selective",
+            // Written above.
+            Reason::List(_) | Reason::Allowed(_) => return,
+        });
     }
 }
 

@@ -146,7 +146,7 @@ fn action(word: &str, col: usize, delay: Option<(usize, &str)>) -> Result<ListAc
 }
 
 fn parse_delay(d: &str) -> Result<Duration, String> {
-    let delay = crate::config::parse_duration(d)?;
+    let delay = crate::config::values::parse_duration(d)?;
     if delay.is_zero() || delay.as_secs() > u64::from(u32::MAX) {
         return Err(format!(
             "delay must be between 1 second and {} seconds",
@@ -178,7 +178,7 @@ fn client_item(entry: &str, col: usize) -> Result<Item, LineError> {
     }
     if entry.contains('/') {
         return match entry.parse::<IpNet>() {
-            Ok(net) => match crate::config::exact_network(net) {
+            Ok(net) => match crate::config::values::exact_network(net) {
                 Ok(net) => Ok(Item::Net(net)),
                 Err(e) => err(col, e),
             },

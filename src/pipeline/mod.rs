@@ -14,15 +14,15 @@
 //! * [`factory`]: [`MilterFactory`], which makes deciders, gives milter
 //!   sessions their options and counts how they ended.
 
-pub mod cluster;
-pub mod envelope;
-pub mod factory;
-pub mod front;
-pub mod log;
-pub mod milter;
-pub mod transaction;
+mod cluster;
+mod envelope;
+mod factory;
+mod front;
+mod log;
+mod milter;
+mod transaction;
 
-pub use envelope::{Envelope, Proto, Source};
+pub use envelope::{CurrentDns, Envelope, MAX_KEPT, Proto, Source};
 pub use factory::{MilterFactory, SessionCounters, Timeouts};
 pub use front::{FrontEnd, Verdict};
 pub use milter::{Milter, MilterDecider};
