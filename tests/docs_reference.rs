@@ -76,6 +76,7 @@ fn values(file: &str, ty: &str) -> Vec<String> {
         .filter_map(|l| {
             let rest = l.trim().strip_prefix(&prefix)?;
             let arm = rest.split_once("=> ")?.1;
+            let arm = arm.strip_prefix("Some(").unwrap_or(arm);
             let literals: Vec<&str> = arm.split('"').skip(1).step_by(2).collect();
             match (arm.starts_with('('), literals.as_slice()) {
                 (false, [value, ..]) => Some(value.to_string()),

@@ -65,6 +65,12 @@ fn encode(commands: &[Command<'_>]) -> Vec<u8> {
 const TEMPFAIL_ALLOCATIONS: usize = 3;
 /// One-time growths of reused buffers within 1000 recipients (1 seen).
 const GROWTHS: usize = 4;
+/// 1000 new tuples also grow the table from empty: its entries and its
+/// index double about log2(1000) = 10 times each, and each index growth
+/// allocates the new index it migrates into (33 allocations seen in all).
+/// Logarithmic in the table's size, so one allocation more per recipient
+/// (1000) still fails.
+const TABLE_GROWTHS: usize = 48;
 
 #[test]
 fn whitelisted_recipients_cost_no_allocation_and_greylisted_ones_a_bounded_few() {
@@ -148,7 +154,7 @@ fn whitelisted_recipients_cost_no_allocation_and_greylisted_ones_a_bounded_few()
     let fresh = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert!(
         deferred <= 1000 * TEMPFAIL_ALLOCATIONS + GROWTHS
-            && fresh <= 1000 * TEMPFAIL_ALLOCATIONS + GROWTHS,
+            && fresh <= 1000 * TEMPFAIL_ALLOCATIONS + GROWTHS + TABLE_GROWTHS,
         "allocations for 1000 deferred recipients: {deferred}, for 1000 new ones: {fresh}"
     );
 }
