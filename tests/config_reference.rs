@@ -16,7 +16,7 @@ use man_support::config_reference::{EXAMPLE, SECTIONS, defaults};
 const EXAMPLE_FILE: &str = include_str!("../greylist.toml.example");
 
 /// Keys the example sets to something else than the default, on purpose.
-const EXAMPLE_CHOICES: &[&str] = &["lists.files.accept_clients"];
+const EXAMPLE_CHOICES: &[&str] = &["lists.files.accept_clients", "control.socket"];
 
 /// The keys a section's struct accepts, as serde lists them when it meets
 /// an unknown one (`""`: the top level, whose keys are the sections).

@@ -123,3 +123,23 @@ fn the_postfix_snippet_sets_nothing_but_smtpd_milters() {
         .collect();
     assert_eq!(settings, ["smtpd_milters"], "{text}");
 }
+
+/// With the shipped example as /etc/greymilter/greylist.toml, `greymilter
+/// stats`, `check`, `allow`, `forget` and `reload` reach the daemon: the
+/// example opens the control socket they use (in the directory the systemd
+/// unit creates).
+#[test]
+fn the_example_opens_the_control_socket_of_the_admin_verbs() {
+    let text = include_str!("../greylist.toml.example");
+    let config = greymilter::config::Config::parse(text, "greylist.toml.example")
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    assert_eq!(
+        config.control.socket.as_deref(),
+        Some(std::path::Path::new("/run/greymilter/control.sock"))
+    );
+    let unit = include_str!("../contrib/greymilter.service");
+    assert!(
+        unit.lines().any(|l| l == "RuntimeDirectory=greymilter"),
+        "the unit must create /run/greymilter"
+    );
+}
