@@ -6,30 +6,9 @@
 #              one on loopback (its own --dbdir) to record tuples; benchmarks compare with it
 #   db-util    db_dump, which prints postgrey's Berkeley DB databases as text for the import
 #
-# postgrey's package would start its daemon on port 10023: a policy-rc.d guard (removed again
-# only if created here) keeps maintainer scripts from starting anything. Idempotent.
+# postgrey's package would start its daemon on port 10023: ci_install's policy-rc.d guard
+# keeps maintainer scripts from starting anything. Idempotent and silent when in place.
 set -euo pipefail
-
-PACKAGES=(postgrey db-util)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-policy.sh: postgrey $(dpkg-query -W -f='${Version}' postgrey) and db-util already in place"
-    exit 0
-fi
-if [ "$(id -u)" != 0 ]; then
-    echo "install-policy.sh: missing ${missing[*]}; run as root to install them" >&2
-    exit 1
-fi
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-fi
-export DEBIAN_FRONTEND=noninteractive
-APT_OPTS=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-apt-get install "${APT_OPTS[@]}" "${missing[@]}" >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get install "${APT_OPTS[@]}" "${missing[@]}" >/dev/null; }
-echo "install-policy.sh: installed ${missing[*]}"
+source "$(dirname "$0")/lib.sh"
+mapfile -t missing < <(ci_missing postgrey db-util)
+ci_install install-policy.sh "${missing[@]}"
