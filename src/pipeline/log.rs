@@ -33,10 +33,15 @@ pub struct Entry<'a> {
     pub proto: Proto,
 }
 
+/// Whether decision lines are written (info enabled).
+pub fn enabled() -> bool {
+    tracing::enabled!(Level::INFO)
+}
+
 /// Writes the line, if info is enabled (the line is only built then: the
 /// RCPT path allocates nothing for a disabled log).
 pub fn decision(e: &Entry<'_>) {
-    if !tracing::enabled!(Level::INFO) {
+    if !enabled() {
         return;
     }
     let d = e.decision;

@@ -56,11 +56,11 @@ impl Decider for MilterDecider {
             .get("auth_authen")
             .is_some_and(|v| !v.trim_ascii().is_empty());
         // Asked for the HELO event when SPF is on; else Sendmail's `s`.
-        self.txn.mail(sender, authenticated, macros.get("s"))
+        self.txn.mail(sender, authenticated, || macros.get("s"))
     }
 
     fn rcpt(&mut self, recipient: &[u8], macros: &dyn Macros) -> Decided<Wait> {
-        match self.txn.rcpt(recipient, macros.get("i")) {
+        match self.txn.rcpt(recipient, || macros.get("i")) {
             Step::Now(verdict) => Decided::Now(verdict),
             Step::Wait(wait) => Decided::Wait(wait),
         }

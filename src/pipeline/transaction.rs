@@ -190,8 +190,15 @@ impl<F: FrontEnd> Transaction<F> {
 
     /// A new transaction from `sender` (`<a@b>`, `<>`): `Verdict::Accept`
     /// when every recipient of the message passes. `helo` stands in for a
-    /// HELO name never given (Sendmail's `s` macro). Starts SPF otherwise.
-    pub fn mail(&mut self, sender: &[u8], authenticated: bool, helo: Option<&[u8]>) -> F::Reply {
+    /// HELO name never given (Sendmail's `s` macro), asked only then and
+    /// only with DNS checks on (a milter macro is a scan: not on every
+    /// MAIL). Starts SPF otherwise.
+    pub fn mail<'h>(
+        &mut self,
+        sender: &[u8],
+        authenticated: bool,
+        helo: impl FnOnce() -> Option<&'h [u8]>,
+    ) -> F::Reply {
         self.end_transaction();
         keep(&mut self.envelope.sender, sender);
         self.envelope.authenticated = authenticated;
@@ -208,9 +215,9 @@ impl<F: FrontEnd> Transaction<F> {
         if let Some(dns) = self.pipeline.dns() {
             // Without a HELO name, a null sender simply gets no SPF result.
             let e = &self.envelope;
-            let helo = match helo {
-                Some(s) if e.helo.is_empty() => cut(s),
-                _ => &e.helo,
+            let helo = match e.helo.is_empty().then(helo).flatten() {
+                Some(s) => cut(s),
+                None => &e.helo,
             };
             self.lookups.mail(&dns, e.client_addr, helo, &e.sender);
         }
@@ -219,15 +226,19 @@ impl<F: FrontEnd> Transaction<F> {
 
     /// One recipient (as sent, `<a@b>`), with the MTA's queue id if known.
     /// Decided now when its DNS lookups are done (or none were needed) and
-    /// Redis need not be asked; copies nothing then.
-    pub fn rcpt(&mut self, recipient: &[u8], qid: Option<&[u8]>) -> Step<F::Reply> {
+    /// Redis need not be asked; copies nothing then. `qid` is asked only
+    /// when needed (a wait, a logged decision): a milter macro is a scan.
+    pub fn rcpt<'q>(
+        &mut self,
+        recipient: &[u8],
+        qid: impl Fn() -> Option<&'q [u8]>,
+    ) -> Step<F::Reply> {
         let recipient = cut(recipient);
-        let qid = qid.map(cut);
         if let Some(seen) = self.lookups.peek() {
-            return self.decide_seen(recipient, qid, seen);
+            return self.decide_seen(recipient, &qid, seen);
         }
         let lookups = self.lookups.wait();
-        let (recipient, qid) = (recipient.to_vec(), qid.map(<[u8]>::to_vec));
+        let (recipient, qid) = (recipient.to_vec(), qid().map(cut).map(<[u8]>::to_vec));
         let wait = match self.pipeline.cluster.clone() {
             None => lookups
                 .map(move |found| Waited {
@@ -259,7 +270,7 @@ impl<F: FrontEnd> Transaction<F> {
         qid: Option<&[u8]>,
         timeout: Duration,
     ) -> F::Reply {
-        match self.rcpt(recipient, qid) {
+        match self.rcpt(recipient, || qid) {
             Step::Now(reply) => reply,
             Step::Wait(wait) => match tokio::time::timeout(timeout, wait).await {
                 Ok(waited) => self.answered(waited),
@@ -280,7 +291,7 @@ impl<F: FrontEnd> Transaction<F> {
                 };
                 // A lone node (the only one that waits for DNS alone)
                 // never waits twice.
-                return match self.decide_seen(&w.recipient, w.qid.as_deref(), found.view()) {
+                return match self.decide_seen(&w.recipient, &|| w.qid.as_deref(), found.view()) {
                     Step::Now(reply) => reply,
                     Step::Wait(_) => F::reply(Verdict::PASS),
                 };
@@ -337,7 +348,12 @@ impl<F: FrontEnd> Transaction<F> {
 
     /// Decides one recipient whose DNS lookups are done (or not needed); a
     /// cluster node may have to ask Redis first.
-    fn decide_seen(&self, recipient: &[u8], qid: Option<&[u8]>, seen: Seen<'_>) -> Step<F::Reply> {
+    fn decide_seen<'q>(
+        &self,
+        recipient: &[u8],
+        qid: &dyn Fn() -> Option<&'q [u8]>,
+        seen: Seen<'_>,
+    ) -> Step<F::Reply> {
         let Ok(mut engine) = self.pipeline.engine.try_borrow_mut() else {
             return Step::Now(busy::<F>());
         };
@@ -351,7 +367,7 @@ impl<F: FrontEnd> Transaction<F> {
                 cluster::Step::Now(d, src) => (d, Some(src)),
                 cluster::Step::Wait(call) => {
                     let recipient = recipient.to_vec();
-                    let qid = qid.map(<[u8]>::to_vec);
+                    let qid = qid().map(cut).map(<[u8]>::to_vec);
                     return Step::Wait(
                         call.map(move |asked| Waited {
                             recipient,
@@ -365,6 +381,8 @@ impl<F: FrontEnd> Transaction<F> {
                 }
             },
         };
+        // The queue id only shows in the log line.
+        let qid = if log::enabled() { qid().map(cut) } else { None };
         Step::Now(self.finish(&engine, &d, src, recipient, qid, spf))
     }
 

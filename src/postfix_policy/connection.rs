@@ -185,7 +185,7 @@ async fn decide(
         txn.helo(req.helo_name.as_bytes());
         bracketed(&mut message.sender, req.sender);
         let authenticated = !req.sasl_username.is_empty();
-        if txn.mail(&message.sender, authenticated, None) == Verdict::Accept {
+        if txn.mail(&message.sender, authenticated, || None) == Verdict::Accept {
             message.accepted = true;
             return Verdict::PASS;
         }
