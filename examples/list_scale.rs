@@ -80,12 +80,10 @@ fn list_text(cidrs: usize, names: usize, regexes: usize) -> String {
         let r = rng.next();
         if i % 10 == 9 {
             let p = 32 + (r % 33) as u32;
-            let _ = writeln!(
-                text,
-                "2001:db8:{:x}:{:x}::/{p}",
-                r >> 48,
-                (r >> 32) & 0xffff
-            );
+            // Host bits cleared: a network with bits past its prefix is refused.
+            let bits = (0x2001_0db8u128 << 96) | (u128::from(r >> 32) << 64);
+            let net = bits & (u128::MAX << (128 - p));
+            let _ = writeln!(text, "{}/{p}", std::net::Ipv6Addr::from(net));
         } else {
             let p = 16 + (r % 17) as u32;
             let a = (0x4000_0000 | (r as u32 & 0x3fff_ffff)) & (u32::MAX << (32 - p));
