@@ -146,8 +146,9 @@ level = \"info\""
     STARTED=$GM_PID
     cg_adopt "$1" "$GM_PID"
 }
+# (start_greymilter sets GM_PID for each greymilter it starts: the TCP one's pid is kept apart.)
 start_pf_greymilter greymilter "inet:127.0.0.1:$GM_PORT"
-GM_PID=$STARTED
+GM_TCP_PID=$STARTED
 # The same over a Unix socket that smtpd (user postfix, not chrooted) may connect to.
 GMU_SOCK=$WORKDIR/greymilter.sock
 start_pf_greymilter greymilter-unix "unix:$GMU_SOCK" 'socket_mode = "0666"'
@@ -417,7 +418,7 @@ for round in $(seq "$ROUNDS"); do
             full) milter="inet:127.0.0.1:$FULL_PORT"; pid=$FULL_PID ;;
             floor) milter="inet:127.0.0.1:$FLOOR_PORT"; pid=$FLOOR_PID ;;
             noreply) milter="inet:127.0.0.1:$NR_PORT"; pid=$NR_PID ;;
-            greymilter) milter="inet:127.0.0.1:$GM_PORT"; pid=$GM_PID ;;
+            greymilter) milter="inet:127.0.0.1:$GM_PORT"; pid=$GM_TCP_PID ;;
             noop-unix) milter="unix:$NOOPU_SOCK"; pid=$NOOPU_PID ;;
             greymilter-unix) milter="unix:$GMU_SOCK"; pid=$GMU_PID ;;
             policy-noop) milter=""; policy=$PNOOP_PORT; pid=$PNOOP_PID ;;
