@@ -151,14 +151,23 @@ echo "$out" | grep -v '^RESULT'
 
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
+    # Every default scenario, the policy ones (policy-noop, greymilter-policy, postgrey:
+    # .ci/install-policy.sh installs postgrey) included.
     MSGS=100 SESSIONS=10 ROUNDS=1 SMTP_PORT=$(port) GM_PORT=$(port) NOOP_PORT=$(port) \
-        FULL_PORT=$(port) FLOOR_PORT=$(port) NR_PORT=$(port) \
+        FULL_PORT=$(port) FLOOR_PORT=$(port) NR_PORT=$(port) PNOOP_PORT=$(port) \
+        GMP_PORT=$(port) POSTGREY_PORT=$(port) \
         benches/postfix-overhead.sh >"$TMP/postfix-overhead.out" 2>&1 \
         || fail "postfix-overhead.sh failed: $(tail -5 "$TMP/postfix-overhead.out")"
-    tail -10 "$TMP/postfix-overhead.out"
-    # Every scenario ran and delivered (the script checks each run's deliveries).
-    [ "$(grep -cE '^RESULT scenario=[a-z-]+ msg_s=[1-9]' "$TMP/postfix-overhead.out")" = 8 ] \
+    tail -14 "$TMP/postfix-overhead.out"
+    # Every scenario ran and delivered, and each greylister or policy service passed every
+    # recipient (the script checks both per run).
+    [ "$(grep -cE '^RESULT scenario=[a-z-]+ msg_s=[1-9]' "$TMP/postfix-overhead.out")" = 11 ] \
         || fail "postfix-overhead.sh: a scenario is missing"
+    # CPU figures come with cpuacct cgroups only.
+    if grep -q '^RESULT-CPU ' "$TMP/postfix-overhead.out"; then
+        grep -Eq '^RESULT-POLICY greymilter_us=[0-9.]+ .*postgrey_us=[0-9.]+' "$TMP/postfix-overhead.out" \
+            || fail "postfix-overhead.sh: no policy figures"
+    fi
 else
     echo "== Postfix end-to-end overhead: skipped (needs root and Postfix)"
 fi
