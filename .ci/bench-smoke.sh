@@ -16,7 +16,9 @@ TMP=$(mktemp -d)
 # field, wait_line, wait_listening, start_greymilter, stop_pid: benches/lib.sh.
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
-OUT=$TMP bench_init bench-smoke
+# A global OUT (start_greymilter writes there): a prefix assignment would end with the call.
+OUT=$TMP
+bench_init bench-smoke
 trap 'bench_cleanup; rm -rf "$TMP"' EXIT
 fail() { echo "bench-smoke: $*" >&2; exit 1; }
 

@@ -18,14 +18,23 @@ use e2e::{
 
 const POLICY: &str = "[policy]\nlisten = \"inet:0@127.0.0.1\"\n";
 
-/// The policy port, from the daemon's "policy service listening" line.
+/// The policy port, from the daemon's "policy service listening" line (logged after the
+/// milter's, which is all `Greymilter::start` waits for: wait for it, up to 10 s).
 fn policy_port(daemon: &Greymilter) -> u16 {
-    let log = daemon.log();
-    log.lines()
-        .find(|l| l.contains("policy service listening"))
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no policy listener in:\n{log}"))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = daemon.log();
+        let port = log
+            .lines()
+            .find(|l| l.contains("policy service listening"))
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse().ok());
+        match port {
+            Some(port) => return port,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("no policy listener in:\n{log}"),
+        }
+    }
 }
 
 /// A deferral Postfix made of `DEFER_IF_PERMIT 4.7.1 text`: a 450 with a 4.x.x code, and
