@@ -136,13 +136,14 @@ tail -4 "$TMP/dns-bench.out"
     || fail "dns-milter-bench.sh: a run is missing or had protocol errors"
 grep -q 'spf=pass' "$TMP/dns-bench/key-warm.log" || fail "dns-milter-bench.sh: no SPF pass in the warm run"
 
-echo "== cluster-bench.sh (standalone vs [cluster], Redis killed mid-run, memory per tuple; tiny)"
+echo "== cluster-bench.sh (standalone vs [cluster], plain and TLS, Redis killed mid-run, memory per tuple; tiny)"
 # The killed run lasts 8 s so the kill (+4 s), the restart (+7 s) and the breaker's probe
 # land inside it; cluster-bench.sh fails if they did not.
 DURATION=1s KILL_RUN=8s CONNECTIONS=4 TUPLES=2000 OUT="$TMP/cluster-bench" benches/cluster-bench.sh \
     >"$TMP/cluster-bench.out" 2>&1 || fail "cluster-bench.sh failed: $(tail -5 "$TMP/cluster-bench.out")"
 grep -E '^(standalone|cluster) ' "$TMP/cluster-bench/results.txt"
-[ "$(grep -cE '^(standalone|cluster)[^ ]* RESULT .* errors=0 ' "$TMP/cluster-bench/results.txt")" = 4 ] \
+# standalone, cluster, cluster at half the standalone peak, the same over TLS, Redis killed.
+[ "$(grep -cE '^(standalone|cluster)[^ ]* RESULT .* errors=0 ' "$TMP/cluster-bench/results.txt")" = 5 ] \
     || fail "cluster-bench.sh: a run is missing or had protocol errors"
 grep -q 'bytes per pending tuple' "$TMP/cluster-bench/results.txt" || fail "cluster-bench.sh: no memory figure"
 
