@@ -41,3 +41,4 @@ pub mod postfix_policy;
 pub(crate) mod ratelimit;
 pub mod reply;
 pub(crate) mod slots;
+pub mod stdout;

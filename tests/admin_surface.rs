@@ -319,3 +319,28 @@ fn run_and_check_config_refuse_a_missing_user_alike() {
         assert!(out.stdout.is_empty(), "{verb}: {out:?}");
     }
 }
+
+/// A reader that goes away (`greymilter check-config | head -1`) ends the
+/// output quietly: no panic, no message, the verb's own exit status. The
+/// pipe's read end is closed before the verb starts, so every write fails.
+#[test]
+fn verbs_printing_to_a_closed_pipe_exit_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("greymilter.toml");
+    std::fs::write(&config, "[greylist]\ndelay = \"1h\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    for args in [&["check-config", "--config", config][..], &["--help"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
