@@ -48,7 +48,7 @@ fn verb(cli: Cli) -> ExitCode {
         Command::Stats { socket, timeout } => stats(cli.config.as_deref(), socket, timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
         Command::Import(args) => match load(cli.config.as_deref()) {
-            Ok((config, _)) => ExitCode::from(greymilter::import::cli::run(&args, &config)),
+            Ok((config, _)) => ExitCode::from(greymilter::run_import(&args, &config)),
             Err(code) => code,
         },
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
@@ -213,7 +213,7 @@ fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) ->
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let pid = match daemon::pidfile::read(pidfile) {
+    let pid = match daemon::read_pidfile(pidfile) {
         Ok(pid) => pid,
         Err(e) => {
             eprintln!("cannot read the pidfile {}: {e}", pidfile.display());

@@ -17,12 +17,12 @@
 pub mod admin;
 pub mod breaker;
 pub mod client;
-pub mod conn;
+pub(crate) mod conn;
 pub mod schema;
 pub mod script;
-pub mod secret;
-pub mod sentinel;
-pub mod settings;
+pub(crate) mod secret;
+pub(crate) mod sentinel;
+pub(crate) mod settings;
 pub mod tls;
 
 pub use breaker::ClusterCounters;
