@@ -1,6 +1,7 @@
 //! The cluster module against a real redis-server: several `Cluster`
 //! handles on one Redis are several MX nodes.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 
 use std::net::IpAddr;

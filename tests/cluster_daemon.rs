@@ -2,6 +2,7 @@
 //! first attempt at one MX passes at another, faults never cost a session,
 //! checkpoints still fork.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

@@ -4,6 +4,7 @@
 //! decides locally, says so in the log and in `Redis-Schema-Bad`, and
 //! writes nothing. Redis seeded by the test.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

@@ -2,6 +2,7 @@
 //! loopback; the primary is killed and the node follows the new one: the
 //! cluster client alone, then two real daemons with a healthy MTA beside.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

@@ -3,6 +3,7 @@
 //! for calls, not for reconnecting. Alone in its binary so that no other
 //! test's thread is counted.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 
 use std::time::Duration;

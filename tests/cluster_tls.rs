@@ -3,6 +3,7 @@
 //! certificate; a wrong CA, a wrong name or an expired certificate never
 //! gets a tuple (decisions fall back locally, nothing reaches Redis).
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
