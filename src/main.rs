@@ -112,7 +112,7 @@ fn check_cluster_secret(config: &Config, path: Option<&Path>) -> Result<(), Exit
         .map(drop)
         .map_err(|e| ("secret_file", e))
         .and_then(|()| match cluster.tls() {
-            true => greymilter::cluster::tls::TlsSetup::load(&cluster.tls_files()).map(drop),
+            true => greymilter::cluster::TlsSetup::load(&cluster.tls_files()).map(drop),
             false => Ok(()),
         });
     match checked {

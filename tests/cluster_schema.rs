@@ -11,8 +11,8 @@ mod support;
 use std::time::Duration;
 
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
-use greymilter::cluster::schema::{SCHEMA_KEY, VERSION};
 use greymilter::cluster::{Cluster, Outcome};
+use greymilter::cluster::{SCHEMA_KEY, SCHEMA_VERSION as VERSION};
 use greymilter::greylist::key::TupleKey;
 use support::{Daemon, cli_ok};
 

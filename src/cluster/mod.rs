@@ -14,18 +14,21 @@
 //! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
 //! * [`conn`]: one connection type, plain or TLS.
 
-pub mod admin;
-pub mod breaker;
-pub mod client;
+pub(crate) mod admin;
+pub(crate) mod breaker;
+pub(crate) mod client;
 pub(crate) mod conn;
-pub mod schema;
-pub mod script;
+pub(crate) mod schema;
+pub(crate) mod script;
 pub(crate) mod secret;
 pub(crate) mod sentinel;
 pub(crate) mod settings;
-pub mod tls;
+pub(crate) mod tls;
 
+pub use admin::SharedTuple;
 pub use breaker::ClusterCounters;
-pub use client::{Cluster, Options};
-pub use script::{Args, Outcome, Reply};
+pub use client::{Cluster, Options, START_CHECK};
+pub use schema::{SCHEMA_KEY, VERSION as SCHEMA_VERSION};
+pub use script::{Args, FINGERPRINT_KEY, Outcome, Reply, keys};
 pub use secret::SharedSecret;
+pub use tls::{TlsFiles, TlsSetup};
