@@ -43,7 +43,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start};
+use greymilter::daemon::{CheckpointOutcome as Outcome, CheckpointStart as Start, Checkpointer};
 use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
 use greymilter::greylist::settings::Settings;
 use greymilter::greylist::{Engine, Request};

@@ -46,16 +46,14 @@ fn verb(cli: Cli) -> ExitCode {
         Command::Run => run(cli.config.as_deref()),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Stats { socket, timeout } => stats(cli.config.as_deref(), socket, timeout),
-        Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::Query(args) => ExitCode::from(daemon::run_query(&args)),
         Command::Import(args) => match load(cli.config.as_deref()) {
             Ok((config, _)) => ExitCode::from(greymilter::run_import(&args, &config)),
             Err(code) => code,
         },
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
         Command::Control(cmd) => match load_for_control(cli.config.as_deref()) {
-            Ok((config, _)) => {
-                greymilter::control::cli::run(&cmd, config.control.socket.as_deref())
-            }
+            Ok((config, _)) => greymilter::control::run_cli(&cmd, config.control.socket.as_deref()),
             Err(code) => code,
         },
     }
@@ -196,16 +194,16 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
 
 fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) -> ExitCode {
     if let Some(socket) = &socket {
-        use greymilter::control::{cli, protocol};
-        return cli::send(socket, &protocol::Command::Stats, timeout);
+        use greymilter::control::{protocol, send};
+        return send(socket, &protocol::Command::Stats, timeout);
     }
     let (config, _) = match load_for_control(explicit) {
         Ok(c) => c,
         Err(code) => return code,
     };
     if let Some(socket) = &config.control.socket {
-        use greymilter::control::{cli, protocol};
-        return cli::send(socket, &protocol::Command::Stats, timeout);
+        use greymilter::control::{protocol, send};
+        return send(socket, &protocol::Command::Stats, timeout);
     }
     let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
         eprintln!(
@@ -274,7 +272,7 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
         .servers
         .iter()
         .map(|s| s.0)
-        .filter(|s| greymilter::dns::spf_walk::refuses_queries(*s, config.dns.timeout.0))
+        .filter(|s| greymilter::dns::refuses_queries(*s, config.dns.timeout.0))
         .map(|s| s.to_string())
         .collect();
     if !refused.is_empty() && refused.len() == config.dns.servers.len() {
@@ -287,7 +285,7 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
     // The resolver is built inside the runtime it spawns its tasks on.
     let walk = runtime.block_on(async {
         let resolver = greymilter::dns::build_resolver(&config.dns_settings())?;
-        Ok::<_, String>(greymilter::dns::spf_walk::walk(&resolver, domains).await)
+        Ok::<_, String>(greymilter::dns::spf_walk(&resolver, domains).await)
     });
     let walk = match walk {
         Ok(w) => w,

@@ -12,7 +12,7 @@ use cluster_support::tls::{Ca, TlsRedis};
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::Cluster;
 use greymilter::cluster::{TlsFiles, TlsSetup};
-use greymilter::daemon::checkpoint::thread_count;
+use greymilter::daemon::thread_count;
 use greymilter::greylist::key::TupleKey;
 
 #[test]

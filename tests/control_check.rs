@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cluster_support::{Redis, redis_present};
 use greymilter::cluster::{Cluster, Options, SharedSecret};
 use greymilter::config::Config;
-use greymilter::daemon::serve::bind_admin;
+use greymilter::daemon::bind_admin;
 use greymilter::daemon::{Daemon, Event, Setup};
 use greymilter::greylist::clock::ManualClock;
 use greymilter::milter::client::{ClientBuilder, ConnectAddr};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use greymilter::config::Config;
-use greymilter::daemon::checkpoint::thread_count;
+use greymilter::daemon::thread_count;
 use greymilter::daemon::{Daemon, Event, Setup};
 use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;

@@ -12,9 +12,13 @@
 
 pub(crate) mod allows;
 pub(crate) mod check;
-pub mod cli;
+pub(crate) mod cli;
 pub(crate) mod client;
-pub mod handle;
+pub(crate) mod handle;
+
 pub mod protocol;
 pub(crate) mod server;
 pub(crate) mod shared;
+
+pub use cli::{ControlCommand, run as run_cli, send};
+pub use handle::Reply;

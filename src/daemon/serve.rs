@@ -44,7 +44,7 @@ mod admin;
 mod checkpoints;
 mod reload;
 mod report;
-pub use admin::{AdminSockets, SYNC_PERIOD, bind_admin};
+pub use admin::{AdminSockets, bind_admin};
 use checkpoints::prepare_state_dir;
 
 /// How often the engine's incremental expiry runs.

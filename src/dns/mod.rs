@@ -20,14 +20,16 @@
 pub(crate) mod lookup;
 pub(crate) mod rdns;
 pub(crate) mod spf_cache;
-pub mod spf_walk;
+pub(crate) mod spf_walk;
 pub(crate) mod transaction;
-pub mod zones;
+pub(crate) mod zones;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use lookup::{Dns, Outcome, build_resolver};
+pub use spf_walk::{refuses_queries, walk as spf_walk};
+pub use zones::Zone;
 
 /// The settings of this module, from `[dns]` and `[greylist]`.
 #[derive(Debug, Clone, PartialEq)]
