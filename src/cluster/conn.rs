@@ -1,8 +1,11 @@
-//! A connection to Redis, plain or TLS, behind one type.
+//! A connection to Redis, plain or TLS, or to a sharded Redis Cluster,
+//! behind one type.
 //!
 //! Plain TCP and Unix sockets use redis-rs' `ConnectionManager`; TLS uses
 //! ours ([`TlsConnection`], see `tls.rs` for why). Both multiplex calls on
 //! one socket and reconnect after an I/O error; clones share the socket.
+//! A Redis Cluster ([`Sharded`], see `shard.rs`) holds one of those per
+//! primary and routes each command by its key's slot.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -10,12 +13,30 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, Value};
 
+use super::shard::Sharded;
 use super::tls::{self, TlsConnection, TlsSetup};
 
 #[derive(Clone)]
 pub enum Conn {
     Plain(ConnectionManager),
     Tls(TlsConnection),
+    Sharded(Sharded),
+}
+
+impl Conn {
+    /// What a key walk (SCAN) must visit: every primary of a Redis
+    /// Cluster, else this connection.
+    pub async fn walk_targets(&self) -> Result<Vec<Conn>, String> {
+        match self {
+            Conn::Sharded(s) => s.primaries().await.map_err(|e| e.to_string()),
+            other => Ok(vec![other.clone()]),
+        }
+    }
+
+    /// Whether keys of different hash tags must go in separate calls.
+    pub fn sharded(&self) -> bool {
+        matches!(self, Conn::Sharded(_))
+    }
 }
 
 /// Where to connect. For TLS `name` is the name the certificate must
@@ -56,6 +77,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Tls(c) => c.req_packed_command(cmd),
+            Conn::Sharded(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -68,6 +90,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Tls(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sharded(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -75,6 +98,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Plain(c) => c.get_db(),
             Conn::Tls(c) => c.get_db(),
+            Conn::Sharded(c) => c.get_db(),
         }
     }
 }

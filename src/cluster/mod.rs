@@ -10,6 +10,7 @@
 //! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
+//! * [`shard`]: a sharded Redis Cluster: slots, routing, redirects.
 //! * [`settings`]: the cluster's timing settings and the drift warning.
 //! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
 //! * [`conn`]: one connection type, plain or TLS.
@@ -23,6 +24,7 @@ pub mod script;
 pub mod secret;
 pub mod sentinel;
 pub mod settings;
+pub mod shard;
 pub mod tls;
 
 pub use breaker::ClusterCounters;
