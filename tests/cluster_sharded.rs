@@ -12,10 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster_support::shard::RedisCluster;
+use cluster_support::tls::Ca;
 use cluster_support::{
     FAULT_TIMEOUT, Redis, SCHEDULING_SLACK, options, plain_args, redis_present, run, unix_now,
 };
 use greymilter::cluster::script::keys;
+use greymilter::cluster::tls::{TlsFiles, TlsSetup};
 use greymilter::cluster::{Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
 use support::{Daemon, cli_ok as ok, watch};
@@ -321,6 +323,55 @@ fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
             }
         }
     });
+}
+
+/// TLS to every node (`rediss+cluster://`, the bus over TLS too): the
+/// slot map names the nodes' TLS ports, decisions are shared across the
+/// primaries; a node with another CA never gets a tuple and decides
+/// locally.
+#[test]
+fn a_tls_cluster_shares_decisions_and_refuses_a_wrong_ca() {
+    if !redis_present() {
+        return;
+    }
+    let ca = Ca::new("gm test CA");
+    let c = RedisCluster::start_tls(&ca, &ca.issue(&["127.0.0.1"], false));
+    let setup = |ca: &Ca, name: &str| {
+        let dir = c.files.as_ref().unwrap().path();
+        let files = TlsFiles {
+            ca_file: Some(ca.write(dir, name)),
+            ..TlsFiles::default()
+        };
+        TlsSetup::load(&files).unwrap_or_else(|(k, e)| panic!("{k}: {e}"))
+    };
+    let mut good = options(c.tls_url(), Duration::from_secs(2));
+    good.tls = Some(setup(&ca, "trusted"));
+    let mut bad = options(c.tls_url(), Duration::from_secs(2));
+    bad.tls = Some(setup(&Ca::new("another CA"), "other"));
+    run(async {
+        let a = Cluster::connect(&good).await.unwrap();
+        let b = Cluster::connect(&good).await.unwrap();
+        let keys: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x2000 + i, 1])).collect();
+        let now = unix_now();
+        for k in &keys {
+            let r = a.decide(k, plain_args(now, 0)).unwrap().await.unwrap();
+            assert!(matches!(r.outcome, Outcome::New { .. }), "{r:?}");
+        }
+        for k in &keys {
+            let r = b.decide(k, plain_args(now + 1, 0)).unwrap().await.unwrap();
+            assert!(matches!(r.outcome, Outcome::Early { .. }), "{r:?}");
+        }
+        let stranger = Cluster::connect(&bad).await.unwrap();
+        let fresh = TupleKey([0x3000, 1]);
+        let answer = match stranger.decide(&fresh, plain_args(now, 0)) {
+            Some(call) => call.await,
+            None => None,
+        };
+        assert_eq!(answer, None);
+    });
+    let held = all_tuple_values(&c);
+    assert!(held.iter().all(|v| !v.is_empty()), "{held:?}");
+    assert_eq!(held.iter().map(Vec::len).sum::<usize>(), 30, "{held:?}");
 }
 
 /// `check-config` on a `[cluster]` section with `redis = URL`.

@@ -5,10 +5,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::tls::{Ca, write_pair};
 use super::{PATIENCE, Redis, free_port};
 
 pub struct RedisCluster {
     pub nodes: Vec<Redis>,
+    /// With [`RedisCluster::start_tls`]: each node's TLS port (the plain
+    /// ones stay for the test's own commands), and the certificates.
+    pub tls_ports: Vec<u16>,
+    pub files: Option<tempfile::TempDir>,
 }
 
 fn info(r: &Redis) -> Option<String> {
@@ -21,19 +26,59 @@ fn info(r: &Redis) -> Option<String> {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        Self::start_with(|_| Vec::new(), Vec::new(), None)
+    }
+
+    /// Nodes with a TLS port each serving `server` (signed by `ca`), the
+    /// cluster bus over TLS too (`tls-cluster yes`).
+    pub fn start_tls(ca: &Ca, server: &(String, String)) -> RedisCluster {
+        let files = tempfile::tempdir().unwrap();
+        let ca_path = ca.write(files.path(), "ca");
+        let (cert, key) = write_pair(files.path(), "server", server);
+        let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports = tls_ports.clone();
+        let args = move |i: usize| {
+            let p = |p: &std::path::PathBuf| p.display().to_string();
+            vec![
+                "--tls-port".to_string(),
+                ports[i].to_string(),
+                "--tls-cert-file".to_string(),
+                p(&cert),
+                "--tls-key-file".to_string(),
+                p(&key),
+                "--tls-ca-cert-file".to_string(),
+                p(&ca_path),
+                "--tls-auth-clients".to_string(),
+                "no".to_string(),
+                "--tls-cluster".to_string(),
+                "yes".to_string(),
+            ]
+        };
+        Self::start_with(args, tls_ports, Some(files))
+    }
+
+    fn start_with(
+        extra: impl Fn(usize) -> Vec<String>,
+        tls_ports: Vec<u16>,
+        files: Option<tempfile::TempDir>,
+    ) -> RedisCluster {
         let nodes: Vec<Redis> = (0..3)
-            .map(|_| {
-                let bus = free_port().to_string();
-                Redis::start(&[
+            .map(|i| {
+                let mut args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-port",
-                    &bus,
+                    &free_port().to_string(),
                     "--cluster-node-timeout",
                     "1000",
-                ])
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.extend(extra(i));
+                Redis::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -52,7 +97,11 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let c = RedisCluster { nodes };
+        let c = RedisCluster {
+            nodes,
+            tls_ports,
+            files,
+        };
         c.wait_state("ok");
         c
     }
@@ -81,6 +130,11 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis+cluster://{}/0", hosts.join(","))
+    }
+
+    /// `rediss+cluster://` with the first node's TLS port as the seed.
+    pub fn tls_url(&self) -> String {
+        format!("rediss+cluster://127.0.0.1:{}/0", self.tls_ports[0])
     }
 
     /// The node id of each node.
