@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::tls::{Ca, write_pair};
+use super::tls::{Ca, server_args};
 use super::{PATIENCE, Redis, free_port};
 
 pub struct RedisCluster {
@@ -33,26 +33,14 @@ impl RedisCluster {
     /// cluster bus over TLS too (`tls-cluster yes`).
     pub fn start_tls(ca: &Ca, server: &(String, String)) -> RedisCluster {
         let files = tempfile::tempdir().unwrap();
-        let ca_path = ca.write(files.path(), "ca");
-        let (cert, key) = write_pair(files.path(), "server", server);
         let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let ports = tls_ports.clone();
+        let dir = files.path().to_path_buf();
+        let (ca, server) = (ca, server.clone());
         let args = move |i: usize| {
-            let p = |p: &std::path::PathBuf| p.display().to_string();
-            vec![
-                "--tls-port".to_string(),
-                ports[i].to_string(),
-                "--tls-cert-file".to_string(),
-                p(&cert),
-                "--tls-key-file".to_string(),
-                p(&key),
-                "--tls-ca-cert-file".to_string(),
-                p(&ca_path),
-                "--tls-auth-clients".to_string(),
-                "no".to_string(),
-                "--tls-cluster".to_string(),
-                "yes".to_string(),
-            ]
+            let mut a = server_args(&dir, ca, &server, ports[i], "no");
+            a.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+            a
         };
         Self::start_with(args, tls_ports, Some(files))
     }
