@@ -26,6 +26,8 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
+
 use super::conn::Conn;
 use redis::Value;
 
@@ -270,16 +272,21 @@ impl Cluster {
                 swept.complete = false;
                 break;
             }
-            self.bounded("redis forget network", async |mut conn| {
-                // Each network key has its own slot on a Redis Cluster.
+            self.bounded("redis forget network", async |conn| {
+                // Each network key has its own slot on a Redis Cluster:
+                // one UNLINK each, all sent at once.
                 let per_call = if conn.sharded() { 1 } else { chunk.len() };
-                for keys in chunk.chunks(per_call) {
-                    let _: i64 = redis::cmd("UNLINK")
-                        .arg(keys)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(context("UNLINK"))?;
-                }
+                let calls = chunk.chunks(per_call).map(|keys| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map_err(context("UNLINK"))
+                    }
+                });
+                try_join_all(calls).await?;
                 Ok(())
             })
             .await?;
@@ -365,18 +372,26 @@ impl Cluster {
             } else {
                 vec![&batch[..]]
             };
-            for group in groups {
-                let keys: Vec<&String> = group.iter().map(|(_, k)| *k).collect();
+            if !groups.is_empty() {
+                // One script per slot, all sent at once (pipelined on each
+                // primary's connection), under one call's bound.
                 *tuples += self
-                    .bounded("redis sweep", async |mut conn| {
-                        redis::cmd("EVAL")
-                            .arg(SWEEP)
-                            .arg(keys.len())
-                            .arg(&keys)
-                            .arg(argv)
-                            .query_async::<u64>(&mut conn)
-                            .await
-                            .map_err(context("EVAL"))
+                    .bounded("redis sweep", async |conn| {
+                        let calls = groups.iter().map(|group| {
+                            let mut conn = conn.clone();
+                            let keys: Vec<&String> = group.iter().map(|(_, k)| *k).collect();
+                            async move {
+                                redis::cmd("EVAL")
+                                    .arg(SWEEP)
+                                    .arg(keys.len())
+                                    .arg(&keys)
+                                    .arg(argv)
+                                    .query_async::<u64>(&mut conn)
+                                    .await
+                                    .map_err(context("EVAL"))
+                            }
+                        });
+                        Ok(try_join_all(calls).await?.iter().sum::<u64>())
                     })
                     .await?;
                 progress.set(*tuples);

@@ -47,6 +47,8 @@ pub const SLOTS: u16 = 16384;
 const MAX_REDIRECTS: usize = 3;
 /// Least time between two reloads of the slot map after I/O errors.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// After a reload, MOVED replies do not trigger another for this long.
+const MOVED_QUIET: Duration = Duration::from_millis(100);
 /// Bound of one node's `CLUSTER SLOTS` answer.
 const ASK_NODE: Duration = Duration::from_millis(500);
 
@@ -381,7 +383,17 @@ impl Sharded {
         })
     }
 
+    /// After MOVED: reloads the map, unless it was reloaded a moment ago
+    /// (the calls in flight during a resharding all get MOVED; the first
+    /// reload serves them all, and each follows its redirect anyway).
     async fn moved(&self) {
+        if self
+            .map()
+            .refreshed
+            .is_some_and(|t| t.elapsed() < MOVED_QUIET)
+        {
+            return;
+        }
         if let Err(e) = self.refresh().await {
             warn!("redis cluster: cannot reload the slot map after MOVED: {e}");
         }
