@@ -3,8 +3,8 @@
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, or ours for
 //! TLS, see `tls.rs`: it pipelines concurrent calls on one socket and
-//! reconnects after an I/O error) on the
-//! daemon's current-thread runtime. Every call is bounded by `timeout`; a
+//! reconnects after an I/O error; one per primary of a Redis Cluster, see
+//! `shard.rs`) on the daemon's current-thread runtime. Every call is bounded by `timeout`; a
 //! call that times out may still run on the server later, which the script
 //! tolerates (times are the node's `now`, expiries absolute).
 //!
@@ -15,8 +15,7 @@
 //! and `unix:` sockets need no resolution (with TLS the certificate is still
 //! checked against the host name as written); sentinels and Redis Cluster
 //! nodes must be IP literals, and the primaries they name are addresses
-//! already. A changed DNS record is seen
-//! after a restart.
+//! already. A changed DNS record is seen after a restart.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
