@@ -245,6 +245,47 @@ fn moved_and_ask_are_followed_while_a_slot_migrates() {
     });
 }
 
+/// One decision per key, each ended within the timeout (plus the slack);
+/// returns how many were decided locally.
+async fn bounded_round(node: &Cluster, keys: &[TupleKey]) -> u32 {
+    let mut local = 0;
+    for k in keys {
+        let started = Instant::now();
+        let answer = match node.decide(k, plain_args(unix_now(), 0)) {
+            Some(call) => call.await,
+            None => None,
+        };
+        let took = started.elapsed();
+        assert!(took < FAULT_TIMEOUT + SCHEDULING_SLACK, "{took:?}");
+        local += u32::from(answer.is_none());
+    }
+    local
+}
+
+/// Each key's outcome once Redis decides it again (polled, up to 20 s).
+async fn until_shared(node: &Cluster, keys: &[TupleKey]) -> Vec<Outcome> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut outcomes = Vec::new();
+    for k in keys {
+        loop {
+            let answer = match node.decide(k, plain_args(unix_now(), 0)) {
+                Some(call) => call.await,
+                None => None,
+            };
+            if let Some(r) = answer {
+                outcomes.push(r.outcome);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never answered again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    outcomes
+}
+
 #[test]
 fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
     if !redis_present() {
@@ -262,34 +303,22 @@ fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
         // A node dies: every call ends within the timeout, shared or not;
         // those for its slots are decided locally.
         c.nodes[2].kill();
-        let mut local = 0;
-        for k in &keys {
-            let started = Instant::now();
-            let answer = match node.decide(k, plain_args(unix_now(), 0)) {
-                Some(call) => call.await,
-                None => None,
-            };
-            assert!(
-                started.elapsed() < FAULT_TIMEOUT + SCHEDULING_SLACK,
-                "{:?}",
-                started.elapsed()
-            );
-            local += u32::from(answer.is_none());
-        }
+        let local = bounded_round(&node, &keys).await;
         assert!(local > 0, "no call reached the dead node");
 
-        // The others declare the cluster down (CLUSTERDOWN): still bounded.
+        // The others declare the cluster down: a host started now (its
+        // breaker closed) meets CLUSTERDOWN, bounded like any failure.
         let alive: Vec<&Redis> = c.nodes[..2].iter().collect();
         c.wait_state_on(&alive, "fail");
-        for k in &keys {
-            let started = Instant::now();
-            let answer = match node.decide(k, plain_args(unix_now(), 0)) {
-                Some(call) => call.await,
-                None => None,
-            };
-            assert!(answer.is_none(), "an answer from a cluster that is down");
-            assert!(started.elapsed() < FAULT_TIMEOUT + SCHEDULING_SLACK);
-        }
+        let late = Cluster::connect(&o).await.unwrap();
+        assert_eq!(
+            bounded_round(&late, &keys).await,
+            30,
+            "an answer from a cluster down"
+        );
+        // Calls were made (not all cut short by the breaker) and failed.
+        let n = late.counters();
+        assert!(n.errors + n.timeouts >= 1, "{n:?}");
 
         // The node comes back with its slots (nodes.conf kept), without
         // its keys (no persistence here): shared decisions resume, and the
@@ -300,27 +329,38 @@ fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
             .collect();
         c.nodes[2].restart();
         c.wait_state("ok");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for (k, lost) in keys.iter().zip(on_dead) {
-            loop {
-                let answer = match node.decide(k, plain_args(unix_now(), 0)) {
-                    Some(call) => call.await,
-                    None => None,
-                };
-                if let Some(r) = answer {
-                    match r.outcome {
-                        Outcome::New { .. } => assert!(lost, "{r:?}"),
-                        Outcome::Early { .. } => assert!(!lost, "{r:?}"),
-                        _ => panic!("{r:?}"),
-                    }
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the cluster never answered again"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        for (outcome, lost) in until_shared(&node, &keys).await.into_iter().zip(on_dead) {
+            match outcome {
+                Outcome::New { .. } => assert!(lost, "{outcome:?}"),
+                Outcome::Early { .. } => assert!(!lost, "{outcome:?}"),
+                _ => panic!("{outcome:?}"),
             }
+        }
+    });
+}
+
+/// A node that hangs (SIGSTOP) holds no call past the timeout; once it
+/// thaws, shared decisions resume.
+#[test]
+fn a_frozen_node_holds_no_call_past_the_timeout() {
+    if !redis_present() {
+        return;
+    }
+    let c = RedisCluster::start();
+    let o = options(c.url(3), FAULT_TIMEOUT);
+    run(async {
+        let node = Cluster::connect(&o).await.unwrap();
+        let keys: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x4000 + i, 1])).collect();
+        for k in &keys {
+            let call = node.decide(k, plain_args(unix_now(), 0)).unwrap();
+            assert!(call.await.is_some());
+        }
+        c.nodes[1].freeze();
+        let local = bounded_round(&node, &keys).await;
+        assert!(local > 0, "no call met the frozen node");
+        c.nodes[1].thaw();
+        for outcome in until_shared(&node, &keys).await {
+            assert!(matches!(outcome, Outcome::Early { .. }), "{outcome:?}");
         }
     });
 }
