@@ -17,6 +17,7 @@ use cluster_support::{
     FAULT_TIMEOUT, Redis, SCHEDULING_SLACK, options, plain_args, redis_present, run, unix_now,
 };
 use greymilter::cluster::script::keys;
+use greymilter::cluster::shard::REFRESH_EVERY;
 use greymilter::cluster::tls::{TlsFiles, TlsSetup};
 use greymilter::cluster::{Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
@@ -335,6 +336,55 @@ fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
                 Outcome::Early { .. } => assert!(!lost, "{outcome:?}"),
                 _ => panic!("{outcome:?}"),
             }
+        }
+    });
+}
+
+/// With `cluster-require-full-coverage no` the other primaries serve on
+/// while one is dead: only its slots are decided locally, and reloading
+/// the slot map (due after the dead node's I/O errors) does not wait on
+/// it, though it is the first node known and the first seed.
+#[test]
+fn a_dead_primary_costs_only_its_own_slots() {
+    if !redis_present() {
+        return;
+    }
+    let mut c = RedisCluster::start_partial();
+    let o = options(c.url(3), Duration::from_millis(300));
+    run(async {
+        let node = Cluster::connect(&o).await.unwrap();
+        let keys: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x5000 + i, 1])).collect();
+        let owner = |k: &TupleKey| c.owner(c.slot(&greymilter::cluster::script::keys(k).0));
+        let dead = keys.iter().find(|k| owner(k) == 0).copied().unwrap();
+        let live: Vec<TupleKey> = keys.iter().filter(|k| owner(k) != 0).copied().collect();
+        let first = c.nodes[0].port;
+        assert!(c.url(3).contains(&format!("//127.0.0.1:{first},")));
+        for k in &keys {
+            assert!(
+                node.decide(k, plain_args(unix_now(), 0))
+                    .unwrap()
+                    .await
+                    .is_some()
+            );
+        }
+        c.nodes[0].kill();
+        // Longer than the map's reload interval: at least one reload falls
+        // among the live calls. One dead call to two live ones: the breaker
+        // never sees three failures in a row.
+        let until = Instant::now() + REFRESH_EVERY * 2;
+        let mut rounds = 0;
+        while Instant::now() < until || rounds < 3 {
+            if let Some(call) = node.decide(&dead, plain_args(unix_now(), 0)) {
+                assert_eq!(call.await, None, "an answer from a dead node");
+            }
+            for k in live.iter().cycle().skip(rounds * 2).take(2) {
+                let r = node.decide(k, plain_args(unix_now(), 0)).unwrap().await;
+                assert!(
+                    matches!(r.map(|r| r.outcome), Some(Outcome::Early { .. })),
+                    "a live primary's slot decided locally: {r:?}"
+                );
+            }
+            rounds += 1;
         }
     });
 }

@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::select_ok;
 use redis::aio::ConnectionLike;
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError,
@@ -284,46 +285,60 @@ impl Sharded {
         Ok(c)
     }
 
-    /// Asks the known primaries, then the seeds, for the slot map.
+    /// Asks the known primaries and the seeds, all at once, for the slot
+    /// map; the first good answer wins, so a dead or hung node costs
+    /// nothing while another answers. The time of the attempt is noted
+    /// first: a caller giving up on it (its `timeout`) does not make the
+    /// next call try again at once.
     pub async fn refresh(&self) -> RedisResult<()> {
         let mut asked: Vec<SocketAddr> = {
-            let map = self.map();
+            let mut map = self.map();
+            map.refreshed = Some(Instant::now());
             map.ranges.iter().map(|r| r.2).collect()
         };
         asked.extend(self.spec.seeds.iter().copied());
         let mut seen = Vec::with_capacity(asked.len());
-        let mut last = String::from("no node to ask");
+        asked.retain(|a| {
+            let new = !seen.contains(a);
+            seen.push(*a);
+            new
+        });
+        let mut asks = Vec::with_capacity(asked.len());
         for addr in asked {
-            if seen.contains(&addr) {
-                continue;
-            }
-            seen.push(addr);
             let mut c = self.node(addr)?;
-            let mut slots = redis::cmd("CLUSTER");
-            slots.arg("SLOTS");
-            let ask = slots.query_async::<Value>(&mut c);
-            let v = match tokio::time::timeout(ASK_NODE, ask).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    last = format!("{addr}: {e}");
-                    continue;
+            asks.push(Box::pin(async move {
+                let mut slots = redis::cmd("CLUSTER");
+                slots.arg("SLOTS");
+                let v = match tokio::time::timeout(ASK_NODE, slots.query_async::<Value>(&mut c))
+                    .await
+                {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => return Err(format!("{addr}: {e}")),
+                    Err(_) => {
+                        return Err(format!(
+                            "{addr}: no answer within {} ms",
+                            ASK_NODE.as_millis()
+                        ));
+                    }
+                };
+                match parse_slots(&v, addr) {
+                    Ok(ranges) if !ranges.is_empty() => Ok(ranges),
+                    Ok(_) => Err(format!("{addr}: no slot assigned yet")),
+                    Err(e) => Err(format!("{addr}: {e}")),
                 }
-                Err(_) => {
-                    last = format!("{addr}: no answer within {} ms", ASK_NODE.as_millis());
-                    continue;
-                }
-            };
-            match parse_slots(&v, addr) {
-                Ok(ranges) if !ranges.is_empty() => {
-                    self.install(ranges);
-                    return Ok(());
-                }
-                Ok(_) => last = format!("{addr}: no slot assigned yet"),
-                Err(e) => last = format!("{addr}: {e}"),
-            }
+            }));
         }
-        self.map().refreshed = Some(Instant::now());
-        Err(failure("redis cluster slot map", last))
+        if asks.is_empty() {
+            return Err(failure("redis cluster slot map", "no node to ask".into()));
+        }
+        match select_ok(asks).await {
+            Ok((ranges, _)) => {
+                self.install(ranges);
+                Ok(())
+            }
+            // select_ok gives the last error: the others were alike.
+            Err(last) => Err(failure("redis cluster slot map", last)),
+        }
     }
 
     fn install(&self, ranges: Vec<(u16, u16, SocketAddr)>) {

@@ -29,6 +29,13 @@ impl RedisCluster {
         Self::start_with(|_| Vec::new(), Vec::new(), None)
     }
 
+    /// Nodes that keep serving their slots while another primary is down
+    /// (`cluster-require-full-coverage no`).
+    pub fn start_partial() -> RedisCluster {
+        let args = |_| vec!["--cluster-require-full-coverage".into(), "no".into()];
+        Self::start_with(args, Vec::new(), None)
+    }
+
     /// Nodes with a TLS port each serving `server` (signed by `ca`), the
     /// cluster bus over TLS too (`tls-cluster yes`).
     pub fn start_tls(ca: &Ca, server: &(String, String)) -> RedisCluster {
