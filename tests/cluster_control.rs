@@ -3,6 +3,7 @@
 //! other, `check` changes nothing in Redis, and a dead Redis gives a clear
 //! error within a bounded time while the node goes on deciding.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

@@ -2,6 +2,7 @@
 //! loopback; the primary is killed and the node follows the new one: the
 //! cluster client alone, then two real daemons with a healthy MTA beside.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -12,7 +13,7 @@ use cluster_support::{
     FAULT_TIMEOUT, PATIENCE, Redis, SCHEDULING_SLACK, Sentinel, options, plain_args, redis_present,
     run, unix_now,
 };
-use greymilter::cluster::script::keys;
+use greymilter::cluster::keys;
 use greymilter::cluster::{Args, Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
 use support::Daemon;

@@ -4,6 +4,7 @@
 //! a slot migrates, and a dead node or a cluster that is down makes the
 //! node decide locally within its timeout.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -16,10 +17,10 @@ use cluster_support::tls::Ca;
 use cluster_support::{
     FAULT_TIMEOUT, Redis, SCHEDULING_SLACK, options, plain_args, redis_present, run, unix_now,
 };
-use greymilter::cluster::script::keys;
-use greymilter::cluster::shard::REFRESH_EVERY;
-use greymilter::cluster::tls::{TlsFiles, TlsSetup};
+use greymilter::cluster::REFRESH_EVERY;
+use greymilter::cluster::keys;
 use greymilter::cluster::{Cluster, Outcome};
+use greymilter::cluster::{TlsFiles, TlsSetup};
 use greymilter::greylist::key::TupleKey;
 use support::{Daemon, cli_ok as ok, watch};
 
@@ -326,7 +327,7 @@ fn a_dead_node_and_a_cluster_down_fail_open_within_the_timeout() {
         // tuples the other primaries hold are still there.
         let on_dead: Vec<bool> = keys
             .iter()
-            .map(|k| c.owner(c.slot(&greymilter::cluster::script::keys(k).0)) == 2)
+            .map(|k| c.owner(c.slot(&greymilter::cluster::keys(k).0)) == 2)
             .collect();
         c.nodes[2].restart();
         c.wait_state("ok");
@@ -354,7 +355,7 @@ fn a_dead_primary_costs_only_its_own_slots() {
     run(async {
         let node = Cluster::connect(&o).await.unwrap();
         let keys: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x5000 + i, 1])).collect();
-        let owner = |k: &TupleKey| c.owner(c.slot(&greymilter::cluster::script::keys(k).0));
+        let owner = |k: &TupleKey| c.owner(c.slot(&greymilter::cluster::keys(k).0));
         let dead = keys.iter().find(|k| owner(k) == 0).copied().unwrap();
         let live: Vec<TupleKey> = keys.iter().filter(|k| owner(k) != 0).copied().collect();
         let first = c.nodes[0].port;

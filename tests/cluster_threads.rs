@@ -3,6 +3,7 @@
 //! for calls, not for reconnecting. Alone in its binary so that no other
 //! test's thread is counted.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use cluster_support::tls::{Ca, TlsRedis};
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::Cluster;
-use greymilter::cluster::tls::{TlsFiles, TlsSetup};
+use greymilter::cluster::{TlsFiles, TlsSetup};
 use greymilter::daemon::checkpoint::thread_count;
 use greymilter::greylist::key::TupleKey;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value};
 
-use super::conn;
+use super::link;
 use super::tls::TlsSetup;
 
 pub const SCHEME: &str = "redis+sentinel://";
@@ -114,7 +114,7 @@ impl SentinelSpec {
                 let v: Value = match tls {
                     Some(t) => {
                         let name = s.ip().to_string();
-                        let mut c = conn::open(info, Some((t, name.as_str()))).ok()?;
+                        let mut c = link::open(info, Some((t, name.as_str()))).ok()?;
                         ask.query_async(&mut c).await.ok()?
                     }
                     None => {

@@ -34,7 +34,7 @@ use redis::{
 };
 use tracing::{info, warn};
 
-use super::conn::{self, Conn};
+use super::link::{self, Link};
 use super::sentinel;
 use super::tls::TlsSetup;
 
@@ -155,7 +155,7 @@ fn pipeline_slot(p: &Pipeline) -> Option<u16> {
 struct Map {
     /// (first slot, last slot, primary), sorted.
     ranges: Vec<(u16, u16, SocketAddr)>,
-    nodes: HashMap<SocketAddr, Conn>,
+    nodes: HashMap<SocketAddr, Link>,
     stale: bool,
     refreshed: Option<Instant>,
 }
@@ -270,7 +270,7 @@ impl Sharded {
     }
 
     /// The connection to `addr`, opened (lazily) if new.
-    fn node(&self, addr: SocketAddr) -> RedisResult<Conn> {
+    fn node(&self, addr: SocketAddr) -> RedisResult<Link> {
         let mut map = self.map();
         if let Some(c) = map.nodes.get(&addr) {
             return Ok(c.clone());
@@ -279,7 +279,7 @@ impl Sharded {
             .into_connection_info()?
             .set_redis_settings(self.spec.redis.clone());
         let name = addr.ip().to_string();
-        let c = conn::open(info, self.tls.as_ref().map(|t| (t, name.as_str())))
+        let c = link::open(info, self.tls.as_ref().map(|t| (t, name.as_str())))
             .map_err(|e| failure("redis cluster node", format!("{addr}: {e}")))?;
         map.nodes.insert(addr, c.clone());
         Ok(c)
@@ -489,7 +489,7 @@ impl Sharded {
 
     /// A connection to each primary, after reloading the map: what a key
     /// walk visits.
-    pub async fn primaries(&self) -> RedisResult<Vec<Conn>> {
+    pub async fn primaries(&self) -> RedisResult<Vec<Link>> {
         self.refresh().await?;
         let mut addrs: Vec<SocketAddr> = self.map().ranges.iter().map(|r| r.2).collect();
         addrs.sort_unstable();

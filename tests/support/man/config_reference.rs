@@ -619,7 +619,7 @@ socket = "/run/greymilter/control.sock"
 pub fn markdown() -> String {
     let mut m = String::from(
         "# greylist.toml: the configuration reference\n\n\
-         <!-- Generated from tests/man_support/config_reference.rs by \
+         <!-- Generated from tests/support/man/config_reference.rs by \
          `cargo run --example gen_man`, like man/greylist.toml.5: edit \
          that file, not this one. -->\n\n",
     );
