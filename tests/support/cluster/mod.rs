@@ -5,6 +5,7 @@
 //! fail when `CI` is set (`.ci/install-redis.sh` installs it).
 #![allow(dead_code)]
 
+pub mod shard;
 pub mod tls;
 
 use std::net::{Ipv4Addr, TcpListener};
