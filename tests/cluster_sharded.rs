@@ -351,7 +351,9 @@ fn a_dead_primary_costs_only_its_own_slots() {
         return;
     }
     let mut c = RedisCluster::start_partial();
-    let o = options(c.url(3), Duration::from_millis(300));
+    // A generous timeout: a live slot decided locally must mean routing,
+    // not a loaded machine.
+    let o = options(c.url(3), SCHEDULING_SLACK);
     run(async {
         let node = Cluster::connect(&o).await.unwrap();
         let keys: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x5000 + i, 1])).collect();

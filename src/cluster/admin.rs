@@ -33,7 +33,7 @@ use redis::Value;
 
 use super::client::Cluster;
 use super::script::keys;
-use super::shard::key_slot;
+use super::slot::key_slot;
 use crate::greylist::key::TupleKey;
 
 /// The allowances; `{admin}` keeps it and the epoch in one cluster slot.

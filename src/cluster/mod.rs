@@ -10,7 +10,8 @@
 //! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
-//! * [`shard`]: a sharded Redis Cluster: slots, routing, redirects.
+//! * [`shard`]: a sharded Redis Cluster: the slot map, routing, redirects.
+//! * [`slot`]: the key slots of Redis Cluster.
 //! * [`settings`]: the cluster's timing settings and the drift warning.
 //! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
 //! * [`conn`]: the connection the others use: one server or a Redis Cluster.
@@ -27,6 +28,7 @@ pub(crate) mod secret;
 pub(crate) mod sentinel;
 pub(crate) mod settings;
 pub(crate) mod shard;
+pub(crate) mod slot;
 pub(crate) mod tls;
 
 pub use admin::SharedTuple;

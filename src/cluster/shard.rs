@@ -36,18 +36,23 @@ use tracing::{info, warn};
 
 use super::link::{self, Link};
 use super::sentinel;
+use super::slot::{SLOTS, cmd_slot, pipeline_slot};
 use super::tls::TlsSetup;
+use crate::ratelimit::LogLimiter;
 
 pub const SCHEME: &str = "redis+cluster://";
 /// The same with TLS to every node.
 pub const TLS_SCHEME: &str = "rediss+cluster://";
 
-/// Slots of a Redis Cluster.
-pub const SLOTS: u16 = 16384;
 /// Redirects one command follows before giving up (a slot moving twice).
 const MAX_REDIRECTS: usize = 3;
 /// Least time between two reloads of the slot map after I/O errors.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Connections kept at most (Redis Cluster's own limit is about 1,000
+/// nodes).
+const MAX_NODES: usize = 1024;
+/// The slot map's warnings, at most one a minute.
+static MAP_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
 /// After a reload, MOVED replies do not trigger another for this long.
 const MOVED_QUIET: Duration = Duration::from_millis(100);
 /// Bound of one node's `CLUSTER SLOTS` answer.
@@ -83,73 +88,6 @@ pub fn parse(url: &str) -> Result<ShardSpec, String> {
         seeds: sentinel::addresses(url, "node", hosts)?,
         redis: sentinel::settings(url, creds, "0")?,
     })
-}
-
-/// CRC16 (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster hashes.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The slot of a key: of its hash tag (the first `{…}`, if not empty),
-/// else of the whole key.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = key.get(open + 1..)?;
-        let len = rest.iter().position(|&b| b == b'}')?;
-        rest.get(..len).filter(|tag| !tag.is_empty())
-    });
-    crc16(tagged.unwrap_or(key)) % SLOTS
-}
-
-/// The slot of a command's first key; `None` for a command without keys
-/// (any node answers it).
-fn cmd_slot(cmd: &Cmd) -> Option<u16> {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(b) => Some(b),
-        _ => None,
-    });
-    let name = args.next()?;
-    let key = if name.eq_ignore_ascii_case(b"EVAL") || name.eq_ignore_ascii_case(b"EVALSHA") {
-        let _script = args.next()?;
-        let n = std::str::from_utf8(args.next()?)
-            .ok()?
-            .parse::<u32>()
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        args.next()?
-    } else if [
-        &b"SCAN"[..],
-        b"PING",
-        b"CLUSTER",
-        b"INFO",
-        b"ASKING",
-        b"SCRIPT",
-    ]
-    .iter()
-    .any(|k| name.eq_ignore_ascii_case(k))
-    {
-        return None;
-    } else {
-        args.next()?
-    };
-    Some(key_slot(key))
-}
-
-fn pipeline_slot(p: &Pipeline) -> Option<u16> {
-    p.cmd_iter().find_map(cmd_slot)
 }
 
 struct Map {
@@ -224,6 +162,13 @@ fn parse_slots(v: &Value, asked: SocketAddr) -> Result<Vec<(u16, u16, SocketAddr
     Ok(ranges)
 }
 
+/// The primary serving `slot`: the ranges are sorted and disjoint, so it
+/// is the last one starting at or before the slot, if it reaches it.
+fn owner(ranges: &[(u16, u16, SocketAddr)], slot: u16) -> Option<SocketAddr> {
+    let i = ranges.partition_point(|r| r.0 <= slot).checked_sub(1)?;
+    ranges.get(i).filter(|r| slot <= r.1).map(|r| r.2)
+}
+
 fn redirect(e: &RedisError) -> Option<(bool, SocketAddr)> {
     let ask = match e.kind() {
         ErrorKind::Server(ServerErrorKind::Moved) => false,
@@ -274,6 +219,12 @@ impl Sharded {
         let mut map = self.map();
         if let Some(c) = map.nodes.get(&addr) {
             return Ok(c.clone());
+        }
+        // Redirects name the nodes: a Redis naming ever new ones must not
+        // grow the table past the primaries (a reload prunes it too).
+        if map.nodes.len() >= MAX_NODES {
+            let primaries: Vec<SocketAddr> = map.ranges.iter().map(|r| r.2).collect();
+            map.nodes.retain(|a, _| primaries.contains(a));
         }
         let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
             .into_connection_info()?
@@ -376,17 +327,15 @@ impl Sharded {
             let r = self.refresh().await;
             if empty {
                 r?;
-            } else if let Err(e) = r {
-                warn!("redis cluster: cannot reload the slot map: {e}");
+            } else if let Err(e) = r
+                && let Some(held) = MAP_LOG.allow()
+            {
+                warn!("redis cluster: cannot reload the slot map: {e} ({held} more not logged)");
             }
         }
         let map = self.map();
         let found = match slot {
-            Some(s) => map
-                .ranges
-                .iter()
-                .find(|r| r.0 <= s && s <= r.1)
-                .map(|r| r.2),
+            Some(s) => owner(&map.ranges, s),
             None => map.ranges.first().map(|r| r.2),
         };
         found.ok_or_else(|| {
@@ -409,8 +358,13 @@ impl Sharded {
         {
             return;
         }
-        if let Err(e) = self.refresh().await {
-            warn!("redis cluster: cannot reload the slot map after MOVED: {e}");
+        if let Err(e) = self.refresh().await
+            && let Some(held) = MAP_LOG.allow()
+        {
+            warn!(
+                "redis cluster: cannot reload the slot map after MOVED: {e} ({held} more not \
+                 logged)"
+            );
         }
     }
 
@@ -522,41 +476,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_those_of_redis_cluster() {
-        // The CRC16 check value, and slots from the Redis Cluster spec.
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(
-            key_slot(b"{user1000}.following"),
-            key_slot(b"{user1000}.followers")
-        );
-        // An empty first tag: the whole key is hashed.
-        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % SLOTS);
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
-        let (t, n) = crate::cluster::script::keys(&crate::greylist::key::TupleKey([7, 9]));
-        assert_eq!(key_slot(t.as_bytes()), key_slot(n.as_bytes()));
-        assert_eq!(
-            key_slot(crate::cluster::admin::ALLOWS_KEY.as_bytes()),
-            key_slot(crate::cluster::admin::EPOCH_KEY.as_bytes())
-        );
-    }
-
-    #[test]
-    fn commands_route_by_their_first_key() {
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg("abc").arg(2).arg("gm{00}t1").arg("gm{00}n");
-        assert_eq!(cmd_slot(&eval), Some(key_slot(b"00")));
-        let mut none = redis::cmd("EVAL");
-        none.arg("return 1").arg(0);
-        assert_eq!(cmd_slot(&none), None);
-        assert_eq!(cmd_slot(redis::cmd("SCAN").arg(0)), None);
-        assert_eq!(
-            cmd_slot(redis::cmd("get").arg("gm:schema")),
-            Some(key_slot(b"gm:schema"))
-        );
-    }
-
-    #[test]
     fn parses_nodes_and_refuses_other_databases() {
         let s = parse("redis+cluster://u:p@127.0.0.1:7000,[::1]:7001").unwrap();
         assert_eq!(s.seeds.len(), 2);
@@ -587,7 +506,16 @@ mod tests {
         ]);
         let r = parse_slots(&v, asked).unwrap();
         assert_eq!(r[0], (0, 8191, asked));
-        assert_eq!(r[1].2, "127.0.0.1:7001".parse().unwrap());
+        let other: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(r[1].2, other);
+        assert_eq!(owner(&r, 0), Some(asked));
+        assert_eq!(owner(&r, 8191), Some(asked));
+        assert_eq!(owner(&r, 8192), Some(other));
+        assert_eq!(owner(&r, 16383), Some(other));
+        let gap = [(0, 10, asked), (20, 30, other)];
+        assert_eq!(owner(&gap, 15), None);
+        assert_eq!(owner(&gap, 31), None);
+        assert_eq!(owner(&gap, 20), Some(other));
         let bad = Value::Array(vec![Value::Array(vec![
             Value::Int(0),
             Value::Int(20000),
