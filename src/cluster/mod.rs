@@ -5,6 +5,7 @@
 //!
 //! * [`script`]: the Lua decision script, key names, the reply.
 //! * [`admin`]: an administrator's check, allow, forget and flush on Redis.
+//! * [`import`]: `greymilter import` merged into the shared keys.
 //! * [`client`]: the connection, the bounded call, the secret check.
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod conn;
+pub mod import;
 pub mod schema;
 pub mod script;
 pub mod secret;

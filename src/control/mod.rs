@@ -4,6 +4,7 @@
 //! * [`server`]: the socket, peer credentials, limits; commands go to the
 //!   main loop through a channel.
 //! * [`handle`]: executes a command against the engine and the allowances.
+//! * [`import`]: the batches `greymilter import` streams to a running daemon.
 //! * [`check`]: `greymilter check`, the daemon's steps read-only (DNS,
 //!   classify, this node's table or Redis' record).
 //! * [`shared`]: the Redis half of a command at a cluster node.
@@ -15,6 +16,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod handle;
+pub mod import;
 pub mod protocol;
 pub mod server;
 pub mod shared;
