@@ -132,22 +132,18 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 _ => return Ended::Io,
             }
         }
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        // Room for a read, not zeroed (`read_buf` only writes what came).
+        buf.reserve(READ_CHUNK);
         let wait = match request_started {
             Some(t) => options.idle_timeout.saturating_sub(t.elapsed()),
             None => options.idle_timeout,
         };
         let read = tokio::select! {
             () = &mut stop => return Ended::Shutdown,
-            read = tokio::time::timeout(
-                wait,
-                stream.read(buf.get_mut(start..).unwrap_or_default()),
-            ) => read,
+            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
         };
         match read {
             Ok(Ok(0)) => {
-                buf.truncate(start);
                 if !buf.is_empty() {
                     debug!(
                         conn = conn_id,
@@ -156,7 +152,7 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return Ended::Closed;
             }
-            Ok(Ok(n)) => buf.truncate(start + n),
+            Ok(Ok(_)) => {}
             Ok(Err(_)) => return Ended::Io,
             Err(_) => {
                 let idle = humantime::format_duration(options.idle_timeout);
