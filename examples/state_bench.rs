@@ -44,10 +44,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start};
-use greymilter::files::atomic::write_atomically;
 use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
 use greymilter::greylist::settings::Settings;
 use greymilter::greylist::{Engine, Request};
+use greymilter::write_atomically;
 use workload::Envelope;
 
 /// Large blocks (the tuple table) get transparent huge pages, as in the

@@ -12,8 +12,11 @@
 //! One test function: tracing caches per-callsite interest globally, and
 //! the decision log is read from a subscriber of this thread.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
+#[path = "support/dns/mod.rs"]
 mod dns_support;
+#[path = "support/log/mod.rs"]
 mod log_support;
 #[path = "support/rng.rs"]
 #[allow(dead_code)]

@@ -9,6 +9,7 @@
 //! thread, so the process has exactly one thread and the checkpoint may
 //! really fork, as in the daemon.
 
+#[path = "support/log/mod.rs"]
 mod log_support;
 
 use std::fs;

@@ -4,6 +4,7 @@
 //! of runtime: current_thread + LocalSet. Also `greymilter spf-walk`'s
 //! walker.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 
 use std::rc::Rc;

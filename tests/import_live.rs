@@ -6,6 +6,7 @@
 //! imported tuple passes on its first attempt at greymilter, whose own
 //! delay (1 h) could not have let it through.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

@@ -84,6 +84,28 @@ pub struct RedisImported {
     pub forgotten: u64,
 }
 
+/// The merge script's arguments after its source or hash.
+fn merge_args(cmd: &mut redis::Cmd, op: &ImportOp, retry_window: u32, lifetime: u32) {
+    let (key, kind, x, y, z) = match *op {
+        ImportOp::White(k, t) => (keys(&k).0, "w", t.first_seen, t.last, 0),
+        ImportOp::Pending(k, t) => (keys(&k).0, "p", t.first_seen, t.last, retry_window),
+        ImportOp::Network(n, r) => (
+            keys(&TupleKey([n.as_u64(), 0])).1,
+            "n",
+            r.passes,
+            r.last_counted,
+            r.last_use,
+        ),
+    };
+    cmd.arg(1)
+        .arg(key)
+        .arg(kind)
+        .arg(x)
+        .arg(y)
+        .arg(z)
+        .arg(lifetime);
+}
+
 impl Cluster {
     /// Merges a batch; `retry_window` and `lifetime` in seconds (the
     /// expiries the decision script would give).
@@ -95,41 +117,39 @@ impl Cluster {
     ) -> Result<RedisImported, String> {
         let call = async {
             let mut conn = self.admin_connection().await?;
-            let sha: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(MERGE)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
-            let mut pipe = redis::pipe();
-            for op in ops {
-                let (key, kind, x, y, z) = match *op {
-                    ImportOp::White(k, t) => (keys(&k).0, "w", t.first_seen, t.last, 0),
-                    ImportOp::Pending(k, t) => {
-                        (keys(&k).0, "p", t.first_seen, t.last, retry_window)
-                    }
-                    ImportOp::Network(n, r) => (
-                        keys(&TupleKey([n.as_u64(), 0])).1,
-                        "n",
-                        r.passes,
-                        r.last_counted,
-                        r.last_use,
-                    ),
-                };
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(key)
-                    .arg(kind)
-                    .arg(x)
-                    .arg(y)
-                    .arg(z)
-                    .arg(lifetime);
-            }
-            let answers: Vec<Value> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| format!("EVALSHA: {e}"))?;
+            let answers: Vec<Value> = if conn.sharded() {
+                // A Redis Cluster routes each call by its key's slot, and a
+                // script loaded on one primary is unknown to the others.
+                let mut answers = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(MERGE);
+                    merge_args(&mut cmd, op, retry_window, lifetime);
+                    answers.push(
+                        cmd.query_async(&mut conn)
+                            .await
+                            .map_err(|e| format!("EVAL: {e}"))?,
+                    );
+                }
+                answers
+            } else {
+                let sha: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(MERGE)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
+                let mut pipe = redis::pipe();
+                for op in ops {
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(&sha);
+                    merge_args(&mut cmd, op, retry_window, lifetime);
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut conn)
+                    .await
+                    .map_err(|e| format!("EVALSHA: {e}"))?
+            };
             let mut done = RedisImported::default();
             for (op, answer) in ops.iter().zip(answers) {
                 match (answer, op) {

@@ -11,12 +11,12 @@
 //! * [`allows`]: runtime network / sender-domain allowances and their file.
 //! * [`client`]: the CLI side.
 
-pub mod allows;
-pub mod check;
+pub(crate) mod allows;
+pub(crate) mod check;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod handle;
 pub mod import;
 pub mod protocol;
-pub mod server;
-pub mod shared;
+pub(crate) mod server;
+pub(crate) mod shared;

@@ -3,17 +3,18 @@
 
 mod announce;
 pub mod checkpoint;
-pub mod logging;
-pub mod loop_lag;
-pub mod notify;
-pub mod pidfile;
-pub mod privileges;
+pub(crate) mod logging;
+pub(crate) mod loop_lag;
+pub(crate) mod notify;
+pub(crate) mod pidfile;
+pub(crate) mod privileges;
 pub mod query;
-pub mod restore;
-pub mod run;
+pub(crate) mod restore;
+pub(crate) mod run;
 pub mod serve;
-pub mod signals;
-pub mod syslog;
+pub(crate) mod signals;
+pub(crate) mod syslog;
 
+pub use pidfile::read as read_pidfile;
 pub use run::run;
 pub use serve::{Daemon, Event, Events, Setup};

@@ -17,11 +17,11 @@
 //! and the engine (`crate::greylist`, plain data only) decides as without
 //! DNS.
 
-pub mod lookup;
-pub mod rdns;
-pub mod spf_cache;
+pub(crate) mod lookup;
+pub(crate) mod rdns;
+pub(crate) mod spf_cache;
 pub mod spf_walk;
-pub mod transaction;
+pub(crate) mod transaction;
 pub mod zones;
 
 use std::net::SocketAddr;

@@ -285,10 +285,12 @@ impl<K: MapKey, V> DenseMap<K, V> {
         self.entries.is_empty()
     }
     /// Entries the vector holds without reallocating.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.entries.capacity()
     }
     /// Whether a growth of the index is being drained.
+    #[cfg(test)]
     pub fn growing(&self) -> bool {
         self.old.is_some()
     }

@@ -137,10 +137,10 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     };
     let keyed = keyed::key_placed(&plan, &settings, &secret, |s| {
         if args.dry_run {
-            println!("{}", shown_line(&s));
+            crate::outln!("{}", shown_line(&s));
         }
     });
-    println!(
+    crate::outln!(
         "{source}: {} records read: {} whitelisted tuples, {} pending tuples, {} auto-whitelist networks",
         read.records,
         keyed.white.len(),
@@ -148,14 +148,14 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
         keyed.awl.len()
     );
     for (reason, n) in read.skipped.iter().chain(keyed.skipped.iter()) {
-        println!("  left out: {n} {reason}");
+        crate::outln!("  left out: {n} {reason}");
     }
     match target {
-        Target::DryRun => println!("dry run: nothing written"),
+        Target::DryRun => crate::outln!("dry run: nothing written"),
         Target::StateFile(path) => {
             let merged = into_state::merge_into(&mut state, &keyed);
             into_state::write(&path, &state, secret, now).map_err(failed)?;
-            println!(
+            crate::outln!(
                 "{}: {} whitelisted and {} pending tuples and {} networks added, {} already there; it now holds {} whitelisted, {} pending, {} networks",
                 path.display(),
                 merged.new_white,
@@ -170,7 +170,7 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
         Target::Daemon(socket) => {
             let sent = into_daemon::send(&socket, &plan).map_err(failed)?;
             let c = sent.counts;
-            println!(
+            crate::outln!(
                 "greymilter (control socket {}): {} whitelisted and {} pending tuples and {} networks added, {} already there",
                 socket.display(),
                 c.new_white,
@@ -190,18 +190,22 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
                 (sent.too_long, "addresses too long for the control socket"),
             ] {
                 if n > 0 {
-                    println!("  left out: {n} {why}");
+                    crate::outln!("  left out: {n} {why}");
                 }
             }
         }
         Target::Redis(c) => {
             let done = into_redis::send(config, &c, &keyed).map_err(failed)?;
-            println!(
+            crate::outln!(
                 "redis {}: {} whitelisted and {} pending tuples and {} networks added, {} already there",
-                c.redis.0, done.new_white, done.new_pending, done.new_networks, done.known
+                c.redis.0,
+                done.new_white,
+                done.new_pending,
+                done.new_networks,
+                done.known
             );
             if done.forgotten > 0 {
-                println!(
+                crate::outln!(
                     "  left out: {} tuples an administrator forgot (greymilter forget) since",
                     done.forgotten
                 );

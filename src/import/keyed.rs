@@ -156,6 +156,7 @@ pub fn place(read: &Read, settings: &Settings, now: u64) -> Plan {
 }
 
 /// The entries under greymilter's keys: placed, then keyed with `secret`.
+#[cfg(test)]
 pub fn key(
     read: &Read,
     settings: &Settings,
