@@ -47,10 +47,12 @@ pub enum Command {
     Query(crate::daemon::QueryArgs),
     /// Carry another greylister's state over: postgrey's databases (from
     /// `db_dump`) or milter-greylist's dump, keyed as greymilter keys,
-    /// merged into the state file of the stopped daemon. Entries that
-    /// cannot be keyed are counted, never fatal. Exit status: 0 imported,
-    /// 1 configuration error, 2 unreadable input, a newer format, or a
-    /// running daemon.
+    /// merged into the cluster's Redis (`[cluster]` set), else into the
+    /// running daemon through its control socket, else into the state file
+    /// of the stopped daemon. Entries that cannot be keyed are counted,
+    /// never fatal. Exit status: 0 imported, 1 configuration error, 2
+    /// unreadable input, a newer format, a running daemon without a
+    /// control socket, or a daemon or Redis that failed.
     Import(crate::import::cli::ImportArgs),
     /// Print, as a list file, the networks that the SPF records of the
     /// domains authorise (following include, redirect, a, mx), using

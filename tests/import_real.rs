@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Daemon, PATIENCE, query};
+use support::{Daemon, PATIENCE, cli_with, query};
 
 fn have(tool: &str) -> bool {
     let found = Command::new("sh")
@@ -44,20 +44,9 @@ impl Drop for Owned {
 }
 
 fn import(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("import")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let mut all = vec!["import"];
+    all.extend_from_slice(args);
+    cli_with(config, &all)
 }
 
 /// One policy request to postgrey; its action line.

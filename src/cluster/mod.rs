@@ -5,6 +5,7 @@
 //!
 //! * [`script`]: the Lua decision script, key names, the reply.
 //! * [`admin`]: an administrator's check, allow, forget and flush on Redis.
+//! * [`import`]: `greymilter import` merged into the shared keys.
 //! * [`client`]: the connection, the bounded call, the secret check.
 //! * [`breaker`]: fail-fast after repeated failures; the counters.
 //! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
@@ -21,6 +22,7 @@ pub(crate) mod admin;
 pub(crate) mod breaker;
 pub(crate) mod client;
 pub(crate) mod conn;
+pub(crate) mod import;
 pub(crate) mod link;
 pub(crate) mod schema;
 pub(crate) mod script;

@@ -31,7 +31,8 @@ pub struct PolicyConfig {
     /// Connections served at once; Postfix keeps about one per running
     /// smtpd process.
     pub max_connections: Count,
-    /// A connection with no request for this long is closed. Longer than
+    /// A connection with no request for this long, or whose request is
+    /// still incomplete this long after its first byte, is closed. Longer than
     /// Postfix's `smtpd_policy_service_max_idle` (300 s), so that Postfix,
     /// which knows when it is done, normally closes first.
     pub idle_timeout: Seconds,

@@ -14,12 +14,18 @@ const MAX_ANSWER: u64 = 1 << 20;
 
 /// Sends `command` and returns the daemon's reply.
 pub fn request(socket: &Path, command: &Command, timeout: Duration) -> Result<Reply, String> {
+    let mut line = command.to_line();
+    line.push('\n');
+    exchange(socket, &line, timeout)
+}
+
+/// Sends `text` (a command line and, for `import`, its entry lines, each
+/// ending in a newline) and returns the daemon's reply.
+pub fn exchange(socket: &Path, line: &str, timeout: Duration) -> Result<Reply, String> {
     let context = |e: std::io::Error| format!("control socket {}: {e}", socket.display());
     let mut stream = UnixStream::connect(socket).map_err(context)?;
     stream.set_read_timeout(Some(timeout)).map_err(context)?;
     stream.set_write_timeout(Some(timeout)).map_err(context)?;
-    let mut line = command.to_line();
-    line.push('\n');
     // A refused client is answered and closed before its line is read:
     // the answer still waits to be read after a broken pipe.
     if let Err(e) = stream.write_all(line.as_bytes())

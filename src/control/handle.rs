@@ -159,6 +159,7 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
         Command::Check { .. } | Command::Stats | Command::Reload => {
             Reply::error("handled by the daemon")
         }
+        Command::Import(entries) => Reply::ok(super::import::answer(&engine.import(entries))),
         Command::AdoptSettings => {
             Reply::error("this host has no [cluster] section: there are no shared settings")
         }

@@ -13,6 +13,7 @@
 //! flush  pending
 //! stats
 //! reload
+//! import entries=N   (then N entry lines: see `import.rs`)
 //! ```
 //!
 //! Values hold no whitespace or control bytes (envelope addresses with
@@ -77,6 +78,8 @@ pub enum Command {
     /// `cluster adopt-settings`: this host's timing settings become the
     /// cluster's (`crate::cluster::settings`).
     AdoptSettings,
+    /// A batch of `greymilter import` (read by the server: `import.rs`).
+    Import(Vec<crate::greylist::engine::ImportEntry>),
 }
 
 /// Parses one command line (a trailing `\n` or `\r\n` is allowed).
@@ -159,6 +162,12 @@ pub fn parse(line: &[u8]) -> Result<Command, String> {
         },
         "stats" => Command::Stats,
         "reload" => Command::Reload,
+        "import" => {
+            return Err(
+                "import: its entries follow on the next lines (greymilter import sends them)"
+                    .to_string(),
+            );
+        }
         other => return Err(format!("unknown command {:?}", cut(other))),
     };
     args.finish()?;
@@ -319,6 +328,7 @@ impl Command {
             Command::Stats => "stats".to_string(),
             Command::Reload => "reload".to_string(),
             Command::AdoptSettings => "cluster adopt-settings".to_string(),
+            Command::Import(entries) => format!("import entries={}", entries.len()),
         }
     }
 

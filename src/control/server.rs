@@ -9,11 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::Reply;
+use super::import;
 use super::protocol::{Command, MAX_LINE, parse};
 use crate::milter::listener::{Kind, ListenSpec, Listener, UnixSocketOptions};
 use crate::ratelimit::LogLimiter;
@@ -114,11 +115,7 @@ pub async fn serve(listener: &Listener, access: Access, to_loop: mpsc::Sender<Co
     }
 }
 
-async fn connection(
-    mut stream: UnixStream,
-    access: Access,
-    to_loop: &mpsc::Sender<ControlRequest>,
-) {
+async fn connection(stream: UnixStream, access: Access, to_loop: &mpsc::Sender<ControlRequest>) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(_) => return,
@@ -126,7 +123,19 @@ async fn connection(
     let uid = cred.uid();
     // Read (bounded) before answering even a refused client: closing on
     // unread bytes would reset the connection and lose the answer.
-    let line = read_line(&mut stream).await;
+    let mut reader = BufReader::with_capacity(4096, stream);
+    let line = read_line(&mut reader, MAX_LINE).await;
+    let command = match &line {
+        Ok(l) => match import::header(l) {
+            Some(Ok(n)) if access.allows(uid, cred.gid(), cred.pid()) => {
+                read_batch(&mut reader, n).await
+            }
+            Some(Err(e)) => Err(e),
+            _ => parse(l),
+        },
+        Err(e) => Err(e.clone()),
+    };
+    let mut stream = reader.into_inner();
     if !access.allows(uid, cred.gid(), cred.pid()) {
         if let Some(n) = REFUSED_LOG.allow() {
             tracing::warn!(
@@ -139,58 +148,59 @@ async fn connection(
             .await;
         return;
     }
-    let reply = match line {
+    let reply = match command {
         Err(e) => Reply::error(e),
-        Ok(line) => match parse(&line) {
-            Err(e) => Reply::error(e),
-            Ok(command) => {
-                let (tx, rx) = oneshot::channel();
-                let sent = to_loop
-                    .send(ControlRequest {
-                        command,
-                        uid,
-                        reply: tx,
-                    })
-                    .await;
-                match sent {
-                    Ok(()) => rx
-                        .await
-                        .unwrap_or_else(|_| Reply::error("the daemon is shutting down")),
-                    Err(_) => Reply::error("the daemon is shutting down"),
-                }
+        Ok(command) => {
+            let (tx, rx) = oneshot::channel();
+            let sent = to_loop
+                .send(ControlRequest {
+                    command,
+                    uid,
+                    reply: tx,
+                })
+                .await;
+            match sent {
+                Ok(()) => rx
+                    .await
+                    .unwrap_or_else(|_| Reply::error("the daemon is shutting down")),
+                Err(_) => Reply::error("the daemon is shutting down"),
             }
-        },
+        }
     };
     let _ = stream.write_all(&reply.to_wire()).await;
     let _ = stream.shutdown().await;
 }
 
-/// One line: up to the first newline or EOF, at most [`MAX_LINE`] bytes.
-async fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
+/// One line: up to the first newline or EOF, at most `max` bytes.
+async fn read_line(reader: &mut BufReader<UnixStream>, max: usize) -> Result<Vec<u8>, String> {
     let mut line = Vec::with_capacity(128);
-    let mut buf = [0u8; 256];
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let Some(chunk) = buf.get(..n) else {
-            return Err("read: bad length".to_string());
-        };
-        if n == 0 {
-            return Ok(line);
-        }
-        if let Some(end) = chunk.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(chunk.get(..end).unwrap_or_default());
-            return if line.len() > MAX_LINE {
-                Err(format!("line longer than {MAX_LINE} bytes"))
-            } else {
-                Ok(line)
-            };
-        }
-        line.extend_from_slice(chunk);
-        if line.len() > MAX_LINE {
-            return Err(format!("line longer than {MAX_LINE} bytes"));
-        }
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    (&mut *reader)
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
     }
+    if line.len() > max {
+        return Err(format!("line longer than {max} bytes"));
+    }
+    Ok(line)
+}
+
+/// The `n` entry lines of an import batch.
+async fn read_batch(reader: &mut BufReader<UnixStream>, n: usize) -> Result<Command, String> {
+    let mut entries = Vec::with_capacity(n);
+    for i in 1..=n {
+        let line = read_line(reader, import::MAX_ENTRY_LINE).await?;
+        if line.is_empty() {
+            return Err(format!(
+                "import: the batch ended after {} of {n} entries",
+                i - 1
+            ));
+        }
+        entries.push(import::parse_entry(&line).map_err(|e| format!("entry {i}: {e}"))?);
+    }
+    Ok(Command::Import(entries))
 }

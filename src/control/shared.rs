@@ -128,7 +128,9 @@ pub fn plan(command: &Command, engine: &Engine) -> Option<Result<Plan, String>> 
             member: format!("sender-domain {d}"),
         },
         Command::FlushPending => Plan::FlushPending,
-        Command::Stats | Command::Reload | Command::AdoptSettings => return None,
+        Command::Stats | Command::Reload | Command::AdoptSettings | Command::Import(_) => {
+            return None;
+        }
     };
     Some(Ok(plan))
 }

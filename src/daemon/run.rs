@@ -125,7 +125,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
     })
 }
 
-fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
+pub(crate) fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {
     Ok(ClusterOptions {
         url: c.redis.0.clone(),
         secret: SharedSecret::load(&c.secret_file)?,

@@ -156,6 +156,32 @@ impl AutoWhitelist {
         false
     }
 
+    /// Merges an imported record (the larger count, the later times); a
+    /// new network is not stored while `cap` records exist.
+    pub fn import(
+        &mut self,
+        net: NetKey,
+        rec: AwlRecord,
+        cap: usize,
+    ) -> crate::greylist::table::Merged {
+        use crate::greylist::table::Merged;
+        let known = self.map.contains_key(&net);
+        if !known && self.map.len() >= cap {
+            return Merged::Full;
+        }
+        let Some(r) = self.map.get_or_insert_with(net, AwlRecord::default) else {
+            return Merged::Full;
+        };
+        let was_white = r.last_use != 0;
+        r.passes = r.passes.max(rec.passes);
+        r.last_counted = r.last_counted.max(rec.last_counted);
+        r.last_use = r.last_use.max(rec.last_use);
+        if !was_white && r.last_use != 0 {
+            self.whitelisted += 1;
+        }
+        if known { Merged::Known } else { Merged::New }
+    }
+
     /// One slice of the expiry sweep (the cursor wraps around); examines at
     /// most `budget` records and returns how many it examined.
     pub fn sweep(&mut self, now: u32, lifetime: u32, budget: usize) -> usize {

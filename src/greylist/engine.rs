@@ -46,6 +46,8 @@ mod admin;
 mod counts;
 pub use admin::{Explaining, Explanation, SharedView, TableView};
 mod dns;
+mod import;
+pub use import::{ImportCounts, ImportEntry, Placed, PlacedNet};
 mod pipeline;
 mod shared;
 mod snapshot;

@@ -90,7 +90,7 @@ impl Secret {
 }
 
 /// A masked client address: family tag, prefix length, 16 address bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Network([u8; 18]);
 
 impl Network {

@@ -65,6 +65,7 @@ mod growth_tests;
 mod mirror;
 mod timing;
 
+pub use admin::Merged;
 pub use timing::{Outcome, Timing};
 
 /// First-seen and last-use (white) or last-attempt (pending) times.

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::keyed::{self, Shown};
-use super::{Read, db_dump, into_state, milter_greylist, postgrey};
+use super::{Read, db_dump, into_daemon, into_redis, into_state, milter_greylist, postgrey};
 use crate::config::Config;
+use crate::config::cluster::ClusterConfig;
 use crate::greylist::envelope_address::push_loggable;
 use crate::greylist::key::Secret;
 
@@ -107,21 +108,34 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
             "milter-greylist"
         }
     };
-    let state_path = if args.dry_run {
-        config.state.file.clone()
-    } else {
-        Some(destination(config)?)
-    };
-    let mut state = match &state_path {
-        Some(p) => into_state::load(p).map_err(failed)?,
-        None => into_state::State::default(),
-    };
-    let secret = state.secret.unwrap_or_else(|| Secret::random().0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let settings = config.settings();
-    let keyed = keyed::key(&read, &settings, &secret, now, |s| {
+    let plan = keyed::place(&read, &settings, now);
+    let target = if args.dry_run {
+        Target::DryRun
+    } else {
+        target(config)?
+    };
+    // Keys of the place written to (a dry run shows with the state file's
+    // or the cluster's secret when it can read them).
+    let mut state = into_state::State::default();
+    let secret = match (&target, &config.cluster) {
+        (Target::Redis(c), _) => into_redis::secret(c).map_err(|e| (1, e))?,
+        (Target::DryRun, Some(c)) => into_redis::secret(c).unwrap_or(Secret::random().0),
+        (Target::StateFile(path), _) => {
+            state = into_state::load(path).map_err(failed)?;
+            state.secret.unwrap_or_else(|| Secret::random().0)
+        }
+        (Target::DryRun, None) => match &config.state.file {
+            Some(p) => into_state::load(p).map_err(failed)?.secret,
+            None => None,
+        }
+        .unwrap_or_else(|| Secret::random().0),
+        (Target::Daemon(_), _) => Secret::random().0,
+    };
+    let keyed = keyed::key_placed(&plan, &settings, &secret, |s| {
         if args.dry_run {
             crate::outln!("{}", shown_line(&s));
         }
@@ -136,39 +150,98 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     for (reason, n) in read.skipped.iter().chain(keyed.skipped.iter()) {
         crate::outln!("  left out: {n} {reason}");
     }
-    let Some(path) = state_path.filter(|_| !args.dry_run) else {
-        crate::outln!("dry run: nothing written");
-        return Ok(());
-    };
-    let merged = into_state::merge_into(&mut state, &keyed);
-    into_state::write(&path, &state, secret, now).map_err(failed)?;
-    crate::outln!(
-        "{}: {} whitelisted and {} pending tuples and {} networks added, {} already there; it now holds {} whitelisted, {} pending, {} networks",
-        path.display(),
-        merged.new_white,
-        merged.new_pending,
-        merged.new_networks,
-        merged.known,
-        state.white.len(),
-        state.pending.len(),
-        state.awl.len()
-    );
+    match target {
+        Target::DryRun => crate::outln!("dry run: nothing written"),
+        Target::StateFile(path) => {
+            let merged = into_state::merge_into(&mut state, &keyed);
+            into_state::write(&path, &state, secret, now).map_err(failed)?;
+            crate::outln!(
+                "{}: {} whitelisted and {} pending tuples and {} networks added, {} already there; it now holds {} whitelisted, {} pending, {} networks",
+                path.display(),
+                merged.new_white,
+                merged.new_pending,
+                merged.new_networks,
+                merged.known,
+                state.white.len(),
+                state.pending.len(),
+                state.awl.len()
+            );
+        }
+        Target::Daemon(socket) => {
+            let sent = into_daemon::send(&socket, &plan).map_err(failed)?;
+            let c = sent.counts;
+            crate::outln!(
+                "greymilter (control socket {}): {} whitelisted and {} pending tuples and {} networks added, {} already there",
+                socket.display(),
+                c.new_white,
+                c.new_pending,
+                c.new_networks,
+                c.known
+            );
+            for (n, why) in [
+                (
+                    c.full,
+                    "not stored: the table is full (raise [greylist] max_tuples)",
+                ),
+                (
+                    c.wider,
+                    "refused by the daemon: keyed on a wider network than its prefixes",
+                ),
+                (sent.too_long, "addresses too long for the control socket"),
+            ] {
+                if n > 0 {
+                    crate::outln!("  left out: {n} {why}");
+                }
+            }
+        }
+        Target::Redis(c) => {
+            let done = into_redis::send(config, &c, &keyed).map_err(failed)?;
+            crate::outln!(
+                "redis {}: {} whitelisted and {} pending tuples and {} networks added, {} already there",
+                c.redis.0,
+                done.new_white,
+                done.new_pending,
+                done.new_networks,
+                done.known
+            );
+            if done.forgotten > 0 {
+                crate::outln!(
+                    "  left out: {} tuples an administrator forgot (greymilter forget) since",
+                    done.forgotten
+                );
+            }
+        }
+    }
     Ok(())
 }
 
-/// The state file to write, once sure no daemon would overwrite it with
-/// its next checkpoint.
-fn destination(config: &Config) -> Result<PathBuf, Failure> {
-    if config.cluster.is_some() {
-        return Err((
-            2,
-            "[cluster] is set: import into Redis is not supported yet; import into the state file of a node without [cluster], or whitelist through the control socket (greymilter allow)".to_string(),
-        ));
+/// Where the entries go.
+enum Target {
+    DryRun,
+    /// A stopped daemon's state file.
+    StateFile(PathBuf),
+    /// A running daemon's control socket.
+    Daemon(PathBuf),
+    /// The cluster's Redis.
+    Redis(Box<ClusterConfig>),
+}
+
+/// Where to write: the cluster's Redis with `[cluster]`; else a running
+/// daemon through its control socket; else the state file, once sure no
+/// daemon would overwrite it with its next checkpoint.
+fn target(config: &Config) -> Result<Target, Failure> {
+    if let Some(c) = &config.cluster {
+        return Ok(Target::Redis(Box::new(c.clone())));
+    }
+    if let Some(socket) = &config.control.socket
+        && std::os::unix::net::UnixStream::connect(socket).is_ok()
+    {
+        return Ok(Target::Daemon(socket.clone()));
     }
     let Some(path) = config.state.file.clone() else {
         return Err((
             1,
-            "[state] file is not set: greymilter keeps no state to import into (use --dry-run to see what would be imported)".to_string(),
+            "[state] file is not set and no daemon answers on a [control] socket: greymilter keeps no state to import into (use --dry-run to see what would be imported)".to_string(),
         ));
     };
     if let Some(pidfile) = &config.daemon.pidfile
@@ -178,23 +251,12 @@ fn destination(config: &Config) -> Result<PathBuf, Failure> {
         return Err((
             2,
             format!(
-                "greymilter is running (pid {pid}, {}): stop it first, or its next checkpoint would overwrite the import",
+                "greymilter is running (pid {pid}, {}) without a [control] socket: set [control] socket to import into the running daemon, or stop it first (its next checkpoint would overwrite an import into its state file)",
                 pidfile.display()
             ),
         ));
     }
-    if let Some(socket) = &config.control.socket
-        && std::os::unix::net::UnixStream::connect(socket).is_ok()
-    {
-        return Err((
-            2,
-            format!(
-                "greymilter is running (its control socket {} answers): stop it first, or its next checkpoint would overwrite the import",
-                socket.display()
-            ),
-        ));
-    }
-    Ok(path)
+    Ok(Target::StateFile(path))
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>, String> {

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use super::{Read, When};
 use crate::greylist::awl::AwlRecord;
+pub use crate::greylist::engine::{Placed, PlacedNet};
 use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::key::{NetKey, Network, Secret, TupleKey};
 use crate::greylist::settings::Settings;
@@ -38,14 +39,18 @@ pub struct Shown<'a> {
     pub times: Times,
 }
 
-pub fn key(
-    read: &Read,
-    settings: &Settings,
-    secret: &Secret,
-    now: u64,
-    mut show: impl FnMut(Shown<'_>),
-) -> Keyed {
-    let mut k = Keyed::default();
+/// The entries to import, in greymilter's windows, before keying.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub tuples: Vec<Placed>,
+    pub networks: Vec<PlacedNet>,
+    /// Entries left out, by reason (expired, too wide).
+    pub skipped: BTreeMap<&'static str, u64>,
+}
+
+/// Maps the read entries into greymilter's windows (no secret needed).
+pub fn place(read: &Read, settings: &Settings, now: u64) -> Plan {
+    let mut k = Plan::default();
     let delay = settings.delay.as_secs();
     let window = settings.retry_window.as_secs();
     let lifetime = settings.whitelist_lifetime.as_secs();
@@ -54,11 +59,10 @@ pub fn key(
         IpAddr::V4(_) => prefix < v4,
         IpAddr::V6(_) => prefix < v6,
     };
-    let (mut s, mut r) = (Vec::new(), Vec::new());
     for t in &read.tuples {
         if wider(&t.client, t.prefix) {
             skip(
-                &mut k,
+                &mut k.skipped,
                 "client network wider than greymilter's ipv4_prefix/ipv6_prefix",
             );
             continue;
@@ -83,37 +87,29 @@ pub fn key(
         let last = last.max(first);
         if white && now - last >= lifetime {
             skip(
-                &mut k,
+                &mut k.skipped,
                 "whitelisted, unused for longer than whitelist_lifetime",
             );
             continue;
         }
         if !white && now - first > window {
-            skip(&mut k, "pending, first seen longer ago than retry_window");
+            skip(
+                &mut k.skipped,
+                "pending, first seen longer ago than retry_window",
+            );
             continue;
         }
-        sender_form(&t.sender, settings.normalize_sender, &mut s);
-        base_form(&t.recipient, &mut r);
-        let net = Network::of(t.client, v4, v6);
-        let key = secret.tuple_key(&net, &s, &r);
-        let times = Times {
-            first_seen: secs32(first),
-            last: secs32(last),
-        };
-        show(Shown {
-            what: if white { "whitelisted" } else { "pending" },
+        k.tuples.push(Placed {
+            white,
             client: t.client,
             prefix: t.prefix,
-            sender: &s,
-            recipient: &r,
-            times,
+            sender: t.sender.clone(),
+            recipient: t.recipient.clone(),
+            times: Times {
+                first_seen: secs32(first),
+                last: secs32(last),
+            },
         });
-        if white {
-            k.pending.remove(&key);
-            merge(k.white.entry(key).or_insert(times), times);
-        } else if !k.white.contains_key(&key) {
-            merge(k.pending.entry(key).or_insert(times), times);
-        }
     }
     if settings.auto_whitelist_after == 0 {
         if !read.networks.is_empty() {
@@ -123,10 +119,11 @@ pub fn key(
         }
         return k;
     }
+    let mut nets: HashMap<Network, PlacedNet> = HashMap::new();
     for n in &read.networks {
         if wider(&n.client, n.prefix) {
             skip(
-                &mut k,
+                &mut k.skipped,
                 "client network wider than greymilter's ipv4_prefix/ipv6_prefix",
             );
             continue;
@@ -134,26 +131,85 @@ pub fn key(
         let last = n.last.min(now);
         if now - last >= lifetime {
             skip(
-                &mut k,
+                &mut k.skipped,
                 "auto-whitelist record unused for longer than whitelist_lifetime",
             );
             continue;
         }
-        let net = secret.net_key(&Network::of(n.client, v4, v6));
-        let rec = k.awl.entry(net).or_default();
+        let placed = nets
+            .entry(Network::of(n.client, v4, v6))
+            .or_insert(PlacedNet {
+                client: n.client,
+                record: AwlRecord::default(),
+            });
+        let rec = &mut placed.record;
         rec.passes = rec.passes.saturating_add(n.passes);
         rec.last_counted = rec.last_counted.max(secs32(last));
     }
-    for rec in k.awl.values_mut() {
-        if rec.passes >= settings.auto_whitelist_after {
-            rec.last_use = rec.last_counted.max(1);
+    for mut n in nets.into_values() {
+        if n.record.passes >= settings.auto_whitelist_after {
+            n.record.last_use = n.record.last_counted.max(1);
         }
+        k.networks.push(n);
     }
     k
 }
 
-fn skip(k: &mut Keyed, reason: &'static str) {
-    *k.skipped.entry(reason).or_default() += 1;
+/// The entries under greymilter's keys: placed, then keyed with `secret`.
+#[cfg(test)]
+pub fn key(
+    read: &Read,
+    settings: &Settings,
+    secret: &Secret,
+    now: u64,
+    show: impl FnMut(Shown<'_>),
+) -> Keyed {
+    key_placed(&place(read, settings, now), settings, secret, show)
+}
+
+/// Keys a plan with `secret`; one tuple keeps its earliest first sighting
+/// and latest use, and a whitelisted record beats a pending one.
+pub fn key_placed(
+    plan: &Plan,
+    settings: &Settings,
+    secret: &Secret,
+    mut show: impl FnMut(Shown<'_>),
+) -> Keyed {
+    let mut k = Keyed {
+        skipped: plan.skipped.clone(),
+        ..Keyed::default()
+    };
+    let (v4, v6) = (settings.ipv4_prefix, settings.ipv6_prefix);
+    let (mut s, mut r) = (Vec::new(), Vec::new());
+    for t in &plan.tuples {
+        sender_form(&t.sender, settings.normalize_sender, &mut s);
+        base_form(&t.recipient, &mut r);
+        let net = Network::of(t.client, v4, v6);
+        let key = secret.tuple_key(&net, &s, &r);
+        show(Shown {
+            what: if t.white { "whitelisted" } else { "pending" },
+            client: t.client,
+            prefix: t.prefix,
+            sender: &s,
+            recipient: &r,
+            times: t.times,
+        });
+        if t.white {
+            k.pending.remove(&key);
+            merge(k.white.entry(key).or_insert(t.times), t.times);
+        } else if !k.white.contains_key(&key) {
+            merge(k.pending.entry(key).or_insert(t.times), t.times);
+        }
+    }
+    for n in &plan.networks {
+        let net = secret.net_key(&Network::of(n.client, v4, v6));
+        k.awl.insert(net, n.record);
+    }
+    k
+}
+
+fn skip(skipped: &mut BTreeMap<&'static str, u64>, reason: &'static str) {
+    *skipped.entry(reason).or_default() += 1;
 }
 
 /// Two records of one tuple: the earliest first sighting, the latest use.

@@ -7,6 +7,8 @@
 //! * [`keyed`]: the entries under greymilter's keys (its client prefixes,
 //!   its sender normalisation, its secret), expired ones left out.
 //! * [`into_state`]: merged into the state file of a stopped daemon.
+//! * [`into_daemon`]: streamed to a running daemon's control socket.
+//! * [`into_redis`]: merged into a cluster's Redis.
 //!
 //! Readers never fail on one entry: an entry greymilter cannot key is
 //! counted under its reason. Only an unreadable file or a format newer
@@ -17,6 +19,8 @@ use std::net::IpAddr;
 
 pub mod cli;
 pub mod db_dump;
+pub mod into_daemon;
+pub mod into_redis;
 pub mod into_state;
 pub mod keyed;
 pub mod milter_greylist;

@@ -9,6 +9,11 @@
 //! `rcpt`, waiting at most the decision timeout (then `DUNNO`: fail open).
 //! Every other state gets `DUNNO`. The `X-Greylist` header is prepended
 //! once per message, like postgrey does.
+//!
+//! `idle_timeout` bounds both the wait for a request and the time one
+//! request may take to arrive from its first byte (Postfix writes a request
+//! at once): a peer trickling bytes (slowloris) is cut off as one that
+//! sends nothing.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -60,6 +65,7 @@ pub enum Ended {
 
 static BAD_REQUEST_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 static IDLE_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
+static SLOW_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
 const READ_CHUNK: usize = 4096;
 
@@ -91,8 +97,11 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut message = Message::default();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(256);
+    // When the first byte of the request in `buf` arrived.
+    let mut request_started: Option<tokio::time::Instant> = None;
     loop {
         // Every complete request in the buffer, in order.
+        let mut consumed = false;
         loop {
             let (verdict, len) = match request::parse(&buf) {
                 Ok(Some((req, len))) => (decide(&mut txn, &mut message, &req, options).await, len),
@@ -109,6 +118,12 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
             };
             write_answer(&mut out, &verdict, &mut message, options.defer_action);
             buf.drain(..len);
+            consumed = true;
+        }
+        if buf.is_empty() {
+            request_started = None;
+        } else if consumed || request_started.is_none() {
+            request_started = Some(tokio::time::Instant::now());
         }
         if !out.is_empty() {
             // A peer that stops reading its answers is cut off like an idle one.
@@ -117,18 +132,18 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 _ => return Ended::Io,
             }
         }
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        // Room for a read, not zeroed (`read_buf` only writes what came).
+        buf.reserve(READ_CHUNK);
+        let wait = match request_started {
+            Some(t) => options.idle_timeout.saturating_sub(t.elapsed()),
+            None => options.idle_timeout,
+        };
         let read = tokio::select! {
             () = &mut stop => return Ended::Shutdown,
-            read = tokio::time::timeout(
-                options.idle_timeout,
-                stream.read(buf.get_mut(start..).unwrap_or_default()),
-            ) => read,
+            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
         };
         match read {
             Ok(Ok(0)) => {
-                buf.truncate(start);
                 if !buf.is_empty() {
                     debug!(
                         conn = conn_id,
@@ -137,16 +152,21 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return Ended::Closed;
             }
-            Ok(Ok(n)) => buf.truncate(start + n),
+            Ok(Ok(_)) => {}
             Ok(Err(_)) => return Ended::Io,
             Err(_) => {
-                if let Some(suppressed) = IDLE_LOG.allow() {
+                let idle = humantime::format_duration(options.idle_timeout);
+                let (log, reason) = match request_started {
+                    Some(_) => (
+                        &SLOW_LOG,
+                        format!("request still incomplete {idle} after its first byte"),
+                    ),
+                    None => (&IDLE_LOG, format!("idle for {idle}")),
+                };
+                if let Some(suppressed) = log.allow() {
                     warn!(
                         conn = conn_id,
-                        peer,
-                        suppressed,
-                        "policy connection closed: idle for {}",
-                        humantime::format_duration(options.idle_timeout)
+                        peer, suppressed, "policy connection closed: {reason}"
                     );
                 }
                 return Ended::Idle;

@@ -149,24 +149,42 @@ pub fn parse_with<'a>(
         if number > limits.max_attributes {
             return Err(RequestError::TooManyAttributes);
         }
-        let line = std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8(number))?;
-        let Some((name, value)) = line.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+        // Bytes until a value is kept: an ASCII line (all of Postfix's)
+        // needs no UTF-8 decoding, and `str` searches cost more than the
+        // rest of the parse.
+        if !line.is_ascii() && std::str::from_utf8(line).is_err() {
+            return Err(RequestError::NotUtf8(number));
+        }
+        let eq = line.iter().position(|&b| b == b'=');
+        let (Some(name), Some(value)) = (
+            eq.and_then(|i| line.get(..i)).filter(|n| !n.is_empty()),
+            eq.and_then(|i| line.get(i + 1..)),
+        ) else {
             return Err(RequestError::NotAnAttribute(number));
         };
-        match name {
-            "request" => kind = Some(value),
-            "protocol_state" => request.protocol_state = value,
-            "client_address" => request.client_address = value,
-            "client_name" => request.client_name = value,
-            "helo_name" => request.helo_name = value,
-            "sender" => request.sender = value,
-            "recipient" => request.recipient = value,
-            "sasl_username" => request.sasl_username = value,
-            "queue_id" => request.queue_id = value,
-            "instance" => request.instance = value,
-            _ => {}
-        }
+        let slot = match name {
+            b"request" => {
+                kind = Some(utf8(value, number)?);
+                continue;
+            }
+            b"protocol_state" => &mut request.protocol_state,
+            b"client_address" => &mut request.client_address,
+            b"client_name" => &mut request.client_name,
+            b"helo_name" => &mut request.helo_name,
+            b"sender" => &mut request.sender,
+            b"recipient" => &mut request.recipient,
+            b"sasl_username" => &mut request.sasl_username,
+            b"queue_id" => &mut request.queue_id,
+            b"instance" => &mut request.instance,
+            _ => continue,
+        };
+        *slot = utf8(value, number)?;
     }
+}
+
+/// A value of a line already checked to be UTF-8.
+fn utf8(value: &[u8], line: usize) -> Result<&str, RequestError> {
+    std::str::from_utf8(value).map_err(|_| RequestError::NotUtf8(line))
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

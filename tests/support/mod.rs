@@ -249,6 +249,23 @@ impl Query {
     }
 }
 
+/// `greymilter --config CONFIG ARGS`: (status, stdout and stderr together).
+pub fn cli_with(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// `greymilter ARGS` with the daemon's configuration: (status, stdout, stderr).
 pub fn cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)

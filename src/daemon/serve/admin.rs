@@ -149,6 +149,14 @@ impl Daemon {
             self.adopt_settings(cluster, request);
             return false;
         }
+        if let (Command::Import(_), Some(_)) = (&request.command, self.factory.pipeline().cluster())
+        {
+            // Redis is the authority: `greymilter import` writes there.
+            let _ = request.reply.send(Reply::error(
+                "this node has a [cluster] section: greymilter import writes into Redis, not through a node",
+            ));
+            return false;
+        }
         if let Command::Check { .. } = request.command {
             // DNS (and Redis) may be asked: in a task of its own, so the
             // loop never waits.

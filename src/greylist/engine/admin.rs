@@ -58,7 +58,12 @@ pub struct SharedView {
 impl Engine {
     /// The network and tuple key of a recipient, with buffers of our own so
     /// `explain` can take `&self`.
-    fn key_of(&self, addr: IpAddr, sender: &[u8], recipient: &[u8]) -> (Network, TupleKey) {
+    pub(super) fn key_of(
+        &self,
+        addr: IpAddr,
+        sender: &[u8],
+        recipient: &[u8],
+    ) -> (Network, TupleKey) {
         let (mut s, mut r) = (Vec::new(), Vec::new());
         sender_form(sender, self.settings.normalize_sender, &mut s);
         base_form(recipient, &mut r);

@@ -6,6 +6,17 @@
 use super::{Table, Times, secs32};
 use crate::greylist::key::{NetKey, TupleKey};
 
+/// What merging an imported entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    New,
+    /// Already stored: times merged (or a whitelisted entry kept).
+    Known,
+    /// Not stored: the table is full (live entries are never evicted for
+    /// an import).
+    Full,
+}
+
 impl Table {
     /// Whitelists `key` until `until` (unix seconds; later uses slide it as
     /// usual). A pending tuple keeps its first sighting. Returns false when
@@ -33,6 +44,55 @@ impl Table {
         self.white.insert(key, Times { first_seen, last });
         self.flows.high = self.flows.high.max(self.len() as u64);
         true
+    }
+
+    /// Merges an imported whitelisted tuple (counted in `allowed`).
+    pub fn import_white(&mut self, key: TupleKey, times: Times) -> Merged {
+        if let Some(t) = self.white.get_mut(&key) {
+            t.first_seen = t.first_seen.min(times.first_seen);
+            t.last = t.last.max(times.last);
+            return Merged::Known;
+        }
+        let mut times = times;
+        if let Some(p) = self.pending.swap_remove(&key) {
+            times.first_seen = times.first_seen.min(p.first_seen);
+            self.white.insert(key, times);
+            return Merged::Known;
+        }
+        self.enter_imported(key, times, true)
+    }
+
+    /// Merges an imported pending tuple (counted in `allowed`): a stored
+    /// pending one keeps the earliest first sighting, a white one is kept.
+    pub fn import_pending(&mut self, key: TupleKey, times: Times) -> Merged {
+        if self.white.contains_key(&key) {
+            return Merged::Known;
+        }
+        if let Some(t) = self.pending.get_mut(&key) {
+            t.first_seen = t.first_seen.min(times.first_seen);
+            t.last = t.last.max(times.last);
+            return Merged::Known;
+        }
+        self.enter_imported(key, times, false)
+    }
+
+    /// A new imported tuple, unless the table is full (an import never
+    /// evicts a live tuple).
+    fn enter_imported(&mut self, key: TupleKey, times: Times, white: bool) -> Merged {
+        let full = self.len() >= self.max;
+        let map = if white {
+            &mut self.white
+        } else {
+            &mut self.pending
+        };
+        if full || !super::reserve_for_insert(map, self.max) {
+            return Merged::Full;
+        }
+        map.insert(key, times);
+        self.net_inc(key.net());
+        self.flows.allowed += 1;
+        self.flows.high = self.flows.high.max(self.len() as u64);
+        Merged::New
     }
 
     /// Removes `key`; true if it was stored.

@@ -118,7 +118,7 @@ pub const SECTIONS: &[Section] = &[
             ),
             key(
                 "idle_timeout",
-                "A connection with no request for this long is closed. Longer than Postfix's `smtpd_policy_service_max_idle` (300 s), so Postfix normally closes first.",
+                "A connection with no request for this long, or whose request is still incomplete this long after its first byte, is closed. Longer than Postfix's `smtpd_policy_service_max_idle` (300 s), so Postfix normally closes first.",
             ),
             key(
                 "defer_action",
