@@ -7,27 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source .ci/lib.sh
+ci_need_cargo bench-smoke
+
 cargo build --release --bin greymilter --examples
 BIN=target/release
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# field, wait_line, wait_listening, start_greymilter, stop_pid: benches/lib.sh.
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+OUT=$TMP bench_init bench-smoke
+trap 'bench_cleanup; rm -rf "$TMP"' EXIT
 fail() { echo "bench-smoke: $*" >&2; exit 1; }
-# The value of KEY in a `RESULT key=value …` line.
-field() { sed -n "s/^RESULT.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
-# Polls FILE for a line matching REGEX (up to 10 s) and prints the first match.
-wait_line() {
-    for _ in $(seq 100); do
-        grep -m1 -E "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    fail "no line matching '$2' in $1: $(tail -5 "$1")"
-}
 
 echo "== criterion micro benchmarks (each once)"
 GREYMILTER_BENCH_TUPLES=1000 cargo bench --bench codec --bench engine -- --test
@@ -49,8 +40,36 @@ echo "$out"
 [ "$(grep -c '^RESULT run=' <<<"$out")" = 3 ] || fail "dns_bench did not measure every run"
 
 echo "== fork_cost (16 MiB, with and without huge pages)"
-"$BIN/examples/fork_cost" 16
-"$BIN/examples/fork_cost" 16 huge
+for huge in "" huge; do
+    # A failed madvise, fork or child exits 1 (set -e stops here); the RESULT line says all
+    # three forks were measured.
+    out=$("$BIN/examples/fork_cost" 16 $huge)
+    echo "$out"
+    [ "$(field "$out" forks)" = 3 ] || fail "fork_cost ${huge:-plain} did not measure 3 forks"
+done
+
+echo "== engine_memory: bytes per tuple and the worst maintain() slice (tiny)"
+out=$("$BIN/examples/engine_memory" 20000 2000)
+echo "$out"
+grep -q '^tuples=20000 whitelisted=4000 ' <<<"$out" || fail "engine_memory did not fill 20000 tuples"
+grep -q '^maintain: [0-9]* calls, .*expired 16000 pending' <<<"$out" || fail "engine_memory: pending tuples did not expire"
+
+echo "== admin_walk: flush --pending and forget --network on a filled Redis (tiny)"
+RPORT=$(port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
+    >"$TMP/redis.log" 2>&1 </dev/null &
+PIDS+=($!)
+wait_listening "$RPORT" 10
+out=$("$BIN/examples/admin_walk" "redis://127.0.0.1:$RPORT/0" 2000)
+echo "$out"
+grep -q '^flush --pending: 1000 of 2000 tuples .*(complete: true)' <<<"$out" || fail "admin_walk: flush did not remove the 1000 pending tuples"
+grep -q '^forget one network: .*(walk complete: true)' <<<"$out" || fail "admin_walk: forget did not complete"
+stop_pid "${PIDS[-1]}"
+
+echo "== callgrind-rcpt.sh: instructions per RCPT decision (tiny)"
+out=$(DURATION=1s benches/callgrind-rcpt.sh "$BIN" "$(port)")
+echo "$out"
+grep -Eq '^instructions=[0-9]+ rcpts=[1-9][0-9]* per_rcpt=[0-9]+ ' <<<"$out" || fail "callgrind-rcpt.sh counted nothing"
 
 echo "== milter_load against the no-op milter"
 "$BIN/examples/noop_milter" inet:127.0.0.1:0 >"$TMP/noop.out" 2>&1 </dev/null &
@@ -64,22 +83,17 @@ echo "$out"
 [ "$(field "$out" continue)" -gt 0 ] || fail "no recipient was decided"
 
 echo "== milter_load against greymilter restored from the state_bench file, with a checkpoint"
-cat >"$TMP/greymilter.toml" <<CONF
-[milter]
-listen = "inet:127.0.0.1:0"
+gm=inet:127.0.0.1:$(port)
+start_greymilter greymilter "$gm" "[milter]
+listen = \"$gm\"
 [greylist]
-delay = "1h"
+delay = \"1h\"
 max_tuples = 1000000
 [lists]
-recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+recipient_domains = { \"pass.test\" = { action = \"greylist\", delay = \"1s\" }, \"list.test\" = \"accept\" }
 [state]
-file = "$TMP/state"
-CONF
-"$BIN/greymilter" --config "$TMP/greymilter.toml" 2>"$TMP/greymilter.log" </dev/null &
-GM_PID=$!
-PIDS+=("$GM_PID")
-wait_line "$TMP/greymilter.log" 'restored state' >/dev/null
-gm=$(wait_line "$TMP/greymilter.log" 'listening' | sed 's/.*listen=\([^ ]*\).*/\1/')
+file = \"$TMP/state\""
+grep -q 'restored state' "$TMP/greymilter.log" || fail "greymilter did not restore the state_bench file"
 out=$("$BIN/examples/milter_load" --target "$gm" --connections 4 --duration 2s --warmup 0s \
     --pool 20 --prep-wait 1500ms --milter-pid "$GM_PID" --signal-at 500ms --signal SIGUSR2 --timeline)
 echo "$out"
@@ -120,7 +134,9 @@ tail -4 "$TMP/dns-bench.out"
 grep -q 'spf=pass' "$TMP/dns-bench/key-warm.log" || fail "dns-milter-bench.sh: no SPF pass in the warm run"
 
 echo "== cluster-bench.sh (standalone vs [cluster], Redis killed mid-run, memory per tuple; tiny)"
-DURATION=1s CONNECTIONS=4 TUPLES=2000 OUT="$TMP/cluster-bench" benches/cluster-bench.sh \
+# The killed run lasts 8 s so the kill (+4 s), the restart (+7 s) and the breaker's probe
+# land inside it; cluster-bench.sh fails if they did not.
+DURATION=1s KILL_RUN=8s CONNECTIONS=4 TUPLES=2000 OUT="$TMP/cluster-bench" benches/cluster-bench.sh \
     >"$TMP/cluster-bench.out" 2>&1 || fail "cluster-bench.sh failed: $(tail -5 "$TMP/cluster-bench.out")"
 grep -E '^(standalone|cluster) ' "$TMP/cluster-bench/results.txt"
 [ "$(grep -cE '^(standalone|cluster)[^ ]* RESULT .* errors=0 ' "$TMP/cluster-bench/results.txt")" = 4 ] \
@@ -134,10 +150,14 @@ echo "$out" | grep -v '^RESULT'
 
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/smtp-source ]; then
     echo "== Postfix end-to-end overhead (tiny)"
-    port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
     MSGS=100 SESSIONS=10 ROUNDS=1 SMTP_PORT=$(port) GM_PORT=$(port) NOOP_PORT=$(port) \
         FULL_PORT=$(port) FLOOR_PORT=$(port) NR_PORT=$(port) \
-        benches/postfix-overhead.sh
+        benches/postfix-overhead.sh >"$TMP/postfix-overhead.out" 2>&1 \
+        || fail "postfix-overhead.sh failed: $(tail -5 "$TMP/postfix-overhead.out")"
+    tail -10 "$TMP/postfix-overhead.out"
+    # Every scenario ran and delivered (the script checks each run's deliveries).
+    [ "$(grep -cE '^RESULT scenario=[a-z-]+ msg_s=[1-9]' "$TMP/postfix-overhead.out")" = 8 ] \
+        || fail "postfix-overhead.sh: a scenario is missing"
 else
     echo "== Postfix end-to-end overhead: skipped (needs root and Postfix)"
 fi

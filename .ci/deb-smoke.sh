@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source .ci/lib.sh
+ci_need_cargo deb-smoke
+
 started=$SECONDS
 if ! command -v cargo-deb >/dev/null 2>&1; then
     echo "deb-smoke: installing cargo-deb"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real MTAs the end-to-end tests drive (tests/e2e_*.rs), on Debian 12, as root,
-# without starting any system daemon. Idempotent; a re-run on a ready machine touches nothing.
+# without starting any system daemon. Idempotent; a re-run on a ready machine touches nothing
+# and prints nothing.
 #
 #   postfix     private instances are built by the test harness (tests/e2e/postfix.rs)
 #   miltertest  protocol-level tests
@@ -17,44 +18,16 @@ set -euo pipefail
 SENDMAIL_ROOT=${SENDMAIL_ROOT:-/opt/greymilter-test/sendmail}
 SENDMAIL_BIN=$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail
 
+source "$(dirname "$0")/lib.sh"
+
 PACKAGES=(postfix miltertest iproute2 sendmail-cf m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2
           libsasl2-2 libssl3 libwrap0)
 
-if [ "$(id -u)" != 0 ]; then
-    echo "install-mtas.sh: must run as root" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# Another job may hold the dpkg lock briefly; wait for it rather than fail.
-APT_OPTS=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-
-missing_packages() {
-    local p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
-    done
-}
-
-mapfile -t missing < <(missing_packages)
-versions() {
-    echo "postfix $(dpkg-query -W -f='${Version}' postfix)"
-    # Not `sendmail -d0.1`: on a host without an FQDN hostname it stalls for a minute.
-    echo "sendmail-bin $(cat "$SENDMAIL_ROOT/VERSION" 2>/dev/null || echo unknown)"
-}
-
+mapfile -t missing < <(ci_missing "${PACKAGES[@]}")
 if [ "${#missing[@]}" -eq 0 ] && [ -x "$SENDMAIL_BIN" ]; then
-    versions
-    echo "install-mtas.sh: postfix, miltertest, iproute2 and Sendmail already in place"
     exit 0
 fi
-
-# Maintainer scripts must not start daemons; only remove the guard if we created it.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-fi
+ci_need_root install-mtas.sh
 
 # "No configuration": Debian writes no /etc/postfix/main.cf, so no system Postfix ever runs.
 debconf-set-selections <<'DEBCONF'
@@ -62,20 +35,19 @@ postfix postfix/main_mailer_type select No configuration
 postfix postfix/mailname string mx.example.test
 DEBCONF
 
-apt-get update -q
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get install "${APT_OPTS[@]}" "${missing[@]}"
-fi
+ci_install install-mtas.sh "${missing[@]}"
 
 if [ ! -x "$SENDMAIL_BIN" ]; then
     tmp=$(mktemp -d)
     # apt-get download runs as _apt where possible; the directory must be writable for it.
     chmod 777 "$tmp"
-    (cd "$tmp" && apt-get download -q sendmail-bin)
+    [ "${#missing[@]}" -gt 0 ] || apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+    (cd "$tmp" && apt-get download -q sendmail-bin >/dev/null)
     mkdir -p "$SENDMAIL_ROOT"
     dpkg -x "$tmp"/sendmail-bin_*.deb "$SENDMAIL_ROOT"
     dpkg-deb -f "$tmp"/sendmail-bin_*.deb Version >"$SENDMAIL_ROOT/VERSION"
     rm -rf "$tmp"
+    echo "install-mtas.sh: unpacked sendmail-bin $(cat "$SENDMAIL_ROOT/VERSION") into $SENDMAIL_ROOT"
 fi
 
 # Fail here, not in the tests, if a library is missing.
@@ -85,5 +57,3 @@ if ldd "$SENDMAIL_BIN" | grep -q 'not found'; then
     exit 1
 fi
 test -f /usr/share/sendmail/cf/m4/cf.m4
-versions
-echo "install-mtas.sh: done"

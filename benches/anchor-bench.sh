@@ -65,17 +65,8 @@ count() {
     esac
 }
 
-# Waits until the loopback TCP port accepts connections (both milters listen only once ready
-# to read: milter-greylist reloads its dump before opening the socket).
-wait_listening() {
-    local port_hex; port_hex=$(printf '%04X' "$1")
-    for _ in $(seq $(( $2 * 10 ))); do
-        grep -q ":$port_hex 00000000:0000 0A " /proc/net/tcp && return 0
-        sleep 0.1
-    done
-    fail "nothing listens on 127.0.0.1:$1 after $2 s"
-}
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# wait_listening (benches/lib.sh) on a port: both milters listen only once ready to read
+# (milter-greylist reloads its dump before opening the socket).
 
 # ---- milter-greylist, built outside the project tree and cached ------------------------------
 build_anchor() {
@@ -112,35 +103,26 @@ build_anchor() {
 # Each start_* sets DPID (the daemon) and DSPEC (milter_load's --target).
 
 # greymilter NAME STATE_FILE: the load configuration of benches/milter-bench.sh, decision log off.
-start_greymilter() {
+start_anchor_greymilter() {
     local name=$1 state=$2 p; p=$(port)
-    cat >"$OUT/$name.toml" <<CONF
-[milter]
-listen = "inet:127.0.0.1:$p"
+    start_greymilter "$name" "inet:127.0.0.1:$p" "[milter]
+listen = \"inet:127.0.0.1:$p\"
 [greylist]
-delay = "1h"
-retry_window = "24h"
-whitelist_lifetime = "36d"
+delay = \"1h\"
+retry_window = \"24h\"
+whitelist_lifetime = \"36d\"
 max_tuples = 30000000
 [lists]
-recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+recipient_domains = { \"pass.test\" = { action = \"greylist\", delay = \"1s\" }, \"list.test\" = \"accept\" }
 [state]
-checkpoint_interval = "24h"
-file = "$state"
+checkpoint_interval = \"24h\"
+file = \"$state\"
 [control]
-socket = "$OUT/$name.ctl"
+socket = \"$OUT/$name.ctl\"
 [log]
-level = "warn"
-CONF
-    # shellcheck disable=SC2086
-    $PRIO "$BIN/greymilter" --config "$OUT/$name.toml" 2>>"$OUT/$name.log" </dev/null &
-    DPID=$!
-    PIDS+=("$DPID")
-    wait_listening "$p" 120
-    # The socket listens before the state is restored; the first answer comes after.
-    "$BIN/greymilter" query --socket "inet:127.0.0.1:$p" --client 192.0.2.1 --from probe@bench.test \
-        --to probe@example.test --timeout 600s >/dev/null || true
-    DSPEC=inet:127.0.0.1:$p
+level = \"warn\""
+    DPID=$GM_PID
+    DSPEC=$GM_SPEC
 }
 greymilter_tuples() {
     "$BIN/greymilter" --config "$OUT/$1.toml" stats | awk '$1 == "Tuples" { print $2 }'
@@ -214,7 +196,7 @@ load() {
         --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
         --prep-wait "$PREP_WAIT" "$@" 2>>"$OUT/load.stderr") || fail "$label: milter_load failed"
     touch "$OUT/load.done"
-    wait "$sampler" || true
+    wait "$sampler"
     threads=$(cat "$OUT/threads")
     echo "$out" >>"$OUT/load.out"
     line=$(grep '^RESULT' <<<"$out")
@@ -234,7 +216,7 @@ load() {
 prefill() {
     local tool=$1 label=$2 n=$3 name=$1-$2 before after held out
     case $tool in
-        greymilter) start_greymilter "$name" "$OUT/$name.state" ;;
+        greymilter) start_anchor_greymilter "$name" "$OUT/$name.state" ;;
         milter-greylist) start_milter_greylist "$name" "$OUT/$name.db" ;;
     esac
     before=$(rss_kib "$DPID")
@@ -308,7 +290,7 @@ for state in $STATES; do
                     greymilter)
                         rm -f "$OUT/gm-run.state"
                         [ "$n" -gt 0 ] && cp "$OUT/greymilter-$label.state" "$OUT/gm-run.state"
-                        start_greymilter gm-run "$OUT/gm-run.state"
+                        start_anchor_greymilter gm-run "$OUT/gm-run.state"
                         held=$(greymilter_tuples gm-run)
                         [ "$held" -ge "$n" ] || fail "$tag: restored $held tuples, wanted $n"
                         # shellcheck disable=SC2086
@@ -333,7 +315,6 @@ done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS" >&2
 
 # ---- the table: medians over the rounds ------------------------------------------------------
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 values() {  # LABEL KEY: one value per recorded run of LABEL
     grep "^$1 round=" "$RESULTS" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }

@@ -5,13 +5,16 @@
 # milter_load, dump, divide by the recipients answered.
 #
 #   cargo build --release --bin greymilter --examples
-#   benches/callgrind-rcpt.sh [BINDIR] [PORT]      # default target/release, 18031
+#   benches/callgrind-rcpt.sh [BINDIR] [PORT]      # default target/release, a free port
 #
 # Compare two builds by running it on each, interleaved. Loopback only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+BENCH=callgrind-rcpt
 BIN=${1:-$ROOT/target/release}
-PORT=${2:-18031}
+PORT=${2:-$(port)}
 DURATION=${DURATION:-8s}
 OUT=$(mktemp -d /tmp/gm-callgrind.XXXXXX)
 cat >"$OUT/c.toml" <<CONF
@@ -26,17 +29,24 @@ level = "warn"
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" "$BIN/greymilter" --config "$OUT/c.toml" 2>"$OUT/valgrind.log" &
 VG=$!
+# On a failure the daemon may be gone already: nothing to judge then.
 trap 'kill $VG 2>/dev/null || true' EXIT
-for _ in $(seq 150); do
-    grep -q ":$(printf '%04X' "$PORT") 00000000:0000 0A " /proc/net/tcp && break
-    sleep 0.2
-done
+# Under valgrind the start takes seconds.
+wait_listening "$PORT" 30
 callgrind_control -z "$VG" >/dev/null
 "$BIN/examples/milter_load" --target "inet:127.0.0.1:$PORT" --connections 8 --duration "$DURATION" \
-    --txns 20 --rcpts 1 --pool 500 2>/dev/null | grep '^RESULT' >"$OUT/result"
+    --txns 20 --rcpts 1 --pool 500 2>"$OUT/load.stderr" | grep '^RESULT' >"$OUT/result"
 callgrind_control -d "$VG" >/dev/null
-sleep 1
-kill -TERM "$VG"; wait "$VG" || true
+# The dump is written by the daemon's process when it next runs: wait for its totals line.
+for _ in $(seq 100); do
+    grep -qsE '^(summary|totals):' "$OUT"/cg.out.* && break
+    sleep 0.1
+done
+kill -TERM "$VG"
+wait "$VG"
+trap - EXIT
 ir=$(grep -hE '^(summary|totals):' "$OUT"/cg.out.* | head -1 | awk '{print $2}')
 rcpts=$(sed -n 's/.* continue=\([0-9]*\) accept=\([0-9]*\) tempfail=\([0-9]*\) reject=\([0-9]*\).*/\1 \2 \3 \4/p' "$OUT/result" | awk '{print $1+$2+$3+$4}')
+[ -n "$ir" ] || { echo "callgrind-rcpt: no callgrind totals in $OUT" >&2; exit 1; }
+[ "${rcpts:-0}" -gt 0 ] || { echo "callgrind-rcpt: no recipient answered ($OUT)" >&2; exit 1; }
 echo "instructions=$ir rcpts=$rcpts per_rcpt=$((ir / rcpts)) ($OUT)"

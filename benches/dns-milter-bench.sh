@@ -40,8 +40,8 @@ DNS_PID=$!
 PIDS+=("$DNS_PID")
 DNS_ADDR=$(wait_line "$OUT/dns.log" 'listening on' | sed 's/.*listening on \([^ ]*\).*/\1/')
 
-# start_greymilter MODE: off | key-warm | key-cold; sets GM_PID and GM_SPEC.
-start_greymilter() {
+# start_mode MODE: off | key-warm | key-cold; sets GM_PID and GM_SPEC.
+start_mode() {
     local mode=$1 dns=""
     local spec; spec="inet:127.0.0.1:$(port)"
     case $mode in
@@ -56,26 +56,17 @@ cache_size = 0" ;;
     esac
     local spf=off
     [ "$mode" != off ] && spf=key
-    cat >"$OUT/$mode.toml" <<CONF
-[milter]
-listen = "$spec"
+    start_greymilter "$mode" "$spec" "[milter]
+listen = \"$spec\"
 [greylist]
-delay = "1h"
-spf = "$spf"
+delay = \"1h\"
+spf = \"$spf\"
 [lists]
-recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+recipient_domains = { \"pass.test\" = { action = \"greylist\", delay = \"1s\" }, \"list.test\" = \"accept\" }
 [log]
-level = "$LOG_LEVEL"
-$dns
-CONF
-    # shellcheck disable=SC2086
-    $PRIO "$BIN/greymilter" --config "$OUT/$mode.toml" 2>"$OUT/$mode.log" </dev/null &
-    GM_PID=$!
-    PIDS+=("$GM_PID")
-    wait_line "$OUT/$mode.log" 'listening' >/dev/null
-    GM_SPEC=$spec
+level = \"$LOG_LEVEL\"
+$dns"
 }
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # load LABEL ARGS...: one run against the daemon started last; prints and records RESULT.
 load() {
@@ -101,7 +92,7 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS"
 for round in $(seq "$ROUNDS"); do
     for shape in $SHAPES; do
         for mode in off key-warm key-cold; do
-            start_greymilter "$mode"
+            start_mode "$mode"
             # shellcheck disable=SC2046
             load "$mode/$shape" $(shape_args "$shape")
             stop_pid "$GM_PID"
@@ -118,7 +109,7 @@ for round in $(seq "$ROUNDS"); do
     for mode in off key-warm key-cold; do
         rate=$half_off
         [ "$mode" = key-cold ] && rate=$half_cold
-        start_greymilter "$mode"
+        start_mode "$mode"
         # shellcheck disable=SC2046
         load "half-$mode/$shape" $(shape_args "$shape") --rate "$rate"
         stop_pid "$GM_PID"

@@ -38,52 +38,25 @@ spec_for() {
     esac
 }
 
-# Waits until SPEC accepts connections (the log may be quiet below info level).
-wait_listening() {
-    local spec=$1 seconds=$2 port_hex
-    for _ in $(seq $(( seconds * 10 ))); do
-        case $spec in
-            unix:*) [ -S "${spec#unix:}" ] && return 0 ;;
-            inet:*)
-                port_hex=$(printf '%04X' "${spec##*:}")
-                grep -q ":$port_hex 00000000:0000 0A " /proc/net/tcp && return 0 ;;
-        esac
-        sleep 0.1
-    done
-    echo "milter-bench: nothing listens on $spec" >&2; exit 1
-}
-
-# start_greymilter NAME [STATE_FILE]: starts a daemon; sets GM_PID and GM_SPEC.
-start_greymilter() {
+# start_bench_greymilter NAME [STATE_FILE]: starts a daemon; sets GM_PID and GM_SPEC.
+start_bench_greymilter() {
     local name=$1 state=${2:-}
     local spec; spec=$(spec_for "$name")
     local state_line=""
     [ -n "$state" ] && state_line="file = \"$state\""
-    cat >"$OUT/$name.toml" <<CONF
-[milter]
-listen = "$spec"
+    start_greymilter "$name" "$spec" "[milter]
+listen = \"$spec\"
 [greylist]
-delay = "1h"
+delay = \"1h\"
 max_tuples = 30000000
 [lists]
-recipient_domains = { "pass.test" = { action = "greylist", delay = "1s" }, "list.test" = "accept" }
+recipient_domains = { \"pass.test\" = { action = \"greylist\", delay = \"1s\" }, \"list.test\" = \"accept\" }
 [state]
-checkpoint_interval = "24h"
+checkpoint_interval = \"24h\"
 $state_line
 [log]
-level = "$LOG_LEVEL"
-CONF
-    # shellcheck disable=SC2086
-    $PRIO "$BIN/greymilter" --config "$OUT/$name.toml" 2>"$OUT/$name.log" </dev/null &
-    GM_PID=$!
-    PIDS+=("$GM_PID")
-    # The socket listens before the state is restored; the first answer comes after.
-    wait_listening "$spec" 60
-    "$BIN/greymilter" query --socket "$spec" --client 192.0.2.1 --from probe@bench.test \
-        --to probe@example.test --timeout 600s >/dev/null || true
-    GM_SPEC=$spec
+level = \"$LOG_LEVEL\""
 }
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # load LABEL SPEC PID ARGS...: one run of the load generator; prints and records RESULT.
 load() {
@@ -115,7 +88,7 @@ FULL_PID=""
 if [ "$TUPLES" != 0 ]; then
     echo "filling $TUPLES tuples into $OUT/state" >&2
     "$BIN/examples/state_bench" --tuples "$TUPLES" --out "$OUT/state" --keep --no-fork | tee -a "$RESULTS" >&2
-    start_greymilter full "$OUT/state"
+    start_bench_greymilter full "$OUT/state"
     FULL_PID=$GM_PID FULL_SPEC=$GM_SPEC
     # Logged at info only: with LOG_LEVEL=warn there is no such line.
     restored=$(grep -m1 'restored state' "$OUT/full.log" | sed 's/.*ms=\([0-9]*\).*/\1/' || true)
@@ -135,7 +108,7 @@ for shape in persistent per-txn pass-only; do
     for round in $(seq "$ROUNDS"); do
         # shellcheck disable=SC2086
         load "noop/$shape" "$NOOP_SPEC" "$NOOP_PID" ${SHAPES[$shape]}
-        start_greymilter empty
+        start_bench_greymilter empty
         # shellcheck disable=SC2086
         load "empty/$shape" "$GM_SPEC" "$GM_PID" ${SHAPES[$shape]}
         stop_pid "$GM_PID"
@@ -150,7 +123,7 @@ done
 peak=$(field "RESULT $(best empty/persistent | cut -d' ' -f2-)" rcpt_s)
 half=$(( peak / 2 ))
 for round in $(seq "$ROUNDS"); do
-    start_greymilter empty
+    start_bench_greymilter empty
     # shellcheck disable=SC2086
     load "half-empty/persistent" "$GM_SPEC" "$GM_PID" ${SHAPES[persistent]} --rate "$half"
     stop_pid "$GM_PID"

@@ -27,6 +27,9 @@ fn fork_child(linger: Duration) -> (Duration, libc::pid_t) {
     let started = Instant::now();
     // SAFETY: single-threaded; the child only sleeps and calls _exit.
     let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail(&format!("fork: {}", std::io::Error::last_os_error()));
+    }
     if pid == 0 {
         std::thread::sleep(linger);
         // SAFETY: ends the child without running the parent's destructors.
@@ -38,7 +41,16 @@ fn fork_child(linger: Duration) -> (Duration, libc::pid_t) {
 fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r != pid || status != 0 {
+        fail(&format!("child {pid}: waitpid {r}, status {status:#x}"));
+    }
+}
+
+/// A measurement that did not happen is not a figure: say why and exit 1.
+fn fail(what: &str) -> ! {
+    eprintln!("fork_cost: {what}");
+    std::process::exit(1)
 }
 
 fn main() {
@@ -55,7 +67,12 @@ fn main() {
         // SAFETY: advice on pages of our own allocation; no memory is changed.
         let r =
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        println!("madvise(MADV_HUGEPAGE): {r}");
+        if r != 0 {
+            fail(&format!(
+                "madvise(MADV_HUGEPAGE): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     let started = Instant::now();
     buffer.resize(size, 1);
@@ -65,10 +82,12 @@ fn main() {
         smaps("Rss:"),
         smaps("AnonHugePages:")
     );
+    let mut forks = Vec::new();
     for _ in 0..3 {
         let (took, pid) = fork_child(Duration::ZERO);
         reap(pid);
         println!("fork: {took:?}");
+        forks.push(took);
     }
     let (_, pid) = fork_child(Duration::from_secs(2));
     let mut x: usize = 12345;
@@ -86,4 +105,14 @@ fn main() {
         started.elapsed()
     );
     reap(pid);
+    let median = {
+        forks.sort();
+        forks[1]
+    };
+    println!(
+        "RESULT mib={mib} huge={huge} forks={} fork_median_us={} worst_write_us={}",
+        forks.len(),
+        median.as_micros(),
+        worst.as_micros()
+    );
 }

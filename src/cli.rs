@@ -45,6 +45,13 @@ pub enum Command {
     /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
     /// 5 a recipient was rejected, 2 the milter could not be reached.
     Query(crate::daemon::query::QueryArgs),
+    /// Carry another greylister's state over: postgrey's databases (from
+    /// `db_dump`) or milter-greylist's dump, keyed as greymilter keys,
+    /// merged into the state file of the stopped daemon. Entries that
+    /// cannot be keyed are counted, never fatal. Exit status: 0 imported,
+    /// 1 configuration error, 2 unreadable input, a newer format, or a
+    /// running daemon.
+    Import(crate::import::cli::ImportArgs),
     /// Print, as a list file, the networks that the SPF records of the
     /// domains authorise (following include, redirect, a, mx), using
     /// `[dns] servers` of the configuration. Exit status: 0 every domain

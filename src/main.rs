@@ -36,6 +36,10 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Stats { socket, timeout } => stats(cli.config.as_deref(), socket, timeout),
         Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::Import(args) => match load(cli.config.as_deref()) {
+            Ok((config, _)) => ExitCode::from(greymilter::import::cli::run(&args, &config)),
+            Err(code) => code,
+        },
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
         Command::Control(cmd) => match load_for_control(cli.config.as_deref()) {
             Ok((config, _)) => {
@@ -111,6 +115,16 @@ fn run(explicit: Option<&Path>) -> ExitCode {
     };
     if let Err(code) = check_cluster_secret(&config, path.as_deref()) {
         return code;
+    }
+    // The same refusals as check-config, with the same file:line:col.
+    if let Some(p) = &path {
+        let errors = config.preflight(p).errors;
+        for error in &errors {
+            eprintln!("{error}");
+        }
+        if !errors.is_empty() {
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     match daemon::run(config, path) {
         Ok(()) => ExitCode::SUCCESS,

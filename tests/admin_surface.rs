@@ -258,11 +258,13 @@ fn a_failed_start_leaves_no_socket_behind() {
     assert!(!dir.path().join("milter.sock").exists(), "{}", d.log_text());
     assert!(d.log_text().contains(&format!("[metrics] listen {port}: ")));
 
-    // The milter port taken: "cannot listen on" once, not twice.
+    // The milter port taken (on every interface: bind fails, nothing is
+    // exposed): "cannot listen on" once, not twice; the listener reachable
+    // from the network is warned about in the log as check-config does.
     let config = dir.path().join("taken.toml");
     std::fs::write(
         &config,
-        format!("[milter]\nlisten = \"inet:{}@127.0.0.1\"\n", port.port()),
+        format!("[milter]\nlisten = \"inet:{}@0.0.0.0\"\n", port.port()),
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -277,8 +279,43 @@ fn a_failed_start_leaves_no_socket_behind() {
     assert_eq!(
         line,
         format!(
-            "greymilter: cannot listen on inet:127.0.0.1:{}: Address already in use (os error 98)",
+            "greymilter: cannot listen on inet:0.0.0.0:{}: Address already in use (os error 98)",
             port.port()
         )
     );
+    let warning = format!(
+        "{}:2:1: the milter listens on 0.0.0.0:{}, reachable from the network",
+        config.display(),
+        port.port()
+    );
+    assert!(err.contains(&warning), "{err}");
+}
+
+/// Item 7: `run` refuses what `check-config` refuses, with the same
+/// file:line:col, and `check-config` no longer says OK for it.
+#[test]
+fn run_and_check_config_refuse_a_missing_user_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("greymilter.toml");
+    std::fs::write(
+        &config,
+        "[milter]\nlisten = \"inet:0@127.0.0.1\"\n[daemon]\nuser = \"nosuchuser-greymilter\"\n",
+    )
+    .unwrap();
+    let want = format!(
+        "{}:4:1: no such user \"nosuchuser-greymilter\": create it (adduser --system nosuchuser-greymilter) or name another\n",
+        config.display()
+    );
+    for verb in ["check-config", "run"] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg(verb)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{verb}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{verb}");
+        assert!(out.stdout.is_empty(), "{verb}: {out:?}");
+    }
 }

@@ -158,6 +158,25 @@ fn control_verbs_act_on_the_shared_state() {
     assert_eq!(values.iter().filter(|v| *v == "x").count(), 3, "{values:?}");
     assert_eq!(values.len(), 4, "{values:?}");
 
+    // A forced allowance of every IPv4 client is undone by forget, at
+    // every node, though the network is far too wide to walk its tuples.
+    let out = ok(
+        &a,
+        &["allow", "--network", "0.0.0.0/0", "--for", "1h", "--force"],
+    );
+    assert!(out.contains("redis: network 0.0.0.0/0 allowed"), "{out}");
+    b.query_until("192.0.2.77", "w@example.org", &["y@example.net"], |q| {
+        q.status == 0
+    });
+    let out = ok(&a, &["forget", "--network", "0.0.0.0/0"]);
+    assert!(
+        out.contains("allowance removed\nredis: allowance removed"),
+        "{out}"
+    );
+    b.query_until("192.0.2.78", "w@example.org", &["y@example.net"], |q| {
+        q.status == 4
+    });
+
     // Redis hangs (SIGSTOP): an edit says what was applied where, within
     // the cluster timeout (2 s), and both nodes keep deciding.
     r.freeze();

@@ -163,3 +163,30 @@ fn every_default_shown_comes_from_the_structs() {
         "required, no default"
     );
 }
+
+/// A key marked restart in the reference is one that a reload keeps
+/// (src/config/reload.rs, RESTART_ONLY: a key, or a whole section).
+#[test]
+fn the_restart_marks_match_what_a_reload_keeps() {
+    let source = include_str!("../src/config/reload.rs");
+    let kept: BTreeSet<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(\"")?.split_once("\", |"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(kept.len() >= 10, "RESTART_ONLY not found: {kept:?}");
+    let mut wrong = Vec::new();
+    for section in SECTIONS {
+        for key in section.keys {
+            let name = format!("{}.{}", section.name, key.name);
+            let restart = kept.contains(name.as_str()) || kept.contains(section.name);
+            if restart == key.reload {
+                wrong.push(name);
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "tests/man_support/config_reference.rs marks these wrongly (restart or not): {wrong:?}"
+    );
+}

@@ -86,7 +86,7 @@ fn check_records_nothing_and_live_edits_act_and_survive_a_restart() {
     ok(&d, &["allow", "--network", "203.0.113.0/24", "--for", "1h"]);
     let q = d.query("203.0.113.77", "x@elsewhere.example", &["bob@example.net"]);
     assert_eq!(q.status, 0, "{q:?}");
-    d.wait_for_log(|l| l.contains("action=accept reason=list:clients"));
+    d.wait_for_log(|l| l.contains("action=accept reason=allow:network"));
 
     // Flush the pending ones; the whitelisted tuple stays.
     d.query("192.0.2.50", "y@elsewhere.example", &["bob@example.net"]);

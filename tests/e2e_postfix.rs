@@ -1,4 +1,6 @@
-//! End-to-end: greymilter behind a real, private Postfix 3.7 (issue 5).
+//! End-to-end: greymilter behind a real, private Postfix 3.7: each numbered scenario is a
+//! message as Postfix delivers it (greylisted, retried, passed with its header, lists, XCLIENT
+//! clients, the shipped main.cf snippet, the milter down).
 //! Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails these tests.
 
 #[allow(dead_code, unused_imports)]
@@ -79,7 +81,7 @@ fn harness_xclient_changes_the_client_postfix_sees() {
             line.contains("client=unknown[2001:db8::8]")
         });
     } else {
-        // Skipped (said so) without ::1, a failure under CI.
+        // Skipped (said so) without::1, a failure under CI.
         assert!(
             !e2e::require_ipv6(),
             "::1 is usable, yet Postfix has no IPv6 listener"

@@ -1,5 +1,5 @@
 //! End-to-end: two MX hosts, each a real private Postfix with its own greymilter, the two
-//! greymilters sharing one real redis-server (`[cluster]`, issue 11). A message deferred at
+//! greymilters sharing one real redis-server (`[cluster]`). A message deferred at
 //! one MX is delivered when its retry reaches the other, and later mail passes at the first.
 //! Needs root, `.ci/install-mtas.sh` and `.ci/install-redis.sh`; under `CI` a missing Postfix
 //! or redis-server fails.

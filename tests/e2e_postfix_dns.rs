@@ -1,4 +1,4 @@
-//! End-to-end: the DNS checks (issue 12) behind a real, private Postfix. The SPF zone of
+//! End-to-end: the DNS checks (SPF, DNS lists) behind a real, private Postfix. The SPF zone of
 //! `tests/dns_support` is served in this process on loopback and greymilter's `[dns] servers`
 //! points at it. Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails.
 

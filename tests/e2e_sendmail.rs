@@ -1,4 +1,5 @@
-//! End-to-end: greymilter behind a real, private Sendmail 8.17 (issue 5, scenarios marked S).
+//! End-to-end: greymilter behind a real, private Sendmail 8.17: the scenarios Sendmail shares
+//! with Postfix (tests/e2e_postfix.rs), numbered alike.
 //! Needs root and `.ci/install-mtas.sh`; under `CI` a missing Sendmail fails these tests.
 //! Sendmail has no XCLIENT: tests present other clients by binding a 127/8 source address.
 
@@ -39,7 +40,7 @@ fn harness_sendmail_accepts_and_queues() {
     });
 }
 
-/// Harness self-test: a client bound to another 127/8 address, and one over ::1, are seen
+/// Harness self-test: a client bound to another 127/8 address, and one over::1, are seen
 /// as such by Sendmail (it has no XCLIENT; this is how its tests play other clients).
 #[test]
 fn harness_sendmail_sees_the_bound_source_address_and_ipv6() {
@@ -62,14 +63,14 @@ fn harness_sendmail_sees_the_bound_source_address_and_ipv6() {
             envelope.server = v6;
             let outcome = envelope.send();
             assert!(outcome.delivered(), "{outcome:#?}");
-            // Sendmail writes ::1 uncompressed: relay=[IPv6:0:0:0:0:0:0:0:1].
+            // Sendmail writes::1 uncompressed: relay=[IPv6:0:0:0:0:0:0:0:1].
             sendmail.wait_for_log("naming the IPv6 client", |line| {
                 line.contains("from=<c@sender.test>")
                     && line.contains("daemon=MTA6")
                     && line.contains("relay=[IPv6:0:0:0:0:0:0:0:1]")
             });
         }
-        // Skipped (said so) without ::1, a failure under CI.
+        // Skipped (said so) without::1, a failure under CI.
         None => assert!(
             !e2e::require_ipv6(),
             "::1 is usable, yet Sendmail has no IPv6 listener"
@@ -116,7 +117,7 @@ fn harness_sendmail_dead_milter_follows_the_f_flag() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scenarios marked S in issue 5, against the greymilter binary under test.
+// The scenarios shared with Postfix, against the greymilter binary under test.
 // Sendmail runs the milter with F=T, so a daemon failure shows as `451 4.3.2`, never as
 // greymilter's `451 4.7.1` text. Each test has its own daemon: 127/8 addresses are free.
 // ---------------------------------------------------------------------------------------
@@ -242,8 +243,8 @@ fn scenario_06s_per_recipient_verdicts_in_one_transaction() {
 }
 
 /// Scenario 7 (Sendmail): real IPv6 connections, which Sendmail hands the milter as
-/// `IPv6:`-prefixed, uncompressed addresses, are keyed by their /64: a new tuple from ::1 is
-/// greylisted, after the delay the retry from ::2 (the same /64) passes, and ::1:0:0:0:7 (another
+/// `IPv6:`-prefixed, uncompressed addresses, are keyed by their /64: a new tuple from::1 is
+/// greylisted, after the delay the retry from::2 (the same /64) passes, and::1:0:0:0:7 (another
 /// /64) is a new tuple. The test runs in a network namespace of its own, whose loopback carries
 /// the extra addresses.
 #[test]
@@ -257,7 +258,7 @@ fn scenario_07s_ipv6_client_is_keyed_by_its_slash_64() {
         let Some((_daemon, sendmail)) = with_greymilter(GreymilterConfig::new()) else {
             return;
         };
-        let server = sendmail.smtp_addr_v6().expect("Sendmail listens on ::1");
+        let server = sendmail.smtp_addr_v6().expect("Sendmail listens on::1");
         let from = |source: Ipv6Addr| {
             let mut envelope = sendmail
                 .envelope("a@sender.test", &["alice@example.test"])
@@ -267,13 +268,13 @@ fn scenario_07s_ipv6_client_is_keyed_by_its_slash_64() {
         };
         let first = from(Ipv6Addr::LOCALHOST).send();
         let announced = assert_greylisted(first.rcpt());
-        sendmail.wait_for_log("with the milter reject for ::1", |line| {
+        sendmail.wait_for_log("with the milter reject for::1", |line| {
             line.contains("Milter: to=<alice@example.test>, reject=451 4.7.1 Greylisted")
         });
         wait_out(announced, Instant::now());
         let retry = from(same_64).send();
         assert!(retry.delivered(), "retry from the same /64: {retry:#?}");
-        sendmail.wait_for_log("with the message from ::2", |line| {
+        sendmail.wait_for_log("with the message from::2", |line| {
             line.contains("daemon=MTA6") && line.contains("relay=[IPv6:0:0:0:0:0:0:0:2]")
         });
         let stranger = from(other_64).send();

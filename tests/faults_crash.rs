@@ -1,4 +1,4 @@
-//! kill -9 at random moments (issue 6, item 3).
+//! kill -9 at random moments: the state file is always the old or the new one, never torn.
 //!
 //! One daemon directory, a table of 100,000 tuples (so that a checkpoint
 //! child takes a while to write), checkpoints every second and on SIGUSR2.

@@ -1,4 +1,4 @@
-//! Disk faults under the state directory (issue 6, item 3): read-only,
+//! Disk faults under the state directory: read-only,
 //! deleted after start, full. Each time a checkpoint fails it logs an
 //! error line with the reason and counts in Checkpoint-Failed (SIGUSR1
 //! report); serving goes on (the healthy client beside it gets every reply

@@ -1,4 +1,4 @@
-//! Bad state files at start-up (issue 6, item 3): truncated, corrupt,
+//! Bad state files at start-up: truncated, corrupt,
 //! future-version, and paths that are no file at all. Each must be moved
 //! aside as `FILE.bad-<stamp>` with its content intact and logged at
 //! error; the daemon starts with an empty table, serves (a new tuple gets

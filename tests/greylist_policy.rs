@@ -231,7 +231,10 @@ fn accepts_happen_only_at_connect_and_mail() {
         (s.accepted_by_list, s.authenticated, s.rejected_by_list),
         (2, 2, 2)
     );
-    assert_eq!(s.requests, 2);
+    // Every decision logged is a request: the two recipients, and the five
+    // accepts at CONNECT (a list, no address) and MAIL (a sender, twice
+    // authenticated).
+    assert_eq!(s.requests, 7);
     let mut sessions = String::new();
     f.counters().push_report(&mut sessions);
     assert_eq!(

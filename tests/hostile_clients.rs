@@ -1,4 +1,5 @@
-//! Hostile milter peers against the real binary (issue 6, item 2).
+//! Hostile milter peers against the real binary: bad framing, bad commands, odd
+//! negotiation, slowloris; each gets a bounded reaction and one rate-limited warn line.
 //!
 //! Each test runs its own daemon with the healthy client beside it, sends
 //! one kind of hostile input on ROUNDS connections at once, and checks what

@@ -1,4 +1,4 @@
-//! Hostile load against the real binary (issue 6, item 2): a transaction
+//! Hostile load against the real binary: a transaction
 //! with 50,000 recipients, and more connections than `max_connections`.
 //! Same frame and checks as hostile_clients.rs (support/hostile.rs).
 

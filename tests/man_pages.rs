@@ -61,3 +61,29 @@ fn every_page_renders_without_warnings() {
     }
     assert!(n >= 2, "no pages in {}", man_dir().display());
 }
+
+/// greymilter(8) says more than clap can: what the daemon is, how it
+/// exits, examples, files and related pages.
+#[test]
+fn greymilter_8_has_the_sections_an_admin_looks_for() {
+    let page = std::fs::read_to_string(man_dir().join("greymilter.8")).unwrap();
+    for section in [
+        ".SH DESCRIPTION",
+        ".SH EXIT STATUS",
+        ".SH SIGNALS",
+        ".SH EXAMPLES",
+        ".SH FILES",
+        ".SH SEE ALSO",
+    ] {
+        assert!(page.contains(section), "greymilter.8 lacks {section}");
+    }
+    let description = page
+        .split(".SH DESCRIPTION\n")
+        .nth(1)
+        .and_then(|d| d.split(".SH ").next())
+        .unwrap();
+    assert!(
+        description.len() > 300 && description.contains("greylist.toml"),
+        "DESCRIPTION only repeats NAME: {description}"
+    );
+}

@@ -1,4 +1,4 @@
-//! Signal storm (issue 6, item 5): the bug this project started from, as a
+//! Signal storm: the bug this project started from, as a
 //! test. While four healthy clients run full greylist conversations without
 //! pause, a thread sends SIGHUP, SIGUSR1 and SIGUSR2 thousands of times per
 //! second, with timer checkpoints every second on top, for

@@ -400,7 +400,9 @@ impl Conversation {
 }
 
 /// Appends a MACRO packet with the pairs the milter wants (none: nothing,
-/// except for HELO where Postfix sends the bare stage byte).
+/// except for HELO where Postfix sends the bare stage byte). A pair with an
+/// empty value is sent as Postfix sends it (`{mail_addr}` of `MAIL
+/// FROM:<>`); macros Postfix leaves undefined are not in `pairs` at all.
 fn macro_packet(
     peer: &Peer,
     out: &mut Vec<u8>,
@@ -412,7 +414,7 @@ fn macro_packet(
     raw.clear();
     let mut any = false;
     for (name, value) in pairs {
-        if !value.is_empty() && peer.wants(stage, name) {
+        if peer.wants(stage, name) {
             encode_macro_pairs(raw, &[(name.as_bytes(), value.as_bytes())]);
             any = true;
         }

@@ -27,6 +27,49 @@ fn main() {
     state_file(&root.join("state_file"));
     address(&root.join("address"));
     control_line(&root.join("control_line"));
+    postfix_request(&root.join("postfix_request"));
+}
+
+/// Requests as Postfix 3.7 sends them (SMTPD_POLICY_README's attribute
+/// list; the protocol has no encoder in the crate): one connection's stream
+/// of several requests, a request with CRLF, and the bounds' edges.
+fn postfix_request(dir: &Path) {
+    let rcpt = |state: &str, sender: &str, sasl: &str| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\n\
+             client_address=192.0.2.7\nclient_name=mail.example.org\n\
+             reverse_client_name=mail.example.org\nclient_port=40123\n\
+             helo_name=mail.example.org\nsender={sender}\nrecipient=bob@example.net\n\
+             recipient_count=0\nqueue_id=\ninstance=1b2c.6570a1b2.3c4d5.0\nsize=0\n\
+             sasl_method=\nsasl_username={sasl}\nsasl_sender=\nccert_subject=\n\
+             encryption_protocol=TLSv1.3\npolicy_context=\ncompatibility_level=3.6\n\
+             mail_version=3.7.11\n\n"
+        )
+    };
+    write(
+        dir,
+        "rcpt",
+        rcpt("RCPT", "alice@example.org", "").as_bytes(),
+    );
+    let session = [
+        rcpt("RCPT", "alice@example.org", ""),
+        rcpt("RCPT", "", ""),
+        rcpt("DATA", "alice@example.org", ""),
+        rcpt("END-OF-MESSAGE", "alice@example.org", "alice"),
+    ]
+    .concat();
+    write(dir, "session", session.as_bytes());
+    write(
+        dir,
+        "crlf",
+        rcpt("RCPT", "a@b", "").replace('\n', "\r\n").as_bytes(),
+    );
+    let long = format!(
+        "request=smtpd_access_policy\nccert_subject={}\n\n",
+        "x".repeat(2034)
+    );
+    write(dir, "long-line", long.as_bytes());
+    write(dir, "not-policy", b"request=junk\nprotocol_state=RCPT\n\n");
 }
 
 /// One seed per verb, written by the protocol's own `to_line`.
@@ -186,9 +229,17 @@ fn frame_decoder(dir: &Path) {
 
     // The milter's side of the worked example, and every other response.
     let mut milter = vec![0x00];
-    negotiate(6, 0x1ff, 0x1f_ffff, true)
-        .unwrap()
-        .encode(&mut milter);
+    negotiate(
+        6,
+        0x1ff,
+        0x1f_ffff,
+        greymilter::milter::negotiate::Wanted {
+            add_header: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .encode(&mut milter);
     let replies = [
         Response::Continue,
         Response::Accept,

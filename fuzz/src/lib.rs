@@ -10,6 +10,7 @@ pub mod address;
 pub mod config;
 pub mod control_line;
 pub mod frame_decoder;
+pub mod postfix_request;
 pub mod session;
 pub mod state_file;
 

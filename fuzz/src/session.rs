@@ -27,16 +27,16 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use greymilter::config::Config;
+use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::settings::Settings;
-use greymilter::greylist::Engine;
-use greymilter::policy::{PolicyFactory, Timeouts};
 use greymilter::milter::codec::{Command, Frame, Response, action, cmd, proto, split_frame};
+use greymilter::milter::connection::run_session;
 use greymilter::milter::decision::DeciderFactory;
 use greymilter::milter::negotiate::{Agreement, MIN_VERSION, OUR_VERSION};
-use greymilter::reply::{MAX_WIRE_LEN, Reply};
-use greymilter::milter::connection::run_session;
 use greymilter::milter::session::{Flow, SessionCore};
+use greymilter::pipeline::{MilterFactory, Pipeline, Timeouts};
+use greymilter::reply::{MAX_WIRE_LEN, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::START;
@@ -60,7 +60,7 @@ pub fn check(data: &[u8]) {
     let clock = ManualClock::new(START);
     let mut now = START;
     let engine = Rc::new(RefCell::new(Engine::new(settings, Box::new(clock.clone()))));
-    let factory = PolicyFactory::new(engine.clone(), Timeouts::default());
+    let factory = MilterFactory::new(Pipeline::new(engine.clone()), Timeouts::default());
     let options = factory.options();
     let mut conn = 0;
     let mut session = SessionCore::new(factory.new_decider(conn), &options, conn, "fuzz");
@@ -132,7 +132,10 @@ fn replay_async(selector: u8, wire: &[u8], expected: &[u8]) {
         settings(selector).clone(),
         Box::new(ManualClock::new(START)),
     );
-    let factory = PolicyFactory::new(Rc::new(RefCell::new(engine)), Timeouts::default());
+    let factory = MilterFactory::new(
+        Pipeline::new(Rc::new(RefCell::new(engine))),
+        Timeouts::default(),
+    );
     let mut stream = Wire {
         input: wire,
         // Reads of 1 to 64 bytes: packets arrive split and several at once.

@@ -3,18 +3,21 @@
 
 use std::path::Path;
 
-use greymilter_fuzz::{address, config, control_line, frame_decoder, session, state_file};
+use greymilter_fuzz::{
+    address, config, control_line, frame_decoder, postfix_request, session, state_file,
+};
 
 /// A fuzz check: panics on a broken invariant.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 6] = [
+const TARGETS: [(&str, Check); 7] = [
     ("frame_decoder", frame_decoder::check),
     ("session", session::check),
     ("config", config::check),
     ("state_file", state_file::check),
     ("address", address::check),
     ("control_line", control_line::check),
+    ("postfix_request", postfix_request::check),
 ];
 
 #[test]

@@ -141,7 +141,7 @@ mod tests {
                 "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsecret = \"k\"\n",
                 3,
                 1,
-                "unknown field",
+                "unknown key",
             ),
             (
                 "[cluster]\nredis = \"redis://127.0.0.1:6379\"\n",

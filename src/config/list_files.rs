@@ -286,7 +286,7 @@ impl<'de, const DELAY: bool> Deserialize<'de> for FileEntry<DELAY> {
                         }
                         other => {
                             return Err(de::Error::custom(format!(
-                                "unknown field `{other}` in a list file, expected `path`, `optional`{}",
+                                "unknown key `{other}` in a list file, expected `path`, `optional`{}",
                                 if DELAY { " or `delay`" } else { "" }
                             )));
                         }

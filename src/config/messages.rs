@@ -21,6 +21,28 @@ pub fn plain(message: &str, span_text: &str) -> String {
             format!("duplicate key `{key}`: set each key once")
         };
     }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        return format!("unknown key `{rest}");
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (value, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
+        return format!(
+            "unknown value \"{value}\", expected {}",
+            expected.replace('`', "\"")
+        );
+    }
+    if message == "wanted string or table" {
+        return "expected a string in quotes".to_string();
+    }
+    match message {
+        "invalid type: sequence, expected a map" => {
+            return "expected a table { key = value }, found a list [ ... ]".to_string();
+        }
+        "invalid type: map, expected a sequence" => {
+            return "expected a list [ ... ], found a table".to_string();
+        }
+        _ => {}
+    }
     if let Some(rest) = message.strip_prefix("invalid type: integer `") {
         let number = rest.split('`').next().unwrap_or_default();
         if rest.contains("as i128") || rest.contains("as u128") {
@@ -42,11 +64,11 @@ pub fn plain(message: &str, span_text: &str) -> String {
             }
         }
     }
-    for (prefix, found) in [
-        ("invalid type: floating point `", "a fraction"),
-        ("invalid type: string ", "a string"),
-        ("invalid type: integer `", "a number"),
-        ("invalid type: boolean `", "true/false"),
+    for prefix in [
+        "invalid type: floating point `",
+        "invalid type: string ",
+        "invalid type: integer `",
+        "invalid type: boolean `",
     ] {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some((value, expected)) = rest.rsplit_once(", expected ")
@@ -58,7 +80,7 @@ pub fn plain(message: &str, span_text: &str) -> String {
                 "a string" => "a string in quotes",
                 other => other,
             };
-            return format!("expected {wanted}, found {found} {value}");
+            return format!("expected {wanted}, found {value}");
         }
     }
     message.to_string()
@@ -84,12 +106,12 @@ mod tests {
             (
                 "invalid type: floating point `1.5`, expected i64",
                 "",
-                "expected a whole number, found a fraction 1.5",
+                "expected a whole number, found 1.5",
             ),
             (
                 "invalid type: string \"yes\", expected a boolean",
                 "",
-                "expected true or false, found a string \"yes\"",
+                "expected true or false, found \"yes\"",
             ),
             (
                 "duplicate key",
@@ -100,5 +122,20 @@ mod tests {
             assert_eq!(plain(message, span), want);
         }
         assert!(plain("unexpected leading zero, expected nothing", "").contains("mode = \"0660\""));
+        assert_eq!(
+            plain(
+                "unknown variant `learning`, expected `enforce` or `learn`",
+                ""
+            ),
+            "unknown value \"learning\", expected \"enforce\" or \"learn\""
+        );
+        assert_eq!(
+            plain("unknown field `delai`, expected one of `mode`, `delay`", ""),
+            "unknown key `delai`, expected one of `mode`, `delay`"
+        );
+        assert_eq!(
+            plain("wanted string or table", ""),
+            "expected a string in quotes"
+        );
     }
 }

@@ -19,6 +19,7 @@ mod dns;
 mod list_files;
 mod messages;
 mod ops;
+pub mod policy;
 mod preflight;
 pub mod reload;
 mod values;
@@ -57,6 +58,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
     pub dns: DnsConfig,
+    pub policy: policy::PolicyConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
 }
@@ -64,6 +66,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterConfig {
+    /// `false`: no milter socket, Postfix's policy service alone
+    /// (`[policy] listen`).
+    pub enabled: bool,
     pub listen: Listen,
     pub socket_mode: SocketMode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,7 @@ pub struct MilterConfig {
 impl Default for MilterConfig {
     fn default() -> Self {
         MilterConfig {
+            enabled: true,
             listen: Listen::loopback_default(),
             socket_mode: SocketMode(0o660),
             socket_group: None,
@@ -370,6 +376,7 @@ impl Config {
     /// On error: the keys to point at, the likeliest cause
     /// first, and the message.
     fn check_relations(&self) -> Result<(), (&'static [KeyAt], String)> {
+        policy::check(self)?;
         let g = &self.greylist;
         if g.retry_window.0 <= g.delay.0 {
             return Err((
@@ -518,9 +525,22 @@ fn find_key_in(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
 /// Position of the first quoted string `value` (`"value"` or `'value'`),
 /// for errors about what a named file holds.
 fn find_string_value(text: &str, value: &str) -> Option<(usize, usize)> {
+    // Not in a comment (an example line commented out above the real one).
+    let in_comment = |offset: usize| {
+        let line_start = text
+            .get(..offset)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        text.get(line_start..offset)
+            .is_some_and(|before| before.contains('#'))
+    };
     [format!("\"{value}\""), format!("'{value}'")]
         .iter()
-        .filter_map(|quoted| text.find(quoted.as_str()))
+        .filter_map(|quoted| {
+            text.match_indices(quoted.as_str())
+                .map(|(offset, _)| offset)
+                .find(|offset| !in_comment(*offset))
+        })
         .min()
         .map(|offset| line_column(text, offset))
 }

@@ -1,7 +1,8 @@
 //! What `greymilter check-config` checks beyond the file itself: every
 //! check `run` makes that needs no privileges and binds no socket (the
 //! users and groups named exist), and warnings about listeners reachable
-//! from the network. Each finding is placed at the key that caused it.
+//! from the network (milter, policy service, metrics) and a control socket
+//! open to every local user. Each finding is placed at the key that caused it.
 
 use std::path::Path;
 
@@ -43,6 +44,7 @@ impl Config {
         let groups = [
             ("daemon", "group", &self.daemon.group),
             ("milter", "socket_group", &self.milter.socket_group),
+            ("policy", "socket_group", &self.policy.socket_group),
             ("control", "group", &self.control.group),
         ];
         for (table, key, name) in groups {
@@ -59,16 +61,26 @@ impl Config {
                 )),
             }
         }
-        if let ListenSpec::Tcp(addr) = &self.milter.listen.spec
-            && !addr.ip().is_loopback()
-        {
-            out.warnings.push(at(
+        let listeners = [
+            (
                 "milter",
-                "listen",
-                format!(
-                    "warning: the milter listens on {addr}, reachable from the network: anyone who reaches it can ask for verdicts and tie up sessions; listen on 127.0.0.1 or a unix: socket, or firewall the port"
-                ),
-            ));
+                "the milter",
+                self.milter.enabled.then_some(&self.milter.listen),
+            ),
+            ("policy", "the policy service", self.policy.listen.as_ref()),
+        ];
+        for (table, what, listen) in listeners {
+            if let Some(ListenSpec::Tcp(addr)) = listen.map(|l| &l.spec)
+                && !addr.ip().is_loopback()
+            {
+                out.warnings.push(at(
+                    table,
+                    "listen",
+                    format!(
+                        "warning: {what} listens on {addr}, reachable from the network: anyone who reaches it can ask for verdicts and tie up sessions; listen on 127.0.0.1 or a unix: socket, or firewall the port"
+                    ),
+                ));
+            }
         }
         if let Some(addr) = &self.metrics.listen
             && !addr.ip().is_loopback()

@@ -12,6 +12,9 @@ use super::Config;
 type Keep = fn(running: &Config, reloaded: &mut Config) -> bool;
 
 const RESTART_ONLY: &[(&str, Keep)] = &[
+    ("milter.enabled", |r, n| {
+        keep(&r.milter.enabled, &mut n.milter.enabled)
+    }),
     ("milter.listen", |r, n| {
         keep(&r.milter.listen, &mut n.milter.listen)
     }),
@@ -26,6 +29,18 @@ const RESTART_ONLY: &[(&str, Keep)] = &[
     }),
     ("milter.shutdown_timeout", |r, n| {
         keep(&r.milter.shutdown_timeout, &mut n.milter.shutdown_timeout)
+    }),
+    ("policy.listen", |r, n| {
+        keep(&r.policy.listen, &mut n.policy.listen)
+    }),
+    ("policy.socket_mode", |r, n| {
+        keep(&r.policy.socket_mode, &mut n.policy.socket_mode)
+    }),
+    ("policy.socket_group", |r, n| {
+        keep(&r.policy.socket_group, &mut n.policy.socket_group)
+    }),
+    ("policy.max_connections", |r, n| {
+        keep(&r.policy.max_connections, &mut n.policy.max_connections)
     }),
     ("state.file", |r, n| keep(&r.state.file, &mut n.state.file)),
     ("daemon.user", |r, n| {
@@ -106,7 +121,12 @@ mod tests {
     fn every_restart_only_setting_is_detected() {
         let running = Config::default();
         let mut changed = Config::default();
+        changed.milter.enabled = false;
         changed.milter.listen = Listen::parse("unix:/tmp/x.sock").unwrap();
+        changed.policy.listen = Some(Listen::parse("inet:10023@127.0.0.1").unwrap());
+        changed.policy.socket_mode = SocketMode(0o600);
+        changed.policy.socket_group = Some("postfix".into());
+        changed.policy.max_connections = Count(9);
         changed.milter.socket_mode = SocketMode(0o600);
         changed.milter.socket_group = Some("mail".into());
         changed.milter.max_connections = Count(7);

@@ -41,7 +41,10 @@ impl fmt::Display for Seconds {
             .find(|(u, _)| s.is_multiple_of(*u))
             .map_or((s, "s"), |&(u, name)| (s / u, name));
         if self.0.subsec_nanos() != 0 {
-            write!(f, "{}", humantime::format_duration(self.0))
+            // Durations are written to the millisecond at most; whole
+            // milliseconds read back whatever the length (humantime would
+            // write months and years, which `parse_duration` refuses).
+            write!(f, "{}ms", self.0.as_millis())
         } else {
             write!(f, "{n}{unit}")
         }
@@ -520,7 +523,7 @@ impl<'de> Deserialize<'de> for Entry {
                         "delay" => delay = Some(map.next_value()?),
                         other => {
                             return Err(de::Error::custom(format!(
-                                "unknown field `{other}` in list entry, expected `action` or `delay`"
+                                "unknown key `{other}` in list entry, expected `action` or `delay`"
                             )));
                         }
                     }
@@ -553,7 +556,8 @@ impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self.0 {
-            ListAction::Accept => s.serialize_str("accept"),
+            // A runtime allowance is no configuration entry; as an accept.
+            ListAction::Accept | ListAction::Allow => s.serialize_str("accept"),
             ListAction::Reject => s.serialize_str("reject"),
             ListAction::Greylist { delay: None } => s.serialize_str("greylist"),
             ListAction::Greylist { delay: Some(d) } => {

@@ -155,11 +155,11 @@ impl Allows {
             match allow {
                 Allow::Network(net) => {
                     lists.clients.retain(|(n, _)| n != net);
-                    lists.clients.push((*net, ListAction::Accept));
+                    lists.clients.push((*net, ListAction::Allow));
                 }
                 Allow::SenderDomain(d) => {
                     lists.sender_domains.retain(|(n, _)| n != d);
-                    lists.sender_domains.push((d.clone(), ListAction::Accept));
+                    lists.sender_domains.push((d.clone(), ListAction::Allow));
                 }
             }
         }

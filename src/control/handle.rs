@@ -9,7 +9,7 @@ use super::allows::{Allow, Allows};
 use super::protocol::{Command, Tuple};
 use crate::greylist::date::rfc3339;
 use crate::greylist::settings::{ListAction, Mode, Settings};
-use crate::greylist::{Engine, Explanation, Request};
+use crate::greylist::{Engine, Explanation};
 
 /// The answer sent back: `ok` + text, or `error: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +59,8 @@ pub struct Context<'a> {
     pub uid: u32,
 }
 
-/// Runs an engine-level command. `stats` and `reload` answer an error
-/// here: the daemon handles them before calling this.
+/// Runs an engine-level command. `check`, `stats` and `reload` answer an
+/// error here: the daemon handles them (`check` in `check.rs`).
 pub fn execute(command: &Command, cx: Context<'_>) -> Reply {
     let uid = cx.uid;
     let reply = run(command, cx);
@@ -85,20 +85,6 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
     let now = engine.now();
     let until = |d: &Duration| now.saturating_add(d.as_secs());
     match command {
-        Command::Check {
-            tuple,
-            name,
-            authenticated,
-        } => {
-            let x = engine.explain(&Request {
-                client_addr: Some(tuple.client),
-                client_name: name.as_deref().unwrap_or("[unverified]").as_bytes(),
-                sender: tuple.from.as_bytes(),
-                recipient: tuple.to.as_bytes(),
-                authenticated: *authenticated,
-            });
-            Reply::ok(describe(&x, engine, !allows.is_empty()))
-        }
         Command::AllowTuple { tuple, duration } => {
             let Tuple { client, from, to } = tuple;
             match engine.allow_tuple(*client, from.as_bytes(), to.as_bytes(), *duration) {
@@ -170,7 +156,9 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
             "{} pending tuple(s) flushed",
             engine.flush_pending()
         )),
-        Command::Stats | Command::Reload => Reply::error("handled by the daemon"),
+        Command::Check { .. } | Command::Stats | Command::Reload => {
+            Reply::error("handled by the daemon")
+        }
     }
 }
 
@@ -196,8 +184,8 @@ fn edit_allows(
     }
 }
 
-/// The `check` answer; `runtime` says whether runtime allowances exist.
-pub fn describe(x: &Explanation, engine: &Engine, runtime: bool) -> String {
+/// The `check` answer.
+pub fn describe(x: &Explanation, engine: &Engine) -> String {
     let d = &x.decision;
     let mut out = String::new();
     let mut reason = String::new();
@@ -213,16 +201,12 @@ pub fn describe(x: &Explanation, engine: &Engine, runtime: bool) -> String {
         Some((list, action)) => {
             let action = match action {
                 ListAction::Accept => "accept".to_string(),
+                ListAction::Allow => "accept (runtime allowance)".to_string(),
                 ListAction::Reject => "reject".to_string(),
                 ListAction::Greylist { delay: None } => "greylist".to_string(),
                 ListAction::Greylist { delay: Some(d) } => format!("greylist {}s", d.as_secs()),
             };
-            let runtime = if runtime {
-                " (static or runtime allowance)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "list: {} {action}{runtime}", list.as_str());
+            let _ = writeln!(out, "list: {} {action}", list.as_str());
         }
         None => out.push_str("list: none\n"),
     }

@@ -193,11 +193,17 @@ impl<'a> Args<'a> {
         let client = client
             .parse()
             .map_err(|_| format!("client={}: not an IP address", cut(client)))?;
-        let from = value(self.take("from").ok_or("from= missing")?)?;
-        let to = value(self.take("to").ok_or("to= missing")?)?;
+        // `from=` and `from=<>` both name the null sender, as on the
+        // command line; it is carried as `<>`.
+        let from = match self.take("from").ok_or("from= missing")? {
+            "" => "<>".to_string(),
+            v => value(v)?,
+        };
+        let to = self.take("to").ok_or("to= missing")?;
         if to.is_empty() || to == "<>" {
             return Err("to= must name a recipient".to_string());
         }
+        let to = value(to)?;
         Ok(Tuple { client, from, to })
     }
 
@@ -346,6 +352,10 @@ mod tests {
             ("check client=x from=a to=b", "client=x: not an IP address"),
             ("check client=192.0.2.1 to=b", "from= missing"),
             (
+                "check client=192.0.2.1 from= to=",
+                "to= must name a recipient",
+            ),
+            (
                 "allow network=192.0.2.0/24",
                 "allow network= needs for= (how long, like for=1d)",
             ),
@@ -375,6 +385,10 @@ mod tests {
         }
         let long = format!("stats {}", "x".repeat(MAX_LINE));
         assert!(parse(long.as_bytes()).is_err());
+        assert_eq!(
+            parse(b"forget client=192.0.2.1 from= to=b@y").unwrap(),
+            parse(b"forget client=192.0.2.1 from=<> to=b@y").unwrap()
+        );
         assert_eq!(
             parse(b"allow sender-domain=@Example.ORG for=1d").unwrap(),
             Command::AllowSenderDomain {

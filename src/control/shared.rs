@@ -3,23 +3,22 @@
 //! at once (as without a cluster), then to Redis within the cluster
 //! timeout (a walk within [`WALK_BUDGET`]); when Redis fails, the answer is
 //! an error that says what was applied on this node only. `check` reads
-//! Redis and records nothing there either.
+//! Redis (`check.rs`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::allows::MAX_ALLOWS;
-use super::handle::{Reply, describe};
+use super::handle::Reply;
 use super::protocol::{Command, Tuple};
 use crate::cluster::Cluster;
-use crate::cluster::admin::{Peek, SharedTuple, Swept};
+use crate::cluster::admin::Swept;
+use crate::greylist::Engine;
 use crate::greylist::date::rfc3339;
-use crate::greylist::facts::DnsView;
 use crate::greylist::key::TupleKey;
-use crate::greylist::{Engine, Explaining, Request, SharedView, TupleInfo};
 
 /// How long `flush --pending` and `forget network=` wait for their walk
 /// of Redis' keys before answering (well inside the control socket's
@@ -300,126 +299,4 @@ pub async fn edit(
             ))
         }
     }
-}
-
-/// `check` at a cluster node: the decision as Redis' record gives it.
-pub async fn check(
-    cluster: &Cluster,
-    engine: &RefCell<Engine>,
-    command: &Command,
-    runtime_allows: bool,
-) -> Reply {
-    let Command::Check {
-        tuple,
-        name,
-        authenticated,
-    } = command
-    else {
-        return Reply::error("not a check");
-    };
-    let req = Request {
-        client_addr: Some(tuple.client),
-        client_name: name.as_deref().unwrap_or("[unverified]").as_bytes(),
-        sender: tuple.from.as_bytes(),
-        recipient: tuple.to.as_bytes(),
-        authenticated: *authenticated,
-    };
-    let started = engine.borrow_mut().explain_start(&req, DnsView::default());
-    let key = match &started {
-        Explaining::Table(q, _) => q.key,
-        // Decided by a rule: the record by client network all the same.
-        Explaining::Done(_) => {
-            engine
-                .borrow()
-                .tuple_key_of(tuple.client, tuple.from.as_bytes(), tuple.to.as_bytes())
-        }
-    };
-    let peek = tokio::time::timeout(SHARED_DEADLINE, cluster.peek(&key))
-        .await
-        .unwrap_or_else(|_| Err("no answer in time".to_string()));
-    let mut engine = engine.borrow_mut();
-    let lifetime = engine.settings().whitelist_lifetime.as_secs();
-    let (view, source) = match &peek {
-        Ok(p) => (
-            Some(view_of(p, engine.now(), lifetime)),
-            "redis".to_string(),
-        ),
-        Err(e) => (None, format!("local (redis unreachable: {e})")),
-    };
-    let x = match started {
-        Explaining::Table(q, list) => engine.explain_table(&q, list, view),
-        Explaining::Done(mut x) => {
-            if let Some(v) = view {
-                x.tuple = v.tuple;
-                x.auto_whitelisted =
-                    engine.settings().auto_whitelist_after > 0 && v.auto_whitelisted;
-            }
-            x
-        }
-    };
-    let mut out = describe(&x, &engine, runtime_allows);
-    let _ = writeln!(out, "source: {source}");
-    if let Ok(p) = peek {
-        out.push_str(&shared_lines(&p));
-    }
-    Reply::ok(out)
-}
-
-/// Redis' record as the engine's tuple view. A whitelisted tuple's last
-/// use is its expiry less the lifetime (each pass pushes it on).
-fn view_of(p: &Peek, now: u64, lifetime: u64) -> SharedView {
-    let tuple = match p.tuple {
-        Some((SharedTuple::Pending { first_seen }, _)) => Some(TupleInfo {
-            first_seen,
-            last: first_seen,
-            whitelisted: false,
-        }),
-        Some((SharedTuple::Whitelisted { first_seen }, exp)) => Some(TupleInfo {
-            first_seen,
-            last: exp
-                .map_or(now, |e| e.saturating_sub(lifetime))
-                .clamp(first_seen.min(now), now),
-            whitelisted: true,
-        }),
-        Some((SharedTuple::Forgotten, _)) | None => None,
-    };
-    let auto_whitelisted = p.network.is_some_and(|((_, _, last_use), _)| {
-        last_use != 0 && now.saturating_sub(u64::from(last_use)) < lifetime
-    });
-    SharedView {
-        tuple,
-        auto_whitelisted,
-    }
-}
-
-fn shared_lines(p: &Peek) -> String {
-    let expires = |e: Option<u64>| e.map_or_else(|| "never".to_string(), rfc3339);
-    let mut out = String::new();
-    match p.tuple {
-        Some((t, exp)) => {
-            let state = match t {
-                SharedTuple::Pending { first_seen } => {
-                    format!("pending first-seen={}", rfc3339(first_seen))
-                }
-                SharedTuple::Whitelisted { first_seen } => {
-                    format!("whitelisted first-seen={}", rfc3339(first_seen))
-                }
-                SharedTuple::Forgotten => "forgotten".to_string(),
-            };
-            let _ = writeln!(out, "redis-tuple: {state} expires={}", expires(exp));
-        }
-        None => out.push_str("redis-tuple: none\n"),
-    }
-    match p.network {
-        Some(((passes, _, last_use), exp)) => {
-            let _ = writeln!(
-                out,
-                "redis-network: passes={passes} whitelisted={} expires={}",
-                if last_use == 0 { "no" } else { "yes" },
-                expires(exp)
-            );
-        }
-        None => out.push_str("redis-network: none\n"),
-    }
-    out
 }

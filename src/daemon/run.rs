@@ -28,6 +28,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
             "greymilter starting with built-in defaults (no configuration file)"
         ),
     }
+    // What check-config warns about (listeners reachable from the
+    // network), in the log too: an admin may never have run it.
+    if let Some(p) = &config_path {
+        for mut warning in config.preflight(p).warnings {
+            warning.message = warning.message.replacen("warning: ", "", 1);
+            tracing::warn!("{warning}");
+        }
+    }
     let spec = config.milter.listen.spec.clone();
     let identity = identity(&config)?;
     let unix = UnixSocketOptions {

@@ -34,18 +34,17 @@ use tracing::warn;
 use super::awl::AutoWhitelist;
 use super::clock::Clock;
 use super::date::rfc5322;
-use super::envelope_address::sender_form;
 use super::facts::DnsFacts;
 use super::key::Secret;
 use super::lists::{ListName, Lists};
-use super::settings::{ListAction, Settings};
+use super::settings::Settings;
 use super::state::{self, StateError};
 use super::stats::{Counters, DnsCounters, Interval, Snapshot};
 use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView};
+pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView, TableView};
 mod dns;
 mod pipeline;
 mod shared;
@@ -105,7 +104,13 @@ pub enum Reason {
     Whitelisted,
     AutoWhitelisted,
     List(ListName),
+    /// A runtime allowance (`greymilter allow --network`,
+    /// `--sender-domain`): `allow:network`, `allow:sender-domain`.
+    Allowed(ListName),
     Authenticated,
+    /// A loopback client (127.0.0.0/8, ::1): local software, not mail from
+    /// the network. A list entry for it decides instead.
+    Loopback,
     /// No client address: a local or unknown-family connection.
     Local,
     /// The table could not grow (out of memory): passed, fail open.
@@ -121,23 +126,26 @@ pub enum Reason {
 impl Reason {
     /// As in the decision log: `new`, `list:clients`, …
     pub fn write_to(self, out: &mut String) {
-        if let Reason::List(_) = self {
-            out.push_str("list:");
-        }
-        out.push_str(match self {
-            Reason::New => "new",
-            Reason::Early => "early",
-            Reason::Retried => "retried",
-            Reason::Whitelisted => "whitelisted",
-            Reason::AutoWhitelisted => "auto-whitelisted",
-            Reason::List(l) => l.as_str(),
-            Reason::Authenticated => "authenticated",
-            Reason::Local => "local",
-            Reason::Unstored => "unstored",
-            Reason::Dnswl => "dnswl",
-            Reason::Spf => "spf",
-            Reason::Selective => "selective",
-        });
+        let (prefix, name) = match self {
+            Reason::List(l) => ("list:", l.as_str()),
+            Reason::Allowed(ListName::Clients) => ("allow:", "network"),
+            Reason::Allowed(ListName::SenderDomains) => ("allow:", "sender-domain"),
+            Reason::Allowed(l) => ("allow:", l.as_str()),
+            Reason::New => ("", "new"),
+            Reason::Early => ("", "early"),
+            Reason::Retried => ("", "retried"),
+            Reason::Whitelisted => ("", "whitelisted"),
+            Reason::AutoWhitelisted => ("", "auto-whitelisted"),
+            Reason::Authenticated => ("", "authenticated"),
+            Reason::Loopback => ("", "loopback"),
+            Reason::Local => ("", "local"),
+            Reason::Unstored => ("", "unstored"),
+            Reason::Dnswl => ("", "dnswl"),
+            Reason::Spf => ("", "spf"),
+            Reason::Selective => ("", "selective"),
+        };
+        out.push_str(prefix);
+        out.push_str(name);
     }
 }
 
@@ -292,53 +300,6 @@ impl Engine {
 
     pub fn auto_whitelist(&self) -> &AutoWhitelist {
         &self.awl
-    }
-
-    /// CONNECT: `Some(reason)` when the whole connection is accepted.
-    pub fn check_connect(&mut self, addr: Option<IpAddr>, name: &[u8]) -> Option<Reason> {
-        let Some(addr) = addr else {
-            return Some(Reason::Local);
-        };
-        match self.lists.lookup_client(addr, name) {
-            Some((list, ListAction::Accept)) => {
-                self.counters.accepted_by_list += 1;
-                Some(Reason::List(list))
-            }
-            _ => None,
-        }
-    }
-
-    /// MAIL: `Some(reason)` when the message is accepted for every
-    /// recipient (see the module docs for the rule).
-    pub fn check_mail(
-        &mut self,
-        addr: Option<IpAddr>,
-        name: &[u8],
-        sender: &[u8],
-        authenticated: bool,
-    ) -> Option<Reason> {
-        let Some(addr) = addr else {
-            return Some(Reason::Local);
-        };
-        if authenticated && self.settings.skip_authenticated {
-            self.counters.authenticated += 1;
-            return Some(Reason::Authenticated);
-        }
-        if let Some((list, action)) = self.lists.lookup_client(addr, name) {
-            if action != ListAction::Accept {
-                return None;
-            }
-            self.counters.accepted_by_list += 1;
-            return Some(Reason::List(list));
-        }
-        sender_form(sender, self.settings.normalize_sender, &mut self.sender_buf);
-        match self.lists.lookup_sender(&self.sender_buf) {
-            Some((list, ListAction::Accept)) => {
-                self.counters.accepted_by_list += 1;
-                Some(Reason::List(list))
-            }
-            _ => None,
-        }
     }
 
     /// The X-Greylist header for a message whose recipient waited

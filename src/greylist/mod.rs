@@ -3,6 +3,7 @@
 //!
 //! * [`envelope_address`]: envelope address normalisation (bytes in, bounded).
 //! * [`key`]: keyed-hash tuple keys; the table stores no strings.
+//! * [`list_action`]: what a list entry says.
 //! * [`lists`]: compiled static lists, with [`ranges`] (longest-prefix
 //!   match by binary search) and [`patterns`] (regular expressions).
 //! * [`table`]: pending and whitelisted tuples, timing model, expiry, eviction.
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod envelope_address;
 pub mod facts;
 pub mod key;
+pub mod list_action;
 pub mod lists;
 pub mod patterns;
 pub mod ranges;
@@ -33,6 +35,6 @@ pub mod table;
 
 pub use engine::{
     Action, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason, Request,
-    RestoreSummary, SharedView, TableOutcome, TableQuery, TupleInfo, Via,
+    RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
 };
 pub use state::StateError;

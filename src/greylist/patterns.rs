@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::settings::ListAction;
+use super::list_action::ListAction;
 
 /// Compiled size allowed for one expression. Real entries compile to a few
 /// KiB; `(\w{100}){100}` would need hundreds of MiB.
@@ -122,7 +122,7 @@ impl Patterns {
 /// Which of two actions for the same key wins: the more restrictive.
 pub fn rank(a: ListAction) -> u8 {
     match a {
-        ListAction::Accept => 0,
+        ListAction::Accept | ListAction::Allow => 0,
         ListAction::Greylist { .. } => 1,
         ListAction::Reject => 2,
     }

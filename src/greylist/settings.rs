@@ -10,16 +10,7 @@ use ipnet::IpNet;
 use super::patterns::Patterns;
 use crate::reply::{Reply, ReplyError};
 
-/// What a static list entry says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListAction {
-    /// No greylisting.
-    Accept,
-    /// 550 5.7.1 with the configured reject text.
-    Reject,
-    /// Greylist even if a broader entry accepts, optionally with its own delay.
-    Greylist { delay: Option<Duration> },
-}
+pub use super::list_action::ListAction;
 
 /// The `[lists]` table and the list files, entries already parsed. Order
 /// inside a list does not matter: the most specific entry wins (longest

@@ -10,7 +10,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::daemon::checkpoint::CheckpointStats;
 use crate::greylist::stats::Snapshot;
 
 /// Everything one scrape shows.
@@ -23,7 +22,8 @@ pub struct Input {
     pub protocol_errors: u64,
     pub session_timeouts: u64,
     pub decision_timeouts: u64,
-    pub checkpoint: Option<CheckpointStats>,
+    /// `None`: no state file, no checkpoints.
+    pub checkpoint: Option<CheckpointFigures>,
     pub allowances: u64,
     /// The main loop's lateness (`crate::daemon::loop_lag`).
     pub loop_lag: Option<HistogramData>,
@@ -47,6 +47,17 @@ impl EncodeMetric for HistogramData {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// The checkpointer's figures, as plain data.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckpointFigures {
+    pub written: u64,
+    pub failed: u64,
+    /// Ticks or SIGUSR2s that found a child still writing.
+    pub busy: u64,
+    /// 0 before the first checkpoint.
+    pub last_duration_seconds: f64,
 }
 
 type Labels = Vec<(String, String)>;
@@ -195,11 +206,11 @@ pub fn render(input: &Input) -> String {
             &[
                 (&[("result", "written")], cp.written),
                 (&[("result", "failed")], cp.failed),
-                (&[("result", "busy")], cp.skipped_busy),
+                (&[("result", "busy")], cp.busy),
             ],
         );
         let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        g.set(cp.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+        g.set(cp.last_duration_seconds);
         reg.register(
             "checkpoint_last_duration_seconds",
             "How long the last checkpoint took to write",

@@ -60,6 +60,10 @@ pub const SECTIONS: &[Section] = &[
         intro: "The milter listener: where Postfix or Sendmail connects.",
         keys: &[
             restart(
+                "enabled",
+                "`false`: no milter socket; Postfix reaches greymilter through `[policy]` alone (not honoured by this version yet: the milter still listens). At least one of the two front ends must be on.",
+            ),
+            restart(
                 "listen",
                 "Where the MTA connects. Sendmail's spellings `inet:PORT@HOST`, `inet6:PORT@HOST`, `local:/path`, or Postfix's `inet:HOST:PORT`, `unix:/path`. Loopback by default: a milter must never be reachable from the network. A stale Unix socket left by a crash is replaced; a path that is not a socket is never touched.",
             ),
@@ -87,6 +91,38 @@ pub const SECTIONS: &[Section] = &[
             restart(
                 "shutdown_timeout",
                 "On SIGTERM, how long sessions in flight may take to finish.",
+            ),
+        ],
+    },
+    Section {
+        name: "policy",
+        intro: "Postfix's policy service (`check_policy_service`), beside or instead of the milter: off until `listen` is set. docs/policy.md says when to pick which. This version reads and checks these keys but does not serve the policy socket yet.",
+        keys: &[
+            restart(
+                "listen",
+                "Where Postfix's smtpd connects, in the spellings of `[milter] listen`. postgrey's port is `inet:10023@127.0.0.1`: a site that ran postgrey changes nothing in main.cf. Must differ from the milter's.",
+            )
+            .like("\"inet:10023@127.0.0.1\""),
+            restart(
+                "socket_mode",
+                "Permissions of a Unix socket, as a quoted octal string, like `[milter] socket_mode`.",
+            ),
+            restart(
+                "socket_group",
+                "Group of a Unix socket (a name). Unset: the daemon's group.",
+            )
+            .like("\"postfix\""),
+            restart(
+                "max_connections",
+                "Concurrent policy connections. Postfix keeps about one per running smtpd process and reuses it across SMTP sessions.",
+            ),
+            key(
+                "idle_timeout",
+                "A connection with no request for this long is closed. Longer than Postfix's `smtpd_policy_service_max_idle` (300 s), so Postfix normally closes first.",
+            ),
+            key(
+                "defer_action",
+                "What a greylisted recipient gets: `\"DEFER_IF_PERMIT\"` (postgrey's default: a later reject rule in Postfix still rejects) or `\"DEFER\"` (defer at once, whatever follows).",
             ),
         ],
     },
@@ -195,7 +231,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "lists",
-        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The lists are consulted in the order below and the first list with a matching entry decides (docs/decisions.md). The same lists can come from files: `[lists.files]`.",
+        intro: "Static lists. Each entry maps to `\"accept\"` (not greylisted), `\"reject\"` (refused with `reject_reply`) or `\"greylist\"` (greylisted even if a broader entry accepts), or to `{ action = \"greylist\", delay = \"1m\" }`. The first list with a matching entry decides, in the order given in docs/decisions.md. The same lists can come from files: `[lists.files]`.",
         keys: &[
             key(
                 "clients",
@@ -317,7 +353,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             key(
                 "level",
-                "`error`, `warn`, `info` (one line per decision), `debug`, `trace`, or a tracing filter; the RUST_LOG environment variable overrides it.",
+                "syslog's names `emerg`, `alert`, `crit`, `err`, `warning`, `notice`, `info` (one line per decision), `debug`, or `error`, `warn`, `trace`, `off`, or a tracing filter like `\"info,greymilter::control=debug\"`. `notice` logs as `info`; `crit`, `alert` and `emerg` as `err`. Anything else is refused. The RUST_LOG environment variable overrides it.",
             ),
             restart("format", "`\"text\"` for people, `\"json\"` for log pipelines."),
             restart(
@@ -473,6 +509,9 @@ fn push_roff_line(out: &mut String, line: &str) {
     out.push('\n');
 }
 
+/// Longest default shown on the tag line of greylist.toml(5).
+const MAX_TAG_DEFAULT: usize = 40;
+
 /// A default or example value in roff.
 fn roff_value(v: &str) -> String {
     v.replace('\\', "\\e").replace('-', "\\-")
@@ -482,6 +521,7 @@ pub fn man_page() -> String {
     let mut m = String::new();
     m.push_str(
         ".TH GREYLIST.TOML 5 \"\" \"greymilter\" \"File Formats Manual\"\n\
+         .ad l\n\
          .SH NAME\n\
          greylist.toml \\- configuration of the greymilter greylisting milter\n\
          .SH SYNOPSIS\n\
@@ -494,9 +534,11 @@ pub fn man_page() -> String {
         m.push_str(&roff(section.intro));
         for key in section.keys {
             let default = display_default(section, key);
+            // A long default would wrap inside the tag: it goes below.
+            let long = default.len() > MAX_TAG_DEFAULT;
             m.push_str(".TP\n");
             m.push_str(&format!("\\fB{}\\fR", roff_value(key.name)));
-            if !default.is_empty() {
+            if !default.is_empty() && !long {
                 m.push_str(&format!(" = {}", roff_value(&default)));
             }
             if !key.reload {
@@ -504,6 +546,9 @@ pub fn man_page() -> String {
             }
             m.push('\n');
             m.push_str(&roff(key.text));
+            if long {
+                m.push_str(&format!("Default: \\fB{}\\fR\n", roff_value(&default)));
+            }
             if let Some(example) = key.example {
                 m.push_str(&format!(
                     "For example: \\fB{} = {}\\fR\n",
@@ -519,7 +564,7 @@ pub fn man_page() -> String {
     m
 }
 
-const DESCRIPTION: &str = "`greymilter`(8) reads one TOML file, given with `--config` or found at /etc/greymilter/greylist.toml. Every key is optional and has a built-in default (shown after `=` below); a key without a default is off until set. An unknown key is an error, and every error names file:line:column. `greymilter check-config` validates a file and prints the effective configuration.\n\nA reload (SIGHUP or `greymilter reload`) applies every key except those marked restart, which are reported in the log and keep their running value until the next start.\n\nDurations are written `\"90s\"`, `\"5m\"`, `\"24h\"`, `\"36d\"` or as a whole number of seconds.";
+const DESCRIPTION: &str = "`greymilter`(8) reads one TOML file, given with `--config` or found at /etc/greymilter/greylist.toml. Every key is optional and has a built-in default (shown after `=` below); a key without a default is off until set. An unknown key is an error, and every error names file:line:column. `greymilter check-config` validates a file, the list files it names and the users and groups it names, warns about a listener reachable from the network, and prints the effective configuration.\n\nA reload (SIGHUP or `greymilter reload`) applies every key except those marked restart, which are reported in the log and keep their running value until the next start.\n\nDurations are written `\"90s\"`, `\"5m\"`, `\"24h\"`, `\"36d\"` or as a whole number of seconds.";
 
 /// The example of both pages (and run by tests/config_reference.rs).
 pub const EXAMPLE: &str = r#"[milter]

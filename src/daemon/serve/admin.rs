@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::Daemon;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::control::check;
 use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
@@ -18,6 +19,7 @@ use crate::control::shared;
 use crate::daemon::notify::Notifier;
 use crate::daemon::privileges::Identity;
 use crate::greylist::Engine;
+use crate::metrics::render::{CheckpointFigures, Input, render};
 use crate::ratelimit::LogLimiter;
 
 /// How often a cluster node asks whether an administrator changed the
@@ -139,6 +141,16 @@ impl Daemon {
     /// A control command. Returns true when a reload changed the
     /// checkpoint interval.
     pub(super) fn on_control(&mut self, request: ControlRequest, notify: &Notifier) -> bool {
+        if let Command::Check { .. } = request.command {
+            // DNS (and Redis) may be asked: in a task of its own, so the
+            // loop never waits.
+            let pipeline = self.factory.pipeline().clone();
+            tokio::task::spawn_local(async move {
+                let answer = check::check(&pipeline, &request.command).await;
+                let _ = request.reply.send(answer);
+            });
+            return false;
+        }
         if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
@@ -187,15 +199,6 @@ impl Daemon {
             uid,
             reply,
         } = request;
-        if let Command::Check { .. } = command {
-            let engine = Rc::clone(&self.engine);
-            let runtime = !self.allows.is_empty();
-            tokio::task::spawn_local(async move {
-                let answer = shared::check(&cluster, &engine, &command, runtime).await;
-                let _ = reply.send(answer);
-            });
-            return;
-        }
         let base = self.config.settings();
         let local = handle::execute(
             &command,
@@ -266,14 +269,19 @@ impl Daemon {
         let engine = self.engine.borrow();
         let counters = self.factory.counters();
         let (sessions, protocol_errors, session_timeouts) = counters.ended();
-        crate::metrics::render::render(&crate::metrics::render::Input {
+        render(&Input {
             snapshot: engine.stats(),
             decisions: engine.decision_counts(),
             sessions,
             protocol_errors,
             session_timeouts,
             decision_timeouts: counters.decisions_expired(),
-            checkpoint: self.checkpointer.as_ref().map(|cp| cp.stats),
+            checkpoint: self.checkpointer.as_ref().map(|cp| CheckpointFigures {
+                written: cp.stats.written,
+                failed: cp.stats.failed,
+                busy: cp.stats.skipped_busy,
+                last_duration_seconds: cp.stats.last_duration.map_or(0.0, |d| d.as_secs_f64()),
+            }),
             allowances: self.allows.len() as u64,
             loop_lag: Some(self.loop_lag_histogram()),
         })

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::pipeline::{Classified, Effect, TableQuery, Via};
+use super::dns::Effect;
+use super::pipeline::{Classified, TableOutcome, TableQuery, Via};
 use super::{Decision, Engine, Request, TupleInfo};
 use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::facts::DnsView;
@@ -35,6 +36,16 @@ pub struct Explanation {
 pub enum Explaining {
     Done(Explanation),
     Table(TableQuery, Option<ListHit>),
+}
+
+/// Which table answers `check`'s question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableView {
+    /// A lone node's table.
+    Local,
+    /// A cluster node: its cache of whitelisted tuples, then the store's
+    /// record (`None`: the store could not be read, this node's table).
+    Cluster(Option<SharedView>),
 }
 
 /// The shared store's record of a recipient, for [`Engine::explain_table`].
@@ -71,7 +82,7 @@ impl Engine {
     pub fn explain(&mut self, req: &Request<'_>) -> Explanation {
         match self.explain_start(req, DnsView::default()) {
             Explaining::Done(x) => x,
-            Explaining::Table(q, list) => self.explain_table(&q, list, None),
+            Explaining::Table(q, list) => self.explain_table(&q, list, TableView::Local),
         }
     }
 
@@ -105,23 +116,33 @@ impl Engine {
         })
     }
 
-    /// `check`, second step: the table's answer, from this node's table or
-    /// from `shared` (the store's record of `q.key`), read-only.
+    /// `check`, second step: the table's answer as `view` gives it,
+    /// read-only.
     pub fn explain_table(
         &mut self,
         q: &TableQuery,
         list: Option<ListHit>,
-        shared: Option<SharedView>,
+        view: TableView,
     ) -> Explanation {
+        let (shared, cached) = match view {
+            TableView::Local => (None, false),
+            // As the daemon: this node's cache first, then the store's
+            // record (or this node's table, when the store is unreachable).
+            TableView::Cluster(shared) => (shared, self.cached(q)),
+        };
         let (tuple, awl) = match shared {
-            Some(v) => (v.tuple, v.auto_whitelisted),
-            None => (
+            Some(v) if !cached => (v.tuple, v.auto_whitelisted),
+            _ => (
                 self.tuple_info(&q.key),
                 self.awl
                     .is_whitelisted(q.key.net(), secs32(q.now), self.timing.lifetime),
             ),
         };
-        let outcome = self.peek_table(q, shared);
+        let outcome = if cached {
+            TableOutcome::Whitelisted
+        } else {
+            self.peek_table(q, shared)
+        };
         Explanation {
             decision: self.settle(q, outcome, Via::Peek),
             list,

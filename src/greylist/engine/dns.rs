@@ -12,9 +12,15 @@
 //! Missing facts (DNS failed or was not asked) skip their step, so the
 //! recipient is decided as without DNS.
 
-use super::pipeline::Effect;
 use super::{Action, Decision, Engine, Reason, secs};
 use crate::greylist::facts::{DnsView, SpfMode};
+
+/// Whether a step records (counters, decisions) or only reads (`check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    Record,
+    Peek,
+}
 
 /// What the DNS steps leave to the table (the local one or the shared
 /// store): the delay, whether the auto-whitelist is skipped, and the SPF

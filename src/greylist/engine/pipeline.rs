@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use tracing::info;
 
-use super::dns::DnsStep;
+use super::dns::{DnsStep, Effect};
 use super::{Action, Decision, Engine, Reason, Request, SharedView, TupleInfo, secs};
 use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::facts::DnsView;
@@ -88,11 +88,14 @@ pub enum Via {
     Peek,
 }
 
-/// Whether a step records (counters, decisions) or only reads (`check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Effect {
-    Record,
-    Peek,
+/// The accept a list hit gives: a configured entry or a runtime
+/// allowance, each with its own reason.
+fn accepted((list, action): ListHit) -> Decision {
+    let reason = match action {
+        ListAction::Allow => Reason::Allowed(list),
+        _ => Reason::List(list),
+    };
+    Decision::of(Action::Accept, reason)
 }
 
 impl TableOutcome {
@@ -133,9 +136,64 @@ impl TableOutcome {
     }
 }
 
+/// How far into a transaction a front end is: the steps before RCPT
+/// decide for every recipient, if they decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Stage {
+    Connect,
+    Mail,
+    Rcpt,
+}
+
 impl Engine {
+    /// CONNECT: `Some(reason)` when the whole connection is accepted (no
+    /// client address, a client accept).
+    pub fn check_connect(&mut self, addr: Option<IpAddr>, name: &[u8]) -> Option<Reason> {
+        let req = Request {
+            client_addr: addr,
+            client_name: name,
+            sender: b"",
+            recipient: b"",
+            authenticated: false,
+        };
+        self.before_rcpt(Stage::Connect, &req)
+    }
+
+    /// MAIL: `Some(reason)` when the message is accepted for every
+    /// recipient (authentication, a sender accept; see the module docs).
+    pub fn check_mail(
+        &mut self,
+        addr: Option<IpAddr>,
+        name: &[u8],
+        sender: &[u8],
+        authenticated: bool,
+    ) -> Option<Reason> {
+        let req = Request {
+            client_addr: addr,
+            client_name: name,
+            sender,
+            recipient: b"",
+            authenticated,
+        };
+        self.before_rcpt(Stage::Mail, &req)
+    }
+
+    /// A decision before RCPT, counted as one request and one decision.
+    fn before_rcpt(&mut self, stage: Stage, req: &Request<'_>) -> Option<Reason> {
+        let (classified, _) = self.steps(stage, req, DnsView::default(), Effect::Record);
+        match classified {
+            Some(Classified::Decided(d)) => Some(d.reason),
+            _ => None,
+        }
+    }
+
     /// Step 1 for one recipient, recording its statistics.
-    pub fn classify(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Classified {
+    pub fn classify(&mut self, req: &Request<'_>) -> Classified {
+        self.classify_seen(req, DnsView::default())
+    }
+
+    /// Step 1 with what DNS found, recording its statistics.
+    pub fn classify_seen(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Classified {
         self.classify_as(req, facts, Effect::Record).0
     }
 
@@ -147,21 +205,59 @@ impl Engine {
         facts: DnsView<'_>,
         effect: Effect,
     ) -> (Classified, Option<ListHit>) {
-        let record = effect == Effect::Record;
-        if record {
-            self.counters.requests += 1;
+        match self.steps(Stage::Rcpt, req, facts, effect) {
+            (Some(c), hit) => (c, hit),
+            // `steps` always concludes at RCPT; failing open all the same.
+            (None, hit) => (
+                Classified::Decided(Decision::of(Action::Pass, Reason::Local)),
+                hit,
+            ),
         }
+    }
+
+    /// The decision order, written once: the steps up to `stage`. `None`
+    /// when nothing before RCPT decided (never at RCPT).
+    fn steps(
+        &mut self,
+        stage: Stage,
+        req: &Request<'_>,
+        facts: DnsView<'_>,
+        effect: Effect,
+    ) -> (Option<Classified>, Option<ListHit>) {
+        let record = effect == Effect::Record;
         let decided = |e: &mut Engine, d: Decision| {
-            let d = if record { e.counted(d) } else { d };
-            Classified::Decided(d)
+            if record {
+                e.counters.requests += 1;
+                Some(Classified::Decided(e.counted(d)))
+            } else {
+                Some(Classified::Decided(d))
+            }
         };
+        // CONNECT: no client address (a local or unknown-family client).
         let Some(addr) = req.client_addr else {
             return (
                 decided(self, Decision::of(Action::Accept, Reason::Local)),
                 None,
             );
         };
+        // CONNECT: a client accept covers the whole connection.
+        let client = self.lists.lookup_client(addr, req.client_name);
+        if let Some(hit @ (_, action)) = client
+            && action.accepts()
+        {
+            if record {
+                self.counters.accepted_by_list += 1;
+            }
+            return (decided(self, accepted(hit)), client);
+        }
+        if stage == Stage::Connect {
+            return (None, None);
+        }
+        // MAIL: authentication beats the client lists' other entries.
         if req.authenticated && self.settings.skip_authenticated {
+            if record && stage == Stage::Mail {
+                self.counters.authenticated += 1;
+            }
             let d = Decision::of(Action::Accept, Reason::Authenticated);
             return (decided(self, d), None);
         }
@@ -170,19 +266,40 @@ impl Engine {
             self.settings.normalize_sender,
             &mut self.sender_buf,
         );
+        if stage == Stage::Mail {
+            // A sender accept decides for every recipient, unless a client
+            // entry (reject, greylist) decides first, at RCPT.
+            if client.is_some() {
+                return (None, None);
+            }
+            return match self.lists.lookup_sender(&self.sender_buf) {
+                Some(hit @ (_, action)) if action.accepts() => {
+                    if record {
+                        self.counters.accepted_by_list += 1;
+                    }
+                    (decided(self, accepted(hit)), None)
+                }
+                _ => (None, None),
+            };
+        }
+        // RCPT: every other list entry, then DNS, then a table.
+        if record {
+            self.counters.requests += 1;
+        }
+        let decided = |e: &mut Engine, d: Decision| {
+            let d = if record { e.counted(d) } else { d };
+            Some(Classified::Decided(d))
+        };
         base_form(req.recipient, &mut self.recipient_buf);
-        let hit = self
-            .lists
-            .lookup_client(addr, req.client_name)
+        let hit = client
             .or_else(|| self.lists.lookup_sender(&self.sender_buf))
             .or_else(|| self.lists.lookup_recipient(&self.recipient_buf));
         let (delay, forced, domain) = match hit {
-            Some((list, ListAction::Accept)) => {
+            Some(h @ (_, ListAction::Accept | ListAction::Allow)) => {
                 if record {
                     self.counters.accepted_by_list += 1;
                 }
-                let d = Decision::of(Action::Accept, Reason::List(list));
-                return (decided(self, d), hit);
+                return (decided(self, accepted(h)), hit);
             }
             Some((list, ListAction::Reject)) => {
                 if record {
@@ -193,6 +310,12 @@ impl Engine {
             }
             Some((_, ListAction::Greylist { delay })) => {
                 (delay.map_or(self.timing.delay, secs), true, None)
+            }
+            // Loopback: local software (webmail, a content filter), not
+            // mail from the network; a list entry above decides instead.
+            None if addr.is_loopback() => {
+                let d = Decision::of(Action::Accept, Reason::Loopback);
+                return (decided(self, d), None);
             }
             None => match self.dns_step(facts, effect) {
                 DnsStep::Decided(d) => return (decided(self, d), None),
@@ -218,7 +341,7 @@ impl Engine {
             delay,
             forced,
         };
-        (Classified::Table(q), hit)
+        (Some(Classified::Table(q)), hit)
     }
 
     /// The local table's answer to `q` (the auto-whitelist first, unless a
@@ -354,7 +477,7 @@ impl Engine {
 
     /// RCPT with what DNS found (a lone node): both steps.
     pub fn decide_rcpt_seen(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> Decision {
-        match self.classify(req, facts) {
+        match self.classify_seen(req, facts) {
             Classified::Decided(d) => d,
             Classified::Table(q) => self.decide_locally(&q, Via::Local),
         }

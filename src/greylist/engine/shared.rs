@@ -56,6 +56,15 @@ impl Engine {
         self.shared_fresh_after = secs32(self.clock.now());
     }
 
+    /// Whether this node answers `q` itself: a whitelisted tuple the store
+    /// confirmed recently.
+    pub fn cached(&self, q: &TableQuery) -> bool {
+        let now32 = secs32(q.now);
+        matches!(self.table.get(&q.key), Some((t, true))
+            if now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
+                && t.last > self.shared_fresh_after)
+    }
+
     /// RCPT in cluster mode, first step, without DNS.
     pub fn rcpt_shared(&mut self, req: &Request<'_>) -> SharedStep {
         self.rcpt_shared_with(req, DnsView::default())
@@ -65,19 +74,16 @@ impl Engine {
     /// then the local cache of whitelisted tuples, else the question for
     /// the store (whose answer goes to [`Engine::settle`]).
     pub fn rcpt_shared_with(&mut self, req: &Request<'_>, facts: DnsView<'_>) -> SharedStep {
-        let q = match self.classify(req, facts) {
+        let q = match self.classify_seen(req, facts) {
             Classified::Decided(d) => return SharedStep::Decided(d),
             Classified::Table(q) => q,
         };
-        let now32 = secs32(q.now);
-        let local = self.table.get(&q.key);
-        if let Some((t, true)) = local
-            && now32.saturating_sub(t.last) < CACHE_FRESH.min(self.timing.lifetime)
-            && t.last > self.shared_fresh_after
-        {
+        if self.cached(&q) {
             let d = self.settle(&q, TableOutcome::Whitelisted, Via::Cached);
             return SharedStep::Cached(d);
         }
+        let now32 = secs32(q.now);
+        let local = self.table.get(&q.key);
         let (local_first_seen, local_white) = match local {
             Some((t, true)) if now32.saturating_sub(t.last) < self.timing.lifetime => {
                 (t.first_seen.max(1), true)
