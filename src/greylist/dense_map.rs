@@ -428,6 +428,15 @@ impl<K: MapKey, V> DenseMap<K, V> {
                 .get_mut(i)
                 .map(|(_, v)| std::mem::replace(v, value));
         }
+        self.insert_absent(key, value);
+        None
+    }
+
+    /// Inserts `key`, which the caller has just looked up and not found
+    /// (saves a second probe on the hot path; a present key would be
+    /// stored twice).
+    pub fn insert_absent(&mut self, key: K, value: V) {
+        debug_assert!(!self.contains_key(&key));
         if !self.room_in_index() {
             std::alloc::handle_alloc_error(slots_layout(self.entries.len() * 2));
         }
@@ -435,7 +444,6 @@ impl<K: MapKey, V> DenseMap<K, V> {
         let pos = self.entries.len();
         self.entries.push((key, value));
         self.index.put(pack(key.hash64(), pos));
-        None
     }
 
     /// The value of `key`, inserted with `make` if absent (`None` only if
@@ -444,7 +452,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
         let i = match self.get_index_of(&key) {
             Some(i) => i,
             None if self.entries.len() < MAX_ENTRIES => {
-                self.insert(key, make());
+                self.insert_absent(key, make());
                 self.entries.len() - 1
             }
             None => return None,

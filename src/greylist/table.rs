@@ -258,7 +258,8 @@ impl Table {
                 return Outcome::Retried { waited };
             }
             self.pending.swap_remove_index(idx);
-            self.white.insert(
+            // Not in `white`: looked up above.
+            self.white.insert_absent(
                 key,
                 Times {
                     first_seen,
@@ -282,7 +283,8 @@ impl Table {
             return Outcome::Unstored;
         }
         let now32 = secs32(now);
-        self.pending.insert(
+        // Every caller has found `key` in neither map.
+        self.pending.insert_absent(
             key,
             Times {
                 first_seen: now32,
