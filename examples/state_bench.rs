@@ -86,6 +86,10 @@ struct Args {
     /// = false`), to compare.
     #[arg(long)]
     no_huge_pages: bool,
+    /// Print every fill decision slower than this many ms, with the table
+    /// size and the page faults it took (to find what stalls).
+    #[arg(long)]
+    trace_slow_ms: Option<f64>,
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -110,6 +114,14 @@ fn vm_rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// This process's (minor, major) page faults so far.
+fn page_faults() -> (i64, i64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut u) };
+    (u.ru_minflt, u.ru_majflt)
 }
 
 /// Anonymous memory in transparent huge pages, KiB.
@@ -166,7 +178,13 @@ fn main() -> Result<(), String> {
     let rss_empty = vm_rss_kib();
     let mut engine = Engine::new(settings(args.tuples), Box::new(clock.clone()));
     let mut filler = Filler::new(args.networks.unwrap_or(args.tuples / 5).max(1) as u64);
-    let filled = fill_phase(&mut engine, &mut filler, args.tuples as u64, args.fill_rate)?;
+    let filled = fill_phase(
+        &mut engine,
+        &mut filler,
+        args.tuples as u64,
+        args.fill_rate,
+        args.trace_slow_ms,
+    )?;
     let fill = filled.elapsed;
     clock.advance(301);
     for i in (0..args.tuples as u64).step_by(5) {
@@ -300,7 +318,9 @@ fn fill_phase(
     filler: &mut Filler,
     tuples: u64,
     rate: u64,
+    trace_slow_ms: Option<f64>,
 ) -> Result<FillFigures, String> {
+    let slow = trace_slow_ms.map(|ms| Duration::from_secs_f64(ms / 1e3));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -329,9 +349,25 @@ fn fill_phase(
             let mut batch = 0u32;
             while i < tuples {
                 for _ in 0..per_batch.min(tuples - i) {
+                    let faults = if slow.is_some() {
+                        page_faults()
+                    } else {
+                        (0, 0)
+                    };
                     let t = Instant::now();
                     filler.decide(engine, i);
-                    worst_decide = worst_decide.max(t.elapsed());
+                    let took = t.elapsed();
+                    worst_decide = worst_decide.max(took);
+                    if slow.is_some_and(|s| took > s) {
+                        let after = page_faults();
+                        println!(
+                            "slow decision: {:.2} ms at {} tuples, {} minor / {} major faults",
+                            took.as_secs_f64() * 1e3,
+                            engine.stats().tuples,
+                            after.0 - faults.0,
+                            after.1 - faults.1
+                        );
+                    }
                     i += 1;
                 }
                 batch += 1;
