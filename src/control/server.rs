@@ -32,6 +32,9 @@ pub struct ControlRequest {
     pub command: Command,
     pub uid: u32,
     pub reply: oneshot::Sender<Reply>,
+    /// Tuples and records a `forget NETWORK` or `flush` removed, once the
+    /// loop has walked the table in slices (`None` when it arrives).
+    pub walked: Option<(u64, u64)>,
 }
 
 /// Who may talk to the daemon.
@@ -150,6 +153,7 @@ async fn connection(
                         command,
                         uid,
                         reply: tx,
+                        walked: None,
                     })
                     .await;
                 match sent {

@@ -44,7 +44,9 @@ use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView, TableView};
+pub use admin::{
+    AdminWalk, Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView, TableView, WALK_SLICE,
+};
 mod dns;
 mod pipeline;
 mod shared;

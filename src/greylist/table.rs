@@ -64,7 +64,10 @@ mod admin;
 mod growth_tests;
 mod mirror;
 mod timing;
+#[cfg(test)]
+mod walk_tests;
 
+pub use admin::{Walk, WalkKind};
 pub use timing::{Outcome, Timing};
 
 /// First-seen and last-use (white) or last-attempt (pending) times.
@@ -134,6 +137,8 @@ enum Kind {
 enum Cause {
     Expired,
     Evicted,
+    /// By the administrator (forget, flush).
+    Forgotten,
 }
 
 impl Table {
@@ -431,6 +436,7 @@ impl Table {
         self.net_dec(k.net());
         let counter = match (kind, cause) {
             (_, Cause::Evicted) => &mut self.flows.evicted,
+            (_, Cause::Forgotten) => &mut self.flows.forgotten,
             (Kind::Pending, Cause::Expired) => &mut self.flows.graylist_expired,
             (Kind::White, Cause::Expired) => &mut self.flows.whitelist_expired,
         };
