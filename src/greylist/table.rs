@@ -225,6 +225,8 @@ impl Table {
     /// one or a list entry's).
     pub fn lookup(&mut self, key: TupleKey, now: u64, delay: u32, timing: &Timing) -> Outcome {
         let now32 = secs32(now);
+        self.pending.prefetch(&key);
+        self.networks.prefetch(&key.net());
         if let Some(idx) = self.white.get_index_of(&key) {
             if let Some((_, t)) = self.white.get_index_mut(idx)
                 && !timing.white_expired(t, now32)
