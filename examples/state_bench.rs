@@ -255,7 +255,11 @@ fn main() -> Result<(), String> {
         read.as_millis(),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64
     );
-    let walks = admin_walks(&mut fresh);
+    let walks = admin_walks(
+        &mut fresh,
+        args.trace_slow_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+    );
     let f = fork.unwrap_or_default();
     println!(
         "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2}",
@@ -288,7 +292,7 @@ fn main() -> Result<(), String> {
 /// Step 5, on the restored engine: the worst of 2,000 maintenance slices
 /// (an expiry pass under way), then the control socket's table walks:
 /// `forget` of a /16 and `flush`.
-fn admin_walks(engine: &mut Engine) -> [Duration; 4] {
+fn admin_walks(engine: &mut Engine, trace_slow: Option<Duration>) -> [Duration; 4] {
     let mut worst = Duration::ZERO;
     for _ in 0..2000 {
         let t = Instant::now();
@@ -300,9 +304,20 @@ fn admin_walks(engine: &mut Engine) -> [Duration; 4] {
     let mut sliced = |engine: &mut Engine, mut walk: AdminWalk| {
         let t = Instant::now();
         loop {
+            let faults = page_faults();
             let s = Instant::now();
             let done = engine.walk_step(&mut walk, WALK_SLICE);
-            slice_max = slice_max.max(s.elapsed());
+            let took = s.elapsed();
+            slice_max = slice_max.max(took);
+            if trace_slow.is_some_and(|t| took > t) {
+                let after = page_faults();
+                println!(
+                    "slow walk slice: {:.2} ms at {} tuples, {} minor faults",
+                    took.as_secs_f64() * 1e3,
+                    engine.stats().tuples,
+                    after.0 - faults.0
+                );
+            }
             if let Some(done) = done {
                 return (done, t.elapsed());
             }
