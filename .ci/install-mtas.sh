@@ -3,10 +3,10 @@
 # without starting any system daemon. Idempotent; a re-run on a ready machine touches nothing
 # and prints nothing.
 #
-#   postfix     private instances are built by the test harness (tests/e2e/postfix.rs)
+#   postfix     private instances are built by the test harness (tests/support/e2e/postfix.rs)
 #   miltertest  protocol-level tests
 #   iproute2    ip(8): the Sendmail IPv6 scenario adds addresses to the loopback of a private
-#               network namespace (tests/e2e/netns.rs); the host's network is not touched
+#               network namespace (tests/support/e2e/netns.rs); the host's network is not touched
 #   Sendmail    sendmail-bin Conflicts: mail-transport-agent (it would remove postfix), so the
 #               binary is unpacked with dpkg -x into $SENDMAIL_ROOT instead of being installed;
 #               sendmail-cf + m4 build the private sendmail.cf, the libraries satisfy ldd.

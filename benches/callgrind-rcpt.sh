@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per RCPT decision in the whole daemon, counted by callgrind
 # (repeatable whatever else the machine does, unlike decisions/s): start
-# greymilter under callgrind, zero the counters once it listens, run
-# milter_load, dump, divide by the recipients answered.
+# greymilter under callgrind, run milter_load, which zeroes the counters
+# after its preparation and warm-up and dumps them when its measured phase
+# ends, and divide by the recipients answered in that phase. (Until
+# 2026-12-06 the counters were zeroed before the preparation: the figure
+# then carried a fixed cost that weighed more the fewer recipients a run
+# served.)
 #
 #   cargo build --release --bin greymilter --examples
 #   benches/callgrind-rcpt.sh [BINDIR] [PORT]      # default target/release, a free port
@@ -36,10 +40,11 @@ VG=$!
 trap 'kill $VG 2>/dev/null || true' EXIT
 # Under valgrind the start takes seconds.
 wait_listening "$PORT" 30
-callgrind_control -z "$VG" >/dev/null
 "$BIN/examples/milter_load" --target "inet:127.0.0.1:$PORT" --connections 8 --duration "$DURATION" \
-    --txns 20 --rcpts 1 --pool 500 2>"$OUT/load.stderr" | grep '^RESULT' >"$OUT/result"
-callgrind_control -d "$VG" >/dev/null
+    --txns 20 --rcpts 1 --pool 500 \
+    --on-measure-start "callgrind_control -z $VG >/dev/null" \
+    --on-measure-end "callgrind_control -d $VG >/dev/null" \
+    2>"$OUT/load.stderr" | grep '^RESULT' >"$OUT/result"
 # The dump is written by the daemon's process when it next runs: wait for its totals line.
 for _ in $(seq 100); do
     grep -qsE '^(summary|totals):' "$OUT"/cg.out.* && break

@@ -120,6 +120,15 @@ if [ "$TLS" = 1 ]; then
     # TLS against plain, same rate, same Redis, right after: cpu_us_per_rcpt is greymilter's.
     load "cluster-tls-half-standalone-peak($half/s)" "$TL_SPEC" "$TL_PID" --txns 20 --rcpts 1 \
         --pool 500 --rate "$half"
+    # The BENCHMARKS.md row: TLS against plain at the same rate, from the two RESULT lines.
+    field() { grep "^$1" "$RESULTS" | tail -1 | sed -n "s/.* $2=\([0-9.]*\).*/\1/p"; }
+    pl=cluster-half-standalone-peak tl=cluster-tls-half-standalone-peak
+    echo "tls vs plain at $half/s: rcpt_s $(field $tl rcpt_s) vs $(field $pl rcpt_s)" \
+        "($(awk -v a="$(field $tl rcpt_s)" -v b="$(field $pl rcpt_s)" \
+            'BEGIN { if (b > 0) printf "%.0f", 100 * a / b; else printf "?" }') %)," \
+        "p99_us $(field $tl p99_us) vs $(field $pl p99_us)," \
+        "cpu_us_per_rcpt $(field $tl cpu_us_per_rcpt) vs $(field $pl cpu_us_per_rcpt)" |
+        tee -a "$RESULTS"
     kill -USR1 "$TL_PID"; sleep 0.5
     grep -E '^Redis-(Calls|Fallbacks)' "$OUT/cluster-tls.stats" | sed 's/^/tls node: /' |
         tee -a "$RESULTS" || true

@@ -8,7 +8,7 @@
 # and greymilter scenarios over a Unix socket (a second greymilter with its own table). Every message passes greymilter as a whitelisted tuple (the tuple is
 # whitelisted with `greymilter query` before the timed runs), so each one costs a full
 # CONNECT/MAIL/RCPT/EOM milter conversation and a table look-up. Instance layout and the
-# reason for each main.cf setting: see the comments in tests/e2e/postfix.rs.
+# reason for each main.cf setting: see the comments in tests/support/e2e/postfix.rs.
 #
 # Postfix's policy protocol (issue 21): the policy scenarios have no milter but
 #   smtpd_recipient_restrictions = reject_unauth_destination,

@@ -18,7 +18,7 @@
 //! Printed per run: transactions/s, CPU of this (the milter's) thread per
 //! transaction, and p50/p99 of the SPF lookup set. Figures in BENCHMARKS.md.
 
-#[path = "../tests/dns_support/mod.rs"]
+#[path = "../tests/support/dns/mod.rs"]
 mod dns_support;
 
 use std::rc::Rc;

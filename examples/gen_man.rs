@@ -1,12 +1,12 @@
 //! Writes man/greymilter.8 and one man/greymilter-COMMAND.8 per
 //! subcommand from the CLI definition (clap_mangen), and greylist.toml(5)
-//! with docs/configuration.md from tests/man_support/config_reference.rs:
+//! with docs/configuration.md from tests/support/man/config_reference.rs:
 //!
 //!     cargo run --example gen_man
 //!
 //! tests/man_pages.rs fails when a checked-in page is out of date.
 
-#[path = "../tests/man_support/mod.rs"]
+#[path = "../tests/support/man/mod.rs"]
 mod man_support;
 
 fn main() -> std::io::Result<()> {

@@ -3,7 +3,7 @@
 //! and messages still undelivered after six tries, when the sending MTA
 //! retries at a random one of two MX hosts. The experiment itself (real
 //! daemons in process, real DNS and Redis on loopback, a manual clock) is
-//! `tests/multi_mx_support`, which `tests/cluster_multi_mx.rs` asserts on.
+//! `tests/support/multi_mx`, which `tests/cluster_multi_mx.rs` asserts on.
 //!
 //! ```text
 //! cargo run --release --example multi_mx -- [--messages N] [--seed S] [--timeout-ms MS]
@@ -13,11 +13,11 @@
 //! tuples; two nodes sharing one Redis (`[cluster]`); both. The cluster
 //! scenarios are skipped without `redis-server`.
 
-#[path = "../tests/cluster_support/mod.rs"]
+#[path = "../tests/support/cluster/mod.rs"]
 mod cluster_support;
-#[path = "../tests/dns_support/mod.rs"]
+#[path = "../tests/support/dns/mod.rs"]
 mod dns_support;
-#[path = "../tests/multi_mx_support/mod.rs"]
+#[path = "../tests/support/multi_mx/mod.rs"]
 mod multi_mx_support;
 #[path = "../tests/support/rng.rs"]
 #[allow(dead_code)]

@@ -11,7 +11,7 @@
 //!
 //! Prints `listening on 127.0.0.1:PORT` (UDP and TCP) and serves until killed.
 
-#[path = "../tests/dns_support/mod.rs"]
+#[path = "../tests/support/dns/mod.rs"]
 mod dns_support;
 
 use std::fmt::Write as _;

@@ -45,12 +45,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use greymilter::daemon::checkpoint::{Checkpointer, Outcome, Start};
-use greymilter::files::atomic::write_atomically;
+use greymilter::daemon::{CheckpointOutcome as Outcome, CheckpointStart as Start, Checkpointer};
 use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
-use greymilter::greylist::engine::{AdminWalk, WALK_SLICE};
 use greymilter::greylist::settings::Settings;
-use greymilter::greylist::{Engine, Request};
+use greymilter::greylist::{AdminWalk, Engine, Request, WALK_SLICE};
+use greymilter::write_atomically;
 use workload::Envelope;
 
 /// Large blocks (the tuple table) get transparent huge pages, as in the

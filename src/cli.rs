@@ -40,11 +40,11 @@ pub enum Command {
         timeout: Duration,
     },
     #[command(flatten)]
-    Control(crate::control::cli::ControlCommand),
+    Control(crate::control::ControlCommand),
     /// Act as the MTA against a running milter and print each verdict.
     /// Exit status: 0 every recipient passes, 4 a recipient was tempfailed,
     /// 5 a recipient was rejected, 2 the milter could not be reached.
-    Query(crate::daemon::query::QueryArgs),
+    Query(crate::daemon::QueryArgs),
     /// Carry another greylister's state over: postgrey's databases (from
     /// `db_dump`) or milter-greylist's dump, keyed as greymilter keys,
     /// merged into the state file of the stopped daemon. Entries that

@@ -29,9 +29,9 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
-pub mod files;
+pub(crate) mod files;
 pub mod greylist;
-pub mod import;
+pub(crate) mod import;
 pub mod lists;
 pub mod memory;
 pub(crate) mod metrics;
@@ -41,3 +41,9 @@ pub mod postfix_policy;
 pub(crate) mod ratelimit;
 pub mod reply;
 pub(crate) mod slots;
+pub mod stdout;
+
+// The seams of the modules kept to the crate: what the binary, tests,
+// examples, benches and fuzz targets use of them.
+pub use files::atomic::write_atomically;
+pub use import::cli::run as run_import;

@@ -31,20 +31,29 @@ const EXIT_RUNTIME: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let code = verb(cli);
+    // A reader that went away is no failure (`check-config | head -1`); a
+    // full disk is.
+    if greymilter::stdout::failed() {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        code
+    }
+}
+
+fn verb(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config.as_deref()),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Stats { socket, timeout } => stats(cli.config.as_deref(), socket, timeout),
-        Command::Query(args) => ExitCode::from(daemon::query::run(&args)),
+        Command::Query(args) => ExitCode::from(daemon::run_query(&args)),
         Command::Import(args) => match load(cli.config.as_deref()) {
-            Ok((config, _)) => ExitCode::from(greymilter::import::cli::run(&args, &config)),
+            Ok((config, _)) => ExitCode::from(greymilter::run_import(&args, &config)),
             Err(code) => code,
         },
         Command::SpfWalk { domains } => spf_walk(cli.config.as_deref(), &domains),
         Command::Control(cmd) => match load_for_control(cli.config.as_deref()) {
-            Ok((config, _)) => {
-                greymilter::control::cli::run(&cmd, config.control.socket.as_deref())
-            }
+            Ok((config, _)) => greymilter::control::run_cli(&cmd, config.control.socket.as_deref()),
             Err(code) => code,
         },
     }
@@ -101,7 +110,7 @@ fn check_cluster_secret(config: &Config, path: Option<&Path>) -> Result<(), Exit
         .map(drop)
         .map_err(|e| ("secret_file", e))
         .and_then(|()| match cluster.tls() {
-            true => greymilter::cluster::tls::TlsSetup::load(&cluster.tls_files()).map(drop),
+            true => greymilter::cluster::TlsSetup::load(&cluster.tls_files()).map(drop),
             false => Ok(()),
         });
     match checked {
@@ -165,35 +174,36 @@ fn check_config(explicit: Option<&Path>) -> ExitCode {
         }
     }
     match &path {
-        Some(p) => println!("# {}: OK", p.display()),
-        None => println!("# no configuration file: built-in defaults"),
+        Some(p) => greymilter::outln!("# {}: OK", p.display()),
+        None => greymilter::outln!("# no configuration file: built-in defaults"),
     }
     let lists = &config.lists.files.loaded.summary;
     if lists.files > 0 || !lists.missing_optional.is_empty() {
-        println!(
+        greymilter::outln!(
             "# list files: {} read, {} entries",
-            lists.files, lists.entries
+            lists.files,
+            lists.entries
         );
         for missing in &lists.missing_optional {
-            println!("# list file {}: missing, optional", missing.display());
+            greymilter::outln!("# list file {}: missing, optional", missing.display());
         }
     }
-    print!("{}", config.to_toml());
+    greymilter::out!("{}", config.to_toml());
     ExitCode::SUCCESS
 }
 
 fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) -> ExitCode {
     if let Some(socket) = &socket {
-        use greymilter::control::{cli, protocol};
-        return cli::send(socket, &protocol::Command::Stats, timeout);
+        use greymilter::control::{protocol, send};
+        return send(socket, &protocol::Command::Stats, timeout);
     }
     let (config, _) = match load_for_control(explicit) {
         Ok(c) => c,
         Err(code) => return code,
     };
     if let Some(socket) = &config.control.socket {
-        use greymilter::control::{cli, protocol};
-        return cli::send(socket, &protocol::Command::Stats, timeout);
+        use greymilter::control::{protocol, send};
+        return send(socket, &protocol::Command::Stats, timeout);
     }
     let (Some(pidfile), Some(stats_file)) = (&config.daemon.pidfile, &config.stats.file) else {
         eprintln!(
@@ -201,7 +211,7 @@ fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) ->
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let pid = match daemon::pidfile::read(pidfile) {
+    let pid = match daemon::read_pidfile(pidfile) {
         Ok(pid) => pid,
         Err(e) => {
             eprintln!("cannot read the pidfile {}: {e}", pidfile.display());
@@ -221,7 +231,7 @@ fn stats(explicit: Option<&Path>, socket: Option<PathBuf>, timeout: Duration) ->
         if now.is_some() && now != before {
             match std::fs::read_to_string(stats_file) {
                 Ok(text) => {
-                    print!("{text}");
+                    greymilter::out!("{text}");
                     return ExitCode::SUCCESS;
                 }
                 Err(e) => {
@@ -262,7 +272,7 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
         .servers
         .iter()
         .map(|s| s.0)
-        .filter(|s| greymilter::dns::spf_walk::refuses_queries(*s, config.dns.timeout.0))
+        .filter(|s| greymilter::dns::refuses_queries(*s, config.dns.timeout.0))
         .map(|s| s.to_string())
         .collect();
     if !refused.is_empty() && refused.len() == config.dns.servers.len() {
@@ -275,7 +285,7 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
     // The resolver is built inside the runtime it spawns its tasks on.
     let walk = runtime.block_on(async {
         let resolver = greymilter::dns::build_resolver(&config.dns_settings())?;
-        Ok::<_, String>(greymilter::dns::spf_walk::walk(&resolver, domains).await)
+        Ok::<_, String>(greymilter::dns::spf_walk(&resolver, domains).await)
     });
     let walk = match walk {
         Ok(w) => w,
@@ -295,7 +305,7 @@ fn spf_walk(explicit: Option<&Path>, domains: &[String]) -> ExitCode {
             );
         }
     }
-    print!("{}", walk.list_file());
+    greymilter::out!("{}", walk.list_file());
     if walk.complete() {
         ExitCode::SUCCESS
     } else {

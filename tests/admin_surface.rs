@@ -1,8 +1,8 @@
-//! The admin's surface against the real binary (issue 20): allowances an
+//! The admin's surface against the real binary: allowances an
 //! admin cannot make by mistake and can always undo, one flag vocabulary
 //! and one null sender, `stats --socket`, a control reload that the
-//! daemon logs, what the log says at start and reload, and a failed start
-//! that leaves no socket behind.
+//! daemon logs, what the log says at start and reload, a failed start
+//! that leaves no socket behind, and verbs whose reader goes away.
 
 mod support;
 
@@ -15,7 +15,7 @@ const CONFIG: &str = "[greylist]\ndelay = \"1h\"\n\
 [state]\nfile = \"{dir}/state\"\n\
 [control]\nsocket = \"{dir}/control.sock\"\n";
 
-/// Item 1: 0.0.0.0/0 and ::/0 need --force, --for is required and not 0,
+/// 0.0.0.0/0 and ::/0 need --force, --for is required and not 0,
 /// and `forget` undoes what `allow --force` did.
 #[test]
 fn wide_allowances_need_force_and_forget_undoes_them() {
@@ -60,7 +60,7 @@ fn wide_allowances_need_force_and_forget_undoes_them() {
     assert!(err.contains("at most 65536 at once"), "{err}");
 }
 
-/// Item 3: `check`, `query`, `allow`, `forget` share --client,
+/// `check`, `query`, `allow`, `forget` share --client,
 /// --client-name, --from, --to, --auth USER; "" and <> are the null sender.
 #[test]
 fn one_flag_vocabulary_and_one_null_sender() {
@@ -122,7 +122,7 @@ fn one_flag_vocabulary_and_one_null_sender() {
     assert_eq!(ok(&d, &forget), "tuple forgotten\n");
 }
 
-/// Item 8: `stats --socket` like the other verbs; without any way to reach
+/// `stats --socket` like the other verbs; without any way to reach
 /// the daemon, the error says every way there is.
 #[test]
 fn stats_takes_a_socket_and_says_how_to_reach_the_daemon() {
@@ -153,7 +153,7 @@ fn stats_takes_a_socket_and_says_how_to_reach_the_daemon() {
     );
 }
 
-/// Item 5: `greymilter reload` with a broken list file reaches the daemon
+/// `greymilter reload` with a broken list file reaches the daemon
 /// (the CLI does not read list files), which logs the failure as SIGHUP does.
 #[test]
 fn a_control_reload_that_fails_is_logged_by_the_daemon() {
@@ -178,7 +178,7 @@ fn a_control_reload_that_fails_is_logged_by_the_daemon() {
     assert!(line.contains("ERROR") && line.contains(&why), "{line}");
 }
 
-/// Item 10: the log says what is in force (lists, learning mode) at start
+/// The log says what is in force (lists, learning mode) at start
 /// and at reload, names allowances and times in words, and a syslog socket
 /// that is not there is said so, every line keeping its level.
 #[test]
@@ -233,7 +233,7 @@ fn the_log_says_what_is_in_force_in_words() {
     );
 }
 
-/// Item 13: a start that fails on the metrics port leaves neither the
+/// A start that fails on the metrics port leaves neither the
 /// control socket nor a unix milter socket behind, and says the port once.
 #[test]
 fn a_failed_start_leaves_no_socket_behind() {
@@ -291,7 +291,7 @@ fn a_failed_start_leaves_no_socket_behind() {
     assert!(err.contains(&warning), "{err}");
 }
 
-/// Item 7: `run` refuses what `check-config` refuses, with the same
+/// `run` refuses what `check-config` refuses, with the same
 /// file:line:col, and `check-config` no longer says OK for it.
 #[test]
 fn run_and_check_config_refuse_a_missing_user_alike() {
@@ -317,5 +317,30 @@ fn run_and_check_config_refuse_a_missing_user_alike() {
         assert_eq!(out.status.code(), Some(1), "{verb}: {out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{verb}");
         assert!(out.stdout.is_empty(), "{verb}: {out:?}");
+    }
+}
+
+/// A reader that goes away (`greymilter check-config | head -1`) ends the
+/// output quietly: no panic, no message, the verb's own exit status. The
+/// pipe's read end is closed before the verb starts, so every write fails.
+#[test]
+fn verbs_printing_to_a_closed_pipe_exit_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("greymilter.toml");
+    std::fs::write(&config, "[greylist]\ndelay = \"1h\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    for args in [&["check-config", "--config", config][..], &["--help"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert_eq!(stderr, "", "{args:?}");
     }
 }

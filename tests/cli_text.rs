@@ -1,4 +1,4 @@
-//! The command line as text (issue 20): the help of every verb and the
+//! The command line as text: the help of every verb and the
 //! errors an admin meets, snapshot-tested with `trycmd` from
 //! tests/cli/*.trycmd (each runs in its `.in` directory when it has one).
 //! `TRYCMD=overwrite cargo test --test cli_text` rewrites the snapshots

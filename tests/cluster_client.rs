@@ -1,6 +1,7 @@
 //! The cluster module against a real redis-server: several `Cluster`
 //! handles on one Redis are several MX nodes.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 
 use std::net::IpAddr;
@@ -74,7 +75,7 @@ fn three_nodes_share_tuples_expiry_and_the_auto_whitelist() {
             Cluster::connect(&o).await.unwrap(),
         );
         let k = key(&o.secret, "192.0.2.1", "a@example.org", "b@example.net");
-        let (tk, nk) = greymilter::cluster::script::keys(&k);
+        let (tk, nk) = greymilter::cluster::keys(&k);
         let t0 = now();
         assert_eq!(
             ask(&a, &k, args(t0, 1)).await,
@@ -200,7 +201,7 @@ fn junk_at_a_greymilter_key_is_treated_as_absent() {
                 &format!("j{i}@example.org"),
                 "b@example.net",
             );
-            let (tk, nk) = greymilter::cluster::script::keys(&k);
+            let (tk, nk) = greymilter::cluster::keys(&k);
             let mut junk = redis::cmd(cmd[0]);
             junk.arg(tk.as_str()).arg(cmd[2]);
             let _: () = junk.query(&mut c).unwrap();
@@ -378,7 +379,7 @@ fn redis_refusing_connections_at_start_then_coming_up() {
         until_shared(&a, &k, timeout, Duration::from_secs(30)).await;
         // The secret was checked (and stored) before the first shared call.
         let fp: String = redis::cmd("GET")
-            .arg(greymilter::cluster::script::FINGERPRINT_KEY)
+            .arg(greymilter::cluster::FINGERPRINT_KEY)
             .query(&mut r.conn())
             .unwrap();
         assert_eq!(fp, o.secret.fingerprint_hex());
@@ -392,7 +393,7 @@ fn a_mismatched_secret_found_after_an_unreachable_start_keeps_the_node_local() {
     }
     let r = Redis::start(&[]);
     let _: () = redis::cmd("SET")
-        .arg(greymilter::cluster::script::FINGERPRINT_KEY)
+        .arg(greymilter::cluster::FINGERPRINT_KEY)
         .arg("0000000000000000")
         .query(&mut r.conn())
         .unwrap();
@@ -482,7 +483,7 @@ fn what_a_node_learnt_while_redis_was_away_is_merged_not_forgotten() {
                 remaining: DELAY - 10
             })
         );
-        let (tk, _) = greymilter::cluster::script::keys(&k);
+        let (tk, _) = greymilter::cluster::keys(&k);
         assert_eq!(expiretime(&r, &tk), i64::from(t0 - 10 + WINDOW));
         // Whitelisted locally: whitelisted in Redis too.
         let k = key(&o.secret, "192.0.2.1", "d@example.org", "b@example.net");
@@ -490,7 +491,7 @@ fn what_a_node_learnt_while_redis_was_away_is_merged_not_forgotten() {
             ask(&a, &k, with_hint(t0, t0 - 5000, true)).await,
             Some(Outcome::Whitelisted)
         );
-        let (tk, _) = greymilter::cluster::script::keys(&k);
+        let (tk, _) = greymilter::cluster::keys(&k);
         assert_eq!(expiretime(&r, &tk), i64::from(t0 + LIFE));
         // Redis' own record wins over a hint.
         assert_eq!(
@@ -535,7 +536,7 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
         assert!(
             matches!(
                 peeked.tuple,
-                Some((greymilter::cluster::admin::SharedTuple::Pending { first_seen }, Some(_)))
+                Some((greymilter::cluster::SharedTuple::Pending { first_seen }, Some(_)))
                     if first_seen == u64::from(t)
             ),
             "{peeked:?}"
@@ -545,7 +546,7 @@ fn admin_calls_tombstone_flush_peek_and_share_allowances() {
         assert_eq!(
             before.tuple,
             Some((
-                greymilter::cluster::admin::SharedTuple::Whitelisted {
+                greymilter::cluster::SharedTuple::Whitelisted {
                     first_seen: u64::from(t)
                 },
                 Some(u64::from(t + 60))

@@ -3,6 +3,7 @@
 //! other, `check` changes nothing in Redis, and a dead Redis gives a clear
 //! error within a bounded time while the node goes on deciding.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -23,17 +24,6 @@ fn tuple_values(r: &Redis) -> Vec<String> {
         .into_iter()
         .filter(|(k, _)| k.starts_with("gm{") && k.contains("}t") && !k.contains("admin"))
         .map(|(_, (v, _))| v)
-        .collect()
-}
-
-/// The decision log lines for `to` after byte `from` of the log.
-fn rcpt_lines(d: &Daemon, from: usize, to: &str) -> Vec<String> {
-    let log = d.log_text();
-    log.get(from..)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&format!("to=<{to}>")) && l.contains("reason="))
-        .map(str::to_string)
         .collect()
 }
 
@@ -90,7 +80,7 @@ fn control_verbs_act_on_the_shared_state() {
     assert!(out.contains("redis: tuple whitelisted until"), "{out}");
     let mark = b.log_len();
     assert_eq!(b.query(t2.0, t2.1, &[t2.2]).status, 0);
-    let lines = rcpt_lines(&b, mark, t2.2);
+    let lines = b.rcpt_lines(mark, t2.2);
     assert!(
         lines
             .iter()
@@ -106,7 +96,7 @@ fn control_verbs_act_on_the_shared_state() {
     assert!(out.contains("redis: tuple forgotten"), "{out}");
     let mark = b.log_len();
     b.query_until(t2.0, t2.1, &[t2.2], |q| q.status == 4);
-    let lines = rcpt_lines(&b, mark, t2.2);
+    let lines = b.rcpt_lines(mark, t2.2);
     let last = lines.last().unwrap();
     assert!(
         last.contains("reason=new") && last.contains("src=redis"),
@@ -130,7 +120,7 @@ fn control_verbs_act_on_the_shared_state() {
     // back: the next attempt is new, not early.
     let mark = b.log_len();
     assert_eq!(b.query(t2.0, t2.1, &[t2.2]).status, 4);
-    let lines = rcpt_lines(&b, mark, t2.2);
+    let lines = b.rcpt_lines(mark, t2.2);
     assert!(lines.iter().any(|l| l.contains("reason=new")), "{lines:?}");
     assert_eq!(b.query(t3.0, t3.1, &[t3.2]).status, 0);
     for node in [&a, &b] {

@@ -2,6 +2,7 @@
 //! first attempt at one MX passes at another, faults never cost a session,
 //! checkpoints still fork.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -238,7 +239,7 @@ fn a_node_restarted_while_redis_is_down_decides_locally_then_shares() {
     let started = Instant::now();
     a.spawn();
     // The dead Redis holds the start for its check at most.
-    let start_bound = greymilter::cluster::client::START_CHECK + SCHEDULING_SLACK;
+    let start_bound = greymilter::cluster::START_CHECK + SCHEDULING_SLACK;
     assert!(started.elapsed() < start_bound, "{:?}", started.elapsed());
     // Redis refuses connections from the node's start on.
     let healthy = Healthy::start(a.milter_addr(), Plan::beside());
@@ -270,7 +271,7 @@ fn a_node_restarted_while_redis_is_down_decides_locally_then_shares() {
     }
     // The secret was checked and stored before the first shared decision.
     let fp: Option<String> = redis::cmd("GET")
-        .arg(greymilter::cluster::script::FINGERPRINT_KEY)
+        .arg(greymilter::cluster::FINGERPRINT_KEY)
         .query(&mut r.conn())
         .unwrap();
     assert!(fp.is_some());
@@ -327,7 +328,7 @@ fn junk_and_a_full_redis_at_a_running_node_cost_no_session() {
     let tuple = secret
         .secret
         .tuple_key(&net, b"a@example.org", b"b@example.net");
-    let (tuple_key, net_key) = greymilter::cluster::script::keys(&tuple);
+    let (tuple_key, net_key) = greymilter::cluster::keys(&tuple);
     let mut c = r.conn();
     let _: () = redis::cmd("LPUSH")
         .arg(&tuple_key)

@@ -6,7 +6,9 @@
 //! without a Redis call; a block-zone client gets the block delay in the
 //! shared tuple; a dead resolver never costs the decision its budget.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 mod support;
 

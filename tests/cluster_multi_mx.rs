@@ -4,10 +4,13 @@
 //! table shared in Redis no legitimate single-IP sender is deferred twice,
 //! and with SPF-keyed tuples no pool sender either. Real daemons in
 //! process, a real DNS server and a real redis-server on loopback, a manual
-//! clock for the hours of retries (`tests/multi_mx_support`).
+//! clock for the hours of retries (`tests/support/multi_mx`).
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
+#[path = "support/dns/mod.rs"]
 mod dns_support;
+#[path = "support/multi_mx/mod.rs"]
 mod multi_mx_support;
 #[path = "support/rng.rs"]
 #[allow(dead_code)]

@@ -4,14 +4,15 @@
 //! decides locally, says so in the log and in `Redis-Schema-Bad`, and
 //! writes nothing. Redis seeded by the test.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
 use std::time::Duration;
 
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
-use greymilter::cluster::schema::{SCHEMA_KEY, VERSION};
 use greymilter::cluster::{Cluster, Outcome};
+use greymilter::cluster::{SCHEMA_KEY, SCHEMA_VERSION as VERSION};
 use greymilter::greylist::key::TupleKey;
 use support::{Daemon, cli_ok};
 

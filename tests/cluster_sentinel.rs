@@ -2,6 +2,7 @@
 //! loopback; the primary is killed and the node follows the new one: the
 //! cluster client alone, then two real daemons with a healthy MTA beside.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -12,6 +13,7 @@ use cluster_support::{
     FAULT_TIMEOUT, PATIENCE, Redis, SCHEDULING_SLACK, Sentinel, options, plain_args, redis_present,
     run, unix_now,
 };
+use greymilter::cluster::keys;
 use greymilter::cluster::{Args, Cluster, Outcome};
 use greymilter::greylist::key::TupleKey;
 use support::Daemon;
@@ -65,12 +67,24 @@ fn sentinel_set() -> (Redis, Redis, Vec<Sentinel>, String) {
     (primary, replica, sentinels, url)
 }
 
-/// Replicated to the replica before the primary dies.
+/// Every write the primary has taken so far is on the replica before the
+/// primary dies. WAIT alone would not say so: it waits for the calling
+/// connection's own last write, and a fresh connection has none, so it
+/// returns at once (the race behind `New` instead of `Early` after the
+/// failover). The marker written here comes after the node's writes in
+/// the replication stream, which the replica applies in order: once it
+/// acknowledges the marker it has them all.
 fn replicated(primary: &Redis) {
+    let mut c = primary.conn();
+    let () = redis::cmd("SET")
+        .arg("test:replicated")
+        .arg(unix_now())
+        .query(&mut c)
+        .unwrap();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(PATIENCE.as_millis() as u64)
-        .query(&mut primary.conn())
+        .query(&mut c)
         .unwrap();
     assert_eq!(acked, 1);
 }
@@ -92,6 +106,12 @@ fn a_node_follows_a_sentinel_failover() {
         let first = node.decide(&key, args).unwrap().await.map(|r| r.outcome);
         assert_eq!(first, Some(Outcome::New { remaining: 300 }));
         replicated(&primary);
+        let (tuple, _) = keys(&key);
+        let copy: Option<String> = redis::cmd("GET")
+            .arg(&tuple)
+            .query(&mut replica.conn())
+            .unwrap();
+        assert_eq!(copy, Some(now.to_string()), "the replica lacks the tuple");
         primary.kill();
         let deadline = Instant::now() + PATIENCE * 3;
         let again = loop {

@@ -4,6 +4,7 @@
 //! deciding; `greymilter cluster adopt-settings` makes a host's values the
 //! cluster's. Real daemons, a real redis-server.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 

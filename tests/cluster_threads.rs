@@ -1,17 +1,19 @@
 //! The Redis client never starts a thread (the checkpoint forks only with
 //! one): not for a host name in the URL (resolved once, in the caller), not
-//! for calls, not for reconnecting. Alone in its binary so that no other
-//! test's thread is counted.
+//! for calls, not for reconnecting, not for a Redis Cluster's routing.
+//! Alone in its binary so that no other test's thread is counted.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 
 use std::time::Duration;
 
+use cluster_support::shard::RedisCluster;
 use cluster_support::tls::{Ca, TlsRedis};
 use cluster_support::{Redis, options, plain_args, redis_present, run, unix_now};
 use greymilter::cluster::Cluster;
-use greymilter::cluster::tls::{TlsFiles, TlsSetup};
-use greymilter::daemon::checkpoint::thread_count;
+use greymilter::cluster::{TlsFiles, TlsSetup};
+use greymilter::daemon::thread_count;
 use greymilter::greylist::key::TupleKey;
 
 #[test]
@@ -33,6 +35,11 @@ fn the_redis_client_starts_no_thread() {
     let mut o = options(t.url("localhost"), Duration::from_millis(500));
     o.tls = Some(TlsSetup::load(&files).unwrap_or_else(|(k, e)| panic!("{k}: {e}")));
     calls_and_a_restart_start_no_thread(&mut t.redis, o);
+    // The same on a sharded Redis Cluster (one connection per primary,
+    // slot map reloads), a primary restarted.
+    let mut c = RedisCluster::start();
+    let o = options(c.url(3), Duration::from_millis(500));
+    calls_and_a_restart_start_no_thread(&mut c.nodes[0], o);
 }
 
 fn calls_and_a_restart_start_no_thread(r: &mut Redis, o: greymilter::cluster::Options) {

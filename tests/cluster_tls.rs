@@ -3,6 +3,7 @@
 //! certificate; a wrong CA, a wrong name or an expired certificate never
 //! gets a tuple (decisions fall back locally, nothing reaches Redis).
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 mod support;
 
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use cluster_support::tls::{Ca, TlsRedis, TlsSentinel, write_pair};
 use cluster_support::{options, plain_args, redis_present, run, unix_now};
-use greymilter::cluster::tls::{TlsFiles, TlsSetup};
 use greymilter::cluster::{Cluster, Outcome};
+use greymilter::cluster::{TlsFiles, TlsSetup};
 use greymilter::greylist::key::TupleKey;
 use support::Daemon;
 
@@ -207,7 +208,7 @@ fn a_stalled_handshake_is_bounded_by_the_timeout() {
         let node = Cluster::connect(&o).await.unwrap();
         let waited = started.elapsed();
         assert!(
-            waited < greymilter::cluster::client::START_CHECK + Duration::from_secs(1),
+            waited < greymilter::cluster::START_CHECK + Duration::from_secs(1),
             "{waited:?}"
         );
         for i in 0..3 {

@@ -1,11 +1,12 @@
 //! One source for the configuration reference: greylist.toml(5) and
 //! docs/configuration.md are generated from
-//! tests/man_support/config_reference.rs (tests/man_pages.rs checks they
+//! tests/support/man/config_reference.rs (tests/man_pages.rs checks they
 //! are up to date), with defaults taken from the structs. Here: that
 //! reference names exactly the keys the configuration structs accept, and
 //! greylist.toml.example names every one of them, with the built-in
 //! default wherever it sets one.
 
+#[path = "support/man/mod.rs"]
 mod man_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,7 +59,7 @@ fn the_reference_names_exactly_the_keys_of_the_structs() {
         let extra: Vec<_> = have.difference(&want).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "[{}]: keys missing from tests/man_support/config_reference.rs: {missing:?}; \
+            "[{}]: keys missing from tests/support/man/config_reference.rs: {missing:?}; \
              documented but unknown to the structs: {extra:?}",
             section.name
         );
@@ -187,6 +188,6 @@ fn the_restart_marks_match_what_a_reload_keeps() {
     }
     assert!(
         wrong.is_empty(),
-        "tests/man_support/config_reference.rs marks these wrongly (restart or not): {wrong:?}"
+        "tests/support/man/config_reference.rs marks these wrongly (restart or not): {wrong:?}"
     );
 }

@@ -12,8 +12,11 @@
 //! One test function: tracing caches per-callsite interest globally, and
 //! the decision log is read from a subscriber of this thread.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
+#[path = "support/dns/mod.rs"]
 mod dns_support;
+#[path = "support/log/mod.rs"]
 mod log_support;
 #[path = "support/rng.rs"]
 #[allow(dead_code)]
@@ -26,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cluster_support::{Redis, redis_present};
 use greymilter::cluster::{Cluster, Options, SharedSecret};
 use greymilter::config::Config;
-use greymilter::daemon::serve::bind_admin;
+use greymilter::daemon::bind_admin;
 use greymilter::daemon::{Daemon, Event, Setup};
 use greymilter::greylist::clock::ManualClock;
 use greymilter::milter::client::{ClientBuilder, ConnectAddr};

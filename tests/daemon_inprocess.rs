@@ -9,6 +9,7 @@
 //! thread, so the process has exactly one thread and the checkpoint may
 //! really fork, as in the daemon.
 
+#[path = "support/log/mod.rs"]
 mod log_support;
 
 use std::fs;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use greymilter::config::Config;
-use greymilter::daemon::checkpoint::thread_count;
+use greymilter::daemon::thread_count;
 use greymilter::daemon::{Daemon, Event, Setup};
 use greymilter::greylist::Engine;
 use greymilter::greylist::clock::ManualClock;

@@ -3,7 +3,7 @@
 //! tests), with facility mail.
 
 mod support;
-#[path = "e2e/syslog.rs"]
+#[path = "support/e2e/syslog.rs"]
 mod syslog_catcher;
 
 use std::os::unix::net::UnixDatagram;

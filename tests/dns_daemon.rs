@@ -5,6 +5,7 @@
 //! are still greylisted; a dead resolver never causes a 5xx nor holds a
 //! recipient past the budget, and a healthy client beside it is served.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 mod support;
 

@@ -3,6 +3,7 @@
 //! every failure mode (silent, SERVFAIL, garbage, truncated UDP), each of
 //! which must end within the budget as "no information".
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 
 use std::rc::Rc;

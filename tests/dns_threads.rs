@@ -4,13 +4,14 @@
 //! of runtime: current_thread + LocalSet. Also `greymilter spf-walk`'s
 //! walker.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use dns_support::{Misbehaviour, authoritative, ip, misbehaving, settings};
-use greymilter::daemon::checkpoint::thread_count;
+use greymilter::daemon::thread_count;
 use greymilter::dns::{Dns, DnsSettings};
 
 fn main() {
@@ -58,7 +59,7 @@ fn main() {
             greymilter::dns::build_resolver(&settings(good.addr, Duration::from_secs(2))).unwrap();
         let domains = ["top.walk.test".to_string(), "deep.walk.test".to_string()];
         let walk = tokio::task::spawn_local(async move {
-            greymilter::dns::spf_walk::walk(&resolver, &domains).await
+            greymilter::dns::spf_walk(&resolver, &domains).await
         });
         // Lets the walker send its first query.
         tokio::task::yield_now().await;

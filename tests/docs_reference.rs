@@ -39,7 +39,7 @@ fn every_report_line_is_described_in_statistics_md_in_order() {
     let mut printed: Vec<String> = report.labels().iter().map(|l| l.to_string()).collect();
     // A cluster node adds its lines after Decision-Timeouts.
     let mut cluster = String::new();
-    greymilter::cluster::breaker::ClusterCounters::default().report(&mut cluster);
+    greymilter::cluster::ClusterCounters::default().report(&mut cluster);
     let at = printed
         .iter()
         .position(|l| l == "Decision-Timeouts")

@@ -4,6 +4,7 @@
 //! Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails these tests.
 
 #[allow(dead_code, unused_imports)]
+#[path = "support/e2e/mod.rs"]
 mod e2e;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -4,8 +4,10 @@
 //! Needs root, `.ci/install-mtas.sh` and `.ci/install-redis.sh`; under `CI` a missing Postfix
 //! or redis-server fails.
 
+#[path = "support/cluster/mod.rs"]
 mod cluster_support;
 #[allow(dead_code, unused_imports)]
+#[path = "support/e2e/mod.rs"]
 mod e2e;
 
 use std::fs;

@@ -1,9 +1,11 @@
 //! End-to-end: the DNS checks (SPF, DNS lists) behind a real, private Postfix. The SPF zone of
-//! `tests/dns_support` is served in this process on loopback and greymilter's `[dns] servers`
+//! `tests/support/dns` is served in this process on loopback and greymilter's `[dns] servers`
 //! points at it. Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 #[allow(dead_code, unused_imports)]
+#[path = "support/e2e/mod.rs"]
 mod e2e;
 
 use std::time::Instant;

@@ -7,6 +7,7 @@
 //! one table. Needs root and `.ci/install-mtas.sh`; under `CI` a missing Postfix fails.
 
 #[allow(dead_code, unused_imports)]
+#[path = "support/e2e/mod.rs"]
 mod e2e;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 //! Sendmail has no XCLIENT: tests present other clients by binding a 127/8 source address.
 
 #[allow(dead_code, unused_imports)]
+#[path = "support/e2e/mod.rs"]
 mod e2e;
 
 use std::net::Ipv6Addr;

@@ -9,8 +9,11 @@
 //! Every test reads the decision log through its own subscriber: tracing
 //! caches per-callsite interest globally, so no test here runs without one.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
+#[path = "support/log/mod.rs"]
 mod log_support;
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 
 use std::cell::RefCell;

@@ -2,6 +2,7 @@
 //! `decide_rcpt` would, recording nothing; live edits keep the statistics
 //! identity and survive a save/restore.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Client auto-whitelist counting through the engine.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::time::Duration;

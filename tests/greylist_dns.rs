@@ -2,7 +2,9 @@
 //! SPF skip, allow and block zones, selective greylisting, the counters,
 //! and that missing facts decide as without DNS.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use dns_support::PROVIDER_POOL as POOL;

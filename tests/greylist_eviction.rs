@@ -1,6 +1,7 @@
 //! Capacity: expire what is due, then evict the oldest pending tuples,
 //! then the least recently used whitelisted ones; never wipe.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use greylist_support::{assert_identity, engine, peek, rcpt};

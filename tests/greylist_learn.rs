@@ -2,6 +2,7 @@
 //! as in enforce mode, but every deferral becomes a pass marked
 //! `would-greylist`, counted on its own report line.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use greylist_support::{MapMacros, engine, peek, rcpt};

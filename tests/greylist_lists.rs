@@ -1,6 +1,7 @@
 //! Static lists: longest prefix, v4/v6, name suffixes, exact beats domain,
 //! per-entry delay, and the order of the lists.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::time::Duration;

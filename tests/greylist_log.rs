@@ -2,7 +2,9 @@
 //! per-callsite interest globally, which a parallel test without a
 //! subscriber could spoil.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
+#[path = "support/log/mod.rs"]
 mod log_support;
 
 use std::cell::RefCell;

@@ -2,6 +2,7 @@
 //! transactions with mixed verdicts, CONNECT/MAIL accepts and the
 //! X-Greylist header. (The decision log line: greylist_log.rs.)
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::cell::RefCell;

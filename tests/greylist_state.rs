@@ -1,6 +1,7 @@
 //! The state file: round trip, and every kind of bad input refused without
 //! panicking and without touching the engine.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use greylist_support::{assert_identity, engine, peek, rcpt};

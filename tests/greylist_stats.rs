@@ -1,6 +1,7 @@
 //! The statistics identity under random traffic, maintenance, capacity
 //! changes and save/restore; and the report's shape.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::time::Duration;

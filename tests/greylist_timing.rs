@@ -1,6 +1,7 @@
 //! The timing model, as properties over random settings and retry times.
 //! Time is a ManualClock: nothing sleeps.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::time::Duration;

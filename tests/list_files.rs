@@ -3,6 +3,7 @@
 //! matches them, greymilter's per-line actions, optional `.local` files,
 //! 100,000 lines, and files refused with file:line:col.
 
+#[path = "support/greylist/mod.rs"]
 mod greylist_support;
 
 use std::fmt::Write as _;

@@ -1,9 +1,10 @@
 //! The man pages: greymilter(8) and its subcommands' pages are generated
 //! from the CLI definition and must match what is checked in (regenerate
 //! with `cargo run --example gen_man`), and so are greylist.toml(5) and
-//! docs/configuration.md (from tests/man_support/config_reference.rs);
+//! docs/configuration.md (from tests/support/man/config_reference.rs);
 //! every page renders with `man -l` without a warning.
 
+#[path = "support/man/mod.rs"]
 mod man_support;
 
 use std::path::Path;
@@ -29,7 +30,7 @@ fn generated_pages_are_up_to_date() {
         let checked_in = std::fs::read(root.join(name)).unwrap_or_default();
         assert!(
             checked_in == text,
-            "{name} is out of date: edit tests/man_support/config_reference.rs, then run `cargo run --example gen_man`"
+            "{name} is out of date: edit tests/support/man/config_reference.rs, then run `cargo run --example gen_man`"
         );
     }
 }

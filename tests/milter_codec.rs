@@ -1,6 +1,7 @@
 //! Byte-exact codec vectors (docs/milter.md, "Packets") and property
 //! tests: round trips, and no input makes the decoder panic or over-allocate.
 
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 
 use greymilter::milter::client::ClientBuilder;

@@ -1,6 +1,7 @@
 //! Listeners (TCP, Unix socket files) and the accept loop: limits, graceful
 //! shutdown, session reporting. Real sockets on loopback, paused clock.
 
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 
 use std::future::Future;

@@ -2,6 +2,7 @@
 //! (docs/milter.md, "Robustness checklist"), driven by the MTA-side client over an
 //! in-memory pipe with tokio's paused clock.
 
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 
 use std::io;

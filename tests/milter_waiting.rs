@@ -5,6 +5,7 @@
 //! MTA-side client over in-memory pipes with tokio's paused clock, so the
 //! waits are exact and cost no real time.
 
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! When `miltertest` is missing the tests fail if `CI` is set (CI installs
 //! it with apt-get) and are skipped with a message otherwise.
 
+#[path = "support/milter/mod.rs"]
 mod milter_support;
 mod support;
 

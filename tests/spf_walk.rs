@@ -2,6 +2,7 @@
 //! server on loopback: include chains, redirect, a, mx, ip6, the RFC 7208
 //! limits, loops, and output that the list-file parser reads back.
 
+#[path = "support/dns/mod.rs"]
 mod dns_support;
 
 use std::net::SocketAddr;

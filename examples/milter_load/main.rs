@@ -121,6 +121,15 @@ struct Args {
     /// Longest wait for one reply.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// A shell command run just before the measurement starts (after the
+    /// preparation and the warm-up), e.g. `callgrind_control -z PID`. The
+    /// generator waits for it: no new request is sent meanwhile.
+    #[arg(long)]
+    on_measure_start: Option<String>,
+    /// A shell command run just after the measurement ends, before the
+    /// connections drain, e.g. `callgrind_control -d PID`.
+    #[arg(long)]
+    on_measure_end: Option<String>,
 }
 
 /// What the worker tasks share.
@@ -199,6 +208,7 @@ async fn run(args: Args, spec: ListenSpec, seed: u64) -> Result<(), String> {
     }
     tokio::time::sleep(args.warmup).await;
 
+    run_hook("--on-measure-start", args.on_measure_start.as_deref())?;
     let pid = args.milter_pid.map(|p| p.to_string());
     let milter_before = pid.as_deref().and_then(cpu_time);
     let self_before = cpu_time("self").unwrap_or_default();
@@ -228,6 +238,7 @@ async fn run(args: Args, spec: ListenSpec, seed: u64) -> Result<(), String> {
     }
     let secs = started.elapsed().as_secs_f64();
     shared.recorder.set_measuring(false);
+    run_hook("--on-measure-end", args.on_measure_end.as_deref())?;
     let cpu = CpuFigures {
         milter: milter_before.and_then(|b| Some(cpu_time(pid.as_deref()?)?.saturating_sub(b))),
         generator: cpu_time("self")
@@ -266,6 +277,23 @@ async fn run(args: Args, spec: ListenSpec, seed: u64) -> Result<(), String> {
     }
     print!("{}", shared.recorder.report(&header, secs, &cpu));
     Ok(())
+}
+
+/// Runs a measurement hook through `sh -c`, blocking the (only) thread on
+/// purpose: no worker sends a request while it runs, so what the hook
+/// brackets (e.g. callgrind's counters) is the measured phase, up to the
+/// replies already in flight.
+fn run_hook(flag: &str, cmd: Option<&str>) -> Result<(), String> {
+    let Some(cmd) = cmd else { return Ok(()) };
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .map_err(|e| format!("{flag} {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{flag} {cmd:?}: {status}"))
+    }
 }
 
 /// One of the concurrent connections, over and over until told to stop.

@@ -3,7 +3,7 @@
 //! never a panic, and a parsed command written back with `to_line` parses
 //! to the same command.
 
-use greymilter::control::handle::Reply;
+use greymilter::control::Reply;
 use greymilter::control::protocol::{MAX_LINE, parse};
 
 pub fn check(data: &[u8]) {

@@ -14,7 +14,9 @@
 //!   an index would cost every decision a write and grow with keys that
 //!   expire by themselves, for a command run a few times a year. Each batch
 //!   is checked and rewritten by one script, so a tuple that passes
-//!   meanwhile is never flushed.
+//!   meanwhile is never flushed. On a Redis Cluster the walk visits every
+//!   primary in turn, and a batch is rewritten one slot at a time (a
+//!   script's keys must share a slot).
 //!
 //! Every call is bounded by the cluster timeout (at least [`MIN_CALL`]:
 //! the decision timeout is tuned for mail, a command can wait longer), a
@@ -24,11 +26,14 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
+
 use super::conn::Conn;
 use redis::Value;
 
 use super::client::Cluster;
 use super::script::keys;
+use super::slot::key_slot;
 use crate::greylist::key::TupleKey;
 
 /// The allowances; `{admin}` keeps it and the epoch in one cluster slot.
@@ -86,6 +91,13 @@ pub struct Peek {
     pub network: Option<((u32, u32, u32), Option<u64>)>,
 }
 
+/// A walk's bounds, and whether its rewrites must go one slot at a time.
+struct Walk {
+    started: Instant,
+    budget: Duration,
+    sharded: bool,
+}
+
 /// How far a walk got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
@@ -139,9 +151,20 @@ impl Cluster {
         what: &str,
         f: impl AsyncFnOnce(Conn) -> Result<T, String>,
     ) -> Result<T, String> {
+        self.bounded_at(None, what, f).await
+    }
+
+    /// As [`Self::bounded`], at `node` (one primary of a Redis Cluster)
+    /// rather than wherever the key leads.
+    async fn bounded_at<T>(
+        &self,
+        node: Option<&Conn>,
+        what: &str,
+        f: impl AsyncFnOnce(Conn) -> Result<T, String>,
+    ) -> Result<T, String> {
         let call = async {
             let conn = self.admin_connection().await?;
-            f(conn).await
+            f(node.cloned().unwrap_or(conn)).await
         };
         let bound = self.timeout().max(MIN_CALL);
         match tokio::time::timeout(bound, call).await {
@@ -193,29 +216,30 @@ impl Cluster {
     }
 
     /// Forgets a tuple (a tombstone until `until`, when any node's memory
-    /// of it has expired too). True when Redis held it.
+    /// of it has expired too). True when Redis held it. The tombstone is
+    /// written before the epoch is bumped (two calls: on a Redis Cluster
+    /// they live in different slots), so a node that sees the new epoch
+    /// finds the tombstone.
     pub async fn forget_tuple(&self, key: &TupleKey, until: u64) -> Result<bool, String> {
         let (t, _) = keys(key);
-        self.bounded("redis forget", async |mut conn| {
-            let (old, _): (Option<String>, i64) = redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&t)
-                .arg("x")
-                .arg("EXAT")
-                .arg(until)
-                .arg("GET")
-                .cmd("INCR")
-                .arg(EPOCH_KEY)
-                .query_async(&mut conn)
-                .await
-                .map_err(context("SET"))?;
-            Ok(matches!(
-                parse_tuple(&old),
-                Some(SharedTuple::Pending { .. } | SharedTuple::Whitelisted { .. })
-            ))
-        })
-        .await
+        let old = self
+            .bounded("redis forget", async |mut conn| {
+                redis::cmd("SET")
+                    .arg(&t)
+                    .arg("x")
+                    .arg("EXAT")
+                    .arg(until)
+                    .arg("GET")
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .map_err(context("SET"))
+            })
+            .await?;
+        self.bump().await?;
+        Ok(matches!(
+            parse_tuple(&old),
+            Some(SharedTuple::Pending { .. } | SharedTuple::Whitelisted { .. })
+        ))
     }
 
     /// Every pending tuple becomes a tombstone (whitelisted ones stay).
@@ -248,12 +272,21 @@ impl Cluster {
                 swept.complete = false;
                 break;
             }
-            self.bounded("redis forget network", async |mut conn| {
-                let _: i64 = redis::cmd("UNLINK")
-                    .arg(chunk)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(context("UNLINK"))?;
+            self.bounded("redis forget network", async |conn| {
+                // Each network key has its own slot on a Redis Cluster:
+                // one UNLINK each, all sent at once.
+                let per_call = if conn.sharded() { 1 } else { chunk.len() };
+                let calls = chunk.chunks(per_call).map(|keys| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map_err(context("UNLINK"))
+                    }
+                });
+                try_join_all(calls).await?;
                 Ok(())
             })
             .await?;
@@ -270,17 +303,51 @@ impl Cluster {
         progress: &Cell<u64>,
     ) -> Result<Swept, String> {
         let started = Instant::now();
-        let mut cursor = "0".to_string();
+        let (sharded, nodes) = self
+            .bounded("redis nodes", async |conn| {
+                Ok((conn.sharded(), conn.walk_targets().await?))
+            })
+            .await?;
+        let walk = Walk {
+            started,
+            budget,
+            sharded,
+        };
         let mut tuples = 0u64;
-        loop {
-            if started.elapsed() > budget {
+        for node in &nodes {
+            let complete = self
+                .sweep_node(node, &walk, &wanted, argv, progress, &mut tuples)
+                .await?;
+            if !complete {
                 return Ok(Swept {
                     tuples,
                     complete: false,
                 });
             }
+        }
+        Ok(Swept {
+            tuples,
+            complete: true,
+        })
+    }
+
+    /// Walks one node's keys; false when the budget ran out first.
+    async fn sweep_node(
+        &self,
+        node: &Conn,
+        walk: &Walk,
+        wanted: &impl Fn(u64) -> bool,
+        argv: &[&str],
+        progress: &Cell<u64>,
+        tuples: &mut u64,
+    ) -> Result<bool, String> {
+        let mut cursor = "0".to_string();
+        loop {
+            if walk.started.elapsed() > walk.budget {
+                return Ok(false);
+            }
             let (next, batch): (String, Vec<String>) = self
-                .bounded("redis scan", async |mut conn| {
+                .bounded_at(Some(node), "redis scan", async |mut conn| {
                     redis::cmd("SCAN")
                         .arg(&cursor)
                         .arg("MATCH")
@@ -292,30 +359,45 @@ impl Cluster {
                         .map_err(context("SCAN"))
                 })
                 .await?;
-            let batch: Vec<&String> = batch
+            let mut batch: Vec<(u16, &String)> = batch
                 .iter()
-                .filter(|k| net_of(k).is_some_and(&wanted))
+                .filter(|k| net_of(k).is_some_and(wanted))
+                .map(|k| (key_slot(k.as_bytes()), k))
                 .collect();
-            if !batch.is_empty() {
-                tuples += self
-                    .bounded("redis sweep", async |mut conn| {
-                        redis::cmd("EVAL")
-                            .arg(SWEEP)
-                            .arg(batch.len())
-                            .arg(&batch)
-                            .arg(argv)
-                            .query_async::<u64>(&mut conn)
-                            .await
-                            .map_err(context("EVAL"))
+            let groups: Vec<&[(u16, &String)]> = if walk.sharded {
+                batch.sort_unstable();
+                batch.chunk_by(|a, b| a.0 == b.0).collect()
+            } else if batch.is_empty() {
+                Vec::new()
+            } else {
+                vec![&batch[..]]
+            };
+            if !groups.is_empty() {
+                // One script per slot, all sent at once (pipelined on each
+                // primary's connection), under one call's bound.
+                *tuples += self
+                    .bounded("redis sweep", async |conn| {
+                        let calls = groups.iter().map(|group| {
+                            let mut conn = conn.clone();
+                            let keys: Vec<&String> = group.iter().map(|(_, k)| *k).collect();
+                            async move {
+                                redis::cmd("EVAL")
+                                    .arg(SWEEP)
+                                    .arg(keys.len())
+                                    .arg(&keys)
+                                    .arg(argv)
+                                    .query_async::<u64>(&mut conn)
+                                    .await
+                                    .map_err(context("EVAL"))
+                            }
+                        });
+                        Ok(try_join_all(calls).await?.iter().sum::<u64>())
                     })
                     .await?;
-                progress.set(tuples);
+                progress.set(*tuples);
             }
             if next == "0" {
-                return Ok(Swept {
-                    tuples,
-                    complete: true,
-                });
+                return Ok(true);
             }
             cursor = next;
         }

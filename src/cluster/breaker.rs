@@ -155,6 +155,7 @@ impl Breaker {
     }
 
     /// Whether the breaker is closed (shared decisions).
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.core.is_closed()
     }

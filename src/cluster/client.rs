@@ -3,8 +3,8 @@
 //!
 //! One multiplexed connection (redis-rs `ConnectionManager`, or ours for
 //! TLS, see `tls.rs`: it pipelines concurrent calls on one socket and
-//! reconnects after an I/O error) on the
-//! daemon's current-thread runtime. Every call is bounded by `timeout`; a
+//! reconnects after an I/O error; one per primary of a Redis Cluster, see
+//! `shard.rs`) on the daemon's current-thread runtime. Every call is bounded by `timeout`; a
 //! call that times out may still run on the server later, which the script
 //! tolerates (times are the node's `now`, expiries absolute).
 //!
@@ -13,9 +13,9 @@
 //! resolved once, at start, in the calling thread (std's blocking
 //! `getaddrinfo`), and the connection uses the address found; IP literals
 //! and `unix:` sockets need no resolution (with TLS the certificate is still
-//! checked against the host name as written); sentinels must be IP literals,
-//! and the primary they name is an address already. A changed DNS record is seen
-//! after a restart.
+//! checked against the host name as written); sentinels and Redis Cluster
+//! nodes must be IP literals, and the primaries they name are addresses
+//! already. A changed DNS record is seen after a restart.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -32,6 +32,7 @@ use super::schema::{self, Schema};
 use super::script::{self, Args, FINGERPRINT_KEY, Reply};
 use super::secret::SharedSecret;
 use super::sentinel::{self, SentinelSpec};
+use super::shard::{self, ShardSpec, Sharded};
 use super::tls::TlsSetup;
 use crate::greylist::key::TupleKey;
 use crate::ratelimit::LogLimiter;
@@ -90,15 +91,21 @@ pub struct Cluster {
 /// The scheme of a plain URL with TLS.
 pub const TLS_SCHEME: &str = "rediss://";
 
-/// Whether the URL asks for TLS (`rediss://`, `rediss+sentinel://`).
+/// Whether the URL asks for TLS (`rediss://`, `rediss+sentinel://`,
+/// `rediss+cluster://`).
 pub fn wants_tls(url: &str) -> bool {
-    url.starts_with(TLS_SCHEME) || url.starts_with(sentinel::TLS_SCHEME)
+    url.starts_with(TLS_SCHEME)
+        || url.starts_with(sentinel::TLS_SCHEME)
+        || url.starts_with(shard::TLS_SCHEME)
 }
 
 /// Checks the `redis` setting without resolving anything (`check-config`).
 pub fn parse_url(url: &str) -> Result<Target, String> {
     if url.starts_with(sentinel::SCHEME) || url.starts_with(sentinel::TLS_SCHEME) {
         return sentinel::parse(url).map(|s| Target::Sentinel(Rc::new(s)));
+    }
+    if url.starts_with(shard::SCHEME) || url.starts_with(shard::TLS_SCHEME) {
+        return shard::parse(url).map(Target::Sharded);
     }
     // redis-rs parses rediss:// only with its own TLS, which we do not use.
     let (plain, tls) = match url.strip_prefix(TLS_SCHEME) {
@@ -107,8 +114,9 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     };
     if !(plain.starts_with("redis://") || plain.starts_with("unix:")) {
         return Err(format!(
-            "{url:?}: only redis[s]://[user:password@]host:port[/db], unix:/path[?db=N] and \
-             redis[s]+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] are supported"
+            "{url:?}: only redis[s]://[user:password@]host:port[/db], unix:/path[?db=N], \
+             redis[s]+sentinel://IP:PORT[,IP:PORT…]/MASTER[/DB] and \
+             redis[s]+cluster://IP:PORT[,IP:PORT…][/0] are supported"
         ));
     }
     let info = plain
@@ -131,18 +139,20 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// Where Redis is: one address (with, for TLS, the name its certificate
-/// must carry), or whichever primary the sentinels name.
+/// must carry), whichever primary the sentinels name, or the primaries of
+/// a Redis Cluster.
 #[derive(Debug, Clone)]
 pub enum Target {
     Direct(ConnectionInfo, Option<String>),
     Sentinel(Rc<SentinelSpec>),
+    Sharded(ShardSpec),
 }
 
 /// Parses the `redis` setting; a host name is resolved here, once.
 pub fn target(url: &str) -> Result<Target, String> {
     let (info, tls_name) = match parse_url(url)? {
         Target::Direct(info, tls_name) => (info, tls_name),
-        sentinel @ Target::Sentinel(_) => return Ok(sentinel),
+        other @ (Target::Sentinel(_) | Target::Sharded(_)) => return Ok(other),
     };
     let resolved = match info.addr() {
         ConnectionAddr::Tcp(host, port) if host.parse::<IpAddr>().is_err() => {
@@ -202,6 +212,7 @@ impl Cluster {
                 )
             }
             Target::Sentinel(spec) => (None, Some(spec)),
+            Target::Sharded(spec) => (Some(Conn::Sharded(Sharded::new(spec, tls.clone()))), None),
         };
         let hash = redis::Script::new(script::SOURCE).get_hash().to_string();
         let cluster = Cluster {
@@ -264,7 +275,11 @@ impl Cluster {
     }
 
     /// Asks the sentinels for the primary and reconnects if it moved.
+    /// For a Redis Cluster: reloads the slot map before the next call.
     async fn rediscover(&self, per_sentinel: Duration) {
+        if let Some(Conn::Sharded(s)) = &*self.conn.borrow() {
+            s.mark_stale();
+        }
         let Some(spec) = &self.sentinel else {
             return;
         };

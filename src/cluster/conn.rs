@@ -1,61 +1,51 @@
-//! A connection to Redis, plain or TLS, behind one type.
-//!
-//! Plain TCP and Unix sockets use redis-rs' `ConnectionManager`; TLS uses
-//! ours ([`TlsConnection`], see `tls.rs` for why). Both multiplex calls on
-//! one socket and reconnect after an I/O error; clones share the socket.
+//! The connection the rest of `cluster` talks through: one Redis server
+//! ([`Link`], plain or TLS) or a sharded Redis Cluster ([`Sharded`], see
+//! `shard.rs`: one `Link` per primary, each command routed by its key's
+//! slot).
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ConnectionInfo, Pipeline, RedisFuture, Value};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, Value};
-
-use super::tls::{self, TlsConnection, TlsSetup};
+use super::link::{self, Link};
+use super::shard::Sharded;
+use super::tls::TlsSetup;
 
 #[derive(Clone)]
 pub enum Conn {
-    Plain(ConnectionManager),
-    Tls(TlsConnection),
+    One(Link),
+    Sharded(Sharded),
 }
 
-/// Where to connect. For TLS `name` is the name the certificate must
-/// carry (the URL's host as written); `info` holds the address to dial.
+/// A connection to one server (see [`link::open`]).
 pub fn open(info: ConnectionInfo, tls: Option<(&TlsSetup, &str)>) -> Result<Conn, String> {
-    match tls {
-        None => manager(info).map(Conn::Plain),
-        Some((setup, name)) => {
-            let ConnectionAddr::Tcp(host, port) = info.addr() else {
-                return Err("TLS needs a TCP address".to_string());
-            };
-            let ip: IpAddr = host
-                .parse()
-                .map_err(|_| format!("{host:?}: not resolved to an address"))?;
-            Ok(Conn::Tls(TlsConnection::new(
-                setup.clone(),
-                SocketAddr::new(ip, *port),
-                tls::server_name(name)?,
-                info.redis_settings().clone(),
-            )))
+    link::open(info, tls).map(Conn::One)
+}
+
+impl Conn {
+    /// What a key walk (SCAN) must visit: every primary of a Redis
+    /// Cluster, else this connection.
+    pub async fn walk_targets(&self) -> Result<Vec<Conn>, String> {
+        match self {
+            Conn::Sharded(s) => s
+                .primaries()
+                .await
+                .map(|links| links.into_iter().map(Conn::One).collect())
+                .map_err(|e| e.to_string()),
+            one => Ok(vec![one.clone()]),
         }
     }
-}
 
-fn manager(info: ConnectionInfo) -> Result<ConnectionManager, String> {
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(None)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(2);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
+    /// Whether keys of different hash tags must go in separate calls.
+    pub fn sharded(&self) -> bool {
+        matches!(self, Conn::Sharded(_))
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Plain(c) => c.req_packed_command(cmd),
-            Conn::Tls(c) => c.req_packed_command(cmd),
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Sharded(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -66,15 +56,15 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Tls(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::One(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sharded(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Plain(c) => c.get_db(),
-            Conn::Tls(c) => c.get_db(),
+            Conn::One(c) => c.get_db(),
+            Conn::Sharded(c) => c.get_db(),
         }
     }
 }

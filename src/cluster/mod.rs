@@ -10,22 +10,32 @@
 //! * [`schema`]: the version of the shared keys (`gm:schema`), migrations.
 //! * [`secret`]: the hashing secret all nodes share (`secret_file`).
 //! * [`sentinel`]: finding the primary through Redis Sentinel.
+//! * [`shard`]: a sharded Redis Cluster: the slot map, routing, redirects.
+//! * [`slot`]: the key slots of Redis Cluster.
 //! * [`settings`]: the cluster's timing settings and the drift warning.
 //! * [`tls`]: TLS to Redis and the sentinels (`rediss://`).
-//! * [`conn`]: one connection type, plain or TLS.
+//! * [`conn`]: the connection the others use: one server or a Redis Cluster.
+//! * [`link`]: a connection to one server, plain or TLS.
 
-pub mod admin;
-pub mod breaker;
-pub mod client;
-pub mod conn;
-pub mod schema;
-pub mod script;
-pub mod secret;
-pub mod sentinel;
-pub mod settings;
-pub mod tls;
+pub(crate) mod admin;
+pub(crate) mod breaker;
+pub(crate) mod client;
+pub(crate) mod conn;
+pub(crate) mod link;
+pub(crate) mod schema;
+pub(crate) mod script;
+pub(crate) mod secret;
+pub(crate) mod sentinel;
+pub(crate) mod settings;
+pub(crate) mod shard;
+pub(crate) mod slot;
+pub(crate) mod tls;
 
+pub use admin::SharedTuple;
 pub use breaker::ClusterCounters;
-pub use client::{Cluster, Options};
-pub use script::{Args, Outcome, Reply};
+pub use client::{Cluster, Options, START_CHECK};
+pub use schema::{SCHEMA_KEY, VERSION as SCHEMA_VERSION};
+pub use script::{Args, FINGERPRINT_KEY, Outcome, Reply, keys};
 pub use secret::SharedSecret;
+pub use shard::REFRESH_EVERY;
+pub use tls::{TlsFiles, TlsSetup};

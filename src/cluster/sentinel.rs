@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value};
 
-use super::conn;
+use super::link;
 use super::tls::TlsSetup;
 
 pub const SCHEME: &str = "redis+sentinel://";
@@ -51,27 +51,40 @@ pub fn parse(url: &str) -> Result<SentinelSpec, String> {
             "{url:?}: the primary's name is missing (…/MASTER[/DB])"
         ));
     }
-    let mut sentinels = Vec::new();
-    for h in hosts.split(',') {
-        let addr = h.parse::<SocketAddr>().map_err(|_| {
-            format!("{url:?}: sentinel {h:?} must be IP:PORT (an IP literal; [v6]:PORT for IPv6)")
-        })?;
-        sentinels.push(addr);
-    }
-    // The credentials and database, parsed as redis-rs parses a plain URL.
+    Ok(SentinelSpec {
+        sentinels: addresses(url, "sentinel", hosts)?,
+        master: master.to_string(),
+        redis: settings(url, creds, db.unwrap_or("0"))?,
+    })
+}
+
+/// `IP:PORT[,IP:PORT…]`, IP literals only (`what`: how the URL calls them).
+pub(super) fn addresses(url: &str, what: &str, hosts: &str) -> Result<Vec<SocketAddr>, String> {
+    hosts
+        .split(',')
+        .map(|h| {
+            h.parse::<SocketAddr>().map_err(|_| {
+                format!("{url:?}: {what} {h:?} must be IP:PORT (an IP literal; [v6]:PORT for IPv6)")
+            })
+        })
+        .collect()
+}
+
+/// The credentials and database, parsed as redis-rs parses a plain URL.
+pub(super) fn settings(
+    url: &str,
+    creds: Option<&str>,
+    db: &str,
+) -> Result<RedisConnectionInfo, String> {
     let template = match creds {
-        Some(c) => format!("redis://{c}@127.0.0.1:6379/{}", db.unwrap_or("0")),
-        None => format!("redis://127.0.0.1:6379/{}", db.unwrap_or("0")),
+        Some(c) => format!("redis://{c}@127.0.0.1:6379/{db}"),
+        None => format!("redis://127.0.0.1:6379/{db}"),
     };
     let info = template
         .as_str()
         .into_connection_info()
         .map_err(|e| format!("{url:?}: {e}"))?;
-    Ok(SentinelSpec {
-        sentinels,
-        master: master.to_string(),
-        redis: info.redis_settings().clone(),
-    })
+    Ok(info.redis_settings().clone())
 }
 
 impl SentinelSpec {
@@ -101,7 +114,7 @@ impl SentinelSpec {
                 let v: Value = match tls {
                     Some(t) => {
                         let name = s.ip().to_string();
-                        let mut c = conn::open(info, Some((t, name.as_str()))).ok()?;
+                        let mut c = link::open(info, Some((t, name.as_str()))).ok()?;
                         ask.query_async(&mut c).await.ok()?
                     }
                     None => {

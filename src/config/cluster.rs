@@ -16,9 +16,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]` or
-    /// `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]`;
-    /// `rediss://` and `rediss+sentinel://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]`,
+    /// `redis+sentinel://[user:password@]IP:PORT[,IP:PORT…]/MASTER[/DB]` or
+    /// `redis+cluster://[user:password@]IP:PORT[,IP:PORT…][/0]`;
+    /// `rediss://`, `rediss+sentinel://` and `rediss+cluster://` for TLS.
     pub redis: RedisUrl,
     /// The hashing secret every node shares.
     pub secret_file: PathBuf,

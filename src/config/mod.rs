@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use crate::greylist::facts::DnsPolicy;
 use crate::greylist::settings::{ListAction, ListSpec, Mode, Settings};
 
-pub mod cluster;
+pub(crate) mod cluster;
 mod dns;
 mod list_files;
 mod messages;
 mod ops;
-pub mod policy;
+pub(crate) mod policy;
 mod preflight;
-pub mod reload;
+pub(crate) mod reload;
 pub(crate) mod values;
 
 pub use dns::{DnsConfig, DynamicWord, NameServer, SpfSetting, ZoneSetting};

@@ -241,7 +241,7 @@ pub fn run(cmd: &ControlCommand, configured: Option<&Path>) -> ExitCode {
 pub fn send(socket: &Path, command: &Command, timeout: Duration) -> ExitCode {
     match client::request(socket, command, timeout) {
         Ok(reply) if reply.ok => {
-            print!("{}", reply.text);
+            crate::out!("{}", reply.text);
             ExitCode::SUCCESS
         }
         Ok(reply) => {

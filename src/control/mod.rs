@@ -10,11 +10,15 @@
 //! * [`allows`]: runtime network / sender-domain allowances and their file.
 //! * [`client`]: the CLI side.
 
-pub mod allows;
-pub mod check;
-pub mod cli;
-pub mod client;
-pub mod handle;
+pub(crate) mod allows;
+pub(crate) mod check;
+pub(crate) mod cli;
+pub(crate) mod client;
+pub(crate) mod handle;
+
 pub mod protocol;
-pub mod server;
-pub mod shared;
+pub(crate) mod server;
+pub(crate) mod shared;
+
+pub use cli::{ControlCommand, run as run_cli, send};
+pub use handle::Reply;

@@ -58,7 +58,7 @@ pub const SHARED_DEADLINE: Duration = Duration::from_secs(4);
 /// any waiting (the engine is not borrowed across an `.await`).
 #[derive(Debug)]
 pub enum Plan {
-    Check(TupleKey),
+    Check,
     AllowTuple {
         key: TupleKey,
         now: u64,
@@ -93,7 +93,7 @@ pub fn plan(command: &Command, engine: &Engine) -> Option<Result<Plan, String>> 
     let tomb = now.saturating_add(lifetime.max(s.retry_window.as_secs()));
     let key = |t: &Tuple| engine.tuple_key_of(t.client, t.from.as_bytes(), t.to.as_bytes());
     let plan = match command {
-        Command::Check { tuple, .. } => Plan::Check(key(tuple)),
+        Command::Check { .. } => Plan::Check,
         Command::AllowTuple { tuple, duration } => Plan::AllowTuple {
             key: key(tuple),
             now,
@@ -214,7 +214,7 @@ async fn walk(cluster: &Cluster, walk: Walk) -> Result<String, String> {
 /// Runs an edit's plan; the text says what Redis did.
 async fn apply(cluster: &Cluster, plan: Plan) -> Result<String, String> {
     match plan {
-        Plan::Check(_) => Err("not an edit".to_string()),
+        Plan::Check => Err("not an edit".to_string()),
         Plan::AllowTuple { key, now, until } => {
             cluster.allow_tuple(&key, now, until).await?;
             Ok(format!("tuple whitelisted until {}", rfc3339(until)))

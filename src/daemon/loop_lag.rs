@@ -47,6 +47,7 @@ impl LoopLag {
     }
 
     /// The worst lag since start.
+    #[cfg(test)]
     pub fn max(&self) -> Duration {
         self.max
     }

@@ -67,7 +67,7 @@ pub fn run(args: &QueryArgs) -> u8 {
     };
     let mut out = String::new();
     let result = runtime.block_on(query(&spec, args, &mut out));
-    print!("{out}");
+    crate::out!("{out}");
     match result {
         Ok(status) => status,
         Err(e) => {

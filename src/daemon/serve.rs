@@ -10,15 +10,14 @@
 //! active when the loop forks a checkpoint.
 
 use std::cell::{Cell, RefCell};
-use std::fs;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::time::{MissedTickBehavior, interval};
 
-use super::checkpoint::{Checkpointer, Outcome, Start};
+use super::checkpoint::Checkpointer;
 use super::logging::Logging;
 use super::loop_lag::{self, LoopLag};
 use super::notify::Notifier;
@@ -27,15 +26,13 @@ use super::privileges::{self, Identity};
 use super::restore::restore;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::config::reload::keep_restart_only;
 use crate::control::allows::Allows;
 use crate::control::server::{self as control, ControlRequest};
 use crate::dns::Dns;
-use crate::files::atomic::{remove_stale_temps, write_atomically};
+use crate::files::atomic::remove_stale_temps;
 use crate::greylist::Engine;
 use crate::greylist::clock::Clock;
 use crate::greylist::key::Secret;
-use crate::greylist::stats::push_line;
 use crate::metrics::server::Scrape;
 use crate::milter::listener::Listener;
 use crate::milter::server::{Limits, serve, serve_sessions};
@@ -44,7 +41,11 @@ use crate::postfix_policy::connection::Options as PolicyOptions;
 use crate::postfix_policy::server::PolicySessions;
 
 mod admin;
-pub use admin::{AdminSockets, SYNC_PERIOD, bind_admin};
+mod checkpoints;
+mod reload;
+mod report;
+pub use admin::{AdminSockets, bind_admin};
+use checkpoints::prepare_state_dir;
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -429,161 +430,6 @@ impl Daemon {
         tracing::info!("greymilter stopped");
     }
 
-    /// SIGHUP or `greymilter reload`. `Ok(true)` when the checkpoint
-    /// interval changed; `Err` says why nothing was reloaded.
-    fn reload(&mut self) -> Result<bool, String> {
-        let Some(path) = &self.config_path else {
-            let why = "running on built-in defaults, there is no configuration file to reload";
-            tracing::info!("reload: {why}");
-            return Err(why.to_string());
-        };
-        let new = match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload failed, keeping the running configuration: {e}");
-                return Err(format!(
-                    "reload failed, keeping the running configuration: {e}"
-                ));
-            }
-        };
-        let mut new = new;
-        let restart_needed = keep_restart_only(&self.config, &mut new);
-        if !restart_needed.is_empty() {
-            tracing::warn!(
-                "reload: {} changed; that takes effect only after a restart",
-                restart_needed.join(", ")
-            );
-        }
-        self.engine
-            .borrow_mut()
-            .set_settings(self.allows.apply(new.settings()));
-        self.factory.set_timeouts(timeouts(&new));
-        self.policy_options.set(policy_options(&new));
-        if new.dns_settings() != self.config.dns_settings() {
-            self.factory.pipeline().set_dns(dns_of(&new));
-        }
-        if let Some(logging) = &self.logging {
-            logging.apply(&new.log);
-        }
-        // For the blocks allocated from now on (the table's next growth).
-        crate::memory::set_huge_pages(new.state.huge_pages);
-        let interval_changed =
-            new.state.checkpoint_interval != self.config.state.checkpoint_interval;
-        super::announce::configuration(&new);
-        self.config = new;
-        tracing::info!(config = %path.display(), "configuration reloaded");
-        self.watch_cluster_settings();
-        Ok(interval_changed)
-    }
-
-    /// Compares this host's timing settings with the cluster's, in the
-    /// background (`cluster::settings`): at start and after each reload.
-    fn watch_cluster_settings(&self) {
-        if let Some(cluster) = self.factory.pipeline().cluster() {
-            let ours = crate::config::cluster::shared_settings(&self.config);
-            cluster.watch_settings(crate::cluster::settings::SharedSettings::new(ours));
-        }
-    }
-
-    /// SIGUSR1: the report to the log and, if configured, to the stats file.
-    fn write_stats(&mut self) {
-        let report = self.report();
-        // The file first: whoever sees the report in the log (a script, a
-        // test) may read the file at once.
-        if let Some(path) = &self.config.stats.file {
-            // A report is not worth an fsync; the rename keeps it whole.
-            if let Err(e) = write_atomically(path, false, |w| w.write_all(report.as_bytes())) {
-                tracing::error!("cannot write the statistics report: {e}");
-            }
-        }
-        for line in report.lines() {
-            tracing::info!(target: "greymilter::stats", "{line}");
-        }
-    }
-
-    pub fn report(&self) -> String {
-        let mut report = self.engine.borrow().stats_report();
-        let sessions = self.factory.counters();
-        sessions.push_report(&mut report);
-        if let Some(cp) = &self.checkpointer {
-            let s = cp.stats;
-            let last = s
-                .last_duration
-                .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
-            push_line(&mut report, "Checkpoints", &s.written);
-            push_line(&mut report, "Checkpoint-Failed", &s.failed);
-            push_line(&mut report, "Checkpoint-Busy", &s.skipped_busy);
-            push_line(&mut report, "Checkpoint-Last", &last);
-        }
-        // Lines added after the first release come last, so the older
-        // report stays a prefix that existing tools parse unchanged.
-        push_line(
-            &mut report,
-            "Decision-Timeouts",
-            &sessions.decisions_expired(),
-        );
-        if let Some(cluster) = self.factory.pipeline().cluster() {
-            cluster.counters().report(&mut report);
-        }
-        self.engine.borrow().dns_counters().push_report(&mut report);
-        self.engine.borrow().stats().push_later(&mut report);
-        push_line(
-            &mut report,
-            "Loop-Lag-Max",
-            &self.loop_lag.borrow().report_value(),
-        );
-        report
-    }
-
-    fn loop_lag_histogram(&self) -> crate::metrics::render::HistogramData {
-        let lag = self.loop_lag.borrow();
-        crate::metrics::render::HistogramData {
-            sum: lag.sum_seconds(),
-            count: lag.count(),
-            buckets: lag.buckets(),
-        }
-    }
-
-    /// Timer tick (`force = false`: only if something changed) or SIGUSR2.
-    fn checkpoint(&mut self, force: bool) {
-        let Some(cp) = &mut self.checkpointer else {
-            if force {
-                tracing::info!("SIGUSR2: no [state] file configured, nothing to write");
-            }
-            return;
-        };
-        let engine = self.engine.borrow();
-        let generation = engine.generation();
-        match cp.start(generation, force, |w| engine.write_state(w)) {
-            Start::Forked(pid) => tracing::debug!(%pid, "checkpoint child started"),
-            Start::Busy => {
-                tracing::info!("checkpoint skipped: the previous one is still being written")
-            }
-            Start::Unchanged | Start::Failed => {}
-        }
-    }
-
-    /// SIGCHLD (and every checkpoint tick, since signals coalesce).
-    fn reap(&mut self) {
-        let Some(cp) = &mut self.checkpointer else {
-            return;
-        };
-        match cp.reap() {
-            Some(Outcome::Written { duration }) => {
-                tracing::info!(file = %cp.path().display(), ms = duration.as_millis() as u64, "checkpoint written");
-                // A child orphaned by a crash may still have been dying at
-                // start-up; its temp file is stale by now.
-                remove_stale_temps(cp.path());
-            }
-            Some(Outcome::Failed { duration, reason }) => tracing::error!(
-                file = %cp.path().display(),
-                ms = duration.as_millis() as u64,
-                "checkpoint failed, the previous file is unchanged: {reason}"
-            ),
-            None => {}
-        }
-    }
-
     async fn maintain(&mut self) {
         self.expire_allows();
         for _ in 0..MAX_SLICES_PER_TICK {
@@ -593,41 +439,4 @@ impl Daemon {
             tokio::task::yield_now().await;
         }
     }
-
-    /// At shutdown: wait for a child in flight, then write synchronously.
-    fn final_checkpoint(&mut self) {
-        let Some(cp) = &mut self.checkpointer else {
-            return;
-        };
-        cp.wait();
-        let engine = self.engine.borrow();
-        let started = Instant::now();
-        match cp.write_now(engine.generation(), |w| engine.write_state(w)) {
-            Ok(_) => tracing::info!(
-                file = %cp.path().display(),
-                ms = started.elapsed().as_millis() as u64,
-                "final checkpoint written"
-            ),
-            Err(e) => {
-                tracing::error!("final checkpoint failed, the previous file is unchanged: {e}")
-            }
-        }
-    }
-}
-
-/// Creates the state file's directory if needed (owned by the daemon's user
-/// when dropping privileges).
-fn prepare_state_dir(path: &Path, identity: Option<Identity>) -> Result<(), String> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if !dir.exists() {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-        if let Some(who) = identity {
-            privileges::give(dir, who).map_err(|e| e.to_string())?;
-        }
-        tracing::info!(dir = %dir.display(), "created the state directory");
-    }
-    Ok(())
 }

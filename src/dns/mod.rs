@@ -17,17 +17,19 @@
 //! and the engine (`crate::greylist`, plain data only) decides as without
 //! DNS.
 
-pub mod lookup;
-pub mod rdns;
-pub mod spf_cache;
-pub mod spf_walk;
-pub mod transaction;
-pub mod zones;
+pub(crate) mod lookup;
+pub(crate) mod rdns;
+pub(crate) mod spf_cache;
+pub(crate) mod spf_walk;
+pub(crate) mod transaction;
+pub(crate) mod zones;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use lookup::{Dns, Outcome, build_resolver};
+pub use spf_walk::{refuses_queries, walk as spf_walk};
+pub use zones::Zone;
 
 /// The settings of this module, from `[dns]` and `[greylist]`.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
 
 use super::{Dns, Outcome};
-use crate::greylist::facts::{ClientFacts, DnsFacts, DnsView, SpfFacts};
+use crate::greylist::facts::{ClientFacts, DnsView, SpfFacts};
 
 type Pending<T> = Shared<LocalBoxFuture<'static, Outcome<T>>>;
 
@@ -26,13 +26,6 @@ pub struct Found {
 }
 
 impl Found {
-    pub fn facts(&self) -> DnsFacts {
-        DnsFacts {
-            client: self.client.as_ref().and_then(|o| o.facts),
-            spf: self.spf.as_ref().and_then(|o| o.facts.clone()),
-        }
-    }
-
     pub fn view(&self) -> Seen<'_> {
         Seen {
             client: self.client.as_ref(),
@@ -98,11 +91,6 @@ impl Lookups {
     pub fn end_transaction(&mut self) {
         self.spf = None;
         self.spf_counted.set(false);
-    }
-
-    /// Whether any set was started.
-    pub fn any(&self) -> bool {
-        self.client.is_some() || self.spf.is_some()
     }
 
     /// What is known now, if every started set is done (borrowed: no

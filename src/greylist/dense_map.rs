@@ -227,10 +227,12 @@ impl<K: MapKey, V> DenseMap<K, V> {
         self.entries.is_empty()
     }
     /// Entries the vector holds without reallocating.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.entries.capacity()
     }
     /// Whether a growth of the index is being drained.
+    #[cfg(test)]
     pub fn growing(&self) -> bool {
         self.old.is_some()
     }
@@ -289,6 +291,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
+    #[cfg(test)]
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &K> {
         self.entries.iter().map(|(k, _)| k)
     }
@@ -501,6 +504,8 @@ impl<K: MapKey, V> DenseMap<K, V> {
     }
 
     /// Keeps the entries `keep` accepts (order as `swap_remove` leaves it).
+    /// The table walks in slices instead (`Table::walk_step`).
+    #[cfg(test)]
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         let mut i = 0;
         while let Some((k, v)) = self.entries.get_mut(i) {

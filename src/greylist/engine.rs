@@ -44,9 +44,7 @@ use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{
-    AdminWalk, Explaining, Explanation, MAX_FORGET_NETWORKS, SharedView, TableView, WALK_SLICE,
-};
+pub use admin::{AdminWalk, Explaining, Explanation, SharedView, TableView, WALK_SLICE};
 mod dns;
 mod pipeline;
 mod shared;

@@ -16,25 +16,26 @@
 //! Nothing here knows the milter protocol or the async runtime: [`crate::pipeline`] drives
 //! the engine for the front ends.
 
-pub mod awl;
+pub(crate) mod awl;
 pub mod clock;
-pub mod date;
-pub mod dense_map;
-pub mod engine;
+pub(crate) mod date;
+pub(crate) mod dense_map;
+pub(crate) mod engine;
 pub mod envelope_address;
 pub mod facts;
 pub mod key;
-pub mod list_action;
+pub(crate) mod list_action;
 pub mod lists;
-pub mod patterns;
-pub mod ranges;
+pub(crate) mod patterns;
+pub(crate) mod ranges;
 pub mod settings;
 pub mod state;
-pub mod stats;
-pub mod table;
+pub(crate) mod stats;
+pub(crate) mod table;
 
 pub use engine::{
-    Action, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason, Request,
-    RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
+    Action, AdminWalk, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason,
+    Request, RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
+    WALK_SLICE,
 };
 pub use state::StateError;

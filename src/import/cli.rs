@@ -123,10 +123,10 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     let settings = config.settings();
     let keyed = keyed::key(&read, &settings, &secret, now, |s| {
         if args.dry_run {
-            println!("{}", shown_line(&s));
+            crate::outln!("{}", shown_line(&s));
         }
     });
-    println!(
+    crate::outln!(
         "{source}: {} records read: {} whitelisted tuples, {} pending tuples, {} auto-whitelist networks",
         read.records,
         keyed.white.len(),
@@ -134,15 +134,15 @@ fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
         keyed.awl.len()
     );
     for (reason, n) in read.skipped.iter().chain(keyed.skipped.iter()) {
-        println!("  left out: {n} {reason}");
+        crate::outln!("  left out: {n} {reason}");
     }
     let Some(path) = state_path.filter(|_| !args.dry_run) else {
-        println!("dry run: nothing written");
+        crate::outln!("dry run: nothing written");
         return Ok(());
     };
     let merged = into_state::merge_into(&mut state, &keyed);
     into_state::write(&path, &state, secret, now).map_err(failed)?;
-    println!(
+    crate::outln!(
         "{}: {} whitelisted and {} pending tuples and {} networks added, {} already there; it now holds {} whitelisted, {} pending, {} networks",
         path.display(),
         merged.new_white,

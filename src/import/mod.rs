@@ -76,6 +76,7 @@ impl Read {
         *self.skipped.entry(reason).or_default() += 1;
     }
 
+    #[cfg(test)]
     pub fn unkeyable_total(&self) -> u64 {
         self.skipped.values().sum()
     }

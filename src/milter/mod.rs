@@ -13,7 +13,7 @@ pub mod codec;
 pub mod connection;
 pub mod decision;
 pub mod listener;
-pub mod macros;
+pub(crate) mod macros;
 pub mod negotiate;
 pub mod server;
 pub mod session;

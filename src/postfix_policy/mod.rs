@@ -12,9 +12,9 @@
 //! it decided.
 
 pub mod answer;
-pub mod connection;
+pub(crate) mod connection;
 pub mod request;
-pub mod server;
+pub(crate) mod server;
 
 pub use answer::Answer;
 pub use request::{LIMITS, Limits, Request, RequestError};

@@ -117,6 +117,17 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The decision log lines for recipient `to` after byte `from` of the log.
+    pub fn rcpt_lines(&self, from: usize, to: &str) -> Vec<String> {
+        self.log_text()
+            .get(from..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("to=<{to}>")) && l.contains("reason="))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn log_len(&self) -> usize {
         self.log_text().len()
     }

@@ -13,7 +13,7 @@ pub mod process;
 pub mod sendmail;
 pub mod smtp;
 /// The shared "run the real binary" helper of the daemon tests.
-#[path = "../support/mod.rs"]
+#[path = "../mod.rs"]
 pub mod support;
 pub mod syslog;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use greymilter::dns::DnsSettings;
-use greymilter::dns::zones::Zone;
+use greymilter::dns::Zone;
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::op::{Message, ResponseCode};

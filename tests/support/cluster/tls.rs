@@ -62,6 +62,32 @@ pub fn write_pair(dir: &Path, name: &str, pair: &(String, String)) -> (PathBuf, 
     (cert, key)
 }
 
+/// redis-server's arguments for a TLS port serving `server` (signed by
+/// `ca`; the files written in `dir`), `clients`: `--tls-auth-clients`.
+pub fn server_args(
+    dir: &Path,
+    ca: &Ca,
+    server: &(String, String),
+    tls_port: u16,
+    clients: &str,
+) -> Vec<String> {
+    let ca_path = ca.write(dir, "ca");
+    let (cert, key) = write_pair(dir, "server", server);
+    let p = |p: &PathBuf| p.display().to_string();
+    vec![
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_string(),
+        p(&cert),
+        "--tls-key-file".to_string(),
+        p(&key),
+        "--tls-ca-cert-file".to_string(),
+        p(&ca_path),
+        "--tls-auth-clients".to_string(),
+        clients.to_string(),
+    ]
+}
+
 /// A redis-server whose TLS port serves `server` (signed by `ca`);
 /// `clients`: `--tls-auth-clients` (`no`, `optional`, `yes`).
 pub struct TlsRedis {
@@ -74,22 +100,8 @@ pub struct TlsRedis {
 impl TlsRedis {
     pub fn start(ca: &Ca, server: &(String, String), clients: &str) -> TlsRedis {
         let files = tempfile::tempdir().unwrap();
-        let ca_path = ca.write(files.path(), "ca");
-        let (cert, key) = write_pair(files.path(), "server", server);
         let tls_port = free_port();
-        let p = |p: &PathBuf| p.display().to_string();
-        let args = [
-            "--tls-port".to_string(),
-            tls_port.to_string(),
-            "--tls-cert-file".to_string(),
-            p(&cert),
-            "--tls-key-file".to_string(),
-            p(&key),
-            "--tls-ca-cert-file".to_string(),
-            p(&ca_path),
-            "--tls-auth-clients".to_string(),
-            clients.to_string(),
-        ];
+        let args = server_args(files.path(), ca, server, tls_port, clients);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let redis = Redis::start(&args);
         TlsRedis {

@@ -403,7 +403,7 @@ pub const SECTIONS: &[Section] = &[
         keys: &[
             restart(
                 "redis",
-                "Required. `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]`, or `redis+sentinel://[user:password@]IP:PORT[,IP:PORT...]/MASTER[/DB]`; `rediss://` and `rediss+sentinel://` for TLS (docs/cluster-tls.md). A host name is resolved once at start; with TLS the certificate must name the host as written.",
+                "Required. `redis://[user:password@]host:port[/db]`, `unix:/path[?db=N]`, or `redis+sentinel://[user:password@]IP:PORT[,IP:PORT...]/MASTER[/DB]`, or `redis+cluster://[user:password@]IP:PORT[,IP:PORT...][/0]` (a sharded Redis Cluster: any of its nodes); `rediss://`, `rediss+sentinel://` and `rediss+cluster://` for TLS (docs/cluster.md). A host name is resolved once at start; with TLS the certificate must name the host as written.",
             )
             .like("\"redis://127.0.0.1:6379/0\""),
             restart(
@@ -619,7 +619,7 @@ socket = "/run/greymilter/control.sock"
 pub fn markdown() -> String {
     let mut m = String::from(
         "# greylist.toml: the configuration reference\n\n\
-         <!-- Generated from tests/man_support/config_reference.rs by \
+         <!-- Generated from tests/support/man/config_reference.rs by \
          `cargo run --example gen_man`, like man/greylist.toml.5: edit \
          that file, not this one. -->\n\n",
     );

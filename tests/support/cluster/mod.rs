@@ -5,6 +5,7 @@
 //! fail when `CI` is set (`.ci/install-redis.sh` installs it).
 #![allow(dead_code)]
 
+pub mod shard;
 pub mod tls;
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -23,7 +24,7 @@ pub const FAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// The decision is bounded by FAULT_TIMEOUT plus the suite's slack; the
 /// exact worst case (7-13 ms with Redis killed) is measured by
 /// benches/cluster-bench.sh, not here.
-#[path = "../support/slack.rs"]
+#[path = "../slack.rs"]
 mod slack;
 // Not every test binary that includes this module times anything.
 #[allow(unused_imports)]

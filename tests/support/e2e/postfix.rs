@@ -258,7 +258,7 @@ impl PostfixInstance {
         let protocols = if self.ipv6 { "ipv4, ipv6" } else { "ipv4" };
         let main_cf = format!(
             "\
-# Written by tests/e2e/postfix.rs. main.cf allows no comment after a value.
+# Written by tests/support/e2e/postfix.rs. main.cf allows no comment after a value.
 compatibility_level = 3.6
 queue_directory = {dir}/queue
 data_directory = {dir}/data
