@@ -224,7 +224,7 @@ impl Daemon {
     }
 
     /// Walks the table for `request` in slices of [`WALK_SLICE`] tuples,
-    /// the loop serving between them (a whole walk is 0.2-0.7 s at 10M
+    /// the loop serving between them (a whole walk is 0.2-1.7 s at 10M
     /// tuples), then hands the request back to the loop with what the walk
     /// removed, to be answered (and shared with a cluster) as usual.
     fn walk_then_answer(
