@@ -29,7 +29,9 @@
 //! 4. Drops the engine, reads the file back and restores it into a fresh
 //!    engine, timed; resident bytes per restored tuple.
 //! 5. Times, on that engine, the worst maintenance slice and the control
-//!    socket's walks of the whole table (`forget` of a network, `flush`).
+//!    socket's walks of the whole table (`forget` of a network, `flush`),
+//!    in slices as the daemon runs them: each walk's total and the worst
+//!    slice (`walk_slice_max_ms`, what the loop waits for).
 //!
 //! `--out` defaults to a file in the current directory; keep it on the
 //! disk the daemon's state would be on (fsync times differ on tmpfs).
@@ -46,7 +48,7 @@ use clap::Parser;
 use greymilter::daemon::{CheckpointOutcome as Outcome, CheckpointStart as Start, Checkpointer};
 use greymilter::greylist::clock::{Clock, ManualClock, SystemClock};
 use greymilter::greylist::settings::Settings;
-use greymilter::greylist::{Engine, Request};
+use greymilter::greylist::{AdminWalk, Engine, Request, WALK_SLICE};
 use greymilter::write_atomically;
 use workload::Envelope;
 
@@ -86,6 +88,10 @@ struct Args {
     /// = false`), to compare.
     #[arg(long)]
     no_huge_pages: bool,
+    /// Print every fill decision slower than this many ms, with the table
+    /// size and the page faults it took (to find what stalls).
+    #[arg(long)]
+    trace_slow_ms: Option<f64>,
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -110,6 +116,14 @@ fn vm_rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// This process's (minor, major) page faults so far.
+fn page_faults() -> (i64, i64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut u) };
+    (u.ru_minflt, u.ru_majflt)
 }
 
 /// Anonymous memory in transparent huge pages, KiB.
@@ -166,7 +180,13 @@ fn main() -> Result<(), String> {
     let rss_empty = vm_rss_kib();
     let mut engine = Engine::new(settings(args.tuples), Box::new(clock.clone()));
     let mut filler = Filler::new(args.networks.unwrap_or(args.tuples / 5).max(1) as u64);
-    let filled = fill_phase(&mut engine, &mut filler, args.tuples as u64, args.fill_rate)?;
+    let filled = fill_phase(
+        &mut engine,
+        &mut filler,
+        args.tuples as u64,
+        args.fill_rate,
+        args.trace_slow_ms,
+    )?;
     let fill = filled.elapsed;
     clock.advance(301);
     for i in (0..args.tuples as u64).step_by(5) {
@@ -234,10 +254,14 @@ fn main() -> Result<(), String> {
         read.as_millis(),
         rss_restored.saturating_sub(rss_before) as f64 * 1024.0 / restored_tuples.max(1) as f64
     );
-    let walks = admin_walks(&mut fresh);
+    let walks = admin_walks(
+        &mut fresh,
+        args.trace_slow_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1e3)),
+    );
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
@@ -255,7 +279,8 @@ fn main() -> Result<(), String> {
         restore.as_millis(),
         walks[0].as_secs_f64() * 1e3,
         walks[1].as_secs_f64() * 1e3,
-        walks[2].as_secs_f64() * 1e3
+        walks[2].as_secs_f64() * 1e3,
+        walks[3].as_secs_f64() * 1e3
     );
     if !args.keep {
         let _ = std::fs::remove_file(&args.out);
@@ -266,26 +291,55 @@ fn main() -> Result<(), String> {
 /// Step 5, on the restored engine: the worst of 2,000 maintenance slices
 /// (an expiry pass under way), then the control socket's table walks:
 /// `forget` of a /16 and `flush`.
-fn admin_walks(engine: &mut Engine) -> [Duration; 3] {
+fn admin_walks(engine: &mut Engine, trace_slow: Option<Duration>) -> [Duration; 4] {
     let mut worst = Duration::ZERO;
     for _ in 0..2000 {
         let t = Instant::now();
         engine.maintain();
         worst = worst.max(t.elapsed());
     }
-    let t = Instant::now();
-    let forgot = "10.1.0.0/16".parse().map(|n| engine.forget_network(n));
-    let forget = t.elapsed();
-    let t = Instant::now();
-    let flushed = engine.flush_pending();
-    let flush = t.elapsed();
+    // Each walk as the daemon runs it: slices of WALK_SLICE tuples.
+    let mut slice_max = Duration::ZERO;
+    let mut sliced = |engine: &mut Engine, mut walk: AdminWalk| {
+        let t = Instant::now();
+        loop {
+            let faults = page_faults();
+            let s = Instant::now();
+            let done = engine.walk_step(&mut walk, WALK_SLICE);
+            let took = s.elapsed();
+            slice_max = slice_max.max(took);
+            if trace_slow.is_some_and(|t| took > t) {
+                let after = page_faults();
+                println!(
+                    "slow walk slice: {:.2} ms at {} tuples, {} minor faults",
+                    took.as_secs_f64() * 1e3,
+                    engine.stats().tuples,
+                    after.0 - faults.0
+                );
+            }
+            if let Some(done) = done {
+                return (done, t.elapsed());
+            }
+        }
+    };
+    let net = "10.1.0.0/16".parse().map_err(|e| format!("{e}"));
+    let (forgot, forget) = match net.and_then(|n| engine.forget_network_walk(n)) {
+        Ok(walk) => {
+            let (done, took) = sliced(engine, walk);
+            (Ok(done), took)
+        }
+        Err(e) => (Err(e), Duration::ZERO),
+    };
+    let walk = engine.flush_walk();
+    let ((flushed, _), flush) = sliced(engine, walk);
     println!(
-        "walks: maintenance slice at worst {:.2} ms; forget 10.1.0.0/16 {:.2} ms ({forgot:?}); flush {:.2} ms ({flushed} pending)",
+        "walks: maintenance slice at worst {:.2} ms; forget 10.1.0.0/16 {:.2} ms ({forgot:?}); flush {:.2} ms ({flushed} pending); worst walk slice ({WALK_SLICE} tuples) {:.2} ms",
         worst.as_secs_f64() * 1e3,
         forget.as_secs_f64() * 1e3,
-        flush.as_secs_f64() * 1e3
+        flush.as_secs_f64() * 1e3,
+        slice_max.as_secs_f64() * 1e3
     );
-    [worst, forget, flush]
+    [worst, forget, flush, slice_max]
 }
 
 struct FillFigures {
@@ -300,7 +354,9 @@ fn fill_phase(
     filler: &mut Filler,
     tuples: u64,
     rate: u64,
+    trace_slow_ms: Option<f64>,
 ) -> Result<FillFigures, String> {
+    let slow = trace_slow_ms.map(|ms| Duration::from_secs_f64(ms / 1e3));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -329,9 +385,25 @@ fn fill_phase(
             let mut batch = 0u32;
             while i < tuples {
                 for _ in 0..per_batch.min(tuples - i) {
+                    let faults = if slow.is_some() {
+                        page_faults()
+                    } else {
+                        (0, 0)
+                    };
                     let t = Instant::now();
                     filler.decide(engine, i);
-                    worst_decide = worst_decide.max(t.elapsed());
+                    let took = t.elapsed();
+                    worst_decide = worst_decide.max(took);
+                    if slow.is_some_and(|s| took > s) {
+                        let after = page_faults();
+                        println!(
+                            "slow decision: {:.2} ms at {} tuples, {} minor / {} major faults",
+                            took.as_secs_f64() * 1e3,
+                            engine.stats().tuples,
+                            after.0 - faults.0,
+                            after.1 - faults.1
+                        );
+                    }
                     i += 1;
                 }
                 batch += 1;

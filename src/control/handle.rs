@@ -57,6 +57,9 @@ pub struct Context<'a> {
     pub base: &'a Settings,
     /// Who asked (peer uid), for the log.
     pub uid: u32,
+    /// What a walk of the table in slices already removed for this
+    /// command (`forget NETWORK`, `flush`): tuples, records.
+    pub walked: Option<(u64, u64)>,
 }
 
 /// Runs an engine-level command. `check`, `stats` and `reload` answer an
@@ -80,6 +83,7 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
         engine,
         allows,
         base,
+        walked,
         ..
     } = cx;
     let now = engine.now();
@@ -119,7 +123,11 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
         Command::ForgetNetwork(net) => {
             // Too wide to walk its tuples, a network can still lose the
             // allowance `allow` gave it: forget always undoes allow.
-            let text = match engine.forget_network(*net) {
+            let result = match walked {
+                Some(done) => Ok(done),
+                None => engine.forget_network(*net),
+            };
+            let text = match result {
                 Ok((tuples, records)) => format!(
                     "{tuples} tuple(s) and {records} auto-whitelist record(s) of {net} forgotten"
                 ),
@@ -154,7 +162,7 @@ fn run(command: &Command, cx: Context<'_>) -> Reply {
         }
         Command::FlushPending => Reply::ok(format!(
             "{} pending tuple(s) flushed",
-            engine.flush_pending()
+            walked.map_or_else(|| engine.flush_pending(), |(tuples, _)| tuples)
         )),
         Command::Check { .. } | Command::Stats | Command::Reload => {
             Reply::error("handled by the daemon")

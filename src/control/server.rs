@@ -33,6 +33,9 @@ pub struct ControlRequest {
     pub command: Command,
     pub uid: u32,
     pub reply: oneshot::Sender<Reply>,
+    /// Tuples and records a `forget NETWORK` or `flush` removed, once the
+    /// loop has walked the table in slices (`None` when it arrives).
+    pub walked: Option<(u64, u64)>,
 }
 
 /// Who may talk to the daemon.
@@ -157,6 +160,7 @@ async fn connection(stream: UnixStream, access: Access, to_loop: &mpsc::Sender<C
                     command,
                     uid,
                     reply: tx,
+                    walked: None,
                 })
                 .await;
             match sent {

@@ -317,6 +317,9 @@ impl Daemon {
         );
         watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(8);
+        // Walks of the table come back through the same queue (see
+        // `Daemon::walk_then_answer`).
+        let walked_tx = control_tx.clone();
         let (metrics_tx, mut metrics_rx) = tokio::sync::mpsc::channel::<Scrape>(8);
         let admin = self.admin.take().unwrap_or(AdminSockets {
             control: None,
@@ -373,7 +376,7 @@ impl Daemon {
                 }
                 Some(sync) = sync_rx.recv() => self.on_shared_sync(sync),
                 Some(request) = control_rx.recv() => {
-                    if self.on_control(request, &notify) {
+                    if self.on_control(request, &notify, &walked_tx) {
                         checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
                         checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         checkpoint_tick.reset();

@@ -38,6 +38,11 @@
 //! slot count more inserts, by which time the drain (1/32 of that) is long
 //! done.
 //!
+//! The new index is not fresh at that point: it was allocated a little
+//! earlier and faulted in one page per insert (see `room_in_index`: a
+//! fresh huge page costs up to ~7 ms to fault in a VM, and the first
+//! inserts and drain steps after a growth would take several each).
+//!
 //! Linear probing makes the drain subtle: a key may sit several slots past
 //! its home, so clearing slots in order could cut the probe path of a key
 //! not yet moved. So the drain starts just after an empty slot and only
@@ -49,6 +54,9 @@
 
 use std::alloc::Layout;
 
+mod index;
+use index::Index;
+
 /// A key that is already a uniform hash (a keyed SipHash output).
 pub trait MapKey: Copy + Eq {
     fn hash64(&self) -> u64;
@@ -57,6 +65,16 @@ pub trait MapKey: Copy + Eq {
 /// Old-index slots drained per insert while a growth is under way (at
 /// least: a probe run is finished once started).
 pub const MIGRATE_STEP: usize = 32;
+/// Bytes of the next index touched per insert while it is prepared: one
+/// transparent huge page (see [`DenseMap::room_in_index`]).
+const PREFAULT_STRIDE: usize = if cfg!(test) { 4096 } else { 2 << 20 };
+/// Indexes from this size on are prepared: smaller ones come from
+/// malloc's warm memory (below the allocator's huge-page threshold).
+const PREPARE_FROM: usize = if cfg!(test) {
+    4096
+} else {
+    crate::memory::THRESHOLD
+};
 /// Most entries a map holds: positions are stored in 32 bits.
 pub const MAX_ENTRIES: usize = (1 << 31) - 1;
 
@@ -71,108 +89,6 @@ fn hash32(slot: u64) -> u32 {
 }
 fn entry_of(slot: u64) -> usize {
     (slot as u32) as usize - 1
-}
-
-struct Index {
-    slots: Box<[u64]>,
-    mask: usize,
-}
-
-impl Index {
-    fn none() -> Index {
-        Index {
-            slots: Box::new([]),
-            mask: 0,
-        }
-    }
-
-    /// `n` (a power of two) empty slots, or `None` if memory is short.
-    fn with_slots(n: usize) -> Option<Index> {
-        let layout = Layout::array::<u64>(n).ok()?;
-        if layout.size() == 0 {
-            return Some(Index::none());
-        }
-        // SAFETY: the layout has a non-zero size. Zeroed memory is a valid
-        // `[u64]`; the box is freed with the same layout (`Layout::array`).
-        let slots = unsafe {
-            let p = std::alloc::alloc_zeroed(layout).cast::<u64>();
-            if p.is_null() {
-                return None;
-            }
-            Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
-        };
-        Some(Index { slots, mask: n - 1 })
-    }
-
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Positions are masked, so always in range.
-    fn at(&self, i: usize) -> u64 {
-        self.slots.get(i).copied().unwrap_or(EMPTY)
-    }
-
-    fn set(&mut self, i: usize, slot: u64) {
-        if let Some(s) = self.slots.get_mut(i) {
-            *s = slot;
-        }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        hash as u32 as usize & self.mask
-    }
-
-    /// The slot of the entry `is_it` accepts among those whose hash has the
-    /// low 32 bits of `hash`, probing from `from`.
-    fn find(&self, hash: u64, from: usize, mut is_it: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mut at = from;
-        loop {
-            let s = self.at(at);
-            if s == EMPTY {
-                return None;
-            }
-            if s != TOMB && hash32(s) == hash as u32 && is_it(entry_of(s)) {
-                return Some(at);
-            }
-            at = (at + 1) & self.mask;
-            if at == from {
-                return None;
-            }
-        }
-    }
-
-    /// Stores `slot` in the first empty slot of its run (the index has one).
-    fn put(&mut self, slot: u64) {
-        let mut at = self.home(u64::from(hash32(slot)));
-        while self.at(at) != EMPTY {
-            at = (at + 1) & self.mask;
-        }
-        self.set(at, slot);
-    }
-
-    /// Empties slot `at`, shifting the rest of its run back so that every
-    /// key stays reachable from its home without tombstones.
-    fn erase(&mut self, mut at: usize) {
-        let mut next = (at + 1) & self.mask;
-        loop {
-            let s = self.at(next);
-            if s == EMPTY {
-                break;
-            }
-            let home = self.home(u64::from(hash32(s)));
-            // `s` may move to `at` unless its home lies cyclically in (at, next].
-            if next.wrapping_sub(home) & self.mask >= next.wrapping_sub(at) & self.mask {
-                self.set(at, s);
-                at = next;
-            }
-            next = (next + 1) & self.mask;
-        }
-        self.set(at, EMPTY);
-    }
 }
 
 /// Slots per piece of a drained index given back to the kernel at once.
@@ -235,10 +151,34 @@ enum Where {
     Old(usize),
 }
 
+/// The next index while its pages are faulted in, one per insert.
+struct Prepared {
+    index: Index,
+    /// Slots from 0 below this one have been touched.
+    touched: usize,
+}
+
+impl Prepared {
+    /// Writes one slot per [`PREFAULT_STRIDE`] bytes; false once done.
+    fn touch_one(&mut self) -> bool {
+        let stride = PREFAULT_STRIDE / std::mem::size_of::<u64>();
+        let Some(slot) = self.index.slots.get_mut(self.touched) else {
+            return false;
+        };
+        // Volatile: a store of the value fresh memory already holds must
+        // still happen, it is the fault we want taken now.
+        // SAFETY: `slot` is a valid, exclusive reference.
+        unsafe { std::ptr::write_volatile(slot, EMPTY) };
+        self.touched += stride;
+        true
+    }
+}
+
 pub struct DenseMap<K, V> {
     entries: Vec<(K, V)>,
     index: Index,
     old: Option<Draining>,
+    next: Option<Prepared>,
 }
 
 impl<K, V> Default for DenseMap<K, V> {
@@ -247,6 +187,7 @@ impl<K, V> Default for DenseMap<K, V> {
             entries: Vec::new(),
             index: Index::none(),
             old: None,
+            next: None,
         }
     }
 }
@@ -275,6 +216,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
             index: Index::with_slots(slots_for(n))
                 .unwrap_or_else(|| std::alloc::handle_alloc_error(slots_layout(n))),
             old: None,
+            next: None,
         }
     }
 
@@ -293,6 +235,17 @@ impl<K: MapKey, V> DenseMap<K, V> {
     #[cfg(test)]
     pub fn growing(&self) -> bool {
         self.old.is_some()
+    }
+
+    /// Asks the CPU to load the index line `key`'s search starts at, so
+    /// that the cache misses of several maps overlap (a new tuple misses
+    /// in `white`, then in `pending`, then finds its network).
+    #[inline]
+    pub fn prefetch(&self, key: &K) {
+        let home = self.index.home(key.hash64());
+        if let Some(slot) = self.index.slots.get(home) {
+            prefetch_line(slot);
+        }
     }
 
     fn locate(&self, key: &K) -> Option<Where> {
@@ -338,6 +291,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
+    #[cfg(test)]
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &K> {
         self.entries.iter().map(|(k, _)| k)
     }
@@ -361,9 +315,19 @@ impl<K: MapKey, V> DenseMap<K, V> {
         self.room_in_index()
     }
 
-    /// Starts a growth if one more entry would fill the index beyond 3/4.
+    /// Starts a growth if one more entry would fill the index beyond 3/4,
+    /// and prepares the next index before that.
+    ///
+    /// A fresh index's first touches are page faults, each a zeroed 2 MiB
+    /// huge page: 0.1–0.3 ms on a bare machine, up to ~7 ms in a VM whose
+    /// host hands memory out lazily (BENCHMARKS.md, issue 24). The drain
+    /// and the inserts right after a growth would take several in one
+    /// call. So the next index is allocated a little before it is due and
+    /// faulted in one page per insert (`Prepared`); at the growth its
+    /// pages are resident and no call takes more than one such fault.
     fn room_in_index(&mut self) -> bool {
-        if (self.entries.len() + 1) * 4 <= self.index.len() * 3 {
+        let len = self.entries.len();
+        if (len + 1) * 4 <= self.index.len() * 3 {
             return true;
         }
         // A drain outruns the next growth (see the module docs); finish
@@ -371,11 +335,15 @@ impl<K: MapKey, V> DenseMap<K, V> {
         while self.old.is_some() {
             self.drain(usize::MAX);
         }
-        let Some(new) =
-            Index::with_slots(slots_for(self.entries.len() + 1).max(self.index.len() * 2))
-        else {
+        let wanted = slots_for(len + 1).max(self.index.len() * 2);
+        let prepared = self
+            .next
+            .take()
+            .filter(|p| p.index.len() >= wanted)
+            .map(|p| p.index);
+        let Some(new) = prepared.or_else(|| Index::with_slots(wanted)) else {
             // Still correct while one slot is empty, only slower.
-            return self.entries.len() + 1 < self.index.len();
+            return len + 1 < self.index.len();
         };
         let old = std::mem::replace(&mut self.index, new);
         if self.entries.is_empty() || old.slots.is_empty() {
@@ -390,6 +358,30 @@ impl<K: MapKey, V> DenseMap<K, V> {
             done: 0,
         });
         true
+    }
+
+    /// Allocates the next index when the inserts left before the growth
+    /// are twice its pages (plus a margin), then touches one page of it
+    /// per call (one call per insert).
+    fn prepare_next(&mut self) {
+        let len = self.entries.len();
+        if let Some(p) = &mut self.next {
+            p.touch_one();
+            return;
+        }
+        let slots = self.index.len() * 2;
+        let bytes = slots * std::mem::size_of::<u64>();
+        if self.old.is_some() || bytes < PREPARE_FROM {
+            return;
+        }
+        let left = (self.index.len() * 3 / 4).saturating_sub(len + 1);
+        if left > 2 * bytes.div_ceil(PREFAULT_STRIDE) + MIGRATE_STEP {
+            return;
+        }
+        // No memory now: the growth tries again.
+        if let Some(index) = Index::with_slots(slots) {
+            self.next = Some(Prepared { index, touched: 0 });
+        }
     }
 
     /// Moves at least `min` slots of the old index (whole runs) into the
@@ -430,14 +422,23 @@ impl<K: MapKey, V> DenseMap<K, V> {
                 .get_mut(i)
                 .map(|(_, v)| std::mem::replace(v, value));
         }
+        self.insert_absent(key, value);
+        None
+    }
+
+    /// Inserts `key`, which the caller has just looked up and not found
+    /// (saves a second probe on the hot path; a present key would be
+    /// stored twice).
+    pub fn insert_absent(&mut self, key: K, value: V) {
+        debug_assert!(!self.contains_key(&key));
         if !self.room_in_index() {
             std::alloc::handle_alloc_error(slots_layout(self.entries.len() * 2));
         }
         self.drain(MIGRATE_STEP);
+        self.prepare_next();
         let pos = self.entries.len();
         self.entries.push((key, value));
         self.index.put(pack(key.hash64(), pos));
-        None
     }
 
     /// The value of `key`, inserted with `make` if absent (`None` only if
@@ -446,7 +447,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
         let i = match self.get_index_of(&key) {
             Some(i) => i,
             None if self.entries.len() < MAX_ENTRIES => {
-                self.insert(key, make());
+                self.insert_absent(key, make());
                 self.entries.len() - 1
             }
             None => return None,
@@ -503,6 +504,8 @@ impl<K: MapKey, V> DenseMap<K, V> {
     }
 
     /// Keeps the entries `keep` accepts (order as `swap_remove` leaves it).
+    /// The table walks in slices instead (`Table::walk_step`).
+    #[cfg(test)]
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         let mut i = 0;
         while let Some((k, v)) = self.entries.get_mut(i) {
@@ -513,6 +516,19 @@ impl<K: MapKey, V> DenseMap<K, V> {
             }
         }
     }
+}
+
+#[inline]
+fn prefetch_line(at: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and
+    // cannot fault; SSE is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(at).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// `MADV_DONTNEED` on the whole pages inside `slots`.

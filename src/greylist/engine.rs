@@ -44,7 +44,7 @@ use super::table::{Table, Timing, secs32};
 
 mod admin;
 mod counts;
-pub use admin::{Explaining, Explanation, SharedView, TableView};
+pub use admin::{AdminWalk, Explaining, Explanation, SharedView, TableView, WALK_SLICE};
 mod dns;
 mod import;
 pub use import::{ImportCounts, ImportEntry, Placed, PlacedNet};

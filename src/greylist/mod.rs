@@ -34,7 +34,8 @@ pub(crate) mod stats;
 pub(crate) mod table;
 
 pub use engine::{
-    Action, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason, Request,
-    RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
+    Action, AdminWalk, Classified, Decision, Engine, Explaining, Explanation, HeaderField, Reason,
+    Request, RestoreSummary, SharedView, TableOutcome, TableQuery, TableView, TupleInfo, Via,
+    WALK_SLICE,
 };
 pub use state::StateError;

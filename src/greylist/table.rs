@@ -64,8 +64,10 @@ mod admin;
 mod growth_tests;
 mod mirror;
 mod timing;
+#[cfg(test)]
+mod walk_tests;
 
-pub use admin::Merged;
+pub use admin::{Merged, Walk, WalkKind};
 pub use timing::{Outcome, Timing};
 
 /// First-seen and last-use (white) or last-attempt (pending) times.
@@ -135,6 +137,8 @@ enum Kind {
 enum Cause {
     Expired,
     Evicted,
+    /// By the administrator (forget, flush).
+    Forgotten,
 }
 
 impl Table {
@@ -221,6 +225,8 @@ impl Table {
     /// one or a list entry's).
     pub fn lookup(&mut self, key: TupleKey, now: u64, delay: u32, timing: &Timing) -> Outcome {
         let now32 = secs32(now);
+        self.pending.prefetch(&key);
+        self.networks.prefetch(&key.net());
         if let Some(idx) = self.white.get_index_of(&key) {
             if let Some((_, t)) = self.white.get_index_mut(idx)
                 && !timing.white_expired(t, now32)
@@ -259,7 +265,8 @@ impl Table {
                 return Outcome::Retried { waited };
             }
             self.pending.swap_remove_index(idx);
-            self.white.insert(
+            // Not in `white`: looked up above.
+            self.white.insert_absent(
                 key,
                 Times {
                     first_seen,
@@ -283,7 +290,8 @@ impl Table {
             return Outcome::Unstored;
         }
         let now32 = secs32(now);
-        self.pending.insert(
+        // Every caller has found `key` in neither map.
+        self.pending.insert_absent(
             key,
             Times {
                 first_seen: now32,
@@ -430,6 +438,7 @@ impl Table {
         self.net_dec(k.net());
         let counter = match (kind, cause) {
             (_, Cause::Evicted) => &mut self.flows.evicted,
+            (_, Cause::Forgotten) => &mut self.flows.forgotten,
             (Kind::Pending, Cause::Expired) => &mut self.flows.graylist_expired,
             (Kind::White, Cause::Expired) => &mut self.flows.whitelist_expired,
         };

@@ -140,3 +140,34 @@ proptest! {
         check(&m, &model);
     }
 }
+
+#[test]
+fn each_growth_beyond_the_threshold_takes_an_index_faulted_in_beforehand() {
+    let mut m = DenseMap::default();
+    let mut prepared_growths = 0;
+    for i in 0..40_000u64 {
+        let slots = m.index.len();
+        let ready = m
+            .next
+            .as_ref()
+            .map(|p| (p.index.len(), p.touched >= p.index.len()));
+        assert!(m.try_reserve_one(usize::MAX));
+        m.insert(K(i), i as u32);
+        if m.index.len() != slots && slots * 2 * 8 >= PREPARE_FROM {
+            // The index that took over was the prepared one, every page
+            // of it touched, and nothing is prepared while it drains.
+            assert_eq!(ready, Some((m.index.len(), true)), "at {i}");
+            assert!(m.next.is_none());
+            prepared_growths += 1;
+        }
+        // Prepared only near a growth, never during a drain.
+        if m.next.is_some() {
+            assert!(m.old.is_none());
+        }
+    }
+    assert!(prepared_growths >= 4, "{prepared_growths}");
+    assert_eq!(m.len(), 40_000);
+    for i in 0..40_000u64 {
+        assert_eq!(m.get(&K(i)), Some(&(i as u32)));
+    }
+}

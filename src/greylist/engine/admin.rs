@@ -15,10 +15,22 @@ use crate::greylist::envelope_address::{base_form, sender_form};
 use crate::greylist::facts::DnsView;
 use crate::greylist::key::{NetKey, Network, TupleKey};
 use crate::greylist::lists::ListHit;
-use crate::greylist::table::secs32;
+use crate::greylist::table::{Walk, WalkKind, secs32};
 
 /// Client networks one `forget` may cover (a /8 of /24s, a /48 of /64s).
 pub const MAX_FORGET_NETWORKS: u64 = 1 << 16;
+
+/// A `forget` of networks or a `flush` under way, walked in slices so the
+/// loop keeps serving (issue 24).
+#[derive(Debug, Clone)]
+pub struct AdminWalk {
+    table: Walk,
+    nets: Option<HashSet<NetKey>>,
+}
+
+/// Tuples a control-socket walk examines per slice: a flush slice of 8192
+/// took up to 2.5 ms at 3M tuples on a busy machine (state_bench).
+pub const WALK_SLICE: usize = 4096;
 
 /// The answer to "what would happen now", computed without recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,14 +204,52 @@ impl Engine {
     }
 
     /// Removes every tuple and auto-whitelist record of the client networks
-    /// (at the configured prefix lengths) that `net` covers. Returns the
-    /// tuples and records removed.
+    /// (at the configured prefix lengths) that `net` covers, at once.
+    /// Returns the tuples and records removed. The daemon walks in slices
+    /// ([`Engine::forget_network_walk`]).
     pub fn forget_network(&mut self, net: IpNet) -> Result<(u64, u64), String> {
-        let keys = self.net_keys(net)?;
-        let tuples = self.table.forget_networks(&keys);
-        let records = keys.iter().filter(|k| self.awl.forget(**k)).count() as u64;
+        let mut walk = self.forget_network_walk(net)?;
+        loop {
+            if let Some(done) = self.walk_step(&mut walk, usize::MAX) {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// A walk removing what [`Engine::forget_network`] removes, in slices
+    /// of [`Engine::walk_step`]; tuples first seen after this call stay.
+    pub fn forget_network_walk(&self, net: IpNet) -> Result<AdminWalk, String> {
+        Ok(AdminWalk {
+            table: Walk::new(WalkKind::Forget, secs32(self.now())),
+            nets: Some(self.net_keys(net)?),
+        })
+    }
+
+    /// A walk dropping every pending tuple first seen before this call.
+    pub fn flush_walk(&self) -> AdminWalk {
+        AdminWalk {
+            table: Walk::new(WalkKind::Flush, secs32(self.now())),
+            nets: None,
+        }
+    }
+
+    /// Examines at most `budget` tuples of `walk`. When it is over, returns
+    /// the tuples removed and (a forget) the auto-whitelist records.
+    pub fn walk_step(&mut self, walk: &mut AdminWalk, budget: usize) -> Option<(u64, u64)> {
         self.generation += 1;
-        Ok((tuples, records))
+        let done = match &walk.nets {
+            Some(nets) => self
+                .table
+                .walk_step(&mut walk.table, budget, |k| nets.contains(&k.net())),
+            None => self.table.walk_step(&mut walk.table, budget, |_| true),
+        };
+        if !done {
+            return None;
+        }
+        let records = walk.nets.as_ref().map_or(0, |nets| {
+            nets.iter().filter(|k| self.awl.forget(**k)).count() as u64
+        });
+        Some((walk.table.removed, records))
     }
 
     /// The keys of the configured-prefix networks inside `net`.
@@ -240,9 +290,13 @@ impl Engine {
         Ok(keys)
     }
 
-    /// Drops every pending tuple. Returns how many.
+    /// Drops every pending tuple, at once. Returns how many.
     pub fn flush_pending(&mut self) -> u64 {
-        self.generation += 1;
-        self.table.flush_pending()
+        let mut walk = self.flush_walk();
+        loop {
+            if let Some((tuples, _)) = self.walk_step(&mut walk, usize::MAX) {
+                return tuples;
+            }
+        }
     }
 }

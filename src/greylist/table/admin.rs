@@ -3,7 +3,10 @@
 //! their own flows (`allowed`, `forgotten`) so the statistics identity
 //! keeps holding.
 
-use super::{Table, Times, secs32};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use super::{Cause, Kind, Table, Times, secs32};
 use crate::greylist::key::{NetKey, TupleKey};
 
 /// What merging an imported entry did.
@@ -106,31 +109,107 @@ impl Table {
         found
     }
 
-    /// Removes every tuple whose network is in `nets` (a full scan: an
-    /// administrator's command, not a hot path). Returns how many.
-    pub fn forget_networks(
-        &mut self,
-        nets: &std::collections::HashSet<NetKey, impl std::hash::BuildHasher>,
-    ) -> u64 {
-        let before = self.len();
-        self.pending.retain(|k, _| !nets.contains(&k.net()));
-        self.white.retain(|k, _| !nets.contains(&k.net()));
-        for n in nets {
-            self.networks.swap_remove(n);
-        }
-        let removed = (before - self.len()) as u64;
-        self.flows.forgotten += removed;
-        removed
+    /// Removes every tuple whose network is in `nets`, at once. Returns
+    /// how many. The daemon walks in slices instead ([`Table::walk_step`]).
+    pub fn forget_networks(&mut self, nets: &HashSet<NetKey, impl BuildHasher>) -> u64 {
+        let mut walk = Walk::new(WalkKind::Forget, secs32(u64::MAX));
+        while !self.walk_step(&mut walk, usize::MAX, |k| nets.contains(&k.net())) {}
+        walk.removed
     }
 
-    /// Drops every pending tuple. Returns how many.
+    /// Drops every pending tuple, at once. Returns how many.
     pub fn flush_pending(&mut self) -> u64 {
-        let pending = std::mem::take(&mut self.pending);
-        for k in pending.keys() {
-            self.net_dec(k.net());
+        let mut walk = Walk::new(WalkKind::Flush, secs32(u64::MAX));
+        while !self.walk_step(&mut walk, usize::MAX, |_| true) {}
+        walk.removed
+    }
+
+    /// One slice of a walk: examines at most `budget` entries, removes
+    /// those `doomed` accepts that were first seen at or before the walk's
+    /// start. True when the walk is over.
+    ///
+    /// Each map is walked from its end down, so the table may change
+    /// between slices: an entry added meanwhile lands above the cursor (or
+    /// is moved into the examined hole by a removal) and is left alone; a
+    /// removal elsewhere moves an unexamined entry to a lower position,
+    /// still ahead. A forget walks the pending map first: a tuple that
+    /// passes meanwhile is then found in the white one. Tuples first seen
+    /// after the walk started are never removed, even if moved ahead of
+    /// the cursor by a removal.
+    pub fn walk_step(
+        &mut self,
+        walk: &mut Walk,
+        budget: usize,
+        mut doomed: impl FnMut(&TupleKey) -> bool,
+    ) -> bool {
+        let mut used = 0;
+        while used < budget {
+            let (kind, cursor) = match (walk.kind, &mut walk.pending_at, &mut walk.white_at) {
+                (_, Some(at), _) => (Kind::Pending, at),
+                (WalkKind::Forget, None, Some(at)) => (Kind::White, at),
+                (WalkKind::Forget, None, at @ None) if !walk.white_started => {
+                    walk.white_started = true;
+                    *at = Some(self.white.len());
+                    continue;
+                }
+                _ => return true,
+            };
+            let len = self.map(kind).len();
+            let i = (*cursor).min(len);
+            if i == 0 {
+                match kind {
+                    Kind::Pending => walk.pending_at = None,
+                    Kind::White => walk.white_at = None,
+                }
+                continue;
+            }
+            let i = i - 1;
+            *cursor = i;
+            used += 1;
+            let Some((k, t)) = self.map(kind).get_index(i) else {
+                continue;
+            };
+            if t.first_seen <= walk.started && doomed(k) {
+                self.remove(kind, i, Cause::Forgotten);
+                walk.removed += 1;
+            }
         }
-        let removed = pending.len() as u64;
-        self.flows.forgotten += removed;
-        removed
+        false
+    }
+}
+
+/// Which entries a [`Walk`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkKind {
+    /// Pending tuples (the caller's filter says which).
+    Flush,
+    /// Pending and whitelisted tuples (the caller's filter says which).
+    Forget,
+}
+
+/// A walk of the table by the control socket, done in slices.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    kind: WalkKind,
+    /// Unix seconds: entries first seen later are kept.
+    started: u32,
+    pending_at: Option<usize>,
+    white_at: Option<usize>,
+    white_started: bool,
+    /// Tuples removed so far.
+    pub removed: u64,
+}
+
+impl Walk {
+    /// A walk of entries first seen at or before `started`.
+    pub fn new(kind: WalkKind, started: u32) -> Walk {
+        Walk {
+            kind,
+            started,
+            pending_at: Some(usize::MAX),
+            white_at: None,
+            white_started: false,
+            removed: 0,
+        }
     }
 }
