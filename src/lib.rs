@@ -36,6 +36,7 @@ pub mod lists;
 pub mod memory;
 pub(crate) mod metrics;
 pub mod milter;
+pub mod pace;
 pub mod pipeline;
 pub mod postfix_policy;
 pub(crate) mod ratelimit;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, Count, Seconds};
 use crate::greylist::settings::{ListAction, ListSpec};
 use crate::lists::{self, Kind, Source, Summary};
+use crate::pace::Pacer;
 
 /// Default bound on one list file: 100,000 entries take about 2 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: usize = 32 << 20;
@@ -194,9 +195,20 @@ impl ListFilesConfig {
         base: Option<&Path>,
         config: Option<(&str, &str)>,
     ) -> Result<(), ConfigError> {
+        crate::pace::run_now(self.load_paced(base, config, &mut Pacer::unpaced()))
+    }
+
+    /// [`Self::load`] in slices of lines, pausing with `pacer` between them.
+    pub async fn load_paced(
+        &mut self,
+        base: Option<&Path>,
+        config: Option<(&str, &str)>,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<(), ConfigError> {
         let limit = u64::try_from(self.max_file_bytes.0).unwrap_or(u64::MAX);
         let sources = self.sources(base);
-        let (spec, summary) = lists::load(&sources, limit).map_err(|e| {
+        let loaded = lists::load_paced(&sources, limit, pacer).await;
+        let (spec, summary) = loaded.map_err(|e| {
             let own = ConfigError {
                 file: e.file.clone(),
                 line: e.line,

@@ -303,11 +303,21 @@ impl Config {
     /// FIFO or a device, which would stall or never end) of at most
     /// [`MAX_CONFIG_BYTES`], in UTF-8; then the list files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        crate::pace::run_now(Config::load_paced(path, &mut crate::pace::Pacer::unpaced()))
+    }
+
+    /// [`Config::load`] with the list files parsed in slices, pausing with
+    /// `pacer` between them (a reload on the running loop).
+    pub async fn load_paced(
+        path: &Path,
+        pacer: &mut crate::pace::Pacer<'_>,
+    ) -> Result<Config, ConfigError> {
         let (mut config, name, text) = Config::read(path)?;
         config
             .lists
             .files
-            .load(path.parent(), Some((&name, &text)))?;
+            .load_paced(path.parent(), Some((&name, &text)), pacer)
+            .await?;
         Ok(config)
     }
 

@@ -27,6 +27,7 @@ use super::restore::restore;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::allows::Allows;
+use crate::control::protocol::Command;
 use crate::control::server::{self as control, ControlRequest};
 use crate::dns::Dns;
 use crate::files::atomic::remove_stale_temps;
@@ -350,7 +351,7 @@ impl Daemon {
                 event = events.next() => match event {
                     Some(Event::Reload) => {
                         notify.reloading();
-                        let interval_changed = self.reload() == Ok(true);
+                        let interval_changed = self.reload().await == Ok(true);
                         notify.ready();
                         if interval_changed {
                             checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
@@ -376,7 +377,13 @@ impl Daemon {
                 }
                 Some(sync) = sync_rx.recv() => self.on_shared_sync(sync),
                 Some(request) = control_rx.recv() => {
-                    if self.on_control(request, &notify, &walked_tx) {
+                    let interval_changed = if matches!(request.command, Command::Reload) {
+                        self.control_reload(request, &notify).await
+                    } else {
+                        self.on_control(request, &walked_tx);
+                        false
+                    };
+                    if interval_changed {
                         checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
                         checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         checkpoint_tick.reset();

@@ -289,7 +289,16 @@ impl Engine {
     /// A lower `max_tuples` is reached by eviction in [`Engine::maintain`];
     /// a prefix change makes old tuples unreachable (they expire normally).
     pub fn set_settings(&mut self, mut settings: Settings) {
-        self.lists = compile_lists(&mut settings);
+        let lists = compile_lists(&mut settings);
+        self.set_settings_compiled(settings, lists);
+    }
+
+    /// [`Engine::set_settings`] with the lists compiled beforehand (in
+    /// slices, off the engine: `Lists::compile_paced` on
+    /// `settings.lists`, which are dropped here).
+    pub fn set_settings_compiled(&mut self, mut settings: Settings, lists: Lists) {
+        settings.lists = Default::default();
+        self.lists = lists;
         self.timing = timing_of(&settings);
         self.table.set_max(settings.max_tuples);
         self.settings = settings;

@@ -33,6 +33,7 @@ use super::key::{canonical, mask32, mask128};
 use super::patterns::{Patterns, rank};
 use super::ranges::Ranges;
 use super::settings::{ListAction, ListSpec};
+use crate::pace::Pacer;
 
 /// Which list decided; its name as in the config and the decision log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,17 +96,38 @@ pub struct Lists {
 
 impl Lists {
     pub fn compile(spec: &ListSpec, normalize_sender: bool) -> Lists {
+        crate::pace::run_now(Lists::compile_paced(
+            spec,
+            normalize_sender,
+            &mut Pacer::unpaced(),
+        ))
+    }
+
+    /// [`Lists::compile`] in slices of entries, pausing with `pacer`
+    /// between them. The result is built aside: the caller swaps it in.
+    pub async fn compile_paced(
+        spec: &ListSpec,
+        normalize_sender: bool,
+        pacer: &mut Pacer<'_>,
+    ) -> Lists {
         let mut v4: HashMap<(u32, u8), ListAction> = HashMap::new();
         let mut v6: HashMap<(u128, u8), ListAction> = HashMap::new();
         for (net, action) in &spec.clients {
+            pacer.step().await;
             match client_key(*net) {
                 Net::V4(k) => merge(v4.entry(k), *action),
                 Net::V6(k) => merge(v6.entry(k), *action),
             }
         }
+        // Each family's ranges are built in one go (a sort and one pass).
+        pacer.pause().await;
+        let v4 = Ranges::build(v4.into_iter().map(|((n, p), a)| (n, p, a)).collect());
+        pacer.pause().await;
+        let v6 = Ranges::build(v6.into_iter().map(|((n, p), a)| (n, p, a)).collect());
+        pacer.pause().await;
         let mut lists = Lists {
-            v4: Ranges::build(v4.into_iter().map(|((n, p), a)| (n, p, a)).collect()),
-            v6: Ranges::build(v6.into_iter().map(|((n, p), a)| (n, p, a)).collect()),
+            v4,
+            v6,
             names: Exact::new(),
             name_suffixes: Exact::new(),
             name_labels: 0,
@@ -123,6 +145,7 @@ impl Lists {
             ),
         };
         for (name, action) in &spec.client_names {
+            pacer.step().await;
             let n = hostname_form(name.as_bytes());
             match n.strip_prefix(b".") {
                 Some(suffix) => {
@@ -138,6 +161,7 @@ impl Lists {
         let s = &mut lists.senders;
         let mut buf = Vec::new();
         for (addr, action) in &spec.senders {
+            pacer.step().await;
             base_form(addr.as_bytes(), &mut buf);
             if normalize_sender {
                 apply_sender_rules(&mut buf);
@@ -145,6 +169,7 @@ impl Lists {
             put(&mut s.exact, &buf, *action);
         }
         for (local, action) in &spec.sender_locals {
+            pacer.step().await;
             // Normalised as the local part of a whole address would be.
             base_form(format!("{local}@x").as_bytes(), &mut buf);
             if normalize_sender {
@@ -154,14 +179,17 @@ impl Lists {
             put(&mut s.locals, local, *action);
         }
         for (d, action) in &spec.sender_domains {
+            pacer.step().await;
             put(&mut s.domains, &domain_form(d), *action);
         }
         let r = &mut lists.recipients;
         for (addr, action) in &spec.recipients {
+            pacer.step().await;
             base_form(addr.as_bytes(), &mut buf);
             put(&mut r.exact, &buf, *action);
         }
         for (local, action) in &spec.recipient_locals {
+            pacer.step().await;
             put(
                 &mut r.locals,
                 local.to_ascii_lowercase().as_bytes(),
@@ -169,6 +197,7 @@ impl Lists {
             );
         }
         for (d, action) in &spec.recipient_domains {
+            pacer.step().await;
             put(&mut r.domains, &domain_form(d), *action);
         }
         lists

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use super::parse::{Item, Kind, parse_line};
 use crate::greylist::patterns::Patterns;
 use crate::greylist::settings::{ListAction, ListSpec};
+use crate::pace::Pacer;
 
 /// One configured file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,16 @@ struct Pending {
 
 /// Reads every file. `max_bytes` bounds each file.
 pub fn load(sources: &[Source], max_bytes: u64) -> Result<(ListSpec, Summary), LoadError> {
+    crate::pace::run_now(load_paced(sources, max_bytes, &mut Pacer::unpaced()))
+}
+
+/// [`load`] with a pause every slice of lines (a file is read whole: 2 MiB
+/// take well under a millisecond; parsing is what costs).
+pub async fn load_paced(
+    sources: &[Source],
+    max_bytes: u64,
+    pacer: &mut Pacer<'_>,
+) -> Result<(ListSpec, Summary), LoadError> {
     let mut spec = ListSpec::default();
     let mut summary = Summary::default();
     let mut regexes: [Vec<Pending>; 3] = Default::default();
@@ -74,6 +85,7 @@ pub fn load(sources: &[Source], max_bytes: u64) -> Result<(ListSpec, Summary), L
         };
         summary.files += 1;
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            pacer.step().await;
             let at = |column: usize, message: String| LoadError {
                 file: name.clone(),
                 line: i + 1,

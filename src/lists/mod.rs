@@ -8,5 +8,5 @@
 pub mod load;
 pub mod parse;
 
-pub use load::{LoadError, Source, Summary, load};
+pub use load::{LoadError, Source, Summary, load, load_paced};
 pub use parse::Kind;

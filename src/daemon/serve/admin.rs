@@ -141,25 +141,44 @@ fn bind_control(
 }
 
 impl Daemon {
-    /// A control command. Returns true when a reload changed the
-    /// checkpoint interval.
-    pub(super) fn on_control(
+    /// `greymilter reload`: the reload runs in slices (see
+    /// [`Daemon::reload`]), so it is awaited here rather than in
+    /// [`Daemon::on_control`]. Returns true when the checkpoint interval
+    /// changed.
+    pub(super) async fn control_reload(
         &mut self,
         request: ControlRequest,
         notify: &Notifier,
-        again: &mpsc::Sender<ControlRequest>,
     ) -> bool {
+        tracing::info!(uid = request.uid, "control: reload");
+        notify.reloading();
+        let result = self.reload().await;
+        notify.ready();
+        let (reply, changed) = match result {
+            Ok(changed) => (Reply::ok("configuration reloaded"), changed),
+            Err(e) => (Reply::error(e), false),
+        };
+        let _ = request.reply.send(reply);
+        changed
+    }
+
+    /// A control command but `reload` ([`Daemon::control_reload`]).
+    pub(super) fn on_control(
+        &mut self,
+        request: ControlRequest,
+        again: &mpsc::Sender<ControlRequest>,
+    ) {
         if request.walked.is_none()
             && let Some(walk) = self.start_walk(&request.command)
         {
             self.walk_then_answer(walk, request, again.clone());
-            return false;
+            return;
         }
         if let (Command::AdoptSettings, Some(cluster)) =
             (&request.command, self.factory.pipeline().cluster().cloned())
         {
             self.adopt_settings(cluster, request);
-            return false;
+            return;
         }
         if let (Command::Import(_), Some(_)) = (&request.command, self.factory.pipeline().cluster())
         {
@@ -167,7 +186,7 @@ impl Daemon {
             let _ = request.reply.send(Reply::error(
                 "this node has a [cluster] section: greymilter import writes into Redis, not through a node",
             ));
-            return false;
+            return;
         }
         if let Command::Check { .. } = request.command {
             // DNS (and Redis) may be asked: in a task of its own, so the
@@ -177,30 +196,16 @@ impl Daemon {
                 let answer = check::check(&pipeline, &request.command).await;
                 let _ = request.reply.send(answer);
             });
-            return false;
+            return;
         }
         if let Some(cluster) = self.factory.pipeline().cluster().cloned()
             && !matches!(request.command, Command::Stats | Command::Reload)
         {
             self.on_shared_control(cluster, request);
-            return false;
+            return;
         }
-        let mut interval_changed = false;
         let reply = match &request.command {
             Command::Stats => Reply::ok(self.report()),
-            Command::Reload => {
-                tracing::info!(uid = request.uid, "control: reload");
-                notify.reloading();
-                let result = self.reload();
-                notify.ready();
-                match result {
-                    Ok(changed) => {
-                        interval_changed = changed;
-                        Reply::ok("configuration reloaded")
-                    }
-                    Err(e) => Reply::error(e),
-                }
-            }
             command => {
                 let base = self.config.settings();
                 let mut engine = self.engine.borrow_mut();
@@ -217,7 +222,6 @@ impl Daemon {
             }
         };
         let _ = request.reply.send(reply);
-        interval_changed
     }
 
     /// The table walk a command needs (`forget NETWORK`, `flush`), if any.

@@ -4,17 +4,32 @@
 use super::{Daemon, dns_of, policy_options, timeouts};
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
+use crate::greylist::lists::Lists;
+use crate::pace::{Pacer, SLICE};
 
 impl Daemon {
     /// SIGHUP or `greymilter reload`. `Ok(true)` when the checkpoint
     /// interval changed; `Err` says why nothing was reloaded.
-    pub(super) fn reload(&mut self) -> Result<bool, String> {
-        let Some(path) = &self.config_path else {
+    ///
+    /// The list files are parsed and compiled in slices of
+    /// [`crate::pace::SLICE`] entries with the loop yielding between them,
+    /// so sessions keep being served (with the running lists) while a
+    /// large list reloads; the new lists are swapped in at the end, in one
+    /// step. The caller awaits this before it takes the next event: a
+    /// second SIGHUP meanwhile waits its turn and reloads again.
+    pub(super) async fn reload(&mut self) -> Result<bool, String> {
+        self.reload_paced(&mut Pacer::new(SLICE, tokio::task::yield_now))
+            .await
+    }
+
+    pub(super) async fn reload_paced(&mut self, pacer: &mut Pacer<'_>) -> Result<bool, String> {
+        let Some(path) = self.config_path.clone() else {
             let why = "running on built-in defaults, there is no configuration file to reload";
             tracing::info!("reload: {why}");
             return Err(why.to_string());
         };
-        let new = match Config::load(path) {
+        let path = &path;
+        let new = match Config::load_paced(path, pacer).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload failed, keeping the running configuration: {e}");
@@ -31,9 +46,15 @@ impl Daemon {
                 restart_needed.join(", ")
             );
         }
+        let mut settings = self.allows.apply(new.settings());
+        pacer.pause().await;
+        let spec = std::mem::take(&mut settings.lists);
+        let lists = Lists::compile_paced(&spec, settings.normalize_sender, pacer).await;
+        // Only now, in one step: decisions so far used the running lists.
         self.engine
             .borrow_mut()
-            .set_settings(self.allows.apply(new.settings()));
+            .set_settings_compiled(settings, lists);
+        drop(spec);
         self.factory.set_timeouts(timeouts(&new));
         self.policy_options.set(policy_options(&new));
         if new.dns_settings() != self.config.dns_settings() {
