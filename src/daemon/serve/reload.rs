@@ -83,3 +83,102 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::daemon::Setup;
+    use crate::greylist::clock::ManualClock;
+    use crate::greylist::lists::ListName;
+    use crate::greylist::{Action, Reason, Request};
+
+    const OLD: &str = "203.0.113.5";
+    const NEW: &str = "198.51.100.7";
+
+    fn clients_file(listed: &str) -> String {
+        let mut text = format!("{listed}/32\n");
+        for i in 0..30_000u32 {
+            let _ = writeln!(text, "10.{}.{}.0/24", i >> 8, i & 0xff);
+        }
+        text
+    }
+
+    fn listed(engine: &RefCell<crate::greylist::Engine>, client: &str) -> bool {
+        let addr: IpAddr = client.parse().unwrap();
+        let d = engine.borrow_mut().decide_rcpt(&Request {
+            client_addr: Some(addr),
+            client_name: b"",
+            sender: b"<a@sender.example>",
+            recipient: b"<r@local.example>",
+            authenticated: false,
+        });
+        if d.reason == Reason::List(ListName::Clients) {
+            assert_eq!(d.action, Action::Accept);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A reload of 30,000 list lines pauses after every slice; a decision
+    /// taken at each pause sees the running lists, whole; after the swap
+    /// decisions see the new ones.
+    #[test]
+    fn a_large_list_reloads_in_slices_with_decisions_served_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("greylist.toml");
+        let clients = dir.path().join("clients");
+        std::fs::write(&clients, clients_file(OLD)).unwrap();
+        let stats = dir.path().join("stats");
+        std::fs::write(
+            &path,
+            format!(
+                "[stats]\nfile = \"{}\"\n[lists.files]\naccept_clients = [\"clients\"]\n",
+                stats.display()
+            ),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let setup = Setup {
+                config_path: Some(path.clone()),
+                logging: None,
+                identity: None,
+                clock: Box::new(ManualClock::new(1_700_000_000)),
+            };
+            let mut daemon = Daemon::start(Config::load(&path).unwrap(), setup).unwrap();
+            let engine = daemon.engine.clone();
+            assert!(listed(&engine, OLD) && !listed(&engine, NEW));
+
+            std::fs::write(&clients, clients_file(NEW)).unwrap();
+            let seen = RefCell::new(Vec::new());
+            let mut pacer = Pacer::new(SLICE, || {
+                seen.borrow_mut()
+                    .push((listed(&engine, OLD), listed(&engine, NEW)));
+                tokio::task::yield_now()
+            });
+            assert_eq!(daemon.reload_paced(&mut pacer).await, Ok(false));
+            let pauses = pacer.pauses();
+            drop(pacer);
+            let seen = seen.into_inner();
+            assert_eq!(seen.len(), pauses);
+            // Parsing and compiling 30,001 entries each fill 7 slices.
+            assert!(seen.len() >= 2 * (30_001 / SLICE), "{} pauses", seen.len());
+            assert!(seen.iter().all(|&s| s == (true, false)), "{seen:?}");
+            assert!(!listed(&engine, OLD) && listed(&engine, NEW));
+
+            // A broken file keeps the lists whole, as before.
+            std::fs::write(&clients, "not a network\n").unwrap();
+            let e = daemon.reload().await.unwrap_err();
+            assert!(e.contains("clients:1:"), "{e}");
+            assert!(!listed(&engine, OLD) && listed(&engine, NEW));
+        });
+    }
+}
