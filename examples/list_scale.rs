@@ -11,11 +11,15 @@
 //! whole RCPT path: lists, then the tuple table) for a fixed population of
 //! 100,000 tuples cycled, whose clients are not listed, so every decision
 //! pays the full list look-up (a miss in every list) and then the table.
+//! The large lists are also loaded and compiled paced as a daemon reload
+//! is (`reload_slice_max_ms`: the longest stretch between two pauses, the
+//! loop's longest wait; `SLICE_TRACE=1` prints every slice over 2 ms).
 //! Memory is counted by a wrapping global allocator: bytes live after
 //! loading (the parsed entries, which the config and the engine's settings
 //! hold) and after compiling (the look-up structures).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -23,9 +27,11 @@ use std::time::Instant;
 
 use greymilter::greylist::clock::ManualClock;
 use greymilter::greylist::lists::Lists;
+use greymilter::greylist::settings::ListSpec;
 use greymilter::greylist::settings::{ListAction, Settings};
 use greymilter::greylist::{Engine, Request};
-use greymilter::lists::{Kind, Source, load};
+use greymilter::lists::{Kind, Source, load, load_paced};
+use greymilter::pace::{Pacer, SLICE, run_now};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -137,6 +143,12 @@ struct Case {
     label: &'static str,
     load_ms: f64,
     compile_ms: f64,
+    /// Reading the file alone (the paced reload reads it in one go).
+    read_ms: f64,
+    /// The reload's load and compile paced as in the daemon: the longest
+    /// stretch between two pauses, and how many pauses.
+    slice_max_ms: f64,
+    slices: usize,
     entries: usize,
     parsed_bytes: isize,
     compiled_bytes: isize,
@@ -160,7 +172,7 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
     };
     let before = live();
     let started = Instant::now();
-    let (spec, summary) = load(&[source], u64::MAX).expect("the list loads");
+    let (spec, summary) = load(std::slice::from_ref(&source), u64::MAX).expect("the list loads");
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let parsed_bytes = live() - before;
     let before = live();
@@ -168,6 +180,11 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
     let lists = Lists::compile(&spec, true);
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
     let compiled_bytes = live() - before;
+    let started = Instant::now();
+    let read_bytes = std::fs::read(&path).expect("read list").len();
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
+    std::hint::black_box(read_bytes);
+    let (slice_max_ms, slices) = paced(&source, spec.clone());
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir(&dir);
     let clock = ManualClock::new(1_700_000_000);
@@ -183,6 +200,9 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
         label,
         load_ms,
         compile_ms,
+        read_ms,
+        slice_max_ms,
+        slices,
         entries: summary.entries,
         parsed_bytes,
         compiled_bytes,
@@ -191,6 +211,37 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
         per_second: 0.0,
         lookup_ns: f64::MAX,
     }
+}
+
+/// Loads and compiles `source` as a daemon reload does (`load_paced`,
+/// `compile_paced`, a pause every `pace::SLICE` entries and between
+/// phases); the pauses return at once and time the slice before them.
+fn paced(source: &Source, spec: ListSpec) -> (f64, usize) {
+    let mark = Cell::new(Instant::now());
+    let worst = Cell::new(0.0f64);
+    let n = Cell::new(0usize);
+    let mut pacer = Pacer::new(SLICE, || {
+        let now = Instant::now();
+        let ms = (now - mark.get()).as_secs_f64() * 1e3;
+        n.set(n.get() + 1);
+        if std::env::var_os("SLICE_TRACE").is_some() && ms > 2.0 {
+            eprintln!("slice {} {ms:.2} ms", n.get());
+        }
+        worst.set(worst.get().max(ms));
+        mark.set(now);
+        std::future::ready(())
+    });
+    mark.set(Instant::now());
+    run_now(async {
+        let loaded = load_paced(std::slice::from_ref(source), u64::MAX, &mut pacer).await;
+        std::hint::black_box(loaded.expect("the list loads"));
+        pacer.pause().await;
+        std::hint::black_box(Lists::compile_paced(&spec, true, &mut pacer).await);
+        pacer.pause().await;
+    });
+    let slices = pacer.pauses();
+    drop(pacer);
+    (worst.get(), slices)
 }
 
 fn decide(engine: &mut Engine, pop: &Population, n: usize) {
@@ -266,13 +317,17 @@ fn main() {
             }
         };
         println!(
-            "RESULT list={} entries={} load_ms={:.1} compile_ms={:.1} \
+            "RESULT list={} entries={} load_ms={:.1} compile_ms={:.1} read_ms={:.2} \
+             reload_slice_max_ms={:.2} reload_slices={} \
              parsed_bytes_per_entry={:.1} compiled_bytes_per_entry={:.1} \
              lookup_ns={:.1} decisions_per_s={:.0} vs_empty={:.3}",
             m.label,
             m.entries,
             m.load_ms,
             m.compile_ms,
+            m.read_ms,
+            m.slice_max_ms,
+            m.slices,
             per_entry(m.parsed_bytes),
             per_entry(m.compiled_bytes),
             m.lookup_ns,

@@ -22,8 +22,8 @@
 //!   first; then the list's regular expressions, matched against the whole
 //!   address in key form.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -110,20 +110,23 @@ impl Lists {
         normalize_sender: bool,
         pacer: &mut Pacer<'_>,
     ) -> Lists {
-        let mut v4: HashMap<(u32, u8), ListAction> = HashMap::new();
-        let mut v6: HashMap<(u128, u8), ListAction> = HashMap::new();
+        // Ordered maps: the ranges are built from the networks in order,
+        // and a B-tree grows a node at a time (a hash map's growth, or a
+        // sort of 100,000 networks, would be one long step).
+        let mut v4: BTreeMap<(u32, u8), ListAction> = BTreeMap::new();
+        let mut v6: BTreeMap<(u128, u8), ListAction> = BTreeMap::new();
         for (net, action) in &spec.clients {
             pacer.step().await;
             match client_key(*net) {
-                Net::V4(k) => merge(v4.entry(k), *action),
-                Net::V6(k) => merge(v6.entry(k), *action),
+                Net::V4(k) => merge_ordered(&mut v4, k, *action),
+                Net::V6(k) => merge_ordered(&mut v6, k, *action),
             }
         }
-        // Each family's ranges are built in one go (a sort and one pass).
         pacer.pause().await;
-        let v4 = Ranges::build(v4.into_iter().map(|((n, p), a)| (n, p, a)).collect());
-        pacer.pause().await;
-        let v6 = Ranges::build(v6.into_iter().map(|((n, p), a)| (n, p, a)).collect());
+        let v4 = v4.into_iter().map(|((n, p), a)| (n, p, a));
+        let v4 = Ranges::build_sorted(v4, pacer).await;
+        let v6 = v6.into_iter().map(|((n, p), a)| (n, p, a));
+        let v6 = Ranges::build_sorted(v6, pacer).await;
         pacer.pause().await;
         let mut lists = Lists {
             v4,
@@ -348,6 +351,14 @@ fn client_key(net: IpNet) -> Net {
 }
 
 /// One key, two actions: the more restrictive stays (the first on a tie).
+/// [`merge`] for the client networks.
+fn merge_ordered<K: Ord>(map: &mut BTreeMap<K, ListAction>, key: K, action: ListAction) {
+    let slot = map.entry(key).or_insert(action);
+    if rank(action) > rank(*slot) {
+        *slot = action;
+    }
+}
+
 fn merge<K>(slot: Entry<'_, K, ListAction>, action: ListAction) {
     match slot {
         Entry::Occupied(mut o) => {

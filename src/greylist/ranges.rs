@@ -75,17 +75,28 @@ impl<A: Addr> Default for Ranges<A> {
 impl<A: Addr> Ranges<A> {
     /// `nets`: (masked network, prefix length, action), one per network
     /// (duplicates already resolved by the caller).
+    #[cfg(test)]
     pub fn build(mut nets: Vec<(A, u8, ListAction)>) -> Ranges<A> {
-        let mut r = Ranges::default();
-        if nets.is_empty() {
-            return r;
-        }
-        // Broader networks first at one start, so the narrower one overrides.
         nets.sort_unstable_by_key(|(net, prefix, _)| (*net, *prefix));
+        crate::pace::run_now(Ranges::build_sorted(
+            nets.into_iter(),
+            &mut crate::pace::Pacer::unpaced(),
+        ))
+    }
+
+    /// `nets` as for `build`, sorted by (network, prefix length): broader
+    /// networks first at one start, so the narrower one overrides. One
+    /// step of `pacer` per network.
+    pub async fn build_sorted(
+        nets: impl Iterator<Item = (A, u8, ListAction)>,
+        pacer: &mut crate::pace::Pacer<'_>,
+    ) -> Ranges<A> {
+        let mut r = Ranges::default();
         let mut interned: Vec<ListAction> = Vec::new();
         // Open networks, each nested in the one below: (last address, value).
         let mut open: Vec<(A, u32)> = Vec::new();
         for (net, prefix, action) in nets {
+            pacer.step().await;
             let value = intern(&mut interned, action);
             r.close_before(&mut open, Some(net));
             open.push((net.last_of(prefix.min(A::BITS)), value));
