@@ -38,6 +38,9 @@ impl Daemon {
                 ));
             }
         };
+        // The last lines' slice ends here; copying the entries into the
+        // engine's settings gets a slice of its own.
+        pacer.pause().await;
         let mut new = new;
         let restart_needed = keep_restart_only(&self.config, &mut new);
         if !restart_needed.is_empty() {
