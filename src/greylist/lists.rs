@@ -350,8 +350,7 @@ fn client_key(net: IpNet) -> Net {
     }
 }
 
-/// One key, two actions: the more restrictive stays (the first on a tie).
-/// [`merge`] for the client networks.
+/// [`merge`] for the client networks' ordered maps.
 fn merge_ordered<K: Ord>(map: &mut BTreeMap<K, ListAction>, key: K, action: ListAction) {
     let slot = map.entry(key).or_insert(action);
     if rank(action) > rank(*slot) {
@@ -359,6 +358,7 @@ fn merge_ordered<K: Ord>(map: &mut BTreeMap<K, ListAction>, key: K, action: List
     }
 }
 
+/// One key, two actions: the more restrictive stays (the first on a tie).
 fn merge<K>(slot: Entry<'_, K, ListAction>, action: ListAction) {
     match slot {
         Entry::Occupied(mut o) => {

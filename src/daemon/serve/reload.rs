@@ -22,6 +22,7 @@ impl Daemon {
             .await
     }
 
+    /// [`Daemon::reload`] with the given pacer (tests observe the pauses).
     pub(super) async fn reload_paced(&mut self, pacer: &mut Pacer<'_>) -> Result<bool, String> {
         let Some(path) = self.config_path.clone() else {
             let why = "running on built-in defaults, there is no configuration file to reload";
