@@ -31,14 +31,7 @@ pub struct SentinelSpec {
 
 /// Parses a `redis+sentinel://` URL (no resolution).
 pub fn parse(url: &str) -> Result<SentinelSpec, String> {
-    let rest = url
-        .strip_prefix(SCHEME)
-        .or_else(|| url.strip_prefix(TLS_SCHEME))
-        .ok_or_else(|| format!("{url:?}: not a {SCHEME} URL"))?;
-    let (creds, rest) = match rest.rsplit_once('@') {
-        Some((c, r)) => (Some(c), r),
-        None => (None, rest),
-    };
+    let (creds, rest) = credentials_and_rest(url, SCHEME, TLS_SCHEME)?;
     let (hosts, path) = rest
         .split_once('/')
         .ok_or_else(|| format!("{url:?}: the primary's name is missing (…/MASTER[/DB])"))?;
@@ -55,6 +48,23 @@ pub fn parse(url: &str) -> Result<SentinelSpec, String> {
         sentinels: addresses(url, "sentinel", hosts)?,
         master: master.to_string(),
         redis: settings(url, creds, db.unwrap_or("0"))?,
+    })
+}
+
+/// The URL after its scheme (`scheme` or `tls_scheme`), split at the last
+/// `@` into the credentials (if any) and the rest.
+pub(super) fn credentials_and_rest<'u>(
+    url: &'u str,
+    scheme: &str,
+    tls_scheme: &str,
+) -> Result<(Option<&'u str>, &'u str), String> {
+    let rest = url
+        .strip_prefix(scheme)
+        .or_else(|| url.strip_prefix(tls_scheme))
+        .ok_or_else(|| format!("{url:?}: not a {scheme} URL"))?;
+    Ok(match rest.rsplit_once('@') {
+        Some((c, r)) => (Some(c), r),
+        None => (None, rest),
     })
 }
 

@@ -67,14 +67,7 @@ pub struct ShardSpec {
 
 /// Parses a `redis+cluster://` URL (no resolution).
 pub fn parse(url: &str) -> Result<ShardSpec, String> {
-    let rest = url
-        .strip_prefix(SCHEME)
-        .or_else(|| url.strip_prefix(TLS_SCHEME))
-        .ok_or_else(|| format!("{url:?}: not a {SCHEME} URL"))?;
-    let (creds, rest) = match rest.rsplit_once('@') {
-        Some((c, r)) => (Some(c), r),
-        None => (None, rest),
-    };
+    let (creds, rest) = sentinel::credentials_and_rest(url, SCHEME, TLS_SCHEME)?;
     let (hosts, db) = match rest.split_once('/') {
         Some((h, d)) => (h, d),
         None => (rest, ""),
