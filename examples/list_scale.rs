@@ -31,7 +31,7 @@ use greymilter::greylist::settings::ListSpec;
 use greymilter::greylist::settings::{ListAction, Settings};
 use greymilter::greylist::{Engine, Request};
 use greymilter::lists::{Kind, Source, load, load_paced};
-use greymilter::pace::{Pacer, SLICE, run_now};
+use greymilter::pace::{BUDGET, Pacer, run_now};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -214,13 +214,13 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
 }
 
 /// Loads and compiles `source` as a daemon reload does (`load_paced`,
-/// `compile_paced`, a pause every `pace::SLICE` entries and between
+/// `compile_paced`, a pause once `pace::BUDGET` has passed and between
 /// phases); the pauses return at once and time the slice before them.
 fn paced(source: &Source, spec: ListSpec) -> (f64, usize) {
     let mark = Cell::new(Instant::now());
     let worst = Cell::new(0.0f64);
     let n = Cell::new(0usize);
-    let mut pacer = Pacer::new(SLICE, || {
+    let mut pacer = Pacer::timed(BUDGET, || {
         let now = Instant::now();
         let ms = (now - mark.get()).as_secs_f64() * 1e3;
         n.set(n.get() + 1);

@@ -165,6 +165,9 @@ async fn reload_applies_new_settings_and_keeps_restart_only_ones(log: Captured) 
         "[milter]\nlisten = \"inet:10099@127.0.0.1\"\n",
     );
     d.rewrite_config(&changed).await;
+    // A reload is a job of the loop, which serves other events meanwhile:
+    // the report is asked for once it is swapped in.
+    until(|| log.text().contains("configuration reloaded").then_some(())).await;
     let report = d.report().await;
     assert!(
         log.text()
@@ -182,6 +185,7 @@ async fn reload_applies_new_settings_and_keeps_restart_only_ones(log: Captured) 
     // A broken file leaves the running configuration whole.
     d.rewrite_config("[greylist]\ndelay = \"10m\"\nretry_window = \"1m\"\n")
         .await;
+    until(|| log.text().contains("reload failed").then_some(())).await;
     let report = d.report().await;
     assert!(
         log.text()

@@ -40,7 +40,7 @@ impl std::fmt::Display for Allow {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Allows {
     entries: Vec<(Allow, u64)>,
     path: Option<PathBuf>,

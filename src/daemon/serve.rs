@@ -47,6 +47,7 @@ mod reload;
 mod report;
 pub use admin::{AdminSockets, bind_admin};
 use checkpoints::prepare_state_dir;
+use reload::Reloads;
 
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -136,6 +137,8 @@ pub struct Daemon {
     policy: Option<Listener>,
     /// What new policy connections get (a reload changes it).
     policy_options: Rc<Cell<PolicyOptions>>,
+    /// Tests: what a reload job pauses with (`None`: a timed yield).
+    reload_pause: Option<reload::PauseHook>,
 }
 
 /// The policy connections' options in `config`.
@@ -220,6 +223,7 @@ impl Daemon {
             loop_lag: Rc::default(),
             policy: None,
             policy_options,
+            reload_pause: None,
         })
     }
 
@@ -346,24 +350,25 @@ impl Daemon {
         // The listener was bound and the state restored before this.
         notify.ready();
 
+        let mut reloads = Reloads::default();
         let stopped_early = loop {
             tokio::select! {
                 event = events.next() => match event {
-                    Some(Event::Reload) => {
-                        notify.reloading();
-                        let interval_changed = self.reload().await == Ok(true);
-                        notify.ready();
-                        if interval_changed {
-                            checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
-                            checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                            checkpoint_tick.reset();
-                        }
-                    }
+                    Some(Event::Reload) => self.ask_reload(&mut reloads, None, &notify),
                     Some(Event::Stats) => self.write_stats(),
                     Some(Event::Checkpoint) => self.checkpoint(true),
                     Some(Event::ChildExited) => self.reap(),
                     Some(Event::Shutdown) | None => break None,
                 },
+                // One slice of the reload per turn of the loop: every other
+                // event waits one slice at most.
+                result = reloads.finished(), if reloads.running() => {
+                    if self.reload_finished(&mut reloads, result, &notify) {
+                        checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
+                        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        checkpoint_tick.reset();
+                    }
+                }
                 _ = checkpoint_tick.tick() => {
                     self.reap();
                     self.checkpoint(false);
@@ -377,21 +382,17 @@ impl Daemon {
                 }
                 Some(sync) = sync_rx.recv() => self.on_shared_sync(sync),
                 Some(request) = control_rx.recv() => {
-                    let interval_changed = if matches!(request.command, Command::Reload) {
-                        self.control_reload(request, &notify).await
+                    if matches!(request.command, Command::Reload) {
+                        tracing::info!(uid = request.uid, "control: reload");
+                        self.ask_reload(&mut reloads, Some(request.reply), &notify);
                     } else {
                         self.on_control(request, &walked_tx);
-                        false
-                    };
-                    if interval_changed {
-                        checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
-                        checkpoint_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                        checkpoint_tick.reset();
                     }
                 }
                 result = &mut server => break Some(result),
             }
         };
+        reloads.abandon();
         events.close();
         notify.stopping();
         for task in [metrics, watcher].into_iter().flatten() {

@@ -1,5 +1,5 @@
-//! `/regex/` list entries: one [`RegexSet`] per list, so a look-up scans
-//! the text once whatever the number of expressions.
+//! `/regex/` list entries: a few [`RegexSet`]s per list, so a look-up
+//! scans the text once per set whatever the number of expressions.
 //!
 //! The `regex` crate matches in time linear in the text (no backtracking:
 //! `(a+)+$` is harmless), and its compiled size is bounded here, so a
@@ -7,20 +7,32 @@
 //! costing memory or time per decision. Matching is case-insensitive and
 //! unanchored, as in postgrey. Perl features without a linear-time
 //! implementation (look-around, back-references) are refused at load.
+//!
+//! Compiling is loop work at a reload: each expression is checked (and
+//! compiled) on its own, one slice of the [`Pacer`] at most, and the sets
+//! are cut so that each compiles within about the pacer's budget. Start-up
+//! and `check-config` build one set. The worst single expression is
+//! bounded by [`MAX_SOURCE`] and [`PATTERN_SIZE_LIMIT`] (about 2 ms to
+//! compile, or to refuse, on the reference machine: BENCHMARKS.md).
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::list_action::ListAction;
+use crate::pace::Pacer;
 
 /// Compiled size allowed for one expression. Real entries compile to a few
 /// KiB; `(\w{100}){100}` would need hundreds of MiB.
 pub const PATTERN_SIZE_LIMIT: usize = 256 << 10;
-/// Compiled size allowed for all the expressions of one list together.
+/// Longest expression, in bytes: postgrey's longest is under 100; a longer
+/// one costs parsing time before the size limit can refuse it.
+pub const MAX_SOURCE: usize = 1024;
+/// Compiled size allowed for the expressions of one set together.
 pub const SET_SIZE_LIMIT: usize = 32 << 20;
-/// Lazy-DFA cache per list; beyond it the crate falls back to slower, still
+/// Lazy-DFA cache per set; beyond it the crate falls back to slower, still
 /// linear, matching instead of growing.
 const DFA_CACHE_LIMIT: usize = 4 << 20;
 /// Deepest nesting of groups and repetitions.
@@ -42,41 +54,57 @@ pub struct Patterns {
 }
 
 struct Inner {
-    set: RegexSet,
+    /// Consecutive runs of `entries`: (index of the run's first entry, its
+    /// set).
+    sets: Vec<(usize, RegexSet)>,
     entries: Vec<(String, ListAction)>,
 }
 
 impl Patterns {
     /// Checks each expression on its own (for a precise error), then
-    /// compiles them together.
+    /// compiles them together, in one go.
     pub fn new(entries: Vec<(String, ListAction)>) -> Result<Patterns, PatternError> {
+        crate::pace::run_now(Patterns::new_paced(entries, &mut Pacer::unpaced()))
+    }
+
+    /// [`Patterns::new`] in slices of `pacer`: one step per expression
+    /// checked, one per set; a set gathers the expressions whose checks
+    /// took the pacer's budget together (one set when it has none).
+    pub async fn new_paced(
+        entries: Vec<(String, ListAction)>,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<Patterns, PatternError> {
         if entries.is_empty() {
             return Ok(Patterns::default());
         }
+        let budget = pacer.budget();
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut first = 0;
+        let mut spent = Duration::ZERO;
         for (index, (source, _)) in entries.iter().enumerate() {
+            if budget.is_some_and(|b| index > first && spent >= b) {
+                runs.push(first..index);
+                first = index;
+                spent = Duration::ZERO;
+            }
+            let started = Instant::now();
             check(source).map_err(|(offset, message)| PatternError {
                 index,
                 offset,
                 message,
             })?;
+            spent += started.elapsed();
+            pacer.step_costly().await;
         }
-        let set = RegexSetBuilder::new(entries.iter().map(|(s, _)| s.as_str()))
-            .case_insensitive(true)
-            .size_limit(SET_SIZE_LIMIT)
-            .dfa_size_limit(DFA_CACHE_LIMIT)
-            .nest_limit(NEST_LIMIT)
-            .build()
-            .map_err(|e| PatternError {
-                index: 0,
-                offset: None,
-                message: format!(
-                    "the {} regular expressions of this list together are too large: {}",
-                    entries.len(),
-                    one_line(&e.to_string())
-                ),
-            })?;
+        runs.push(first..entries.len());
+        let mut sets = Vec::with_capacity(runs.len());
+        for run in runs {
+            let set = build_set(entries.get(run.clone()).unwrap_or_default(), run.start)?;
+            sets.push((run.start, set));
+            pacer.step_costly().await;
+        }
         Ok(Patterns {
-            inner: Some(Arc::new(Inner { set, entries })),
+            inner: Some(Arc::new(Inner { sets, entries })),
         })
     }
 
@@ -93,21 +121,23 @@ impl Patterns {
     /// those.
     pub fn find(&self, text: &[u8]) -> Option<ListAction> {
         let inner = self.inner.as_ref()?;
-        if !inner.set.is_match(text) {
-            return None;
-        }
         let mut best: Option<ListAction> = None;
-        for i in inner.set.matches(text).iter() {
-            if let Some((_, a)) = inner.entries.get(i)
-                && best.is_none_or(|b| rank(*a) > rank(b))
-            {
-                best = Some(*a);
+        for (first, set) in &inner.sets {
+            if !set.is_match(text) {
+                continue;
+            }
+            for i in set.matches(text).iter() {
+                if let Some((_, a)) = inner.entries.get(first + i)
+                    && best.is_none_or(|b| rank(*a) > rank(b))
+                {
+                    best = Some(*a);
+                }
             }
         }
         best
     }
 
-    /// Approximate bytes held (sources and actions; the compiled automaton
+    /// Approximate bytes held (sources and actions; each compiled automaton
     /// is bounded by [`SET_SIZE_LIMIT`]).
     pub fn heap_bytes(&self) -> usize {
         self.inner.as_ref().map_or(0, |i| {
@@ -128,7 +158,35 @@ pub fn rank(a: ListAction) -> u8 {
     }
 }
 
+/// One set of `entries` (the first of them at `first` in the list).
+fn build_set(entries: &[(String, ListAction)], first: usize) -> Result<RegexSet, PatternError> {
+    RegexSetBuilder::new(entries.iter().map(|(s, _)| s.as_str()))
+        .case_insensitive(true)
+        .size_limit(SET_SIZE_LIMIT)
+        .dfa_size_limit(DFA_CACHE_LIMIT)
+        .nest_limit(NEST_LIMIT)
+        .build()
+        .map_err(|e| PatternError {
+            index: first,
+            offset: None,
+            message: format!(
+                "the {} regular expressions of this list together are too large: {}",
+                entries.len(),
+                one_line(&e.to_string())
+            ),
+        })
+}
+
 fn check(source: &str) -> Result<(), (Option<usize>, String)> {
+    if source.len() > MAX_SOURCE {
+        return Err((
+            None,
+            format!(
+                "regular expression too long: {} bytes, at most {MAX_SOURCE}",
+                source.len()
+            ),
+        ));
+    }
     regex_syntax::ast::parse::ParserBuilder::new()
         .nest_limit(NEST_LIMIT)
         .build()
@@ -226,6 +284,46 @@ mod tests {
         assert!(e.message.contains("look-around"), "{e:?}");
         let e = Patterns::new(vec![(r"(a)\1".into(), A)]).unwrap_err();
         assert!(e.message.contains("backreference"), "{e:?}");
+    }
+
+    /// Paced by a counting pacer, each expression is checked in a slice of
+    /// its own and gets a set of its own; the matches are those of one set.
+    #[test]
+    fn paced_compilation_gives_one_set_per_slice_and_the_same_matches() {
+        let entries: Vec<(String, ListAction)> = vec![
+            (r"^mail[0-9]+\.example\.com$".into(), A),
+            (r"bad".into(), R),
+            (r"mail".into(), A),
+        ];
+        let mut pacer = Pacer::new(1000, || std::future::ready(()));
+        let paced = crate::pace::run_now(Patterns::new_paced(entries.clone(), &mut pacer)).unwrap();
+        assert_eq!(pacer.pauses(), 6);
+        let sets = |p: &Patterns| p.inner.as_ref().map_or(0, |i| i.sets.len());
+        let whole = Patterns::new(entries).unwrap();
+        assert_eq!((sets(&paced), sets(&whole)), (3, 1));
+        for text in ["MAIL42.Example.COM", "mail42.bad.example", "mailx", "x"] {
+            assert_eq!(
+                paced.find(text.as_bytes()),
+                whole.find(text.as_bytes()),
+                "{text}"
+            );
+        }
+        assert_eq!(paced.find(b"mail42.bad.example"), Some(R));
+        let e = crate::pace::run_now(Patterns::new_paced(
+            vec![("ok".into(), A), ("a(b".into(), A)],
+            &mut Pacer::new(1, || std::future::ready(())),
+        ))
+        .unwrap_err();
+        assert_eq!((e.index, e.offset), (1, Some(1)));
+    }
+
+    #[test]
+    fn an_expression_longer_than_the_limit_is_refused_before_parsing() {
+        let long = "a".repeat(MAX_SOURCE + 1);
+        let e = Patterns::new(vec![("x".into(), A), (long, A)]).unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("too long"), "{e:?}");
+        assert!(Patterns::new(vec![("a".repeat(MAX_SOURCE), A)]).is_ok());
     }
 
     #[test]

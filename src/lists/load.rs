@@ -125,9 +125,9 @@ pub async fn load_paced(
     // What the name lines of client files left unused.
     spec.clients.shrink_to_fit();
     let [clients, senders, recipients] = regexes;
-    spec.client_name_patterns = compile(clients, sources)?;
-    spec.sender_patterns = compile(senders, sources)?;
-    spec.recipient_patterns = compile(recipients, sources)?;
+    spec.client_name_patterns = compile(clients, sources, pacer).await?;
+    spec.sender_patterns = compile(senders, sources, pacer).await?;
+    spec.recipient_patterns = compile(recipients, sources, pacer).await?;
     Ok((spec, summary))
 }
 
@@ -169,12 +169,18 @@ fn add(
     }
 }
 
-fn compile(pending: Vec<Pending>, sources: &[Source]) -> Result<Patterns, LoadError> {
+/// The regular expressions of one kind of list, compiled in slices
+/// ([`Patterns::new_paced`]).
+async fn compile(
+    pending: Vec<Pending>,
+    sources: &[Source],
+    pacer: &mut Pacer<'_>,
+) -> Result<Patterns, LoadError> {
     let entries = pending
         .iter()
         .map(|p| (p.source.clone(), p.action))
         .collect();
-    Patterns::new(entries).map_err(|e| {
+    Patterns::new_paced(entries, pacer).await.map_err(|e| {
         let p = pending.get(e.index);
         let column = p.map_or(0, |p| {
             p.column

@@ -18,7 +18,6 @@ use crate::control::handle::{self, Context, Reply};
 use crate::control::protocol::Command;
 use crate::control::server::{self as control, Access, ControlRequest};
 use crate::control::shared;
-use crate::daemon::notify::Notifier;
 use crate::daemon::privileges::Identity;
 use crate::greylist::Engine;
 use crate::greylist::engine::{AdminWalk, WALK_SLICE};
@@ -141,28 +140,7 @@ fn bind_control(
 }
 
 impl Daemon {
-    /// `greymilter reload`: the reload runs in slices (see
-    /// [`Daemon::reload`]), so it is awaited here rather than in
-    /// [`Daemon::on_control`]. Returns true when the checkpoint interval
-    /// changed.
-    pub(super) async fn control_reload(
-        &mut self,
-        request: ControlRequest,
-        notify: &Notifier,
-    ) -> bool {
-        tracing::info!(uid = request.uid, "control: reload");
-        notify.reloading();
-        let result = self.reload().await;
-        notify.ready();
-        let (reply, changed) = match result {
-            Ok(changed) => (Reply::ok("configuration reloaded"), changed),
-            Err(e) => (Reply::error(e), false),
-        };
-        let _ = request.reply.send(reply);
-        changed
-    }
-
-    /// A control command but `reload` ([`Daemon::control_reload`]).
+    /// A control command but `reload` (a job of the loop: `reload.rs`).
     pub(super) fn on_control(
         &mut self,
         request: ControlRequest,
