@@ -52,7 +52,8 @@ use reload::Reloads;
 /// How often the engine's incremental expiry runs.
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(100);
 /// Upper bound of expiry slices per maintenance tick; each is bounded by the
-/// engine and the loop yields between them, so sessions keep being served.
+/// engine (`MAINTAIN_BUDGET` entries, ~0.1–0.2 ms) and the loop takes one
+/// per turn, so sessions and every other event are served between two.
 const MAX_SLICES_PER_TICK: usize = 64;
 
 /// What the main loop is asked to do (by a signal, or by a test).
@@ -351,6 +352,8 @@ impl Daemon {
         notify.ready();
 
         let mut reloads = Reloads::default();
+        // Expiry slices left in this maintenance tick.
+        let mut sweep = 0usize;
         let stopped_early = loop {
             tokio::select! {
                 event = events.next() => match event {
@@ -373,7 +376,15 @@ impl Daemon {
                     self.reap();
                     self.checkpoint(false);
                 }
-                _ = maintenance_tick.tick() => self.maintain().await,
+                _ = maintenance_tick.tick() => {
+                    self.expire_allows();
+                    sweep = MAX_SLICES_PER_TICK;
+                }
+                // One expiry slice per turn of the loop, after a yield (the
+                // sessions are served between two), like the reload's.
+                () = tokio::task::yield_now(), if sweep > 0 => {
+                    sweep = if self.engine.borrow_mut().maintain() { sweep - 1 } else { 0 };
+                }
                 _ = watchdog_tick.tick() => if notify.watchdog_period().is_some() {
                     notify.watchdog();
                 },
@@ -436,15 +447,5 @@ impl Daemon {
             pf.remove();
         }
         tracing::info!("greymilter stopped");
-    }
-
-    async fn maintain(&mut self) {
-        self.expire_allows();
-        for _ in 0..MAX_SLICES_PER_TICK {
-            if !self.engine.borrow_mut().maintain() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
     }
 }

@@ -26,7 +26,7 @@ pub mod facts;
 pub mod key;
 pub(crate) mod list_action;
 pub mod lists;
-pub(crate) mod patterns;
+pub mod patterns;
 pub(crate) mod ranges;
 pub mod settings;
 pub mod state;
