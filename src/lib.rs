@@ -48,3 +48,4 @@ pub mod stdout;
 // examples, benches and fuzz targets use of them.
 pub use files::atomic::write_atomically;
 pub use import::cli::run as run_import;
+pub use metrics::render::{Input as MetricsInput, render as render_metrics};
