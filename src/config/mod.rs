@@ -443,9 +443,27 @@ impl Config {
 
     /// The engine's view of this configuration.
     pub fn settings(&self) -> Settings {
+        let mut settings = self.own_settings();
+        self.lists.files.add_to(&mut settings.lists);
+        settings
+    }
+
+    /// [`Config::settings`] with the list files' entries copied in slices
+    /// of `pacer` (a reload: 110,000 entries take 2–3 ms to copy).
+    pub async fn settings_paced(&self, pacer: &mut crate::pace::Pacer<'_>) -> Settings {
+        let mut settings = self.own_settings();
+        self.lists
+            .files
+            .add_to_paced(&mut settings.lists, pacer)
+            .await;
+        settings
+    }
+
+    /// The settings with the `[lists]` tables' entries but not the files'.
+    fn own_settings(&self) -> Settings {
         let g = &self.greylist;
         let l = &self.lists;
-        let mut settings = Settings {
+        Settings {
             mode: g.mode,
             delay: g.delay.0,
             retry_window: g.retry_window.0,
@@ -475,9 +493,7 @@ impl Config {
                 block_delay: g.block_delay.0,
                 selective: g.selective,
             },
-        };
-        l.files.add_to(&mut settings.lists);
-        settings
+        }
     }
 
     /// What `crate::dns` needs: resolver, zones, name heuristic.

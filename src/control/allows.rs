@@ -11,6 +11,7 @@
 //! unix seconds). Tuples allowed one by one are whitelisted in the table
 //! and saved with it.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -148,17 +149,31 @@ impl Allows {
         gone.into_iter().map(|(a, _)| a).collect()
     }
 
-    /// `settings` with the allowances merged into its lists.
+    /// `settings` with the allowances merged into its lists: an allowance
+    /// replaces the list's entries for the same network or domain. One pass
+    /// over each list (a reload merges them into 100,000 entries).
     pub fn apply(&self, mut settings: Settings) -> Settings {
         let lists = &mut settings.lists;
+        let mut nets = HashSet::new();
+        let mut domains = HashSet::new();
         for (allow, _) in &self.entries {
             match allow {
-                Allow::Network(net) => {
-                    lists.clients.retain(|(n, _)| n != net);
-                    lists.clients.push((*net, ListAction::Allow));
-                }
+                Allow::Network(net) => nets.insert(*net),
+                Allow::SenderDomain(d) => domains.insert(d.as_str()),
+            };
+        }
+        if !nets.is_empty() {
+            lists.clients.retain(|(n, _)| !nets.contains(n));
+        }
+        if !domains.is_empty() {
+            lists
+                .sender_domains
+                .retain(|(d, _)| !domains.contains(d.as_str()));
+        }
+        for (allow, _) in &self.entries {
+            match allow {
+                Allow::Network(net) => lists.clients.push((*net, ListAction::Allow)),
                 Allow::SenderDomain(d) => {
-                    lists.sender_domains.retain(|(n, _)| n != d);
                     lists.sender_domains.push((d.clone(), ListAction::Allow));
                 }
             }
@@ -228,9 +243,24 @@ mod tests {
         let (mut b, bad) = Allows::load(Some(path), 100);
         assert_eq!(bad, Ok(3));
         assert_eq!(b.entries(), a.entries());
-        let s = b.apply(Settings::default());
-        assert_eq!(s.lists.clients.len(), 1);
-        assert_eq!(s.lists.sender_domains.len(), 1);
+        // An allowance replaces the configured entries for its network or
+        // domain and leaves the others.
+        let mut base = Settings::default();
+        let (net, other) = (
+            "192.0.2.0/24".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+        );
+        base.lists.clients = vec![(net, ListAction::Reject), (other, ListAction::Reject)];
+        base.lists.sender_domains = vec![("example.org".into(), ListAction::Reject)];
+        let s = b.apply(base);
+        assert_eq!(
+            s.lists.clients,
+            vec![(other, ListAction::Reject), (net, ListAction::Allow)]
+        );
+        assert_eq!(
+            s.lists.sender_domains,
+            vec![("example.org".to_string(), ListAction::Allow)]
+        );
         assert_eq!(
             b.expire(200),
             vec![Allow::Network("192.0.2.0/24".parse().unwrap())]

@@ -240,10 +240,12 @@ pub(super) async fn prepare(
     let new = Config::load_paced(&path, &mut pacer)
         .await
         .map_err(|e| format!("reload failed, keeping the running configuration: {e}"))?;
-    // The last lines' slice ends here; copying the entries into the
-    // engine's settings gets a slice of its own.
+    // The last lines' slice ends here; the entries are copied into the
+    // engine's settings in slices, the allowances merged in one pass.
     pacer.pause().await;
-    let mut settings = allows.apply(new.settings());
+    let settings = new.settings_paced(&mut pacer).await;
+    pacer.pause().await;
+    let mut settings = allows.apply(settings);
     pacer.pause().await;
     let spec = std::mem::take(&mut settings.lists);
     let lists = Lists::compile_paced(&spec, settings.normalize_sender, &mut pacer).await;
