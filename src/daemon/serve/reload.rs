@@ -271,7 +271,7 @@ mod tests {
     use crate::daemon::serve::Event;
     use crate::greylist::clock::ManualClock;
     use crate::greylist::lists::ListName;
-    use crate::greylist::{Action, Reason, Request};
+    use crate::greylist::{Action, Decision, Reason, Request};
 
     const OLD: &str = "203.0.113.5";
     const NEW: &str = "198.51.100.7";
@@ -284,15 +284,19 @@ mod tests {
         text
     }
 
-    fn listed(engine: &RefCell<crate::greylist::Engine>, client: &str) -> bool {
+    fn decide(engine: &RefCell<crate::greylist::Engine>, client: &str) -> Decision {
         let addr: IpAddr = client.parse().unwrap();
-        let d = engine.borrow_mut().decide_rcpt(&Request {
+        engine.borrow_mut().decide_rcpt(&Request {
             client_addr: Some(addr),
             client_name: b"",
             sender: b"<a@sender.example>",
             recipient: b"<r@local.example>",
             authenticated: false,
-        });
+        })
+    }
+
+    fn listed(engine: &RefCell<crate::greylist::Engine>, client: &str) -> bool {
+        let d = decide(engine, client);
         if d.reason == Reason::List(ListName::Clients) {
             assert_eq!(d.action, Action::Accept);
             true
@@ -477,6 +481,41 @@ mod tests {
             within(done).await.unwrap();
             // Abandoned: nothing of it was swapped in.
             assert!(!listed(&engine, OLD) && listed(&engine, NEW));
+        });
+    }
+
+    /// An allowance added while the lists are compiled aside is not lost:
+    /// the job's result lacks it, so the lists are compiled again before
+    /// anything is swapped in, and the request is answered after that.
+    #[test]
+    fn an_allowance_added_during_a_reload_makes_it_compile_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("greylist.toml");
+        std::fs::write(dir.path().join("clients"), clients_file(OLD)).unwrap();
+        std::fs::write(&path, "[lists.files]\naccept_clients = [\"clients\"]\n").unwrap();
+        on_one_thread(async {
+            let mut daemon = Daemon::start(Config::load(&path).unwrap(), setup(&path)).unwrap();
+            let engine = daemon.engine.clone();
+            let notify = Notifier::from_env();
+            let mut reloads = Reloads::default();
+            let (reply, mut answer) = oneshot::channel();
+            daemon.ask_reload(&mut reloads, Some(reply), &notify);
+            assert!(reloads.running());
+            let allowed =
+                crate::control::allows::Allow::Network(format!("{NEW}/32").parse().unwrap());
+            daemon.allows.add(allowed, u64::MAX).unwrap();
+            let first = reloads.finished().await;
+            assert!(!daemon.reload_finished(&mut reloads, first, &notify));
+            assert!(reloads.running(), "not compiled again");
+            assert!(answer.try_recv().is_err(), "answered before the swap");
+            let second = reloads.finished().await;
+            assert!(!daemon.reload_finished(&mut reloads, second, &notify));
+            assert!(!reloads.running());
+            assert_eq!(answer.await.unwrap(), Reply::ok("configuration reloaded"));
+            assert_eq!(
+                decide(&engine, NEW).reason,
+                Reason::Allowed(ListName::Clients)
+            );
         });
     }
 }
