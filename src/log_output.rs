@@ -194,7 +194,11 @@ fn push_message(out: &mut Vec<u8>, message: &str, conn: u64) {
 /// BS, FF and DEL as `\xNN`, C1 controls as `\u{NN}`), with a fast path
 /// for the usual line of printable ASCII.
 fn push_escaped(out: &mut Vec<u8>, message: &str) {
-    if message.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    // `fold`, not `all`: the check runs on whole words.
+    if message
+        .bytes()
+        .fold(true, |ok, b| ok & (0x20..0x7f).contains(&b))
+    {
         out.extend_from_slice(message.as_bytes());
         return;
     }
@@ -215,7 +219,21 @@ fn push_escaped(out: &mut Vec<u8>, message: &str) {
 }
 
 /// `n` in decimal, left-padded with zeros to `width` digits.
-fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let (digits, start) = decimal(n, width);
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+}
+
+/// `n` in decimal, as `write!(out, "{n}")` without the formatting
+/// machinery (a log line has several numbers).
+pub fn push_decimal(out: &mut String, n: u64) {
+    let (digits, start) = decimal(n, 1);
+    let digits = digits.get(start..).unwrap_or_default();
+    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
+}
+
+/// The digits of `n`, at least `width` of them, in `digits[start..]`.
+fn decimal(mut n: u64, width: usize) -> ([u8; 20], usize) {
     let mut digits = [b'0'; 20];
     let mut start = digits.len();
     while n > 0 || digits.len() - start < width {
@@ -228,7 +246,7 @@ fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
             break;
         }
     }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+    (digits, start)
 }
 
 /// tracing-subscriber's writer for `target = "stderr"`: each event's line
@@ -290,6 +308,11 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "000000 000042 0 18446744073709551615"
         );
+        for n in [0, 9, 10, 255, 300, 1_000_000, u64::MAX] {
+            let mut out = String::from("x=");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x={n}"));
+        }
     }
 
     /// The message as tracing-subscriber's text format writes it (no time,
