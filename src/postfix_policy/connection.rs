@@ -134,14 +134,14 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if !out.is_empty() {
             // A peer that stops reading its answers is cut off like an idle one.
-            match within(&mut timer, now + idle, stream.write_all(&out)).await {
+            match within(&mut timer, after(now, idle), stream.write_all(&out)).await {
                 Some(Ok(())) => out.clear(),
                 _ => return Ended::Io,
             }
         }
         // Room for a read, not zeroed (`read_buf` only writes what came).
         buf.reserve(READ_CHUNK);
-        let deadline = request_started.unwrap_or(now) + idle;
+        let deadline = after(request_started.unwrap_or(now), idle);
         let read = tokio::select! {
             biased;
             () = &mut stop => return Ended::Shutdown,
@@ -178,6 +178,12 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// `t + d`, or about thirty years on for a `d` past what the clock holds.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// `fut`'s output, or `None` once `deadline` passed first.
@@ -284,4 +290,42 @@ fn write_answer(out: &mut Vec<u8>, verdict: &Verdict, message: &mut Message, def
         Verdict::Reject(reply) => Answer::Reject(reply),
     };
     answer::write(out, &answer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer armed for 10 s, the deadline that counts at 15 s: a
+    /// future that never ends is given up at 15 s, not at the timer's
+    /// first firing, and one that ends at 12 s is not cut off.
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_is_moved_on_to_the_deadline_that_counts() {
+        let start = Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+        let deadline = start + Duration::from_secs(15);
+        let never = within(&mut timer, deadline, std::future::pending::<()>()).await;
+        assert_eq!(never, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+
+        let start = Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+        let ends = tokio::time::sleep(Duration::from_secs(12));
+        let got = within(&mut timer, start + Duration::from_secs(15), async {
+            ends.await;
+            7
+        })
+        .await;
+        assert_eq!(got, Some(7));
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+        // The same timer serves the next wait, to a later deadline.
+        let never = within(
+            &mut timer,
+            start + Duration::from_secs(30),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(never, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
 }
