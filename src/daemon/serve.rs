@@ -358,7 +358,11 @@ impl Daemon {
             tokio::select! {
                 event = events.next() => match event {
                     Some(Event::Reload) => self.ask_reload(&mut reloads, None, &notify),
-                    Some(Event::Stats) => self.write_stats(),
+                    Some(Event::Stats) => {
+                        self.write_stats();
+                        // The report at once, for an admin waiting on it.
+                        crate::log_output::flush();
+                    }
                     Some(Event::Checkpoint) => self.checkpoint(true),
                     Some(Event::ChildExited) => self.reap(),
                     Some(Event::Shutdown) | None => break None,

@@ -138,6 +138,8 @@ impl Daemon {
                 Err(e)
             }
         };
+        // What the reload logged reaches the log before anyone is told.
+        crate::log_output::flush();
         let reply = match &result {
             Ok(_) => Reply::ok("configuration reloaded"),
             Err(e) => Reply::error(e.clone()),
