@@ -4,4 +4,4 @@
 pub mod atomic;
 pub mod read;
 
-pub use read::read_regular;
+pub use read::{read_regular, read_regular_paced};

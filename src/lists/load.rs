@@ -57,8 +57,8 @@ pub fn load(sources: &[Source], max_bytes: u64) -> Result<(ListSpec, Summary), L
     crate::pace::run_now(load_paced(sources, max_bytes, &mut Pacer::unpaced()))
 }
 
-/// [`load`] with a pause every slice of lines (a file is read whole: 2 MiB
-/// take well under a millisecond; parsing is what costs).
+/// [`load`] with a pause every slice of lines (a file is read in chunks
+/// of a step each).
 pub async fn load_paced(
     sources: &[Source],
     max_bytes: u64,
@@ -75,7 +75,7 @@ pub async fn load_paced(
             column: 0,
             message,
         };
-        let bytes = match crate::files::read_regular(&src.path, max_bytes) {
+        let bytes = match crate::files::read_regular_paced(&src.path, max_bytes, pacer).await {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound && src.optional => {
                 summary.missing_optional.push(src.path.clone());
