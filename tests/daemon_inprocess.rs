@@ -242,6 +242,33 @@ async fn checkpoints_fork_and_restore_and_the_last_one_is_written_at_shutdown() 
     assert_eq!(thread_count().unwrap(), 1);
 }
 
+/// The expiry sweep runs in the serving daemon (one slice per turn of its
+/// loop): a tuple not retried within the window is gone from the table,
+/// and the report that says so is served in between.
+async fn an_unretried_tuple_is_swept_by_the_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Running::start(
+        dir.path(),
+        &config(dir.path(), "delay = \"1m\"\nretry_window = \"10m\"", ""),
+    );
+    let first = d.attempt("<a@sender.example>", "<r@local.example>").await;
+    assert_eq!(greylisted_for(&first), 60);
+    assert_eq!(value(&d.report().await, "Tuples"), "1");
+    d.clock.advance(11 * 60);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let report = d.report().await;
+        if value(&report, "Graylist-Expired") == "1" {
+            assert_eq!(value(&report, "Tuples"), "0");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not swept: {report}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.send(Event::Shutdown);
+    d.done.await.unwrap();
+}
+
 fn restore(state: &Path) -> greymilter::greylist::RestoreSummary {
     let mut engine = Engine::new(Settings::default(), Box::new(ManualClock::new(T0 + 10)));
     engine.restore_state(&fs::read(state).unwrap()).unwrap()
@@ -264,7 +291,7 @@ fn main() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
-    let scenarios: [(&str, Scenario); 2] = [
+    let scenarios: [(&str, Scenario); 3] = [
         (
             "reload_applies_new_settings_and_keeps_restart_only_ones",
             Box::new(|| {
@@ -272,6 +299,10 @@ fn main() {
                     log.clone(),
                 ))
             }),
+        ),
+        (
+            "an_unretried_tuple_is_swept_by_the_running_daemon",
+            Box::new(|| run_scenario(an_unretried_tuple_is_swept_by_the_running_daemon())),
         ),
         (
             "checkpoints_fork_and_restore_and_the_last_one_is_written_at_shutdown",
