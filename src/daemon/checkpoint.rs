@@ -148,6 +148,9 @@ impl Checkpointer {
                 return Start::Failed;
             }
         };
+        // Fork takes the memory map's lock, which the prefault helper holds
+        // while it faults a page in: let it finish first (rarely waits).
+        crate::prefault::settle();
         let parent = getpid();
         // SAFETY: the process has exactly one thread (checked above), so the
         // child inherits no lock held by another thread; it only serialises,
@@ -185,6 +188,7 @@ impl Checkpointer {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { break };
+                    crate::prefault::reaped(pid.as_raw());
                     if self.child.as_ref().is_some_and(|c| c.pid == pid) {
                         if let Some(child) = self.child.take() {
                             ours = Some(self.finish(child, status));
@@ -275,6 +279,8 @@ fn run_child(
     // Die with the parent rather than rename an old snapshot over the file a
     // restarted daemon writes; if the parent is already gone, stop now.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The parent's prefault helper answers the parent, not us.
+    crate::prefault::disown();
     if getppid() != parent {
         exit_child(3);
     }
