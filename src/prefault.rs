@@ -35,6 +35,9 @@ use std::time::Duration;
 
 use nix::libc;
 
+/// The helper's process name (`ps`, `/proc/PID/comm`).
+pub const HELPER_NAME: &std::ffi::CStr = c"greymilter-pf";
+
 /// How long [`settle_within`] waits for the helper before killing it.
 pub const PATIENCE: Duration = Duration::from_millis(200);
 
@@ -82,6 +85,7 @@ pub fn start(child_setup: impl FnOnce() -> bool) -> std::io::Result<()> {
             drop(req_w);
             drop(ans_r);
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::prctl::set_name(HELPER_NAME);
             let code = if child_setup() {
                 serve(parent.as_raw(), &req_r, &ans_w)
             } else {
