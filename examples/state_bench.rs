@@ -127,6 +127,18 @@ fn vm_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this thread ran: a slow call that ran far less than it took
+/// was descheduled (by the host, under `chrt -f`), not working.
+fn cpu_time() -> Duration {
+    let mut t = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// This process's (minor, major) page faults so far.
 fn page_faults() -> (i64, i64) {
     // SAFETY: getrusage fills the struct it is given.
@@ -274,7 +286,7 @@ fn main() -> Result<(), String> {
     );
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2} prefault_requests={}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2} prefault_requests={} prefault_stopped={}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
@@ -294,7 +306,8 @@ fn main() -> Result<(), String> {
         walks[1].as_secs_f64() * 1e3,
         walks[2].as_secs_f64() * 1e3,
         walks[3].as_secs_f64() * 1e3,
-        greymilter::prefault::requests()
+        greymilter::prefault::requests(),
+        greymilter::prefault::stopped()
     );
     if !args.keep {
         let _ = std::fs::remove_file(&args.out);
@@ -318,15 +331,17 @@ fn admin_walks(engine: &mut Engine, trace_slow: Option<Duration>) -> [Duration; 
         let t = Instant::now();
         loop {
             let faults = page_faults();
+            let cpu = cpu_time();
             let s = Instant::now();
             let done = engine.walk_step(&mut walk, WALK_SLICE);
             let took = s.elapsed();
             slice_max = slice_max.max(took);
             if trace_slow.is_some_and(|t| took > t) {
-                let after = page_faults();
+                let (after, ran) = (page_faults(), cpu_time() - cpu);
                 println!(
-                    "slow walk slice: {:.2} ms at {} tuples, {} minor faults",
+                    "slow walk slice: {:.2} ms (ran {:.2} ms) at {} tuples, {} minor faults",
                     took.as_secs_f64() * 1e3,
+                    ran.as_secs_f64() * 1e3,
                     engine.stats().tuples,
                     after.0 - faults.0
                 );
@@ -399,20 +414,21 @@ fn fill_phase(
             let mut batch = 0u32;
             while i < tuples {
                 for _ in 0..per_batch.min(tuples - i) {
-                    let faults = if slow.is_some() {
-                        page_faults()
+                    let (faults, cpu) = if slow.is_some() {
+                        (page_faults(), cpu_time())
                     } else {
-                        (0, 0)
+                        ((0, 0), Duration::ZERO)
                     };
                     let t = Instant::now();
                     filler.decide(engine, i);
                     let took = t.elapsed();
                     worst_decide = worst_decide.max(took);
                     if slow.is_some_and(|s| took > s) {
-                        let after = page_faults();
+                        let (after, ran) = (page_faults(), cpu_time() - cpu);
                         println!(
-                            "slow decision: {:.2} ms at {} tuples, {} minor / {} major faults",
+                            "slow decision: {:.2} ms (ran {:.2} ms) at {} tuples, {} minor / {} major faults",
                             took.as_secs_f64() * 1e3,
+                            ran.as_secs_f64() * 1e3,
                             engine.stats().tuples,
                             after.0 - faults.0,
                             after.1 - faults.1

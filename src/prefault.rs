@@ -46,6 +46,16 @@ static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
 static ANSWER_FD: AtomicI32 = AtomicI32::new(-1);
 /// The byte the helper is writing, 0 when none.
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+/// Why the helper was stopped last (see [`stopped`]).
+static STOPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Why the helper stopped: 0 not stopped, 1 no answer within [`PATIENCE`],
+/// 2 refused by the kernel, 3 gone (its pipe closed), 4 request not sent,
+/// 5 stopped by the caller (or reaped).
+pub fn stopped() -> usize {
+    STOPPED.load(Ordering::Relaxed)
+}
+
 /// Requests sent since start (for tests and benchmarks).
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 /// The kernel refused the helper access to us (not yet logged).
@@ -168,7 +178,7 @@ pub fn request(addr: usize) -> Asked {
     // SAFETY: writes 8 bytes from a buffer we own (atomic: < PIPE_BUF;
     // the pipe is empty, one request at a time).
     if unsafe { libc::write(fd, buf.as_ptr().cast(), 8) } != 8 {
-        stop();
+        stop_for(4);
         return Asked::NoHelper;
     }
     REQUESTS.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +212,7 @@ pub fn settle_within(start: usize, len: usize) {
 /// helper.
 pub fn settle() {
     if OUTSTANDING.load(Ordering::Relaxed) != 0 && !answer(PATIENCE.as_millis() as i32) {
-        stop();
+        stop_for(1);
     }
 }
 
@@ -228,13 +238,13 @@ fn answer(wait_ms: i32) -> bool {
                 // Logged by `request`, not here: this may run inside the
                 // allocator.
                 REFUSED.store(true, Ordering::Relaxed);
-                stop();
+                stop_for(2);
             }
             true
         }
         // EOF: the helper is gone, nothing more can come.
         0 => {
-            stop();
+            stop_for(3);
             true
         }
         _ => false,
@@ -249,6 +259,7 @@ pub fn reaped(pid: i32) {
             .compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
+        STOPPED.store(3, Ordering::Relaxed);
         stop();
     }
 }
@@ -263,6 +274,13 @@ pub fn disown() {
 /// Kills the helper (if any), waits for it and forgets it: no write of it
 /// can come after this returns.
 pub fn stop() {
+    stop_for(5);
+}
+
+fn stop_for(reason: usize) {
+    if running() {
+        STOPPED.store(reason, Ordering::Relaxed);
+    }
     let pid = PID.swap(0, Ordering::Relaxed);
     for fd in [&REQUEST_FD, &ANSWER_FD] {
         let fd = fd.swap(-1, Ordering::Relaxed);

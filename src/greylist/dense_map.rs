@@ -211,12 +211,10 @@ impl Drop for Prepared {
 }
 
 /// Pages of the entries vector requested from the prefault helper, ahead
-/// of the entries written.
+/// of the entries written: those below `to` bytes from the vector's start
+/// (an offset: a move with `mremap` keeps the pages and their alignment).
 #[derive(Default)]
 struct Ahead {
-    /// The vector's address when `to` was set (a move resets it).
-    base: usize,
-    /// Pages below this address are requested (or hold entries).
     to: usize,
 }
 
@@ -405,19 +403,17 @@ impl<K: MapKey, V> DenseMap<K, V> {
         if end - base < crate::memory::THRESHOLD {
             return;
         }
-        if self.ahead.base != base || self.ahead.to < front {
+        if self.ahead.to < front - base {
             // Only pages wholly past the entries: the helper writes a byte.
-            self.ahead = Ahead {
-                base,
-                to: front.next_multiple_of(HUGE_PAGE),
-            };
+            // (At the first mapping, or when the helper fell behind.)
+            self.ahead.to = (front - base).next_multiple_of(HUGE_PAGE);
         }
-        let next = self.ahead.to;
+        let next = base + self.ahead.to;
         if next + HUGE_PAGE <= end
             && next < front + AHEAD_BYTES
             && prefault::request(next) == Asked::Yes
         {
-            self.ahead.to = next + HUGE_PAGE;
+            self.ahead.to += HUGE_PAGE;
         }
     }
 
