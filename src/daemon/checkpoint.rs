@@ -152,6 +152,8 @@ impl Checkpointer {
         // while it faults a page in: let it finish first (rarely waits).
         crate::prefault::settle();
         let parent = getpid();
+        // The child must not inherit (and write a second time) buffered lines.
+        crate::log_output::flush();
         // SAFETY: the process has exactly one thread (checked above), so the
         // child inherits no lock held by another thread; it only serialises,
         // writes and _exits.
