@@ -39,9 +39,12 @@
 //! done.
 //!
 //! The new index is not fresh at that point: it was allocated a little
-//! earlier and faulted in one page per insert (see `room_in_index`: a
-//! fresh huge page costs up to ~7 ms to fault in a VM, and the first
-//! inserts and drain steps after a growth would take several each).
+//! earlier and faulted in page by page (see `room_in_index`: a fresh huge
+//! page costs 4–18 ms to fault in on a lazily backed VM, and the first
+//! inserts and drain steps after a growth would take several each): by
+//! the prefault helper process when one runs (`crate::prefault`, off the
+//! loop), else one page per insert. The entries vector likewise keeps a
+//! few MiB of room past its entries that the helper faults in ahead.
 //!
 //! Linear probing makes the drain subtle: a key may sit several slots past
 //! its home, so clearing slots in order could cut the probe path of a key
