@@ -46,6 +46,16 @@ static REQUEST_FD: AtomicI32 = AtomicI32::new(-1);
 static ANSWER_FD: AtomicI32 = AtomicI32::new(-1);
 /// The byte the helper is writing, 0 when none.
 static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+/// Requests are held back (see [`hold`]).
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Holds requests back (`true`) until released (`false`): while the daemon
+/// still runs as root and the helper already as the daemon's user, the
+/// kernel would refuse the helper, which would then be stopped for good.
+pub fn hold(on: bool) {
+    HELD.store(on, Ordering::Relaxed);
+}
+
 /// Why the helper was stopped last (see [`stopped`]).
 static STOPPED: AtomicUsize = AtomicUsize::new(0);
 
@@ -165,6 +175,9 @@ pub fn request(addr: usize) -> Asked {
                  helper access to this process (process_vm_writev)"
             );
         }
+        return Asked::NoHelper;
+    }
+    if HELD.load(Ordering::Relaxed) {
         return Asked::NoHelper;
     }
     if !idle() {

@@ -151,6 +151,9 @@ pub fn policy_options(config: &Config) -> PolicyOptions {
 /// identity; without it fresh huge pages are faulted on the loop.
 fn start_prefault_helper(identity: Option<privileges::Identity>) {
     let setup = move || identity.is_none_or(|who| privileges::drop_to(who).is_ok());
+    // The helper runs as `identity` at once, the daemon only after the
+    // restore: no request until then (`Daemon::start` releases it).
+    crate::prefault::hold(identity.is_some());
     if let Err(e) = crate::prefault::start(setup) {
         tracing::info!(error = %e, "no prefault helper: huge pages are faulted on the main loop");
     }
@@ -219,6 +222,7 @@ impl Daemon {
                 // (same uid, no capabilities) access to our memory.
                 let _ = nix::sys::prctl::set_dumpable(true);
             }
+            crate::prefault::hold(false);
         }
         let pipeline = Pipeline::new(engine.clone());
         pipeline.set_dns(dns_of(&config));
