@@ -33,6 +33,7 @@ pub(crate) mod files;
 pub mod greylist;
 pub(crate) mod import;
 pub mod lists;
+pub(crate) mod log_output;
 pub mod memory;
 pub(crate) mod metrics;
 pub mod milter;

@@ -149,6 +149,8 @@ impl Checkpointer {
             }
         };
         let parent = getpid();
+        // The child must not inherit (and write a second time) buffered lines.
+        crate::log_output::flush();
         // SAFETY: the process has exactly one thread (checked above), so the
         // child inherits no lock held by another thread; it only serialises,
         // writes and _exits.

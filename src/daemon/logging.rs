@@ -3,8 +3,10 @@
 //!
 //! Writes are synchronous on the calling thread: a background writer thread
 //! would break the single-thread rule the checkpoint fork depends on.
+//! Stderr lines go through `log_output`'s buffer (flushed whenever the
+//! loop is about to sleep), and decision lines through its own writer.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -12,8 +14,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
-use super::syslog::Syslog;
+use super::syslog::{self, Syslog};
 use crate::config::{LogConfig, LogFormat, LogTarget};
+use crate::log_output;
 
 pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -31,7 +34,7 @@ impl Logging {
         let (filter, handle) = reload::Layer::new(filter);
         let syslog = config.target == LogTarget::Syslog;
         let writer = || match config.target {
-            LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
+            LogTarget::Stderr => BoxMakeWriter::new(log_output::Stderr),
             LogTarget::Syslog => BoxMakeWriter::new(Syslog::new(
                 config.syslog_socket.clone(),
                 config.facility.code(),
@@ -53,12 +56,35 @@ impl Logging {
         });
         let json =
             (config.format == LogFormat::Json).then(|| fmt::layer().json().with_writer(writer()));
+        let text_plain = config.format == LogFormat::Text && !ansi;
         // A second init (tests) keeps the first subscriber.
-        let _ = tracing_subscriber::registry()
+        let installed = tracing_subscriber::registry()
             .with(filter)
             .with(text)
             .with(json)
-            .try_init();
+            .try_init()
+            .is_ok();
+        // The decision line's own writer, in the layout just installed.
+        if installed && text_plain {
+            match config.target {
+                LogTarget::Stderr => log_output::install_stderr(),
+                LogTarget::Syslog => {
+                    let syslog = Syslog::new(config.syslog_socket.clone(), config.facility.code());
+                    let info = syslog::severity(&tracing::Level::INFO);
+                    log_output::install_syslog(Box::new(move |message| {
+                        let _ = syslog.line(info).write_all(message);
+                    }));
+                }
+            }
+        }
+        if installed {
+            // Buffered lines first, then the panic's message.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                log_output::flush_if_free();
+                previous(info);
+            }));
+        }
         Logging {
             filter: handle,
             from_env,

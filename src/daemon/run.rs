@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, Options as ClusterOptions, SharedSecret};
 use crate::config::Config;
 use crate::config::cluster::ClusterConfig;
 use crate::greylist::clock::SystemClock;
+use crate::log_output;
 use crate::milter::listener::{Listener, UnixSocketOptions};
 
 /// Runs the daemon until SIGTERM/SIGINT. `Err` only for start-up failures.
@@ -60,10 +61,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        // Log lines of one loop turn in one write (`log_output`).
+        .on_thread_park(log_output::flush)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    log_output::buffer_until_flushed();
     let local = LocalSet::new();
-    local.block_on(&runtime, async move {
+    let result = local.block_on(&runtime, async move {
         // First, so that a SIGHUP or SIGTERM sent as soon as the daemon is
         // seen (its pidfile, its socket) is an event, not the default
         // action that kills the process.
@@ -122,7 +126,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
         }
         daemon.serve(listener, signals).await;
         Ok(())
-    })
+    });
+    drop(local);
+    drop(runtime);
+    // Whatever was logged on the way out, before main says anything.
+    log_output::unbuffer();
+    result
 }
 
 pub(crate) fn cluster_options(c: &ClusterConfig) -> Result<ClusterOptions, String> {

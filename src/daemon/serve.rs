@@ -352,6 +352,7 @@ impl Daemon {
                     Some(Event::Reload) => {
                         notify.reloading();
                         let interval_changed = self.reload().await == Ok(true);
+                        crate::log_output::flush();
                         notify.ready();
                         if interval_changed {
                             checkpoint_tick = interval(self.config.state.checkpoint_interval.0);
@@ -359,7 +360,11 @@ impl Daemon {
                             checkpoint_tick.reset();
                         }
                     }
-                    Some(Event::Stats) => self.write_stats(),
+                    Some(Event::Stats) => {
+                        self.write_stats();
+                        // The report at once, for an admin waiting on it.
+                        crate::log_output::flush();
+                    }
                     Some(Event::Checkpoint) => self.checkpoint(true),
                     Some(Event::ChildExited) => self.reap(),
                     Some(Event::Shutdown) | None => break None,

@@ -62,7 +62,7 @@ impl Syslog {
     }
 }
 
-fn severity(level: &Level) -> u8 {
+pub(super) fn severity(level: &Level) -> u8 {
     match *level {
         Level::ERROR => 3,
         Level::WARN => 4,
@@ -94,7 +94,7 @@ impl<'a> MakeWriter<'a> for Syslog {
 }
 
 impl Syslog {
-    fn line(&self, severity: u8) -> SyslogLine {
+    pub(super) fn line(&self, severity: u8) -> SyslogLine {
         let mut buf = Vec::with_capacity(256);
         let pri = u16::from(self.inner.facility) * 8 + u16::from(severity);
         // The pid of the process that logs: a checkpoint child logs as itself.

@@ -239,17 +239,30 @@ pub const MAX_LOGGED_LEN: usize = 256;
 /// bytes with a `...` marker, so that hostile input can neither forge
 /// key=value fields nor blow up the log.
 pub fn push_loggable(line: &mut String, raw: &[u8]) {
-    use std::fmt::Write as _;
     let shown = raw.get(..MAX_LOGGED_LEN).unwrap_or(raw);
+    // The usual address needs no escape: one copy (`fold`, not `all`, so
+    // the check runs on whole words).
+    let plain = shown
+        .iter()
+        .fold(true, |ok, &b| ok & (b.is_ascii_graphic() & (b != b'\\')));
+    if let Some(text) = plain.then(|| std::str::from_utf8(shown).ok()).flatten() {
+        line.push_str(text);
+    } else {
+        push_escaped(line, shown);
+    }
+    if shown.len() < raw.len() {
+        line.push_str("...");
+    }
+}
+
+fn push_escaped(line: &mut String, shown: &[u8]) {
+    use std::fmt::Write as _;
     for &b in shown {
         if b.is_ascii_graphic() && b != b'\\' {
             line.push(char::from(b));
         } else {
             let _ = write!(line, "\\x{b:02x}");
         }
-    }
-    if shown.len() < raw.len() {
-        line.push_str("...");
     }
 }
 
@@ -297,5 +310,20 @@ mod tests {
         let mut line = String::new();
         push_loggable(&mut line, b"a b=c\\\n");
         assert_eq!(line, "a\\x20b=c\\x5c\\x0a");
+        // The copy of a plain address, and the escape of one bad byte.
+        for (raw, want) in [
+            (&b"alice@example.org"[..], "alice@example.org"),
+            (b"", ""),
+            (b"caf\xc3\xa9@x", "caf\\xc3\\xa9@x"),
+            (b"a\x7fb", "a\\x7fb"),
+        ] {
+            let mut line = String::from("to=");
+            push_loggable(&mut line, raw);
+            assert_eq!(line, format!("to={want}"));
+        }
+        let long = vec![b'x'; MAX_LOGGED_LEN + 1];
+        let mut line = String::new();
+        push_loggable(&mut line, &long);
+        assert_eq!(line, format!("{}...", "x".repeat(MAX_LOGGED_LEN)));
     }
 }

@@ -8,7 +8,9 @@
 //! `envelope_address::push_loggable`); a decision made before the sender
 //! or the recipient was known leaves that field out.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use tracing::{Level, info};
 
@@ -16,6 +18,7 @@ use super::envelope::{Envelope, Proto, Source};
 use crate::greylist::Decision;
 use crate::greylist::envelope_address::push_loggable;
 use crate::greylist::facts::SpfResult;
+use crate::log_output;
 
 /// One decision to log.
 pub struct Entry<'a> {
@@ -38,26 +41,65 @@ pub fn enabled() -> bool {
     tracing::enabled!(Level::INFO)
 }
 
-/// Writes the line, if info is enabled (the line is only built then: the
-/// RCPT path allocates nothing for a disabled log).
+thread_local! {
+    /// The line being built, reused: no allocation per decision.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
+}
+
+/// Writes the line, if info is enabled (the line is only built then), by
+/// `log_output`'s own writer when the daemon's log layout allows, else
+/// through tracing.
 pub fn decision(e: &Entry<'_>) {
     if !enabled() {
         return;
     }
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            build(&mut line, e);
+            write_line(&line, e.conn_id);
+        }
+        // Not reentrant in practice (nothing logs while a line is built).
+        Err(_) => {
+            let mut line = String::with_capacity(256);
+            build(&mut line, e);
+            write_line(&line, e.conn_id);
+        }
+    });
+}
+
+fn write_line(line: &str, conn_id: u64) {
+    if !log_output::info_line(line, conn_id) {
+        info!(conn = conn_id, "{line}");
+    }
+}
+
+fn build(line: &mut String, e: &Entry<'_>) {
     let d = e.decision;
-    let mut line = String::with_capacity(176);
     line.push_str("action=");
     line.push_str(d.action.as_str());
     line.push_str(" reason=");
-    d.reason.write_to(&mut line);
+    d.reason.write_to(line);
     line.push_str(" client=");
     let name = e.envelope.client_name.as_slice();
     if name.is_empty() || name.first() == Some(&b'[') {
         line.push_str("unknown");
     } else {
-        push_loggable(&mut line, name);
+        push_loggable(line, name);
     }
     match e.envelope.client_addr {
+        Some(IpAddr::V4(a)) => {
+            // As `Ipv4Addr`'s `Display`, a quarter of its cost.
+            let [a, b, c, d] = a.octets();
+            line.push('[');
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    line.push('.');
+                }
+                log_output::push_decimal(line, u64::from(octet));
+            }
+            line.push(']');
+        }
         Some(a) => {
             let _ = write!(line, "[{a}]");
         }
@@ -65,22 +107,25 @@ pub fn decision(e: &Entry<'_>) {
     }
     if e.sender_known {
         line.push_str(" from=<");
-        push_loggable(&mut line, strip_brackets(&e.envelope.sender));
+        push_loggable(line, strip_brackets(&e.envelope.sender));
         line.push('>');
     }
     if let Some(r) = e.recipient {
         line.push_str(" to=<");
-        push_loggable(&mut line, strip_brackets(r));
+        push_loggable(line, strip_brackets(r));
         line.push('>');
     }
-    let _ = write!(line, " delay={} remaining={}", d.delay, d.remaining);
+    line.push_str(" delay=");
+    log_output::push_decimal(line, d.delay);
+    line.push_str(" remaining=");
+    log_output::push_decimal(line, d.remaining);
     if let Some(src) = e.src {
         line.push_str(" src=");
         line.push_str(src.as_str());
     }
     if let Some(qid) = e.qid.filter(|q| !q.is_empty()) {
         line.push_str(" qid=");
-        push_loggable(&mut line, qid);
+        push_loggable(line, qid);
     }
     if let Some(spf) = e.spf {
         line.push_str(" spf=");
@@ -88,7 +133,6 @@ pub fn decision(e: &Entry<'_>) {
     }
     line.push_str(" proto=");
     line.push_str(e.proto.as_str());
-    info!(conn = e.conn_id, "{line}");
 }
 
 /// `<a@b>` → `a@b`, as the MTA sent it otherwise.

@@ -17,9 +17,11 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 use super::answer::{self, Answer};
@@ -97,8 +99,10 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut message = Message::default();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(256);
+    let idle = options.idle_timeout;
+    let mut timer = Box::pin(tokio::time::sleep(idle));
     // When the first byte of the request in `buf` arrived.
-    let mut request_started: Option<tokio::time::Instant> = None;
+    let mut request_started: Option<Instant> = None;
     loop {
         // Every complete request in the buffer, in order.
         let mut consumed = false;
@@ -120,30 +124,31 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
             buf.drain(..len);
             consumed = true;
         }
+        // One clock reading per turn: the start of the write and of the
+        // wait for the next request.
+        let now = Instant::now();
         if buf.is_empty() {
             request_started = None;
         } else if consumed || request_started.is_none() {
-            request_started = Some(tokio::time::Instant::now());
+            request_started = Some(now);
         }
         if !out.is_empty() {
             // A peer that stops reading its answers is cut off like an idle one.
-            match tokio::time::timeout(options.idle_timeout, stream.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
+            match within(&mut timer, after(now, idle), stream.write_all(&out)).await {
+                Some(Ok(())) => out.clear(),
                 _ => return Ended::Io,
             }
         }
         // Room for a read, not zeroed (`read_buf` only writes what came).
         buf.reserve(READ_CHUNK);
-        let wait = match request_started {
-            Some(t) => options.idle_timeout.saturating_sub(t.elapsed()),
-            None => options.idle_timeout,
-        };
+        let deadline = after(request_started.unwrap_or(now), idle);
         let read = tokio::select! {
+            biased;
             () = &mut stop => return Ended::Shutdown,
-            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
+            read = within(&mut timer, deadline, stream.read_buf(&mut buf)) => read,
         };
         match read {
-            Ok(Ok(0)) => {
+            Some(Ok(0)) => {
                 if !buf.is_empty() {
                     debug!(
                         conn = conn_id,
@@ -152,9 +157,9 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return Ended::Closed;
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Ended::Io,
-            Err(_) => {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return Ended::Io,
+            None => {
                 let idle = humantime::format_duration(options.idle_timeout);
                 let (log, reason) = match request_started {
                     Some(_) => (
@@ -170,6 +175,41 @@ pub async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     );
                 }
                 return Ended::Idle;
+            }
+        }
+    }
+}
+
+/// `t + d`, or about thirty years on for a `d` past what the clock holds.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// `fut`'s output, or `None` once `deadline` passed first.
+///
+/// The connection keeps one timer for its life instead of a
+/// `tokio::time::timeout` per read and write (which registers a timer
+/// and removes it again for every request): the timer runs to an earlier
+/// deadline, and is moved on to `deadline` only when it fires before it.
+/// Deadlines only ever move later (each is a later start plus the same
+/// `idle_timeout`), so the timer never fires after the deadline that
+/// counts.
+async fn within<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
             }
         }
     }
@@ -250,4 +290,42 @@ fn write_answer(out: &mut Vec<u8>, verdict: &Verdict, message: &mut Message, def
         Verdict::Reject(reply) => Answer::Reject(reply),
     };
     answer::write(out, &answer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer armed for 10 s, the deadline that counts at 15 s: a
+    /// future that never ends is given up at 15 s, not at the timer's
+    /// first firing, and one that ends at 12 s is not cut off.
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_is_moved_on_to_the_deadline_that_counts() {
+        let start = Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+        let deadline = start + Duration::from_secs(15);
+        let never = within(&mut timer, deadline, std::future::pending::<()>()).await;
+        assert_eq!(never, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+
+        let start = Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(10)));
+        let ends = tokio::time::sleep(Duration::from_secs(12));
+        let got = within(&mut timer, start + Duration::from_secs(15), async {
+            ends.await;
+            7
+        })
+        .await;
+        assert_eq!(got, Some(7));
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+        // The same timer serves the next wait, to a later deadline.
+        let never = within(
+            &mut timer,
+            start + Duration::from_secs(30),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(never, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
 }

@@ -121,7 +121,7 @@ pub fn parse_with<'a>(
     let mut number = 0;
     loop {
         number += 1;
-        let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(newline) = memchr::memchr(b'\n', rest) else {
             if rest.len() > limits.max_line {
                 return Err(RequestError::LineTooLong(number));
             }
@@ -155,7 +155,7 @@ pub fn parse_with<'a>(
         if !line.is_ascii() && std::str::from_utf8(line).is_err() {
             return Err(RequestError::NotUtf8(number));
         }
-        let eq = line.iter().position(|&b| b == b'=');
+        let eq = memchr::memchr(b'=', line);
         let (Some(name), Some(value)) = (
             eq.and_then(|i| line.get(..i)).filter(|n| !n.is_empty()),
             eq.and_then(|i| line.get(i + 1..)),
