@@ -11,6 +11,13 @@
 #   FUZZ_PROFILE   release (default) or dev: unoptimised, builds in less than
 #                  half the time and runs each input slower; enough for a smoke
 #                  run that replays the corpus (CI uses it)
+#   FUZZ_TARGET_DIR where the fuzz crate builds (default fuzz/target). CI gives
+#                  the main crate's target/: fuzz/Cargo.lock pins the same
+#                  versions and the dev profiles match, so the corpus replay
+#                  reuses most of what `cargo test` built. Not the default:
+#                  cargo fuzz sets RUSTC_BOOTSTRAP, which proc-macro2's and
+#                  thiserror's build scripts watch, so a later `cargo test`
+#                  there would rebuild everything downstream of them.
 #
 # Needs only the stable toolchain: cargo-fuzz passes nightly-only flags, which
 # RUSTC_BOOTSTRAP=1 allows. Installs cargo-fuzz if it is missing. New inputs
@@ -32,10 +39,11 @@ TARGETS=(frame_decoder session config state_file address control_line postfix_re
 
 source .ci/lib.sh
 ci_need_cargo fuzz-smoke
+TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/fuzz/target}
 
 # The corpus replay on the stable compiler (fuzz/tests/corpus.rs, its own workspace), the
 # way developers run it without cargo-fuzz: kept compiling and passing.
-cargo test --manifest-path fuzz/Cargo.toml --test corpus --quiet
+cargo test --manifest-path fuzz/Cargo.toml --target-dir "$TARGET_DIR" --test corpus --quiet
 
 export RUSTC_BOOTSTRAP=1
 
@@ -46,7 +54,7 @@ fi
 
 started=$(date +%s)
 # Debug assertions on: integer overflow on hostile input is a finding too.
-cargo fuzz build "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions
+cargo fuzz build "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions --target-dir "$TARGET_DIR"
 built=$(date +%s)
 echo "fuzz-smoke: build took $((built - started)) s"
 
@@ -57,7 +65,8 @@ failed=()
 for target in "${TARGETS[@]}"; do
     mkdir -p "$work/$target"
     log="$work/$target.log"
-    if cargo fuzz run "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions "$target" \
+    if cargo fuzz run "${PROFILE[@]}" --sanitizer "$SANITIZER" --debug-assertions \
+        --target-dir "$TARGET_DIR" "$target" \
         "$work/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT" \
         -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then

@@ -88,6 +88,15 @@ struct Args {
     /// = false`), to compare.
     #[arg(long)]
     no_huge_pages: bool,
+    /// Fault the table's fresh pages in on the loop, without the prefault
+    /// helper process (`greymilter::prefault`), to compare.
+    #[arg(long)]
+    no_helper: bool,
+    /// Before the fork, print each mapping with more than 1 MiB resident
+    /// outside huge pages (`/proc/self/smaps`: what fork copies page by
+    /// page).
+    #[arg(long)]
+    smaps: bool,
     /// Print every fill decision slower than this many ms, with the table
     /// size and the page faults it took (to find what stalls).
     #[arg(long)]
@@ -116,6 +125,18 @@ fn vm_rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time this thread ran: a slow call that ran far less than it took
+/// was descheduled (by the host, under `chrt -f`), not working.
+fn cpu_time() -> Duration {
+    let mut t = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// This process's (minor, major) page faults so far.
@@ -174,6 +195,10 @@ fn settings(tuples: usize) -> Settings {
 fn main() -> Result<(), String> {
     let args = Args::parse();
     greymilter::memory::set_huge_pages(!args.no_huge_pages);
+    // As the daemon: forked while the process is small.
+    if !args.no_huge_pages && !args.no_helper {
+        greymilter::prefault::start(|| true).map_err(|e| format!("prefault helper: {e}"))?;
+    }
     // A manual clock just behind real time, so the restored tuples are
     // neither expired nor in the future for a daemon started on the file.
     let clock = ManualClock::new(SystemClock.now() - 400);
@@ -261,7 +286,7 @@ fn main() -> Result<(), String> {
     );
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2} prefault_requests={} prefault_stopped={}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
@@ -280,7 +305,9 @@ fn main() -> Result<(), String> {
         walks[0].as_secs_f64() * 1e3,
         walks[1].as_secs_f64() * 1e3,
         walks[2].as_secs_f64() * 1e3,
-        walks[3].as_secs_f64() * 1e3
+        walks[3].as_secs_f64() * 1e3,
+        greymilter::prefault::requests(),
+        greymilter::prefault::stopped()
     );
     if !args.keep {
         let _ = std::fs::remove_file(&args.out);
@@ -304,15 +331,17 @@ fn admin_walks(engine: &mut Engine, trace_slow: Option<Duration>) -> [Duration; 
         let t = Instant::now();
         loop {
             let faults = page_faults();
+            let cpu = cpu_time();
             let s = Instant::now();
             let done = engine.walk_step(&mut walk, WALK_SLICE);
             let took = s.elapsed();
             slice_max = slice_max.max(took);
             if trace_slow.is_some_and(|t| took > t) {
-                let after = page_faults();
+                let (after, ran) = (page_faults(), cpu_time() - cpu);
                 println!(
-                    "slow walk slice: {:.2} ms at {} tuples, {} minor faults",
+                    "slow walk slice: {:.2} ms (ran {:.2} ms) at {} tuples, {} minor faults",
                     took.as_secs_f64() * 1e3,
+                    ran.as_secs_f64() * 1e3,
                     engine.stats().tuples,
                     after.0 - faults.0
                 );
@@ -385,20 +414,21 @@ fn fill_phase(
             let mut batch = 0u32;
             while i < tuples {
                 for _ in 0..per_batch.min(tuples - i) {
-                    let faults = if slow.is_some() {
-                        page_faults()
+                    let (faults, cpu) = if slow.is_some() {
+                        (page_faults(), cpu_time())
                     } else {
-                        (0, 0)
+                        ((0, 0), Duration::ZERO)
                     };
                     let t = Instant::now();
                     filler.decide(engine, i);
                     let took = t.elapsed();
                     worst_decide = worst_decide.max(took);
                     if slow.is_some_and(|s| took > s) {
-                        let after = page_faults();
+                        let (after, ran) = (page_faults(), cpu_time() - cpu);
                         println!(
-                            "slow decision: {:.2} ms at {} tuples, {} minor / {} major faults",
+                            "slow decision: {:.2} ms (ran {:.2} ms) at {} tuples, {} minor / {} major faults",
                             took.as_secs_f64() * 1e3,
+                            ran.as_secs_f64() * 1e3,
                             engine.stats().tuples,
                             after.0 - faults.0,
                             after.1 - faults.1
@@ -435,7 +465,41 @@ struct ForkFigures {
 }
 
 /// The daemon's loop in miniature (see the module docs, step 3).
+/// Prints the mappings with more than 1 MiB resident in 4 KiB pages.
+fn print_small_page_mappings() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let (mut head, mut rss, mut total) = (String::new(), 0u64, 0u64);
+    let mut flush = |head: &str, rss: u64, huge: u64| {
+        let small = rss.saturating_sub(huge);
+        total += small;
+        if small > 1024 {
+            println!("SMAPS small_kib={small:>8} rss_kib={rss:>8} huge_kib={huge:>8} {head}");
+        }
+    };
+    for line in smaps.lines() {
+        let kib = |l: &str| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if line.starts_with("Rss:") {
+            rss = kib(line);
+        } else if line.starts_with("AnonHugePages:") {
+            flush(&head, rss, kib(line));
+        } else if line.split_whitespace().next().is_some_and(|range| {
+            range.contains('-') && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }) {
+            head = line.to_string();
+        }
+    }
+    println!("SMAPS total_small_kib={total}");
+}
+
 fn fork_phase(engine: Engine, args: &Args, filler: &mut Filler) -> Result<ForkFigures, String> {
+    if args.smaps {
+        print_small_page_mappings();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -40,6 +40,7 @@ pub mod milter;
 pub mod pace;
 pub mod pipeline;
 pub mod postfix_policy;
+pub mod prefault;
 pub(crate) mod ratelimit;
 pub mod reply;
 pub(crate) mod slots;

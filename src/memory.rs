@@ -159,6 +159,8 @@ fn map(size: usize) -> *mut u8 {
 /// Grows or shrinks a mapping made by [`map`], keeping its 2 MiB alignment.
 fn remap(block: *mut u8, old_size: usize, new_size: usize) -> *mut u8 {
     let (old_len, new_len) = (map_len(old_size), map_len(new_size));
+    // The prefault helper must not write into a block that moves.
+    crate::prefault::settle_within(block as usize, old_len);
     if new_len <= old_len {
         unmap(block.wrapping_add(new_len), old_len - new_len);
         return block;
@@ -199,6 +201,8 @@ fn unmap(start: *mut u8, len: usize) {
     if len == 0 {
         return;
     }
+    // Nor into memory given back.
+    crate::prefault::settle_within(start as usize, len);
     // SAFETY: only called on page-aligned ranges of our own mappings that
     // nothing refers to any more.
     unsafe {

@@ -19,8 +19,9 @@ use cluster_support::{
 };
 use greymilter::cluster::REFRESH_EVERY;
 use greymilter::cluster::keys;
-use greymilter::cluster::{Cluster, Outcome};
+use greymilter::cluster::{Cluster, ImportOp, Outcome};
 use greymilter::cluster::{TlsFiles, TlsSetup};
+use greymilter::greylist::Times;
 use greymilter::greylist::key::TupleKey;
 use support::{Daemon, cli_ok as ok, watch};
 
@@ -63,8 +64,8 @@ fn decisions_and_control_verbs_on_a_sharded_cluster() {
         return;
     }
     let c = RedisCluster::start();
-    let keys_dir = tempfile::tempdir().unwrap();
-    let key = keys_dir.path().join("cluster.key");
+    let tuplesdir = tempfile::tempdir().unwrap();
+    let key = tuplesdir.path().join("cluster.key");
     fs::write(&key, [7u8; 32]).unwrap();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A knows one node, B two: each finds the others from CLUSTER SLOTS.
@@ -175,8 +176,9 @@ fn decisions_and_control_verbs_on_a_sharded_cluster() {
     }
 }
 
-#[test]
-fn moved_and_ask_are_followed_while_a_slot_migrates() {
+/// A test on a cluster of three and a node connected to it (one seed,
+/// a 2 s timeout; connecting loads the slot map).
+fn with_cluster(test: impl AsyncFnOnce(&RedisCluster, &Cluster)) {
     if !redis_present() {
         return;
     }
@@ -184,6 +186,13 @@ fn moved_and_ask_are_followed_while_a_slot_migrates() {
     let o = options(c.url(1), Duration::from_secs(2));
     run(async {
         let node = Cluster::connect(&o).await.unwrap();
+        test(&c, &node).await;
+    });
+}
+
+#[test]
+fn moved_and_ask_are_followed_while_a_slot_migrates() {
+    with_cluster(async |c, node| {
         let ask = async |k: TupleKey| {
             let call = node.decide(&k, plain_args(unix_now(), 0)).unwrap();
             call.await.map(|r| r.outcome)
@@ -195,19 +204,7 @@ fn moved_and_ask_are_followed_while_a_slot_migrates() {
         let (t2, _) = keys(&second);
         let slot = c.slot(&t1);
         assert_eq!(slot, c.slot(&n));
-        let from = c.owner(slot);
-        let to = (from + 1) % 3;
-        let (from_id, to_id) = (c.id(from), c.id(to));
-        let setslot = |i: usize, args: &[&str]| {
-            let mut cmd = redis::cmd("CLUSTER");
-            cmd.arg("SETSLOT").arg(slot);
-            for a in args {
-                cmd.arg(*a);
-            }
-            let () = cmd.query(&mut c.nodes[i].conn()).unwrap();
-        };
-        setslot(to, &["IMPORTING", &from_id]);
-        setslot(from, &["MIGRATING", &to_id]);
+        let (from, to) = c.begin_move(slot);
 
         // Half moved: a command on one key absent at the old owner gets
         // ASK and is followed; the decision script, on two keys, gets
@@ -218,13 +215,8 @@ fn moved_and_ask_are_followed_while_a_slot_migrates() {
         assert!(started.elapsed() < Duration::from_secs(2));
         let now = u64::from(unix_now());
         node.allow_tuple(&second, now, now + 3600).await.unwrap();
-        let exists = |i: usize, k: &str| -> bool {
-            let mut conn = c.nodes[i].conn();
-            let _: () = redis::cmd("ASKING").query(&mut conn).unwrap();
-            redis::cmd("EXISTS").arg(k).query::<i64>(&mut conn).ok() == Some(1)
-        };
-        assert!(exists(to, &t2), "the ASK was not followed");
-        assert!(!exists(from, &t2));
+        assert!(c.holds(to, &t2), "the ASK was not followed");
+        assert!(!c.holds(from, &t2));
 
         // Moved: the rest migrates, every node learns the new owner; the
         // old owner answers MOVED and the node follows it.
@@ -238,12 +230,48 @@ fn moved_and_ask_are_followed_while_a_slot_migrates() {
             .arg(&t1)
             .query(&mut c.nodes[from].conn())
             .unwrap();
-        for i in 0..3 {
-            setslot(i, &["NODE", &to_id]);
-        }
+        c.end_move(slot, to);
         assert!(matches!(ask(first).await, Some(Outcome::Early { .. })));
         assert_eq!(ask(second).await, Some(Outcome::Whitelisted));
         assert_eq!(node.counters().errors, 1, "only the TRYAGAIN");
+    });
+}
+
+/// `greymilter import`'s batches go one pipeline per primary; an entry
+/// whose slot is half moved is answered ASK and sent to the importing
+/// node, one whose slot moved since the map was loaded is answered MOVED
+/// and follows it.
+#[test]
+fn an_import_follows_moved_and_ask() {
+    with_cluster(async |c, node| {
+        let tuples: Vec<TupleKey> = (0..30).map(|i| TupleKey([0x7000 + i, 1])).collect();
+        let slot = |k: &TupleKey| c.slot(&keys(k).0);
+        let asked = tuples[0];
+        let moved = *tuples.iter().find(|k| slot(k) != slot(&asked)).unwrap();
+        let (ask_from, ask_to) = c.begin_move(slot(&asked));
+        let (moved_from, moved_to) = c.begin_move(slot(&moved));
+        c.end_move(slot(&moved), moved_to);
+
+        let now = unix_now();
+        let times = Times {
+            first_seen: now - 600,
+            last: now - 60,
+        };
+        let ops: Vec<ImportOp> = tuples.iter().map(|k| ImportOp::White(*k, times)).collect();
+        let done = node.import(&ops, 3600, 86_400).await.unwrap();
+        assert_eq!(done.new_white, 30, "{done:?}");
+        let holds = |i: usize, k: &TupleKey| c.holds(i, &keys(k).0);
+        assert!(holds(ask_to, &asked), "the ASK was not followed");
+        assert!(!holds(ask_from, &asked));
+        assert!(holds(moved_to, &moved), "the MOVED was not followed");
+        assert!(!holds(moved_from, &moved));
+        // The half moved slot ends its move (its key is there already).
+        c.end_move(slot(&asked), ask_to);
+        let held = all_tuple_values(c);
+        assert_eq!(held.iter().map(Vec::len).sum::<usize>(), 30, "{held:?}");
+        // Whitelisted since the first sighting (a negative time).
+        let first = format!("-{}", times.first_seen);
+        assert!(held.iter().flatten().all(|v| *v == first), "{held:?}");
     });
 }
 

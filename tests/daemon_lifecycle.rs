@@ -575,3 +575,58 @@ fn learn_mode_lets_new_tuples_through_then_a_reload_enforces_them() {
     assert_eq!(q.status, 4, "{q:?}");
     d.wait_for_log(|l| l.contains("action=greylist reason=early"));
 }
+
+/// Pids of the daemon's prefault helper (`greymilter-pf`), from /proc.
+fn prefault_helpers(parent: i32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((head, after)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            head.ends_with("(greymilter-pf") && ppid == Some(parent)
+        })
+        .collect()
+}
+
+#[test]
+fn the_prefault_helper_runs_beside_the_daemon_and_dies_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_in(dir.path(), "[state]\nfile = \"{dir}/state\"\n");
+    let parent = d.pid().as_raw();
+    let helpers = prefault_helpers(parent);
+    assert_eq!(
+        helpers.len(),
+        1,
+        "one helper with huge_pages on: {helpers:?}"
+    );
+    let q = d.query("192.0.2.1", "a@x.test", &["b@y.test"]);
+    assert_eq!(q.status, 4, "{q:?}");
+    d.kill9();
+    let deadline = Instant::now() + PATIENCE;
+    while fs::metadata(format!("/proc/{}", helpers[0])).is_ok() {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", helpers[0])).unwrap_or_default();
+        if stat.contains(") Z") {
+            // A zombie of init: gone as far as the daemon is concerned.
+            break;
+        }
+        assert!(Instant::now() < deadline, "the helper outlived the daemon");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn no_prefault_helper_without_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(
+        dir.path(),
+        "[state]\nfile = \"{dir}/state\"\nhuge_pages = false\n",
+    );
+    let q = d.query("192.0.2.1", "a@x.test", &["b@y.test"]);
+    assert_eq!(q.status, 4, "{q:?}");
+    assert!(prefault_helpers(d.pid().as_raw()).is_empty());
+}

@@ -35,6 +35,28 @@ impl Conn {
         }
     }
 
+    /// The commands of a batch by the connection they go to (`slots[i]`
+    /// the slot of command `i`): each primary of a Redis Cluster its own,
+    /// else this connection all of them.
+    pub async fn by_primary(
+        &self,
+        slots: &[Option<u16>],
+    ) -> Result<Vec<(Conn, Vec<usize>)>, String> {
+        match self {
+            Conn::Sharded(s) => s
+                .by_primary(slots)
+                .await
+                .map(|groups| {
+                    groups
+                        .into_iter()
+                        .map(|(link, commands)| (Conn::One(link), commands))
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+            one => Ok(vec![(one.clone(), (0..slots.len()).collect())]),
+        }
+    }
+
     /// Whether keys of different hash tags must go in separate calls.
     pub fn sharded(&self) -> bool {
         matches!(self, Conn::Sharded(_))

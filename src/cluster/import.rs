@@ -7,10 +7,13 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use futures_util::future::try_join_all;
+use redis::aio::ConnectionLike;
+use redis::{ServerErrorKind, Value};
 
 use super::client::Cluster;
 use super::script::keys;
+use super::slot::cmd_slot;
 use crate::greylist::awl::AwlRecord;
 use crate::greylist::key::{NetKey, TupleKey};
 use crate::greylist::table::Times;
@@ -84,8 +87,15 @@ pub struct RedisImported {
     pub forgotten: u64,
 }
 
-/// The merge script's arguments after its source or hash.
-fn merge_args(cmd: &mut redis::Cmd, op: &ImportOp, retry_window: u32, lifetime: u32) {
+/// A call of the merge script: `EVALSHA` with its hash or `EVAL` with
+/// its source (`script`).
+fn merge_call(
+    name: &str,
+    script: &str,
+    op: &ImportOp,
+    retry_window: u32,
+    lifetime: u32,
+) -> redis::Cmd {
     let (key, kind, x, y, z) = match *op {
         ImportOp::White(k, t) => (keys(&k).0, "w", t.first_seen, t.last, 0),
         ImportOp::Pending(k, t) => (keys(&k).0, "p", t.first_seen, t.last, retry_window),
@@ -97,18 +107,35 @@ fn merge_args(cmd: &mut redis::Cmd, op: &ImportOp, retry_window: u32, lifetime: 
             r.last_use,
         ),
     };
-    cmd.arg(1)
+    let mut cmd = redis::cmd(name);
+    cmd.arg(script)
+        .arg(1)
         .arg(key)
         .arg(kind)
         .arg(x)
         .arg(y)
         .arg(z)
         .arg(lifetime);
+    cmd
+}
+
+/// An answer that asks for the call again, alone: its slot moved
+/// (`MOVED`, `ASK`; the routing connection follows them) or the node
+/// lost the script (`NOSCRIPT`, after a restart between the load and the
+/// call).
+fn again(answer: &Value) -> bool {
+    matches!(answer, Value::ServerError(e) if matches!(
+        e.kind(),
+        Some(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::NoScript)
+    ))
 }
 
 impl Cluster {
     /// Merges a batch; `retry_window` and `lifetime` in seconds (the
-    /// expiries the decision script would give).
+    /// expiries the decision script would give). One pipeline per primary
+    /// (one for a single Redis), sent to all at once, each loading the
+    /// script first: a script loaded on one primary is unknown to the
+    /// others.
     pub async fn import(
         &self,
         ops: &[ImportOp],
@@ -117,39 +144,56 @@ impl Cluster {
     ) -> Result<RedisImported, String> {
         let call = async {
             let mut conn = self.admin_connection().await?;
-            let answers: Vec<Value> = if conn.sharded() {
-                // A Redis Cluster routes each call by its key's slot, and a
-                // script loaded on one primary is unknown to the others.
-                let mut answers = Vec::with_capacity(ops.len());
-                for op in ops {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(MERGE);
-                    merge_args(&mut cmd, op, retry_window, lifetime);
-                    answers.push(
-                        cmd.query_async(&mut conn)
+            let sha = redis::Script::new(MERGE).get_hash().to_string();
+            let calls: Vec<redis::Cmd> = ops
+                .iter()
+                .map(|op| merge_call("EVALSHA", &sha, op, retry_window, lifetime))
+                .collect();
+            let slots: Vec<Option<u16>> = calls.iter().map(cmd_slot).collect();
+            let sends = conn
+                .by_primary(&slots)
+                .await?
+                .into_iter()
+                .map(|(mut node, which)| {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(MERGE);
+                    for &i in &which {
+                        if let Some(c) = calls.get(i) {
+                            pipe.add_command(c.clone());
+                        }
+                    }
+                    async move {
+                        let answers = node
+                            .req_packed_commands(&pipe, 1, which.len())
                             .await
-                            .map_err(|e| format!("EVAL: {e}"))?,
-                    );
+                            .map_err(|e| format!("EVALSHA: {e}"))?;
+                        if answers.len() != which.len() {
+                            return Err(format!(
+                                "{} answers to {} script calls",
+                                answers.len(),
+                                which.len()
+                            ));
+                        }
+                        Ok((which, answers))
+                    }
+                });
+            let mut answers = vec![Value::Nil; ops.len()];
+            for (which, got) in try_join_all(sends).await? {
+                for (i, answer) in which.into_iter().zip(got) {
+                    if let Some(slot) = answers.get_mut(i) {
+                        *slot = answer;
+                    }
                 }
-                answers
-            } else {
-                let sha: String = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(MERGE)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
-                let mut pipe = redis::pipe();
-                for op in ops {
-                    let mut cmd = redis::cmd("EVALSHA");
-                    cmd.arg(&sha);
-                    merge_args(&mut cmd, op, retry_window, lifetime);
-                    pipe.add_command(cmd);
+            }
+            for (op, answer) in ops.iter().zip(answers.iter_mut()) {
+                if again(answer) {
+                    let alone = merge_call("EVAL", MERGE, op, retry_window, lifetime);
+                    *answer = conn
+                        .req_packed_command(&alone)
+                        .await
+                        .map_err(|e| format!("EVAL: {e}"))?;
                 }
-                pipe.query_async(&mut conn)
-                    .await
-                    .map_err(|e| format!("EVALSHA: {e}"))?
-            };
+            }
             let mut done = RedisImported::default();
             for (op, answer) in ops.iter().zip(answers) {
                 match (answer, op) {
@@ -158,6 +202,7 @@ impl Cluster {
                     (Value::Int(1), ImportOp::Network(..)) => done.new_networks += 1,
                     (Value::Int(0), _) => done.known += 1,
                     (Value::Int(2), _) => done.forgotten += 1,
+                    (Value::ServerError(e), _) => return Err(format!("script call: {e}")),
                     (other, _) => return Err(format!("unexpected script answer {other:?}")),
                 }
             }

@@ -36,6 +36,7 @@ pub(crate) mod tls;
 pub use admin::SharedTuple;
 pub use breaker::ClusterCounters;
 pub use client::{Cluster, Options, START_CHECK};
+pub use import::{ImportOp, RedisImported};
 pub use schema::{SCHEMA_KEY, VERSION as SCHEMA_VERSION};
 pub use script::{Args, FINGERPRINT_KEY, Outcome, Reply, keys};
 pub use secret::SharedSecret;

@@ -182,6 +182,14 @@ fn redirect_of(r: &RedisResult<Value>) -> Option<(bool, SocketAddr)> {
     }
 }
 
+fn not_served(slot: Option<u16>) -> RedisError {
+    RedisError::from((
+        ErrorKind::Server(ServerErrorKind::ClusterDown),
+        "slot not served",
+        format!("no primary serves slot {slot:?}"),
+    ))
+}
+
 impl Sharded {
     pub fn new(spec: ShardSpec, tls: Option<TlsSetup>) -> Sharded {
         Sharded {
@@ -331,13 +339,32 @@ impl Sharded {
             Some(s) => owner(&map.ranges, s),
             None => map.ranges.first().map(|r| r.2),
         };
-        found.ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::Server(ServerErrorKind::ClusterDown),
-                "slot not served",
-                format!("no primary serves slot {slot:?}"),
-            ))
-        })
+        found.ok_or_else(|| not_served(slot))
+    }
+
+    /// The commands of a batch grouped by the primary serving each one's
+    /// slot (`slots[i]` for command `i`), a stale map reloaded first: one
+    /// pipeline per primary, which may mix the slots it serves.
+    pub async fn by_primary(&self, slots: &[Option<u16>]) -> RedisResult<Vec<(Link, Vec<usize>)>> {
+        let any = self.target(None).await?;
+        let mut groups: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+        {
+            let map = self.map();
+            for (i, slot) in slots.iter().enumerate() {
+                let addr = match slot {
+                    Some(s) => owner(&map.ranges, *s).ok_or_else(|| not_served(*slot))?,
+                    None => any,
+                };
+                match groups.iter_mut().find(|g| g.0 == addr) {
+                    Some(g) => g.1.push(i),
+                    None => groups.push((addr, vec![i])),
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(addr, commands)| Ok((self.node(addr)?, commands)))
+            .collect()
     }
 
     /// After MOVED: reloads the map, unless it was reloaded a moment ago

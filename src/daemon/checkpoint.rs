@@ -148,6 +148,9 @@ impl Checkpointer {
                 return Start::Failed;
             }
         };
+        // Fork takes the memory map's lock, which the prefault helper holds
+        // while it faults a page in: let it finish first (rarely waits).
+        crate::prefault::settle();
         let parent = getpid();
         // The child must not inherit (and write a second time) buffered lines.
         crate::log_output::flush();
@@ -187,6 +190,7 @@ impl Checkpointer {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { break };
+                    crate::prefault::reaped(pid.as_raw());
                     if self.child.as_ref().is_some_and(|c| c.pid == pid) {
                         if let Some(child) = self.child.take() {
                             ours = Some(self.finish(child, status));
@@ -277,6 +281,8 @@ fn run_child(
     // Die with the parent rather than rename an old snapshot over the file a
     // restarted daemon writes; if the parent is already gone, stop now.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The parent's prefault helper answers the parent, not us.
+    crate::prefault::disown();
     if getppid() != parent {
         exit_child(3);
     }

@@ -151,6 +151,18 @@ pub fn policy_options(config: &Config) -> PolicyOptions {
     }
 }
 
+/// Forks the prefault helper (`crate::prefault`), dropped to the daemon's
+/// identity; without it fresh huge pages are faulted on the loop.
+fn start_prefault_helper(identity: Option<privileges::Identity>) {
+    let setup = move || identity.is_none_or(|who| privileges::drop_to(who).is_ok());
+    // The helper runs as `identity` at once, the daemon only after the
+    // restore: no request until then (`Daemon::start` releases it).
+    crate::prefault::hold(identity.is_some());
+    if let Err(e) = crate::prefault::start(setup) {
+        tracing::info!(error = %e, "no prefault helper: huge pages are faulted on the main loop");
+    }
+}
+
 impl Daemon {
     /// State directory, restore, pidfile, privilege drop: in that order,
     /// because the first and the third may need root.
@@ -164,6 +176,10 @@ impl Daemon {
         super::announce::configuration(&config);
         // Before the table's first allocation.
         crate::memory::set_huge_pages(config.state.huge_pages);
+        // While the process is small (the helper shares what exists now).
+        if config.state.huge_pages {
+            start_prefault_helper(identity);
+        }
         let engine = Rc::new(RefCell::new(Engine::new(config.settings(), clock)));
         let mut checkpointer = None;
         if let Some(path) = &config.state.file {
@@ -205,6 +221,12 @@ impl Daemon {
         if let Some(who) = identity {
             privileges::drop_to(who).map_err(|e| e.to_string())?;
             tracing::info!(uid = %who.uid, gid = %who.gid, "dropped privileges");
+            if crate::prefault::running() {
+                // setuid made us non-dumpable, which refuses the helper
+                // (same uid, no capabilities) access to our memory.
+                let _ = nix::sys::prctl::set_dumpable(true);
+            }
+            crate::prefault::hold(false);
         }
         let pipeline = Pipeline::new(engine.clone());
         pipeline.set_dns(dns_of(&config));

@@ -39,9 +39,12 @@
 //! done.
 //!
 //! The new index is not fresh at that point: it was allocated a little
-//! earlier and faulted in one page per insert (see `room_in_index`: a
-//! fresh huge page costs up to ~7 ms to fault in a VM, and the first
-//! inserts and drain steps after a growth would take several each).
+//! earlier and faulted in page by page (see `room_in_index`: a fresh huge
+//! page costs 4–18 ms to fault in on a lazily backed VM, and the first
+//! inserts and drain steps after a growth would take several each): by
+//! the prefault helper process when one runs (`crate::prefault`, off the
+//! loop), else one page per insert. The entries vector likewise keeps a
+//! few MiB of room past its entries that the helper faults in ahead.
 //!
 //! Linear probing makes the drain subtle: a key may sit several slots past
 //! its home, so clearing slots in order could cut the probe path of a key
@@ -53,6 +56,8 @@
 //! reason; the old index takes no inserts.
 
 use std::alloc::Layout;
+
+use crate::prefault::{self, Asked};
 
 mod index;
 use index::Index;
@@ -68,6 +73,14 @@ pub const MIGRATE_STEP: usize = 32;
 /// Bytes of the next index touched per insert while it is prepared: one
 /// transparent huge page (see [`DenseMap::room_in_index`]).
 const PREFAULT_STRIDE: usize = if cfg!(test) { 4096 } else { 2 << 20 };
+/// Inserts allowed per page of the next index while it is prepared: the
+/// helper takes 4–18 ms per fresh page on a lazily backed VM, the loop
+/// inserts up to ~250k tuples per second.
+const INSERTS_PER_PAGE: usize = 4096;
+/// Room kept in a huge-page entries vector beyond its entries, faulted in
+/// ahead by the prefault helper.
+const AHEAD_BYTES: usize = 2 * HUGE_PAGE;
+const HUGE_PAGE: usize = 2 << 20;
 /// Indexes from this size on are prepared: smaller ones come from
 /// malloc's warm memory (below the allocator's huge-page threshold).
 const PREPARE_FROM: usize = if cfg!(test) {
@@ -154,24 +167,58 @@ enum Where {
 /// The next index while its pages are faulted in, one per insert.
 struct Prepared {
     index: Index,
-    /// Slots from 0 below this one have been touched.
+    /// Slots from 0 below this one have been touched or handed to the
+    /// prefault helper.
     touched: usize,
 }
 
 impl Prepared {
-    /// Writes one slot per [`PREFAULT_STRIDE`] bytes; false once done.
-    fn touch_one(&mut self) -> bool {
+    /// Has one more page of the next index faulted in: by the prefault
+    /// helper if one runs (off the loop), else by writing one slot per
+    /// [`PREFAULT_STRIDE`] bytes here. Nothing while the helper is busy.
+    fn touch_one(&mut self) {
         let stride = PREFAULT_STRIDE / std::mem::size_of::<u64>();
         let Some(slot) = self.index.slots.get_mut(self.touched) else {
-            return false;
+            return;
         };
-        // Volatile: a store of the value fresh memory already holds must
-        // still happen, it is the fault we want taken now.
-        // SAFETY: `slot` is a valid, exclusive reference.
-        unsafe { std::ptr::write_volatile(slot, EMPTY) };
-        self.touched += stride;
-        true
+        match prefault::request(std::ptr::from_mut(slot) as usize) {
+            Asked::Yes => self.touched += stride,
+            Asked::Busy => {}
+            Asked::NoHelper => {
+                // Volatile: a store of the value fresh memory already
+                // holds must still happen, it is the fault we want taken
+                // now.
+                // SAFETY: `slot` is a valid, exclusive reference.
+                unsafe { std::ptr::write_volatile(slot, EMPTY) };
+                self.touched += stride;
+            }
+        }
     }
+
+    /// The index, once the helper no longer writes into it.
+    fn into_index(mut self) -> Index {
+        self.settle();
+        std::mem::replace(&mut self.index, Index::none())
+    }
+
+    fn settle(&self) {
+        let bytes = std::mem::size_of_val(&*self.index.slots);
+        prefault::settle_within(self.index.slots.as_ptr() as usize, bytes);
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// Pages of the entries vector requested from the prefault helper, ahead
+/// of the entries written: those below `to` bytes from the vector's start
+/// (an offset: a move with `mremap` keeps the pages and their alignment).
+#[derive(Default)]
+struct Ahead {
+    to: usize,
 }
 
 pub struct DenseMap<K, V> {
@@ -179,6 +226,7 @@ pub struct DenseMap<K, V> {
     index: Index,
     old: Option<Draining>,
     next: Option<Prepared>,
+    ahead: Ahead,
 }
 
 impl<K, V> Default for DenseMap<K, V> {
@@ -188,7 +236,16 @@ impl<K, V> Default for DenseMap<K, V> {
             index: Index::none(),
             old: None,
             next: None,
+            ahead: Ahead::default(),
         }
+    }
+}
+
+impl<K, V> Drop for DenseMap<K, V> {
+    /// The prefault helper may be writing into the entries' spare room.
+    fn drop(&mut self) {
+        let bytes = self.entries.capacity() * std::mem::size_of::<(K, V)>();
+        prefault::settle_within(self.entries.as_ptr() as usize, bytes);
     }
 }
 
@@ -217,6 +274,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
                 .unwrap_or_else(|| std::alloc::handle_alloc_error(slots_layout(n))),
             old: None,
             next: None,
+            ahead: Ahead::default(),
         }
     }
 
@@ -299,20 +357,67 @@ impl<K: MapKey, V> DenseMap<K, V> {
     /// Room for one more entry: the vector grown by 1/8 of its length (at
     /// least 16, never beyond `limit`) instead of doubled, and the index
     /// grown if due. False if memory could not be had; nothing is lost.
+    ///
+    /// A vector in huge pages keeps [`AHEAD_BYTES`] of room beyond its
+    /// entries, so the prefault helper can fault its next pages in before
+    /// they are written (`fault_ahead`); it grows early only while the
+    /// helper is idle (`mremap` would wait for it, see `crate::prefault`).
     pub fn try_reserve_one(&mut self, limit: usize) -> bool {
-        if self.entries.len() >= MAX_ENTRIES {
+        let len = self.entries.len();
+        if len >= MAX_ENTRIES {
             return false;
         }
-        if self.entries.len() == self.entries.capacity() {
-            let len = self.entries.len();
-            let step = (len / 8).max(16).min(limit.saturating_sub(len)).max(1);
-            if self.entries.try_reserve_exact(step).is_err()
-                && self.entries.try_reserve_exact(1).is_err()
+        let cap = self.entries.capacity();
+        let size = std::mem::size_of::<(K, V)>().max(1);
+        let look = if cap * size >= crate::memory::THRESHOLD && prefault::running() {
+            AHEAD_BYTES / size
+        } else {
+            0
+        };
+        if len == cap || (len + look >= cap && cap < limit && prefault::idle()) {
+            let step = (len / 8)
+                .max(16)
+                .max(2 * look)
+                .min(limit.saturating_sub(len))
+                .max(1);
+            let spare = cap - len;
+            // The helper may be writing past the entries: the block may move.
+            prefault::settle_within(self.entries.as_ptr() as usize, cap * size);
+            if self.entries.try_reserve_exact(spare + step).is_err()
+                && self.entries.try_reserve_exact(spare + 1).is_err()
+                && len == cap
             {
                 return false;
             }
         }
         self.room_in_index()
+    }
+
+    /// Has the prefault helper fault in the vector's next page before an
+    /// entry is written there, and waits for it (rarely: it is asked
+    /// [`AHEAD_BYTES`] ahead) if the entry about to be written is the byte
+    /// it is writing.
+    fn fault_ahead(&mut self) {
+        let size = std::mem::size_of::<(K, V)>();
+        let base = self.entries.as_ptr() as usize;
+        let front = base + (self.entries.len() + 1) * size;
+        prefault::settle_within(front - size, size);
+        let end = base + self.entries.capacity() * size;
+        if end - base < crate::memory::THRESHOLD {
+            return;
+        }
+        if self.ahead.to < front - base {
+            // Only pages wholly past the entries: the helper writes a byte.
+            // (At the first mapping, or when the helper fell behind.)
+            self.ahead.to = (front - base).next_multiple_of(HUGE_PAGE);
+        }
+        let next = base + self.ahead.to;
+        if next + HUGE_PAGE <= end
+            && next < front + AHEAD_BYTES
+            && prefault::request(next) == Asked::Yes
+        {
+            self.ahead.to += HUGE_PAGE;
+        }
     }
 
     /// Starts a growth if one more entry would fill the index beyond 3/4,
@@ -332,15 +437,16 @@ impl<K: MapKey, V> DenseMap<K, V> {
         }
         // A drain outruns the next growth (see the module docs); finish
         // one anyway rather than ever hold two.
-        while self.old.is_some() {
+        while self.old.as_ref().is_some_and(|o| o.done < o.index.len()) {
             self.drain(usize::MAX);
         }
+        self.old = None;
         let wanted = slots_for(len + 1).max(self.index.len() * 2);
         let prepared = self
             .next
             .take()
             .filter(|p| p.index.len() >= wanted)
-            .map(|p| p.index);
+            .map(Prepared::into_index);
         let Some(new) = prepared.or_else(|| Index::with_slots(wanted)) else {
             // Still correct while one slot is empty, only slower.
             return len + 1 < self.index.len();
@@ -361,8 +467,8 @@ impl<K: MapKey, V> DenseMap<K, V> {
     }
 
     /// Allocates the next index when the inserts left before the growth
-    /// are twice its pages (plus a margin), then touches one page of it
-    /// per call (one call per insert).
+    /// are [`INSERTS_PER_PAGE`] per page of it (plus a margin), then has
+    /// one page of it faulted in per call (one call per insert).
     fn prepare_next(&mut self) {
         let len = self.entries.len();
         if let Some(p) = &mut self.next {
@@ -375,7 +481,11 @@ impl<K: MapKey, V> DenseMap<K, V> {
             return;
         }
         let left = (self.index.len() * 3 / 4).saturating_sub(len + 1);
-        if left > 2 * bytes.div_ceil(PREFAULT_STRIDE) + MIGRATE_STEP {
+        if left > INSERTS_PER_PAGE * bytes.div_ceil(PREFAULT_STRIDE) + MIGRATE_STEP {
+            return;
+        }
+        // A new mapping takes the memory map's lock the helper may hold.
+        if !prefault::idle() {
             return;
         }
         // No memory now: the growth tries again.
@@ -407,7 +517,9 @@ impl<K: MapKey, V> DenseMap<K, V> {
             }
         }
         o.release_drained();
-        if o.done >= n {
+        // Unmapping takes the memory map's lock the prefault helper may
+        // hold: a drained index waits (it finds nothing) until it is idle.
+        if o.done >= n && prefault::idle() {
             self.old = None;
         }
     }
@@ -436,6 +548,7 @@ impl<K: MapKey, V> DenseMap<K, V> {
         }
         self.drain(MIGRATE_STEP);
         self.prepare_next();
+        self.fault_ahead();
         let pos = self.entries.len();
         self.entries.push((key, value));
         self.index.put(pack(key.hash64(), pos));

@@ -39,3 +39,4 @@ pub use engine::{
     WALK_SLICE,
 };
 pub use state::StateError;
+pub use table::Times;

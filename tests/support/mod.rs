@@ -182,7 +182,8 @@ impl Daemon {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Children of the daemon still present (zombies included), from /proc.
+    /// Children of the daemon still present (zombies included), from /proc,
+    /// but its prefault helper.
     pub fn children(&self) -> Vec<(i32, char)> {
         let me = self.pid().as_raw();
         let mut out = Vec::new();
@@ -194,9 +195,15 @@ impl Daemon {
                 continue;
             };
             // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_string()) else {
+            let Some((head, after)) = stat.rsplit_once(')') else {
                 continue;
             };
+            // The prefault helper lives as long as the daemon: not a
+            // checkpoint child.
+            if head.ends_with("(greymilter-pf") {
+                continue;
+            }
+            let after = after.trim().to_string();
             let mut fields = after.split_whitespace();
             let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
             let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);

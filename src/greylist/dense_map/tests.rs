@@ -151,8 +151,13 @@ fn each_growth_beyond_the_threshold_takes_an_index_faulted_in_beforehand() {
             .next
             .as_ref()
             .map(|p| (p.index.len(), p.touched >= p.index.len()));
+        let touched = m.next.as_ref().map_or(0, |p| p.touched);
         assert!(m.try_reserve_one(usize::MAX));
         m.insert(K(i), i as u32);
+        // One page of the next index faulted per insert, never more.
+        if let Some(p) = &m.next {
+            assert!(p.touched <= touched + PREFAULT_STRIDE / 8, "at {i}");
+        }
         if m.index.len() != slots && slots * 2 * 8 >= PREPARE_FROM {
             // The index that took over was the prepared one, every page
             // of it touched, and nothing is prepared while it drains.

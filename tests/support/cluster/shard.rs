@@ -160,6 +160,43 @@ impl RedisCluster {
             .unwrap()
     }
 
+    /// `CLUSTER SETSLOT slot ARGS…` on node `i`.
+    pub fn setslot(&self, i: usize, slot: u16, args: &[&str]) {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot);
+        for a in args {
+            cmd.arg(*a);
+        }
+        let () = cmd.query(&mut self.nodes[i].conn()).unwrap();
+    }
+
+    /// Starts moving `slot` to the next node (importing there, migrating
+    /// at its owner): (from, to).
+    pub fn begin_move(&self, slot: u16) -> (usize, usize) {
+        let from = self.owner(slot);
+        let to = (from + 1) % self.nodes.len();
+        self.setslot(to, slot, &["IMPORTING", &self.id(from)]);
+        self.setslot(from, slot, &["MIGRATING", &self.id(to)]);
+        (from, to)
+    }
+
+    /// Ends a move: every node learns that `to` serves `slot` (its keys
+    /// must be there already).
+    pub fn end_move(&self, slot: u16, to: usize) {
+        let id = self.id(to);
+        for i in 0..self.nodes.len() {
+            self.setslot(i, slot, &["NODE", &id]);
+        }
+    }
+
+    /// Whether node `i` holds `key`, asked as after an ASK (a slot it
+    /// is importing answers too).
+    pub fn holds(&self, i: usize, key: &str) -> bool {
+        let mut conn = self.nodes[i].conn();
+        let () = redis::cmd("ASKING").query(&mut conn).unwrap();
+        redis::cmd("EXISTS").arg(key).query::<i64>(&mut conn).ok() == Some(1)
+    }
+
     /// The slot of a key, as the cluster computes it.
     pub fn slot(&self, key: &str) -> u16 {
         redis::cmd("CLUSTER")
