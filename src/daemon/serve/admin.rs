@@ -185,7 +185,7 @@ impl Daemon {
         let reply = match &request.command {
             Command::Stats => Reply::ok(self.report()),
             command => {
-                let base = self.config.settings();
+                let base = || self.config.settings();
                 let mut engine = self.engine.borrow_mut();
                 handle::execute(
                     command,
@@ -276,7 +276,7 @@ impl Daemon {
             reply,
             walked,
         } = request;
-        let base = self.config.settings();
+        let base = || self.config.settings();
         let local = handle::execute(
             &command,
             Context {
