@@ -121,6 +121,19 @@ pub fn start(child_setup: impl FnOnce() -> bool) -> std::io::Result<()> {
                 &ans_r,
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
             )?;
+            // Yama's `ptrace_scope = 1` (Ubuntu's default) lets a process
+            // reach only its descendants' memory; the helper is our child,
+            // so name it our tracer. Fails harmlessly (EINVAL) without Yama.
+            // SAFETY: prctl with integer arguments only.
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_PTRACER,
+                    child.as_raw() as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
             REQUEST_FD.store(into_raw(req_w), Ordering::Relaxed);
             ANSWER_FD.store(into_raw(ans_r), Ordering::Relaxed);
             PID.store(child.as_raw(), Ordering::Relaxed);
