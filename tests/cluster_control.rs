@@ -80,7 +80,7 @@ fn control_verbs_act_on_the_shared_state() {
     assert!(out.contains("redis: tuple whitelisted until"), "{out}");
     let mark = b.log_len();
     assert_eq!(b.query(t2.0, t2.1, &[t2.2]).status, 0);
-    let lines = b.rcpt_lines(mark, t2.2);
+    let lines = b.wait_rcpt_lines(mark, t2.2, |l| l.contains("action=pass"));
     assert!(
         lines
             .iter()
@@ -96,7 +96,8 @@ fn control_verbs_act_on_the_shared_state() {
     assert!(out.contains("redis: tuple forgotten"), "{out}");
     let mark = b.log_len();
     b.query_until(t2.0, t2.1, &[t2.2], |q| q.status == 4);
-    let lines = b.rcpt_lines(mark, t2.2);
+    // The deferral query_until stopped at is the first greylist line.
+    let lines = b.wait_rcpt_lines(mark, t2.2, |l| l.contains("action=greylist"));
     let last = lines.last().unwrap();
     assert!(
         last.contains("reason=new") && last.contains("src=redis"),
@@ -120,7 +121,7 @@ fn control_verbs_act_on_the_shared_state() {
     // back: the next attempt is new, not early.
     let mark = b.log_len();
     assert_eq!(b.query(t2.0, t2.1, &[t2.2]).status, 4);
-    let lines = b.rcpt_lines(mark, t2.2);
+    let lines = b.wait_rcpt_lines(mark, t2.2, |l| l.contains("action=greylist"));
     assert!(lines.iter().any(|l| l.contains("reason=new")), "{lines:?}");
     assert_eq!(b.query(t3.0, t3.1, &[t3.2]).status, 0);
     for node in [&a, &b] {

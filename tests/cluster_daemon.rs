@@ -56,10 +56,6 @@ fn hold_until(until: Instant) {
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
 }
 
-fn rcpt_line<'a>(log: &'a str, needle: &str) -> Option<&'a str> {
-    log.lines().find(|l| l.contains(needle))
-}
-
 #[test]
 fn three_daemons_share_one_redis() {
     if !redis_present() {
@@ -90,13 +86,11 @@ fn three_daemons_share_one_redis() {
     // The retry lands at B once the delay is over, and passes there.
     let retry = b.query_until("192.0.2.10", "a@example.org", &rcpt, |q| q.status == 0);
     assert_eq!(retry.status, 0);
-    let log = b.log_text();
-    let line = rcpt_line(&log, "reason=retried").unwrap_or_else(|| panic!("{log}"));
+    let line = b.wait_for_log(|l| l.contains("reason=retried"));
     assert!(line.contains("src=redis"), "{line}");
     // Later use at C passes as whitelisted.
     assert_eq!(c.query("192.0.2.10", "a@example.org", &rcpt).status, 0);
-    let log = c.log_text();
-    let line = rcpt_line(&log, "reason=whitelisted").unwrap_or_else(|| panic!("{log}"));
+    let line = c.wait_for_log(|l| l.contains("reason=whitelisted"));
     assert!(line.contains("src=redis"), "{line}");
     // A second use at C is answered from its cache.
     assert_eq!(c.query("192.0.2.10", "a@example.org", &rcpt).status, 0);
@@ -106,11 +100,8 @@ fn three_daemons_share_one_redis() {
     assert_eq!(a.query("198.51.100.7", "a@example.org", &rcpt).status, 4);
     let again = c.query("198.51.100.7", "a@example.org", &rcpt);
     assert_eq!(again.status, 4);
-    let log = c.log_text();
-    assert!(
-        rcpt_line(&log, "reason=early").is_some_and(|l| l.contains("src=redis")),
-        "{log}"
-    );
+    let line = c.wait_for_log(|l| l.contains("reason=early"));
+    assert!(line.contains("src=redis"), "{line}");
     // ...and its pass at B auto-whitelists the /24 for every node.
     b.query_until("198.51.100.7", "a@example.org", &rcpt, |q| q.status == 0);
     assert_eq!(
@@ -118,8 +109,7 @@ fn three_daemons_share_one_redis() {
             .status,
         0
     );
-    let log = c.log_text();
-    let line = rcpt_line(&log, "reason=auto-whitelisted").unwrap_or_else(|| panic!("{log}"));
+    let line = c.wait_for_log(|l| l.contains("reason=auto-whitelisted"));
     assert!(line.contains("src=redis"), "{line}");
 }
 
@@ -298,8 +288,7 @@ fn a_node_joining_a_serving_cluster_shares_its_tuples() {
     let b = Daemon::start_in(dir_b.path(), &config);
     let retry = b.query_until("192.0.2.10", "a@example.org", &rcpt, |q| q.status == 0);
     assert_eq!(retry.status, 0);
-    let log = b.log_text();
-    let line = rcpt_line(&log, "reason=retried").unwrap_or_else(|| panic!("{log}"));
+    let line = b.wait_for_log(|l| l.contains("reason=retried"));
     assert!(line.contains("src=redis"), "{line}");
 
     assert_healthy_served(healthy, &a);
@@ -348,8 +337,7 @@ fn junk_and_a_full_redis_at_a_running_node_cost_no_session() {
         "junk is read as no tuple: a first attempt; {q:?}"
     );
     a.wait_for_log_after(mark, |l| l.contains("junk at a greymilter key"));
-    let log = a.log_text();
-    let line = rcpt_line(&log[mark..], "reason=new").unwrap_or_else(|| panic!("{log}"));
+    let line = a.wait_for_log_after(mark, |l| l.contains("reason=new"));
     assert!(line.contains("src=redis"), "{line}");
 
     // Someone else's data, then a limit below what Redis holds: every

@@ -43,14 +43,10 @@ fn named(d: &Daemon, client: &str, name: &str, from: &str) -> Query {
     query(&d.socket(), client, from, &RCPT, &["--client-name", name])
 }
 
-/// The last log line containing `want`.
-fn last_line(d: &Daemon, want: &str) -> String {
-    let log = d.log_text();
-    log.lines()
-        .rev()
-        .find(|l| l.contains(want))
-        .unwrap_or_else(|| panic!("no line with {want:?} in:\n{log}"))
-        .to_string()
+/// The first log line after byte `mark` containing `want`, once written
+/// (decision lines are batched: see `src/log_output.rs`).
+fn line_after(d: &Daemon, mark: usize, want: &str) -> String {
+    d.wait_for_log_after(mark, |l| l.contains(want))
 }
 
 fn db_size(r: &Redis) -> u64 {
@@ -86,9 +82,10 @@ fn spf_keyed_tuples_and_zones_apply_on_cluster_nodes() {
     let spammer = "x@nospf.test";
 
     // First attempts at A, from the provider's first network.
+    let mark = a.log_len();
     let first = named(&a, POOL[0], "out1.provider.test", provider);
     assert_eq!(first.status, 4, "{first:?}");
-    let line = last_line(&a, "reason=new");
+    let line = line_after(&a, mark, "reason=new");
     assert!(
         line.contains("src=redis") && line.contains("spf=pass"),
         "{line}\n{}",
@@ -99,8 +96,9 @@ fn spf_keyed_tuples_and_zones_apply_on_cluster_nodes() {
 
     // The provider's retry reaches B from another /24 once the delay is
     // over: the shared tuple is keyed by provider.test, so it passes.
+    let mark = b.log_len();
     b.query_until(POOL[1], provider, &RCPT, |q| q.status == 0);
-    let line = last_line(&b, "reason=retried");
+    let line = line_after(&b, mark, "reason=retried");
     assert!(
         line.contains("src=redis") && line.contains("spf=pass") && line.contains(POOL[1]),
         "{line}"
@@ -112,9 +110,10 @@ fn spf_keyed_tuples_and_zones_apply_on_cluster_nodes() {
     }
     // The spammer's attempt from the second network is a new tuple: its
     // first was at A from the first network, long enough ago.
+    let mark = b.log_len();
     let again = named(&b, POOL[1], "[x]", spammer);
     assert_eq!(again.status, 4, "{again:?}");
-    let line = last_line(&b, "reason=new");
+    let line = line_after(&b, mark, "reason=new");
     assert!(
         line.contains("spf=none") && line.contains("src=redis"),
         "{line}"
@@ -123,9 +122,10 @@ fn spf_keyed_tuples_and_zones_apply_on_cluster_nodes() {
     // An allow-zone client passes at B without a call to Redis.
     let (calls, before) = (script_calls(&r), db_size(&r));
     assert!(calls > 0);
+    let mark = b.log_len();
     let listed = named(&b, "192.0.2.10", "x.example", "z@nospf.test");
     assert_eq!(listed.status, 0, "{listed:?}");
-    let line = last_line(&b, "reason=dnswl");
+    let line = line_after(&b, mark, "reason=dnswl");
     assert!(line.contains("src=local"), "{line}");
     assert_eq!((script_calls(&r), db_size(&r)), (calls, before));
 
@@ -139,13 +139,18 @@ fn spf_keyed_tuples_and_zones_apply_on_cluster_nodes() {
             .find_map(|f| f.strip_prefix("delay="))
             .map_or(0, |n| n.parse().unwrap())
     };
+    // The early line of the attempt that ended the loop may still be
+    // buffered when the loop reads the log: that only costs another attempt.
+    let mark = b.log_len();
     b.query_until("192.0.2.20", "y@nospf.test", &RCPT, |q| {
         q.status == 4
             && b.log_text()
+                .get(mark..)
+                .unwrap_or_default()
                 .lines()
                 .any(|l| l.contains("reason=early") && waited(l) >= 1)
     });
-    let line = last_line(&b, "reason=early");
+    let line = b.wait_for_log_after(mark, |l| l.contains("reason=early") && waited(l) >= 1);
     let remaining: u64 = line
         .split_whitespace()
         .find_map(|f| f.strip_prefix("remaining="))
@@ -191,6 +196,11 @@ fn a_dead_resolver_on_a_cluster_node_fails_open_within_the_budget() {
         let (q, took) = run.join().unwrap();
         assert_eq!(q.status, 4, "{q:?}");
         assert!(took < budget + REPLY_TIMEOUT / 4, "{took:?}");
+    }
+    // Each attempt's decision line, once written (they are batched).
+    for i in 0..3 {
+        let from = format!("from=<a{i}@provider.test>");
+        a.wait_for_log(|l| l.contains(&from) && l.contains("reason="));
     }
     let log = a.log_text();
     let decided = log.lines().filter(|l| l.contains("reason=new")).count();

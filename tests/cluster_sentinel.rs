@@ -181,6 +181,10 @@ fn daemons_follow_a_failover_and_keep_deciding() {
     // (deferred as early if the failover took less than the 2 s delay).
     let mark = b.log_len();
     b.query_until("192.0.2.10", "a@example.org", &rcpt, |q| q.status == 0);
+    // The passing attempt's decision line, once written (lines are batched).
+    b.wait_for_log_after(mark, |l| {
+        l.contains("action=pass") && l.contains("from=<a@example.org>")
+    });
     let log = b.log_text();
     assert!(
         log[mark..]
@@ -202,9 +206,13 @@ fn back_on_redis(node: &Daemon) {
     for n in 1u32.. {
         let mark = node.log_len();
         let client = format!("198.51.{}.{}", 100 + n / 250, 1 + n % 250);
-        let q = node.query(&client, &format!("p{n}@example.org"), &["b@example.net"]);
+        let from = format!("p{n}@example.org");
+        let q = node.query(&client, &from, &["b@example.net"]);
         assert_eq!(q.status, 4, "{q:?}");
-        if node.log_text()[mark..].contains("src=redis") {
+        // This attempt's decision line, once written (lines are batched).
+        let from = format!("from=<{from}>");
+        let line = node.wait_for_log_after(mark, |l| l.contains(&from) && l.contains("reason="));
+        if line.contains("src=redis") {
             return;
         }
         assert!(

@@ -105,7 +105,7 @@ fn decisions_and_control_verbs_on_a_sharded_cluster() {
     assert!(out.contains("redis: tuple whitelisted until"), "{out}");
     let mark = b.log_len();
     assert_eq!(b.query(t2.0, t2.1, &[t2.2]).status, 0);
-    let lines = b.rcpt_lines(mark, t2.2);
+    let lines = b.wait_rcpt_lines(mark, t2.2, |l| l.contains("action=pass"));
     assert!(
         lines
             .iter()
@@ -116,7 +116,8 @@ fn decisions_and_control_verbs_on_a_sharded_cluster() {
     assert!(out.contains("redis: tuple forgotten"), "{out}");
     let mark = b.log_len();
     b.query_until(t2.0, t2.1, &[t2.2], |q| q.status == 4);
-    let lines = b.rcpt_lines(mark, t2.2);
+    // The deferral query_until stopped at is the first greylist line.
+    let lines = b.wait_rcpt_lines(mark, t2.2, |l| l.contains("action=greylist"));
     let last = lines.last().unwrap();
     assert!(
         last.contains("reason=new") && last.contains("src=redis"),

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Daemon;
 use super::healthy::{Client, Healthy, Outcome, Plan};
-use super::watch::{Report, assert_alive, fetch_report, proc_status, rss_kib, warn_lines};
+use super::watch::{
+    LATER_LABELS, Report, assert_alive, fetch_report, proc_status, rss_kib, warn_lines,
+};
 
 /// Hostile connections per test; all run at once, so a per-packet log line
 /// or a per-connection leak would show.
@@ -140,7 +142,15 @@ impl Hostile {
         outcome.assert_all_served(&log);
         assert_alive(&mut self.daemon);
 
+        let before_report = self.daemon.log_len();
         let report = fetch_report(&self.daemon, &self.stats);
+        // The report's last line in the log: the daemon writes the file
+        // first and logs after, and its info lines are batched. Once this is
+        // in the log, so is every decision line of the rounds, for the test
+        // to read from `Finished::daemon`.
+        let last = LATER_LABELS[LATER_LABELS.len() - 1];
+        self.daemon
+            .wait_for_log_after(before_report, |l| l.contains(last));
         assert_eq!(
             report.num("Sessions"),
             expect.sessions + outcome.sessions,

@@ -117,13 +117,28 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The decision log lines for recipient `to` after byte `from` of the log.
-    pub fn rcpt_lines(&self, from: usize, to: &str) -> Vec<String> {
-        self.log_text()
-            .get(from..)
-            .unwrap_or_default()
+    /// The decision log lines for recipient `to` after byte `from` of the
+    /// log, up to and including the first that satisfies `want`. Decision lines are info lines,
+    /// which the daemon batches (`src/log_output.rs`): the line for an answer
+    /// the test just got may be written a moment after the answer, so this
+    /// waits for it (up to [`PATIENCE`], then panics with the log).
+    pub fn wait_rcpt_lines(
+        &self,
+        from: usize,
+        to: &str,
+        want: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let to = format!("to=<{to}>");
+        let line = self.wait_for_log_after(from, |l| {
+            l.contains(&to) && l.contains("reason=") && want(l)
+        });
+        // Everything up to and including that line is in the file.
+        let text = self.log_text();
+        let tail = text.get(from..).unwrap_or_default();
+        let end = tail.find(&line).map_or(tail.len(), |at| at + line.len());
+        tail[..end]
             .lines()
-            .filter(|l| l.contains(&format!("to=<{to}>")) && l.contains("reason="))
+            .filter(|l| l.contains(&to) && l.contains("reason="))
             .map(str::to_string)
             .collect()
     }
