@@ -51,6 +51,11 @@ fn scenario_15_a_retry_at_the_other_mx_is_delivered() {
     let retry = send(&mx_b);
     assert_eq!(retry.rcpt().code, 250, "{retry:#?}");
     assert!(retry.delivered(), "{retry:#?}");
+    // B's one decision, once written (lines are batched): then the log
+    // holds whatever B decided.
+    gm_b.wait_for_log_after(0, |l| {
+        l.contains("to=<alice@example.test>") && l.contains("reason=")
+    });
     let log_b = gm_b.log();
     let passed = log_b
         .lines()
@@ -63,9 +68,13 @@ fn scenario_15_a_retry_at_the_other_mx_is_delivered() {
     );
 
     // The next message takes the first MX again and passes there, whitelisted.
+    let mark = gm_a.log().len();
     let later = send(&mx_a);
     assert_eq!(later.rcpt().code, 250, "{later:#?}");
     assert!(later.delivered(), "{later:#?}");
+    gm_a.wait_for_log_after(mark, |l| {
+        l.contains("to=<alice@example.test>") && l.contains("reason=")
+    });
     let log_a = gm_a.log();
     assert!(
         log_a

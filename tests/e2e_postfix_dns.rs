@@ -54,9 +54,14 @@ fn scenario_14_spf_keyed_retry_from_another_network_is_delivered() {
     let retry = send(second_net, "bounce-7@provider.test");
     assert_eq!(retry.rcpt().code, 250, "{retry:#?}");
     assert!(retry.delivered(), "{retry:#?}");
+    let mark = daemon.log().len();
     let spammer = send(second_net, "x@nospf.test");
     assert_greylisted(spammer.rcpt());
 
+    // The last attempt's decision line, once written (lines are batched).
+    daemon.wait_for_log_after(mark, |l| {
+        l.contains("from=<x@nospf.test>") && l.contains("reason=")
+    });
     let log = daemon.log();
     let passed = log
         .lines()

@@ -115,11 +115,9 @@ fn policy_service_greylists_delivers_and_fails_open() {
     let outcome = authenticated.send();
     assert_eq!(outcome.rcpt().code, 250, "{outcome:#?}");
     assert!(outcome.delivered(), "{outcome:#?}");
-    let log = daemon.log();
-    assert!(
-        log.contains("reason=authenticated") && log.contains("proto=policy"),
-        "{log}"
-    );
+    // Decision lines are batched: wait for it rather than read at once.
+    let line = daemon.wait_for_log_after(0, |l| l.contains("reason=authenticated"));
+    assert!(line.contains("proto=policy"), "{line}");
 
     // greymilter stopped: default_action=DUNNO lets mail through.
     assert!(daemon.terminate().success());
@@ -152,8 +150,14 @@ fn milter_and_policy_front_ends_share_one_table() {
     let retry = via(&policy).send();
     assert_eq!(retry.rcpt().code, 250, "{retry:#?}");
     assert!(retry.delivered(), "{retry:#?}");
+    let mark = daemon.log().len();
     let again = via(&milter).send();
     assert_eq!(again.rcpt().code, 250, "{again:#?}");
+    // The last decision's line first (lines are batched), so that the
+    // count covers every decision.
+    daemon.wait_for_log_after(mark, |l| {
+        l.contains("to=<erin@example.test>") && l.contains("reason=")
+    });
     let log = daemon.log();
     assert_eq!(log.matches("reason=new").count(), 1, "{log}");
 }
