@@ -320,7 +320,7 @@ pub const SECTIONS: &[Section] = &[
             ),
             key(
                 "huge_pages",
-                "Back the table with transparent huge pages when the kernel allows them (/sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`): the fork of a checkpoint then pauses the daemon far less. Applies to memory allocated after a reload.",
+                "Back the table with transparent huge pages when the kernel allows them (/sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`): the fork of a checkpoint then pauses the daemon far less. Applies to memory allocated after a reload. With it, greymilter forks a small helper process at start (`greymilter-pf` in `ps`, same user after the privilege drop) that faults the table's next huge pages in off the main loop; it writes only into greymilter's own memory, with `process_vm_writev`, so greymilter keeps itself dumpable after dropping privileges.",
             ),
         ],
     },
