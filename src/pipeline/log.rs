@@ -53,18 +53,18 @@ pub fn decision(e: &Entry<'_>) {
     if !enabled() {
         return;
     }
-    LINE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut line) => {
-            line.clear();
-            build(&mut line, e);
-            write_line(&line, e.conn_id);
-        }
-        // Not reentrant in practice (nothing logs while a line is built).
-        Err(_) => {
-            let mut line = String::with_capacity(256);
-            build(&mut line, e);
-            write_line(&line, e.conn_id);
-        }
+    LINE.with(|cell| {
+        // Not reentrant in practice (nothing logs while a line is built);
+        // if it were, the inner line gets a buffer of its own.
+        let mut spare = String::new();
+        let mut held = cell.try_borrow_mut();
+        let line = match held.as_deref_mut() {
+            Ok(line) => line,
+            Err(_) => &mut spare,
+        };
+        line.clear();
+        build(line, e);
+        write_line(line, e.conn_id);
     });
 }
 
