@@ -18,6 +18,14 @@
 //! Memory is counted by a wrapping global allocator: bytes live after
 //! loading (the parsed entries, which the config and the engine's settings
 //! hold) and after compiling (the look-up structures).
+//!
+//! Runtime allowances (`greymilter allow network=… | sender-domain=…`):
+//! `allow_one_ms` and `allow_max_ms` are what a change costs the loop with
+//! 1 and with `MAX_ALLOWS` allowances in force (compiled apart from the
+//! lists, then swapped in); `relist_ms` is what it cost when allowances
+//! were merged into the lists (the case's lists compiled again, in one
+//! step). The `+10k-allowed` case decides with `MAX_ALLOWS` allowances in
+//! force, none matching the population.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -26,8 +34,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
+use greymilter::control::MAX_ALLOWS;
 use greymilter::greylist::clock::ManualClock;
-use greymilter::greylist::lists::Lists;
+use greymilter::greylist::lists::{Allowed, Lists};
 use greymilter::greylist::settings::ListSpec;
 use greymilter::greylist::settings::{ListAction, Settings};
 use greymilter::greylist::{Engine, Request};
@@ -156,12 +165,33 @@ struct Case {
     compiled_bytes: isize,
     lists: Lists,
     engine: Engine,
+    allow_one_ms: f64,
+    allow_max_ms: f64,
+    relist_ms: f64,
     /// Best of the rounds.
     per_second: f64,
     lookup_ns: f64,
 }
 
-fn build(label: &'static str, text: &str, pop: &Population) -> Case {
+/// `n` allowances, half networks (in 10.0.0.0/8: no list entry and no
+/// client of the population is there), half sender domains.
+fn allowances(n: usize) -> Allowed {
+    let nets = (0..n.div_ceil(2)).map(|i| {
+        let a = 0x0a00_0000 | ((i as u32 & 0xffff) << 8);
+        ipnet::IpNet::new(IpAddr::from(a.to_be_bytes()), 24).expect("a /24")
+    });
+    let domains: Vec<String> = (0..n / 2).map(|i| format!("allowed{i}.example")).collect();
+    Allowed::new(nets, domains.iter().map(String::as_str))
+}
+
+/// Milliseconds `f` took.
+fn timed(f: impl FnOnce()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+fn build(label: &'static str, text: &str, pop: &Population, allowed: usize) -> Case {
     let dir = std::env::temp_dir().join(format!("greymilter-list-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(label);
@@ -195,7 +225,15 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
         ..Settings::default()
     };
     settings.lists = spec;
-    let mut engine = Engine::new(settings, Box::new(clock));
+    let mut engine = Engine::new(settings.clone(), Box::new(clock));
+    // What an allowance change costs the loop: the allowances compiled and
+    // swapped in; before, the case's lists compiled again.
+    let allow_one_ms = timed(|| engine.set_allowed(allowances(1)));
+    let allow_max_ms = timed(|| engine.set_allowed(allowances(MAX_ALLOWS)));
+    let relist_ms = timed(|| engine.set_settings(settings));
+    engine.set_allowed(allowances(allowed));
+    let mut lists = lists;
+    lists.set_allowed(allowances(allowed));
     // Warm-up: every tuple of the population is in the table.
     decide(&mut engine, pop, pop.addrs.len());
     Case {
@@ -211,6 +249,9 @@ fn build(label: &'static str, text: &str, pop: &Population) -> Case {
         compiled_bytes,
         lists,
         engine,
+        allow_one_ms,
+        allow_max_ms,
+        relist_ms,
         per_second: 0.0,
         lookup_ns: f64::MAX,
     }
@@ -311,10 +352,16 @@ fn main() {
     let rounds = arg(4, 5).max(1);
     let pop = population(100_000.min(decisions));
     let mut cases = vec![
-        build("empty", &list_text(0, 0, 0), &pop),
-        build("ten", &list_text(10, 10, 0), &pop),
-        build("large", &list_text(cidrs, names, 0), &pop),
-        build("large+34re", &list_text(cidrs, names, 34), &pop),
+        build("empty", &list_text(0, 0, 0), &pop, 0),
+        build("ten", &list_text(10, 10, 0), &pop, 0),
+        build("large", &list_text(cidrs, names, 0), &pop, 0),
+        build("large+34re", &list_text(cidrs, names, 34), &pop, 0),
+        build(
+            "large+10k-allowed",
+            &list_text(cidrs, names, 0),
+            &pop,
+            MAX_ALLOWS,
+        ),
     ];
     // Interleaved rounds, best of each: the machine is shared, and a
     // neighbour's burst should not land on one case only.
@@ -336,6 +383,7 @@ fn main() {
             "RESULT list={} entries={} load_ms={:.1} compile_ms={:.1} read_ms={:.2} \
              reload_slice_max_ms={:.2} reload_slice_cpu_max_ms={:.2} reload_slices={} \
              parsed_bytes_per_entry={:.1} compiled_bytes_per_entry={:.1} \
+             allow_one_ms={:.3} allow_max_ms={:.2} relist_ms={:.1} \
              lookup_ns={:.1} decisions_per_s={:.0} vs_empty={:.3}",
             m.label,
             m.entries,
@@ -347,6 +395,9 @@ fn main() {
             m.slices,
             per_entry(m.parsed_bytes),
             per_entry(m.compiled_bytes),
+            m.allow_one_ms,
+            m.allow_max_ms,
+            m.relist_ms,
             m.lookup_ns,
             m.per_second,
             m.per_second / base,

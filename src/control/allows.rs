@@ -2,22 +2,22 @@
 //! `greymilter allow network=… | sender-domain=…` and kept until they
 //! expire.
 //!
-//! They are merged into the engine's static lists as `accept` entries (an
-//! allowance replaces a configured entry with the same key; a more specific
-//! configured entry still wins, as in the lists). The state file format is
+//! The engine looks them up beside its static lists, as `accept` entries
+//! (an allowance replaces a configured entry with the same key; a more
+//! specific configured entry still wins, as in the lists): a change costs
+//! the allowances' compile, never the lists'. The state file format is
 //! unchanged: allowances live in their own small text file next to it
 //! (`STATE.allows`), rewritten atomically on every change, one
 //! `network CIDR UNTIL` or `sender-domain DOMAIN UNTIL` per line (UNTIL in
 //! unix seconds). Tuples allowed one by one are whitelisted in the table
 //! and saved with it.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use crate::greylist::settings::{ListAction, Settings};
+use crate::greylist::lists::Allowed;
 
 /// Most allowances kept; more are refused (the file and the lists stay small).
 pub const MAX_ALLOWS: usize = 10_000;
@@ -149,36 +149,19 @@ impl Allows {
         gone.into_iter().map(|(a, _)| a).collect()
     }
 
-    /// `settings` with the allowances merged into its lists: an allowance
-    /// replaces the list's entries for the same network or domain. One pass
-    /// over each list (a reload merges them into 100,000 entries).
-    pub fn apply(&self, mut settings: Settings) -> Settings {
-        let lists = &mut settings.lists;
-        let mut nets = HashSet::new();
-        let mut domains = HashSet::new();
-        for (allow, _) in &self.entries {
-            match allow {
-                Allow::Network(net) => nets.insert(*net),
-                Allow::SenderDomain(d) => domains.insert(d.as_str()),
-            };
-        }
-        if !nets.is_empty() {
-            lists.clients.retain(|(n, _)| !nets.contains(n));
-        }
-        if !domains.is_empty() {
-            lists
-                .sender_domains
-                .retain(|(d, _)| !domains.contains(d.as_str()));
-        }
-        for (allow, _) in &self.entries {
-            match allow {
-                Allow::Network(net) => lists.clients.push((*net, ListAction::Allow)),
-                Allow::SenderDomain(d) => {
-                    lists.sender_domains.push((d.clone(), ListAction::Allow));
-                }
-            }
-        }
-        settings
+    /// The allowances compiled for the engine, which looks them up beside
+    /// its lists (`greylist::lists::Allowed`): at most [`MAX_ALLOWS`]
+    /// entries, whatever the lists hold.
+    pub fn compiled(&self) -> Allowed {
+        let nets = self.entries.iter().filter_map(|(a, _)| match a {
+            Allow::Network(net) => Some(*net),
+            Allow::SenderDomain(_) => None,
+        });
+        let domains = self.entries.iter().filter_map(|(a, _)| match a {
+            Allow::SenderDomain(d) => Some(d.as_str()),
+            Allow::Network(_) => None,
+        });
+        Allowed::new(nets, domains)
     }
 
     /// Rewrites the file (atomically); no file configured: nothing to do.
@@ -223,6 +206,8 @@ fn parse_line(line: &str) -> Option<(Allow, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::greylist::lists::{ListName, Lists};
+    use crate::greylist::settings::{ListAction, ListSpec};
 
     #[test]
     fn save_load_expire_apply() {
@@ -245,21 +230,23 @@ mod tests {
         assert_eq!(b.entries(), a.entries());
         // An allowance replaces the configured entries for its network or
         // domain and leaves the others.
-        let mut base = Settings::default();
         let (net, other) = (
             "192.0.2.0/24".parse().unwrap(),
             "198.51.100.0/24".parse().unwrap(),
         );
-        base.lists.clients = vec![(net, ListAction::Reject), (other, ListAction::Reject)];
-        base.lists.sender_domains = vec![("example.org".into(), ListAction::Reject)];
-        let s = b.apply(base);
+        let spec = ListSpec {
+            clients: vec![(net, ListAction::Reject), (other, ListAction::Reject)],
+            sender_domains: vec![("example.org".into(), ListAction::Reject)],
+            ..ListSpec::default()
+        };
+        let mut lists = Lists::compile(&spec, true);
+        lists.set_allowed(b.compiled());
+        let client = |a: [u8; 4]| lists.client(std::net::IpAddr::from(a));
+        assert_eq!(client([192, 0, 2, 9]), Some(ListAction::Allow));
+        assert_eq!(client([198, 51, 100, 9]), Some(ListAction::Reject));
         assert_eq!(
-            s.lists.clients,
-            vec![(other, ListAction::Reject), (net, ListAction::Allow)]
-        );
-        assert_eq!(
-            s.lists.sender_domains,
-            vec![("example.org".to_string(), ListAction::Allow)]
+            lists.lookup_sender(b"a@example.org"),
+            Some((ListName::SenderDomains, ListAction::Allow))
         );
         assert_eq!(
             b.expire(200),

@@ -21,5 +21,6 @@ pub mod protocol;
 pub(crate) mod server;
 pub(crate) mod shared;
 
+pub use allows::MAX_ALLOWS;
 pub use cli::{ControlCommand, run as run_cli, send};
 pub use handle::Reply;

@@ -126,7 +126,7 @@ pub struct Daemon {
     factory: Rc<MilterFactory>,
     checkpointer: Option<Checkpointer>,
     pidfile: Option<Pidfile>,
-    /// Runtime allowances (control socket), merged into the engine's lists.
+    /// Runtime allowances (control socket); the engine has them compiled.
     allows: Allows,
     /// The second at which expired allowances were last looked for.
     allows_checked: u64,
@@ -203,9 +203,7 @@ impl Daemon {
         }
         if !allows.is_empty() {
             tracing::info!(count = allows.len(), "restored runtime allowances");
-            engine
-                .borrow_mut()
-                .set_settings(allows.apply(config.settings()));
+            engine.borrow_mut().set_allowed(allows.compiled());
         }
         let pidfile = match &config.daemon.pidfile {
             Some(path) => {

@@ -36,7 +36,7 @@ use super::clock::Clock;
 use super::date::rfc5322;
 use super::facts::DnsFacts;
 use super::key::Secret;
-use super::lists::{ListName, Lists};
+use super::lists::{Allowed, ListName, Lists};
 use super::settings::Settings;
 use super::state::{self, StateError};
 use super::stats::{Counters, DnsCounters, Interval, Snapshot};
@@ -296,12 +296,20 @@ impl Engine {
     /// [`Engine::set_settings`] with the lists compiled beforehand (in
     /// slices, off the engine: `Lists::compile_paced` on
     /// `settings.lists`, which are dropped here).
-    pub fn set_settings_compiled(&mut self, mut settings: Settings, lists: Lists) {
+    /// The runtime allowances are kept.
+    pub fn set_settings_compiled(&mut self, mut settings: Settings, mut lists: Lists) {
         settings.lists = Default::default();
+        lists.set_allowed(self.lists.take_allowed());
         self.lists = lists;
         self.timing = timing_of(&settings);
         self.table.set_max(settings.max_tuples);
         self.settings = settings;
+    }
+
+    /// The runtime allowances in force from now on (compiled apart from
+    /// the lists: a change costs the allowances' compile only).
+    pub fn set_allowed(&mut self, allowed: Allowed) {
+        self.lists.set_allowed(allowed);
     }
 
     pub fn now(&self) -> u64 {

@@ -21,6 +21,14 @@
 //! * `*_domains`: the domain and all its subdomains, the longest match
 //!   first; then the list's regular expressions, matched against the whole
 //!   address in key form.
+//!
+//! Runtime allowances (`greymilter allow network=… | sender-domain=…`)
+//! are compiled apart, in [`Allowed`], and looked up beside the lists: an
+//! allowance costs its own compile, not the lists' (100,000 entries), and a
+//! reload keeps them. They decide as if merged into `clients` and
+//! `sender_domains` as `accept`: an allowance replaces a configured entry
+//! for the same network or domain; a more specific configured entry still
+//! wins.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -92,6 +100,41 @@ pub struct Lists {
     name_patterns: Patterns,
     senders: AddressLists,
     recipients: AddressLists,
+    allowed: Allowed,
+}
+
+/// The runtime allowances, compiled: networks and sender domains, each
+/// [`ListAction::Allow`]. At most `control::allows::MAX_ALLOWS` of them.
+#[derive(Debug, Default)]
+pub struct Allowed {
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
+    domains: Exact,
+}
+
+impl Allowed {
+    pub fn new<'a>(
+        nets: impl IntoIterator<Item = IpNet>,
+        domains: impl IntoIterator<Item = &'a str>,
+    ) -> Allowed {
+        let mut v4 = BTreeMap::new();
+        let mut v6 = BTreeMap::new();
+        for net in nets {
+            match client_key(net) {
+                Net::V4(k) => v4.insert(k, ListAction::Allow),
+                Net::V6(k) => v6.insert(k, ListAction::Allow),
+            };
+        }
+        let v4 = v4.into_iter().map(|((n, p), a)| (n, p, a));
+        let v4 = crate::pace::run_now(Ranges::build_sorted(v4, &mut Pacer::unpaced()));
+        let v6 = v6.into_iter().map(|((n, p), a)| (n, p, a));
+        let v6 = crate::pace::run_now(Ranges::build_sorted(v6, &mut Pacer::unpaced()));
+        let domains = domains
+            .into_iter()
+            .map(|d| (domain_form(d).into_boxed_slice(), ListAction::Allow))
+            .collect();
+        Allowed { v4, v6, domains }
+    }
 }
 
 impl Lists {
@@ -146,6 +189,7 @@ impl Lists {
                 spec.recipient_patterns.clone(),
                 true,
             ),
+            allowed: Allowed::default(),
         };
         for (name, action) in &spec.client_names {
             pacer.step().await;
@@ -206,10 +250,30 @@ impl Lists {
         lists
     }
 
+    /// The runtime allowances in force; they replace the previous ones.
+    pub fn set_allowed(&mut self, allowed: Allowed) {
+        self.allowed = allowed;
+    }
+
+    /// The runtime allowances, taken out (for the lists a reload swaps in).
+    pub fn take_allowed(&mut self) -> Allowed {
+        std::mem::take(&mut self.allowed)
+    }
+
     pub fn client(&self, addr: IpAddr) -> Option<ListAction> {
-        match canonical(addr) {
-            IpAddr::V4(a) => self.v4.get(u32::from(a)),
-            IpAddr::V6(a) => self.v6.get(u128::from(a)),
+        let (configured, allowed) = match canonical(addr) {
+            IpAddr::V4(a) => (self.v4.get(u32::from(a)), self.allowed.v4.get(u32::from(a))),
+            IpAddr::V6(a) => (
+                self.v6.get(u128::from(a)),
+                self.allowed.v6.get(u128::from(a)),
+            ),
+        };
+        // An allowance replaced the configured entry for its own network:
+        // it wins over one as broad as it, or broader.
+        match (configured, allowed) {
+            (Some((_, listed)), Some((allow, prefix))) if prefix >= listed => Some(allow),
+            (Some((action, _)), _) => Some(action),
+            (None, allowed) => allowed.map(|(allow, _)| allow),
         }
     }
 
@@ -252,17 +316,20 @@ impl Lists {
 
     /// Sender, then sender domain; `sender` in key form.
     pub fn lookup_sender(&self, sender: &[u8]) -> Option<ListHit> {
-        self.senders.lookup(sender)
+        self.senders.lookup(sender, Some(&self.allowed.domains))
     }
 
     /// Recipient, then recipient domain; `recipient` in key form.
     pub fn lookup_recipient(&self, recipient: &[u8]) -> Option<ListHit> {
-        self.recipients.lookup(recipient)
+        self.recipients.lookup(recipient, None)
     }
 
     /// Bytes held by the client ranges (for the memory figures).
     pub fn client_heap_bytes(&self) -> usize {
-        self.v4.heap_bytes() + self.v6.heap_bytes()
+        self.v4.heap_bytes()
+            + self.v6.heap_bytes()
+            + self.allowed.v4.heap_bytes()
+            + self.allowed.v6.heap_bytes()
     }
 }
 
@@ -278,7 +345,9 @@ impl AddressLists {
         }
     }
 
-    fn lookup(&self, addr: &[u8]) -> Option<ListHit> {
+    /// `allowed`: domains allowed at run time, each replacing the
+    /// configured entry for the same domain.
+    fn lookup(&self, addr: &[u8], allowed: Option<&Exact>) -> Option<ListHit> {
         let (exact_name, domain_name) = self.names;
         let hit = |a: &ListAction| (exact_name, *a);
         if let Some(a) = self.exact.get(addr) {
@@ -311,12 +380,17 @@ impl AddressLists {
                 return Some(hit(a));
             }
         }
-        if !self.domains.is_empty()
+        let allowed = allowed.filter(|a| !a.is_empty());
+        if (!self.domains.is_empty() || allowed.is_some())
             && let Some(domain) = domain_of(addr)
         {
             let found = std::iter::once(domain)
                 .chain(proper_suffixes(domain))
-                .find_map(|d| self.domains.get(d));
+                .find_map(|d| {
+                    allowed
+                        .and_then(|a| a.get(d))
+                        .or_else(|| self.domains.get(d))
+                });
             if let Some(a) = found {
                 return Some((domain_name, *a));
             }
@@ -325,6 +399,7 @@ impl AddressLists {
     }
 }
 
+#[derive(PartialEq)]
 enum Net {
     V4((u32, u8)),
     V6((u128, u8)),
@@ -419,5 +494,137 @@ mod tests {
         );
         assert_eq!(l.lookup_sender(b"a@b"), None);
         assert_eq!(l.lookup_recipient(b""), None);
+    }
+
+    /// The allowances as the daemon merged them into the lists before they
+    /// were compiled apart: the configured entries for an allowed network
+    /// (however written: `::ffff:192.0.2.0/120` is `192.0.2.0/24`) or
+    /// domain removed, the allowance added as an entry.
+    fn merged(spec: &ListSpec, nets: &[IpNet], domains: &[String]) -> ListSpec {
+        let mut spec = spec.clone();
+        spec.clients
+            .retain(|(n, _)| !nets.iter().any(|a| client_key(*a) == client_key(*n)));
+        spec.sender_domains.retain(|(d, _)| !domains.contains(d));
+        spec.clients
+            .extend(nets.iter().map(|n| (*n, ListAction::Allow)));
+        spec.sender_domains
+            .extend(domains.iter().map(|d| (d.clone(), ListAction::Allow)));
+        spec
+    }
+
+    /// Random lists and allowances (networks nested in, equal to and
+    /// around configured ones; domains and their parents; senders with
+    /// their own entries): the lists with [`Allowed`] beside them decide
+    /// every client and sender as the lists with the allowances merged in.
+    #[test]
+    fn allowances_beside_the_lists_decide_as_if_merged_into_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let actions = [
+            ListAction::Accept,
+            ListAction::Reject,
+            ListAction::Greylist { delay: None },
+            ListAction::Greylist {
+                delay: Some(std::time::Duration::from_secs(60)),
+            },
+        ];
+        let labels = ["a", "b", "c"];
+        for round in 0..200 {
+            let mut n = |m: u64| next() % m;
+            // A small v4 space (and a few v6 and mapped networks), so that
+            // networks nest, touch and repeat.
+            let net = |n: &mut dyn FnMut(u64) -> u64| -> IpNet {
+                match n(8) {
+                    0 => {
+                        let p = 96 + n(33) as u8;
+                        let v4 = std::net::Ipv4Addr::from(n(16) as u32 * 0x0100_0001);
+                        IpNet::new(IpAddr::V6(v4.to_ipv6_mapped()), p)
+                            .unwrap()
+                            .trunc()
+                    }
+                    1 => {
+                        let a = std::net::Ipv6Addr::from(u128::from(n(4) as u8) << 120);
+                        IpNet::new(IpAddr::V6(a), n(129) as u8).unwrap().trunc()
+                    }
+                    _ => {
+                        let p = n(33) as u8;
+                        let a = std::net::Ipv4Addr::from((n(16) as u32) * 0x0100_0001);
+                        IpNet::new(IpAddr::V4(a), p).unwrap().trunc()
+                    }
+                }
+            };
+            let domain = |n: &mut dyn FnMut(u64) -> u64| -> String {
+                let depth = 1 + n(3) as usize;
+                (0..depth)
+                    .map(|_| labels[n(3) as usize])
+                    .collect::<Vec<_>>()
+                    .join(".")
+            };
+            let mut spec = ListSpec::default();
+            for _ in 0..n(12) {
+                let action = actions[n(4) as usize];
+                spec.clients.push((net(&mut n), action));
+            }
+            for _ in 0..n(6) {
+                let action = actions[n(4) as usize];
+                spec.sender_domains.push((domain(&mut n), action));
+            }
+            if n(2) == 0 {
+                spec.senders.push(("x@a.b".into(), ListAction::Reject));
+            }
+            let mut nets: Vec<IpNet> = (0..n(5)).map(|_| net(&mut n)).collect();
+            // Often the very key of a configured entry.
+            if let Some((c, _)) = spec.clients.first() {
+                nets.push(*c);
+            }
+            nets.dedup();
+            let mut domains: Vec<String> = (0..n(4)).map(|_| domain(&mut n)).collect();
+            if let Some((d, _)) = spec.sender_domains.first() {
+                domains.push(d.clone());
+            }
+            domains.sort();
+            domains.dedup();
+
+            let want = Lists::compile(&merged(&spec, &nets, &domains), true);
+            let mut got = Lists::compile(&spec, true);
+            got.set_allowed(Allowed::new(
+                nets.iter().copied(),
+                domains.iter().map(String::as_str),
+            ));
+            for _ in 0..200 {
+                let addr = match net(&mut n) {
+                    IpNet::V4(v) => {
+                        IpAddr::V4((u32::from(v.network()) | (n(2) as u32 * 0x0080_0080)).into())
+                    }
+                    IpNet::V6(v) => IpAddr::V6(v.network()),
+                };
+                assert_eq!(
+                    got.client(addr),
+                    want.client(addr),
+                    "round {round}: {addr} in {spec:?} allowed {nets:?}"
+                );
+            }
+            for local in ["x", "y"] {
+                for depth in 1..=3 {
+                    for first in labels {
+                        let d = std::iter::once(first)
+                            .chain(labels.iter().copied().cycle().take(depth - 1))
+                            .collect::<Vec<_>>()
+                            .join(".");
+                        let sender = format!("{local}@{d}");
+                        assert_eq!(
+                            got.lookup_sender(sender.as_bytes()),
+                            want.lookup_sender(sender.as_bytes()),
+                            "round {round}: {sender} in {spec:?} allowed {domains:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! specific network covering it (or none). A look-up is one
 //! `partition_point` over the starts, so 100,000 networks cost about
 //! 17 comparisons where 10 cost 5, with no per-prefix-length probing. The
-//! actions are interned: a start costs its address plus a `u32`.
+//! actions are interned with the prefix length of the network that gave
+//! them (so that a look-up also says how specific its match is): a start
+//! costs its address plus a `u32`.
 
 use super::settings::ListAction;
 
@@ -51,7 +53,8 @@ pub struct Ranges<A> {
     starts: Vec<A>,
     /// Index into `actions` plus one; 0 = no entry covers the range.
     values: Vec<u32>,
-    actions: Vec<ListAction>,
+    /// The action and the prefix length of the network it came from.
+    actions: Vec<(ListAction, u8)>,
     /// For large lists: entry `b` is the first start whose top 16 bits are
     /// at least `b`, so a look-up searches only its own /16 (or /16 of
     /// IPv6) instead of the whole array: one cache miss instead of a dozen.
@@ -92,12 +95,12 @@ impl<A: Addr> Ranges<A> {
         pacer: &mut crate::pace::Pacer<'_>,
     ) -> Ranges<A> {
         let mut r = Ranges::default();
-        let mut interned: Vec<ListAction> = Vec::new();
+        let mut interned: Vec<(ListAction, u8)> = Vec::new();
         // Open networks, each nested in the one below: (last address, value).
         let mut open: Vec<(A, u32)> = Vec::new();
         for (net, prefix, action) in nets {
             pacer.step().await;
-            let value = intern(&mut interned, action);
+            let value = intern(&mut interned, (action, prefix.min(A::BITS)));
             r.close_before(&mut open, Some(net));
             open.push((net.last_of(prefix.min(A::BITS)), value));
             r.emit(net, value);
@@ -148,7 +151,9 @@ impl<A: Addr> Ranges<A> {
         self.values.push(value);
     }
 
-    pub fn get(&self, addr: A) -> Option<ListAction> {
+    /// The action of the most specific network holding `addr`, and that
+    /// network's prefix length.
+    pub fn get(&self, addr: A) -> Option<(ListAction, u8)> {
         let b = addr.top16();
         let (lo, hi) = match (self.index.get(b), self.index.get(b + 1)) {
             (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
@@ -165,14 +170,15 @@ impl<A: Addr> Ranges<A> {
     pub fn heap_bytes(&self) -> usize {
         self.starts.capacity() * std::mem::size_of::<A>()
             + self.values.capacity() * 4
-            + self.actions.capacity() * std::mem::size_of::<ListAction>()
+            + self.actions.capacity() * std::mem::size_of::<(ListAction, u8)>()
             + self.index.capacity() * 4
     }
 }
 
-fn intern(actions: &mut Vec<ListAction>, action: ListAction) -> u32 {
-    // Distinct actions are few (accept, reject, a handful of delays);
-    // a linear search beats hashing at that size.
+fn intern(actions: &mut Vec<(ListAction, u8)>, action: (ListAction, u8)) -> u32 {
+    // Distinct actions are few (accept, reject, a handful of delays, at
+    // the few prefix lengths a list uses); a linear search beats hashing
+    // at that size.
     let i = match actions.iter().position(|a| *a == action) {
         Some(i) => i,
         None => {
@@ -196,11 +202,11 @@ mod tests {
     }
 
     /// Reference: the longest matching prefix by a linear scan.
-    fn linear(nets: &[(u32, u8, ListAction)], addr: u32) -> Option<ListAction> {
+    fn linear(nets: &[(u32, u8, ListAction)], addr: u32) -> Option<(ListAction, u8)> {
         nets.iter()
             .filter(|(n, p, _)| addr & super::super::key::mask32(*p) == *n)
             .max_by_key(|(_, p, _)| *p)
-            .map(|e| e.2)
+            .map(|e| (e.2, e.1))
     }
 
     #[test]
@@ -234,7 +240,7 @@ mod tests {
             assert_eq!(r.get(v4(a)), linear(&nets, v4(a)), "{a}");
         }
         let all = Ranges::build(vec![(0u32, 0, A)]);
-        assert_eq!(all.get(u32::MAX), Some(A));
+        assert_eq!(all.get(u32::MAX), Some((A, 0)));
         assert_eq!(Ranges::<u128>::build(vec![]).get(7), None);
     }
 

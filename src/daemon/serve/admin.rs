@@ -185,14 +185,12 @@ impl Daemon {
         let reply = match &request.command {
             Command::Stats => Reply::ok(self.report()),
             command => {
-                let base = || self.config.settings();
                 let mut engine = self.engine.borrow_mut();
                 handle::execute(
                     command,
                     Context {
                         engine: &mut engine,
                         allows: &mut self.allows,
-                        base: &base,
                         uid: request.uid,
                         walked: request.walked,
                     },
@@ -276,13 +274,11 @@ impl Daemon {
             reply,
             walked,
         } = request;
-        let base = || self.config.settings();
         let local = handle::execute(
             &command,
             Context {
                 engine: &mut self.engine.borrow_mut(),
                 allows: &mut self.allows,
-                base: &base,
                 uid,
                 walked,
             },
@@ -307,9 +303,7 @@ impl Daemon {
         if bad > 0 {
             tracing::warn!("shared allowances: {bad} unusable member(s) skipped");
         }
-        self.engine
-            .borrow_mut()
-            .set_settings(self.allows.apply(self.config.settings()));
+        self.engine.borrow_mut().set_allowed(self.allows.compiled());
         if let Err(e) = self.allows.save() {
             tracing::error!("{e}");
         }
@@ -334,9 +328,7 @@ impl Daemon {
         for a in &gone {
             tracing::info!("runtime allowance expired: {a}");
         }
-        self.engine
-            .borrow_mut()
-            .set_settings(self.allows.apply(self.config.settings()));
+        self.engine.borrow_mut().set_allowed(self.allows.compiled());
         if let Err(e) = self.allows.save() {
             tracing::error!("{e}");
         }

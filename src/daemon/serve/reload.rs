@@ -20,7 +20,6 @@ use tokio::sync::oneshot;
 use super::{Daemon, dns_of, policy_options, timeouts};
 use crate::config::Config;
 use crate::config::reload::keep_restart_only;
-use crate::control::allows::Allows;
 use crate::control::handle::Reply;
 use crate::daemon::notify::Notifier;
 use crate::greylist::lists::Lists;
@@ -38,8 +37,6 @@ pub(super) struct Prepared {
     new: Config,
     settings: Settings,
     lists: Lists,
-    /// The runtime allowances merged into `lists`.
-    allows: Allows,
 }
 
 /// The reload in progress, if any, and who waits for it.
@@ -120,18 +117,8 @@ impl Daemon {
         notify: &Notifier,
     ) -> bool {
         let result = match result {
-            Ok(prepared) if prepared.allows != self.allows => {
-                // An allowance came or went meanwhile: the lists built
-                // aside lack it. Compile again, with the files as they are.
-                tracing::info!("reload: the runtime allowances changed meanwhile; compiling again");
-                match self.reload_job() {
-                    Ok(job) => {
-                        reloads.job = Some(job);
-                        return false;
-                    }
-                    Err(why) => Err(why),
-                }
-            }
+            // The runtime allowances are not in the lists: the engine keeps
+            // those in force, whatever changed while the job ran.
             Ok(prepared) => Ok(self.apply_reload(prepared)),
             Err(e) => {
                 tracing::error!("{e}");
@@ -177,7 +164,7 @@ impl Daemon {
             Some(hook) => Pacer::new(SLICE, move || hook()),
             None => Pacer::timed(BUDGET, tokio::task::yield_now),
         };
-        Ok(Box::pin(prepare(path, self.allows.clone(), pacer)))
+        Ok(Box::pin(prepare(path, pacer)))
     }
 
     /// Swaps a prepared reload in, in one step. Returns true when the
@@ -187,7 +174,6 @@ impl Daemon {
             mut new,
             settings,
             lists,
-            allows: _,
         } = prepared;
         let restart_needed = keep_restart_only(&self.config, &mut new);
         if !restart_needed.is_empty() {
@@ -231,23 +217,17 @@ impl Daemon {
     }
 }
 
-/// Reads `path` and its list files and compiles the lists with `allows`
-/// merged in, pausing with `pacer`; nothing of the running daemon is
-/// touched. `Err` says why nothing is to be reloaded.
-pub(super) async fn prepare(
-    path: PathBuf,
-    allows: Allows,
-    mut pacer: Pacer<'_>,
-) -> Result<Prepared, String> {
+/// Reads `path` and its list files and compiles the lists, pausing with
+/// `pacer`; nothing of the running daemon is touched. `Err` says why
+/// nothing is to be reloaded.
+pub(super) async fn prepare(path: PathBuf, mut pacer: Pacer<'_>) -> Result<Prepared, String> {
     let new = Config::load_paced(&path, &mut pacer)
         .await
         .map_err(|e| format!("reload failed, keeping the running configuration: {e}"))?;
     // The last lines' slice ends here; the entries are copied into the
-    // engine's settings in slices, the allowances merged in one pass.
+    // engine's settings in slices.
     pacer.pause().await;
-    let settings = new.settings_paced(&mut pacer).await;
-    pacer.pause().await;
-    let mut settings = allows.apply(settings);
+    let mut settings = new.settings_paced(&mut pacer).await;
     pacer.pause().await;
     let spec = std::mem::take(&mut settings.lists);
     let lists = Lists::compile_paced(&spec, settings.normalize_sender, &mut pacer).await;
@@ -258,7 +238,6 @@ pub(super) async fn prepare(
         new,
         settings,
         lists,
-        allows,
     })
 }
 
@@ -355,7 +334,7 @@ mod tests {
                     .push((listed(&engine, OLD), listed(&engine, NEW)));
                 tokio::task::yield_now()
             });
-            let prepared = prepare(path.clone(), daemon.allows.clone(), pacer).await;
+            let prepared = prepare(path.clone(), pacer).await;
             let seen = seen.into_inner();
             // Parsing and compiling 30,001 entries each fill 7 slices.
             assert!(seen.len() >= 2 * (30_001 / SLICE), "{} pauses", seen.len());
@@ -368,8 +347,7 @@ mod tests {
 
             // A broken file keeps the lists whole, as before.
             std::fs::write(&clients, "not a network\n").unwrap();
-            let Err(e) = prepare(path.clone(), daemon.allows.clone(), Pacer::unpaced()).await
-            else {
+            let Err(e) = prepare(path.clone(), Pacer::unpaced()).await else {
                 panic!("a broken file reloaded")
             };
             assert!(e.contains("clients:1:"), "{e}");
@@ -486,11 +464,11 @@ mod tests {
         });
     }
 
-    /// An allowance added while the lists are compiled aside is not lost:
-    /// the job's result lacks it, so the lists are compiled again before
-    /// anything is swapped in, and the request is answered after that.
+    /// An allowance given while a reload compiles the lists aside is in
+    /// force at once, and the swap keeps it: the reload is compiled once,
+    /// and its request answered at its end.
     #[test]
-    fn an_allowance_added_during_a_reload_makes_it_compile_again() {
+    fn an_allowance_given_during_a_reload_is_in_force_at_once_and_kept_by_the_swap() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("greylist.toml");
         std::fs::write(dir.path().join("clients"), clients_file(OLD)).unwrap();
@@ -500,24 +478,36 @@ mod tests {
             let engine = daemon.engine.clone();
             let notify = Notifier::from_env();
             let mut reloads = Reloads::default();
-            let (reply, mut answer) = oneshot::channel();
+            let (reply, answer) = oneshot::channel();
             daemon.ask_reload(&mut reloads, Some(reply), &notify);
             assert!(reloads.running());
-            let allowed =
-                crate::control::allows::Allow::Network(format!("{NEW}/32").parse().unwrap());
-            daemon.allows.add(allowed, u64::MAX).unwrap();
-            let first = reloads.finished().await;
-            assert!(!daemon.reload_finished(&mut reloads, first, &notify));
-            assert!(reloads.running(), "not compiled again");
-            assert!(answer.try_recv().is_err(), "answered before the swap");
-            let second = reloads.finished().await;
-            assert!(!daemon.reload_finished(&mut reloads, second, &notify));
-            assert!(!reloads.running());
+            let allow = crate::control::protocol::Command::AllowNetwork {
+                net: format!("{NEW}/32").parse().unwrap(),
+                duration: std::time::Duration::from_secs(3600),
+            };
+            let given = crate::control::handle::execute(
+                &allow,
+                crate::control::handle::Context {
+                    engine: &mut engine.borrow_mut(),
+                    allows: &mut daemon.allows,
+                    uid: 0,
+                    walked: None,
+                },
+            );
+            assert!(given.ok, "{given:?}");
+            assert_eq!(
+                decide(&engine, NEW).reason,
+                Reason::Allowed(ListName::Clients)
+            );
+            let result = reloads.finished().await;
+            assert!(!daemon.reload_finished(&mut reloads, result, &notify));
+            assert!(!reloads.running(), "compiled again");
             assert_eq!(answer.await.unwrap(), Reply::ok("configuration reloaded"));
             assert_eq!(
                 decide(&engine, NEW).reason,
                 Reason::Allowed(ListName::Clients)
             );
+            assert!(listed(&engine, OLD));
         });
     }
 }
