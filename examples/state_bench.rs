@@ -13,7 +13,10 @@
 //!    current_thread runtime with a 1 ms ticker running, as in the daemon:
 //!    every decision is timed (`fill_worst_ms`, the worst single one: an
 //!    index growth shows here) and so is the ticker's lateness
-//!    (`fill_lag_max_ms`, which also holds one batch). Then retries one in
+//!    (`fill_lag_max_ms`, which also holds one batch), and the time the
+//!    hypervisor gave this VM's CPUs to others meanwhile (`fill_steal_ms`,
+//!    `steal` in /proc/stat: a decision that took long without running
+//!    shows there). Then retries one in
 //!    five after the delay (whitelisted), and times `--decide` new-tuple
 //!    decisions on the full table in a tight loop (`decide_per_s`).
 //!    Resident memory (VmRSS) before and after.
@@ -147,6 +150,18 @@ fn page_faults() -> (i64, i64) {
     (u.ru_minflt, u.ru_majflt)
 }
 
+/// CPU time the hypervisor took from this machine (all CPUs), ms: the
+/// `steal` column of /proc/stat, in ticks of 10 ms (USER_HZ = 100).
+fn steal_ms() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|cpu| cpu.split_ascii_whitespace().nth(8))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |ticks| ticks * 10)
+}
+
 /// Anonymous memory in transparent huge pages, KiB.
 fn anon_huge_kib() -> u64 {
     std::fs::read_to_string("/proc/self/smaps_rollup")
@@ -205,6 +220,7 @@ fn main() -> Result<(), String> {
     let rss_empty = vm_rss_kib();
     let mut engine = Engine::new(settings(args.tuples), Box::new(clock.clone()));
     let mut filler = Filler::new(args.networks.unwrap_or(args.tuples / 5).max(1) as u64);
+    let steal_before = steal_ms();
     let filled = fill_phase(
         &mut engine,
         &mut filler,
@@ -213,6 +229,7 @@ fn main() -> Result<(), String> {
         args.trace_slow_ms,
     )?;
     let fill = filled.elapsed;
+    let fill_steal = steal_ms().saturating_sub(steal_before);
     clock.advance(301);
     for i in (0..args.tuples as u64).step_by(5) {
         filler.decide(&mut engine, i);
@@ -286,7 +303,7 @@ fn main() -> Result<(), String> {
     );
     let f = fork.unwrap_or_default();
     println!(
-        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2} prefault_requests={} prefault_stopped={}",
+        "RESULT tuples={} huge_pages={} anon_huge_mib={} grown_bytes_per_tuple={:.1} restored_bytes_per_tuple={:.1} fill_per_s={:.0} fill_worst_ms={:.2} fill_lag_max_ms={:.2} fill_steal_ms={} decide_per_s={:.0} write_ms={} fork_call_ms={:.2} loop_stall_max_ms={:.2} decide_max_ms={:.2} child_ms={} restore_ms={} maintain_max_ms={:.2} forget_network_ms={:.2} flush_pending_ms={:.2} walk_slice_max_ms={:.2} prefault_requests={} prefault_stopped={}",
         s.tuples,
         !args.no_huge_pages,
         huge_full / 1024,
@@ -295,6 +312,7 @@ fn main() -> Result<(), String> {
         args.tuples as f64 / fill.as_secs_f64(),
         filled.worst_decide.as_secs_f64() * 1e3,
         filled.worst_tick.as_secs_f64() * 1e3,
+        fill_steal,
         decide_per_s,
         write.as_millis(),
         f.fork_call.as_secs_f64() * 1e3,

@@ -120,14 +120,17 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
-const PAGE: usize = 4096;
-
+/// A mapping's length: whole huge pages. A partly mapped 2 MiB range is
+/// faulted in 4 KiB pages; once a growth maps the rest, khugepaged
+/// collapses it into a huge page with our memory map locked for writing,
+/// which stops every fault of the loop for 5–8 ms on a lazily backed VM
+/// (BENCHMARKS.md, issue 24). The slack is address space only.
 fn map_len(size: usize) -> usize {
-    size.next_multiple_of(PAGE)
+    size.next_multiple_of(HUGE_PAGE)
 }
 
-/// A fresh 2 MiB-aligned mapping of `size` bytes (rounded up to pages),
-/// advised; null if the kernel refuses.
+/// A fresh 2 MiB-aligned mapping of `size` bytes (rounded up to huge
+/// pages), advised; null if the kernel refuses.
 fn map(size: usize) -> *mut u8 {
     let len = map_len(size);
     let Some(reserve) = len.checked_add(HUGE_PAGE) else {

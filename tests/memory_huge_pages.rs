@@ -86,3 +86,47 @@ fn large_blocks_keep_their_contents_and_alignment_as_they_grow_and_shrink() {
     let z = vec![0u64; words(2 * THRESHOLD)];
     assert!(z.iter().all(|&w| w == 0));
 }
+
+/// The bounds of the mapping that holds `addr`, from /proc/self/maps.
+fn mapping_of(addr: usize) -> (usize, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|line| {
+            let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+            Some((
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
+        .unwrap_or_else(|| panic!("no mapping holds {addr:#x}"))
+}
+
+/// A large block is mapped in whole huge pages whatever its size, before
+/// and after it grows: no 2 MiB range of it is mapped in part (faulted in
+/// 4 KiB pages, such a range would later be collapsed by khugepaged with
+/// the memory map locked, stopping the loop: `greymilter::memory`).
+#[test]
+fn large_blocks_are_mapped_in_whole_huge_pages() {
+    const HUGE: usize = 2 << 20;
+    let covers = |v: &Vec<u8>| {
+        let start = v.as_ptr() as usize;
+        let (lo, hi) = mapping_of(start);
+        let end = start + v.capacity();
+        assert_eq!(start % HUGE, 0, "{start:#x}");
+        assert!(
+            lo <= start && hi >= end.next_multiple_of(HUGE),
+            "{lo:#x}-{hi:#x} for {start:#x}-{end:#x}"
+        );
+    };
+    for bytes in [
+        THRESHOLD + 24,
+        3 * THRESHOLD + 4096 + 8,
+        5 * THRESHOLD / 2 + 1000,
+    ] {
+        let mut v: Vec<u8> = Vec::with_capacity(bytes);
+        covers(&v);
+        v.reserve_exact(bytes + HUGE + 12);
+        covers(&v);
+    }
+}

@@ -44,7 +44,8 @@
 //! inserts and drain steps after a growth would take several each): by
 //! the prefault helper process when one runs (`crate::prefault`, off the
 //! loop), else one page per insert. The entries vector likewise keeps a
-//! few MiB of room past its entries that the helper faults in ahead.
+//! few MiB of room past its entries that the helper faults in ahead, and
+//! leaves malloc's heap for a mapping faulted in beforehand (`bigger.rs`).
 //!
 //! Linear probing makes the drain subtle: a key may sit several slots past
 //! its home, so clearing slots in order could cut the probe path of a key
@@ -59,8 +60,10 @@ use std::alloc::Layout;
 
 use crate::prefault::{self, Asked};
 
+mod bigger;
 mod growth;
 mod index;
+use bigger::Bigger;
 use growth::{Draining, PREFAULT_STRIDE, Prepared, RELEASE_CHUNK};
 use index::Index;
 
@@ -124,6 +127,11 @@ pub struct DenseMap<K, V> {
     old: Option<Draining>,
     next: Option<Prepared>,
     ahead: Ahead,
+    /// The mapping the entries move into when they outgrow malloc's heap.
+    bigger: Option<Bigger<(K, V)>>,
+    /// The last `limit` given to [`DenseMap::try_reserve_one`]: no mapping
+    /// is prepared for a map that may not reach it.
+    limit: usize,
 }
 
 impl<K, V> Default for DenseMap<K, V> {
@@ -134,6 +142,8 @@ impl<K, V> Default for DenseMap<K, V> {
             old: None,
             next: None,
             ahead: Ahead::default(),
+            bigger: None,
+            limit: usize::MAX,
         }
     }
 }
@@ -172,6 +182,8 @@ impl<K: MapKey, V> DenseMap<K, V> {
             old: None,
             next: None,
             ahead: Ahead::default(),
+            bigger: None,
+            limit: usize::MAX,
         }
     }
 
@@ -280,14 +292,56 @@ impl<K: MapKey, V> DenseMap<K, V> {
             let spare = cap - len;
             // The helper may be writing past the entries: the block may move.
             prefault::settle_within(self.entries.as_ptr() as usize, cap * size);
-            if self.entries.try_reserve_exact(spare + step).is_err()
+            // Out of malloc's heap only where this growth would leave it.
+            let crosses = (cap + step) * size >= crate::memory::THRESHOLD;
+            let moved = len == cap && crosses && self.move_to_bigger();
+            if !moved
+                && self.entries.try_reserve_exact(spare + step).is_err()
                 && self.entries.try_reserve_exact(spare + 1).is_err()
                 && len == cap
             {
                 return false;
             }
         }
+        self.limit = limit;
         self.room_in_index()
+    }
+
+    /// From half the allocator's huge-page threshold on, while the entries
+    /// are still in malloc's heap: the mapping they move into is allocated
+    /// and faulted in a page per insert (see `bigger.rs`). Dropped once
+    /// the entries are in a mapping (moved there, or grown past it).
+    fn prepare_bigger(&mut self) {
+        let size = std::mem::size_of::<(K, V)>().max(1);
+        let bytes = self.entries.capacity() * size;
+        if bytes < crate::memory::THRESHOLD / 2 {
+            return;
+        }
+        if bytes >= crate::memory::THRESHOLD {
+            self.bigger = None;
+            return;
+        }
+        if self.bigger.is_none() {
+            let room = crate::memory::THRESHOLD.div_ceil(size);
+            if room <= self.limit {
+                self.bigger = Bigger::new(room.max(self.entries.capacity() + 1));
+            }
+        }
+        if let Some(bigger) = &mut self.bigger {
+            bigger.touch_one();
+        }
+    }
+
+    /// The full entries moved into the prepared mapping, if it is ready;
+    /// false if not (the vector then grows as usual).
+    fn move_to_bigger(&mut self) -> bool {
+        match self.bigger.take_if(|b| b.ready()) {
+            Some(bigger) => {
+                self.ahead.to = bigger.take(&mut self.entries);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Has the prefault helper fault in the vector's next page before an
@@ -445,8 +499,13 @@ impl<K: MapKey, V> DenseMap<K, V> {
         }
         self.drain(MIGRATE_STEP);
         self.prepare_next();
-        self.fault_ahead();
+        self.prepare_bigger();
         let pos = self.entries.len();
+        if pos == self.entries.capacity() {
+            // A map grown by `push` alone (no `try_reserve_one`).
+            self.move_to_bigger();
+        }
+        self.fault_ahead();
         self.entries.push((key, value));
         self.index.put(pack(key.hash64(), pos));
     }

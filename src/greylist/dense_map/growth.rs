@@ -9,8 +9,11 @@ use crate::prefault::{self, Asked};
 /// transparent huge page (see [`super::DenseMap::room_in_index`]).
 pub(super) const PREFAULT_STRIDE: usize = if cfg!(test) { 4096 } else { 2 << 20 };
 
-/// Slots per piece of a drained index given back to the kernel at once.
-pub(super) const RELEASE_CHUNK: usize = if cfg!(test) { 1024 } else { 1 << 16 };
+/// Slots per piece of a drained index given back to the kernel at once:
+/// one huge page (an index is 2 MiB-aligned), so that no huge page is
+/// split, which khugepaged would later collapse again with our memory map
+/// locked (see `crate::memory::map_len`).
+pub(super) const RELEASE_CHUNK: usize = if cfg!(test) { 1024 } else { 1 << 18 };
 
 /// The previous index while it is drained into the current one.
 pub(super) struct Draining {

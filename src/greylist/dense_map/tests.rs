@@ -176,3 +176,52 @@ fn each_growth_beyond_the_threshold_takes_an_index_faulted_in_beforehand() {
         assert_eq!(m.get(&K(i)), Some(&(i as u32)));
     }
 }
+
+/// A key with a full hash: the map below holds 260k of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wide(u64);
+
+impl MapKey for Wide {
+    fn hash64(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Grown with `try_reserve_one` (1/8 steps, the tuple maps) and by
+/// inserts alone (doubling, the network counts).
+#[test]
+fn the_entries_leave_the_heap_for_a_mapping_faulted_in_beforehand() {
+    for reserve in [true, false] {
+        let mut m = DenseMap::default();
+        let size = std::mem::size_of::<(Wide, u32)>();
+        let threshold = crate::memory::THRESHOLD;
+        let n = (threshold / size + 10_000) as u64;
+        let mut moves = 0;
+        for i in 0..n {
+            let before = m.entries.capacity();
+            let prepared = m.bigger.as_ref().map(|b| (b.capacity(), b.ready()));
+            if reserve {
+                assert!(m.try_reserve_one(usize::MAX));
+            }
+            m.insert(Wide(i), i as u32);
+            let bytes = m.entries.capacity() * size;
+            if before * size < threshold && bytes >= threshold {
+                // The move out of malloc's heap went into the prepared
+                // block, every page of it faulted in already.
+                assert_eq!(prepared, Some((m.entries.capacity(), true)), "at {i}");
+                moves += 1;
+            }
+            // Prepared only while the entries are in the heap, from half
+            // the threshold on.
+            if m.bigger.is_some() {
+                assert!((threshold / 2..threshold).contains(&bytes), "at {i}");
+            }
+        }
+        assert_eq!(moves, 1, "reserve: {reserve}");
+        assert!(m.bigger.is_none());
+        assert_eq!(m.len() as u64, n);
+        for i in 0..n {
+            assert_eq!(m.get(&Wide(i)), Some(&(i as u32)), "{i}");
+        }
+    }
+}
