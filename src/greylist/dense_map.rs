@@ -494,6 +494,11 @@ impl<K: MapKey, V> DenseMap<K, V> {
     /// stored twice).
     pub fn insert_absent(&mut self, key: K, value: V) {
         debug_assert!(!self.contains_key(&key));
+        // Done already where the caller reserved; for the others (the
+        // network counts) the vector grows in steps and early too, so the
+        // helper faults its pages ahead. A vector that cannot grow fails
+        // in `push` below, as before.
+        let _ = self.try_reserve_one(self.limit);
         if !self.room_in_index() {
             std::alloc::handle_alloc_error(slots_layout(self.entries.len() * 2));
         }
@@ -501,10 +506,6 @@ impl<K: MapKey, V> DenseMap<K, V> {
         self.prepare_next();
         self.prepare_bigger();
         let pos = self.entries.len();
-        if pos == self.entries.capacity() {
-            // A map grown by `push` alone (no `try_reserve_one`).
-            self.move_to_bigger();
-        }
         self.fault_ahead();
         self.entries.push((key, value));
         self.index.put(pack(key.hash64(), pos));

@@ -187,8 +187,8 @@ impl MapKey for Wide {
     }
 }
 
-/// Grown with `try_reserve_one` (1/8 steps, the tuple maps) and by
-/// inserts alone (doubling, the network counts).
+/// Grown with `try_reserve_one` by the caller (the tuple maps) and by
+/// inserts alone (the network counts): in 1/8 steps either way.
 #[test]
 fn the_entries_leave_the_heap_for_a_mapping_faulted_in_beforehand() {
     for reserve in [true, false] {
@@ -218,6 +218,8 @@ fn the_entries_leave_the_heap_for_a_mapping_faulted_in_beforehand() {
             }
         }
         assert_eq!(moves, 1, "reserve: {reserve}");
+        let cap = m.entries.capacity() as u64;
+        assert!(cap <= n + n / 8 + 16, "reserve: {reserve}: capacity {cap} for {n}");
         assert!(m.bigger.is_none());
         assert_eq!(m.len() as u64, n);
         for i in 0..n {
