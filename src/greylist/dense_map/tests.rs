@@ -219,7 +219,10 @@ fn the_entries_leave_the_heap_for_a_mapping_faulted_in_beforehand() {
         }
         assert_eq!(moves, 1, "reserve: {reserve}");
         let cap = m.entries.capacity() as u64;
-        assert!(cap <= n + n / 8 + 16, "reserve: {reserve}: capacity {cap} for {n}");
+        assert!(
+            cap <= n + n / 8 + 16,
+            "reserve: {reserve}: capacity {cap} for {n}"
+        );
         assert!(m.bigger.is_none());
         assert_eq!(m.len() as u64, n);
         for i in 0..n {
